@@ -1,0 +1,252 @@
+//! Api keys, the versions this build implements, and the error codes carried in responses.
+
+use crate::error::NetError;
+
+/// The request types of the native protocol. The numbers are the wire values of the frame's
+/// `api` field; they are part of the protocol and never change.
+#[repr(u16)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ApiKey {
+    /// Which apis and versions the broker implements.
+    ApiVersions = 0,
+    /// Brokers, shard ports, topics, partitions, leaders.
+    Metadata = 1,
+    /// Create topics.
+    CreateTopics = 2,
+    /// Delete topics.
+    DeleteTopics = 3,
+    /// Append record batches.
+    Produce = 4,
+    /// Read record batches (consumers and follower replicas).
+    Fetch = 5,
+    /// Offsets by timestamp, earliest or latest.
+    ListOffsets = 6,
+    /// End offset of a leader epoch (follower truncation, KIP-101/279).
+    OffsetForLeaderEpoch = 7,
+}
+
+impl ApiKey {
+    /// Every api key, in wire-value order.
+    pub const ALL: [ApiKey; 8] = [
+        ApiKey::ApiVersions,
+        ApiKey::Metadata,
+        ApiKey::CreateTopics,
+        ApiKey::DeleteTopics,
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+        ApiKey::OffsetForLeaderEpoch,
+    ];
+
+    /// The wire value of this key.
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+}
+
+impl TryFrom<u16> for ApiKey {
+    type Error = NetError;
+
+    fn try_from(value: u16) -> Result<Self, Self::Error> {
+        ApiKey::ALL
+            .get(usize::from(value))
+            .copied()
+            .ok_or(NetError::UnknownApi(value))
+    }
+}
+
+impl std::fmt::Display for ApiKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{self:?}({})", self.code())
+    }
+}
+
+/// The version ranges this build implements, `(api, min, max)` inclusive, one entry per api in
+/// wire-value order. ApiVersions answers with exactly this table.
+static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 8] = [
+    (ApiKey::ApiVersions, 0, 0),
+    (ApiKey::Metadata, 0, 0),
+    (ApiKey::CreateTopics, 0, 0),
+    (ApiKey::DeleteTopics, 0, 0),
+    (ApiKey::Produce, 0, 0),
+    (ApiKey::Fetch, 0, 0),
+    (ApiKey::ListOffsets, 0, 0),
+    (ApiKey::OffsetForLeaderEpoch, 0, 0),
+];
+
+/// The version ranges this build implements: `(api, min, max)`, inclusive.
+pub fn supported_versions() -> &'static [(ApiKey, u16, u16)] {
+    &SUPPORTED_VERSIONS
+}
+
+/// Checks that `version` of `api` is implemented, so a dispatcher can refuse a request with
+/// `UnsupportedVersion` before decoding its body.
+pub fn check_version(api: ApiKey, version: u16) -> Result<(), NetError> {
+    let supported = SUPPORTED_VERSIONS
+        .iter()
+        .any(|&(key, min, max)| key == api && (min..=max).contains(&version));
+    if supported {
+        Ok(())
+    } else {
+        Err(NetError::UnsupportedVersion {
+            api: api.code(),
+            version,
+        })
+    }
+}
+
+/// The error code carried in responses. Where Kafka defines the condition, the number is
+/// Kafka's, so the Kafka protocol adapter can pass codes through unchanged.
+#[repr(i16)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum ErrorCode {
+    /// Success.
+    #[error("no error")]
+    None = 0,
+    /// The requested offset is outside the partition's log.
+    #[error("the requested offset is out of range for this partition")]
+    OffsetOutOfRange = 1,
+    /// A record batch failed its CRC or header checks.
+    #[error("a record batch failed its CRC or is otherwise corrupt")]
+    CorruptMessage = 2,
+    /// The broker does not host this topic-partition.
+    #[error("this broker does not host the topic or partition")]
+    UnknownTopicOrPartition = 3,
+    /// The requested fetch size is invalid.
+    #[error("the requested fetch size is invalid")]
+    InvalidFetchSize = 4,
+    /// The partition has no leader right now (an election is in progress).
+    #[error("there is no leader for this partition right now")]
+    LeaderNotAvailable = 5,
+    /// This broker is not the leader (or follower) the request expected.
+    #[error("this broker is not the leader or follower for the partition")]
+    NotLeaderOrFollower = 6,
+    /// The request did not complete within its timeout.
+    #[error("the request timed out")]
+    RequestTimedOut = 7,
+    /// A record batch is larger than the topic allows.
+    #[error("the record batch is larger than the maximum the topic allows")]
+    MessageTooLarge = 10,
+    /// The request carries an outdated controller epoch.
+    #[error("the controller epoch is stale")]
+    StaleControllerEpoch = 11,
+    /// The connection failed while the request was in flight.
+    #[error("the connection failed while the request was in flight")]
+    NetworkException = 13,
+    /// The topic name is invalid or names an internal topic.
+    #[error("the topic name is invalid")]
+    InvalidTopic = 17,
+    /// A produce request's record list is larger than allowed.
+    #[error("the request's record list is larger than allowed")]
+    RecordListTooLarge = 18,
+    /// Fewer in-sync replicas than min.insync.replicas: refused before appending.
+    #[error("not enough in-sync replicas; the records were not appended")]
+    NotEnoughReplicas = 19,
+    /// The ISR shrank below min.insync.replicas after the records were appended.
+    #[error("the records were appended but fewer in-sync replicas than required remain")]
+    NotEnoughReplicasAfterAppend = 20,
+    /// `acks` is not 0, 1 or -1.
+    #[error("acks must be 0, 1 or -1")]
+    InvalidRequiredAcks = 21,
+    /// The requested api version is not implemented.
+    #[error("the api version is not supported")]
+    UnsupportedVersion = 35,
+    /// CreateTopics named a topic that already exists.
+    #[error("the topic already exists")]
+    TopicAlreadyExists = 36,
+    /// The partition count is invalid.
+    #[error("the number of partitions is invalid")]
+    InvalidPartitions = 37,
+    /// The replication factor is invalid or larger than the live brokers.
+    #[error("the replication factor is invalid")]
+    InvalidReplicationFactor = 38,
+    /// A topic configuration entry is invalid.
+    #[error("the configuration is invalid")]
+    InvalidConfig = 40,
+    /// The request is malformed or inconsistent.
+    #[error("the request is invalid")]
+    InvalidRequest = 42,
+    /// The partition's log is on a failed disk.
+    #[error("the broker's storage for this partition failed")]
+    KafkaStorageError = 56,
+    /// The request's leader epoch is older than the broker's.
+    #[error("the leader epoch in the request is older than the broker's")]
+    FencedLeaderEpoch = 74,
+    /// An unexpected error on the server.
+    #[error("unexpected server error")]
+    UnknownServerError = -1,
+}
+
+impl ErrorCode {
+    /// Every error code this build knows.
+    pub const ALL: [ErrorCode; 25] = [
+        ErrorCode::None,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::CorruptMessage,
+        ErrorCode::UnknownTopicOrPartition,
+        ErrorCode::InvalidFetchSize,
+        ErrorCode::LeaderNotAvailable,
+        ErrorCode::NotLeaderOrFollower,
+        ErrorCode::RequestTimedOut,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::StaleControllerEpoch,
+        ErrorCode::NetworkException,
+        ErrorCode::InvalidTopic,
+        ErrorCode::RecordListTooLarge,
+        ErrorCode::NotEnoughReplicas,
+        ErrorCode::NotEnoughReplicasAfterAppend,
+        ErrorCode::InvalidRequiredAcks,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::TopicAlreadyExists,
+        ErrorCode::InvalidPartitions,
+        ErrorCode::InvalidReplicationFactor,
+        ErrorCode::InvalidConfig,
+        ErrorCode::InvalidRequest,
+        ErrorCode::KafkaStorageError,
+        ErrorCode::FencedLeaderEpoch,
+        ErrorCode::UnknownServerError,
+    ];
+
+    /// The error code with wire value `code`, or `None` for a number this build does not know
+    /// (a client should treat that like `UnknownServerError`).
+    pub fn from_i16(code: i16) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|known| known.code() == code)
+    }
+
+    /// The wire value of this code.
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+
+    /// True for `None`.
+    pub fn is_ok(self) -> bool {
+        self == ErrorCode::None
+    }
+
+    /// True when retrying the same request later (possibly after refreshing metadata) may
+    /// succeed, following Kafka's classification of the same codes.
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::CorruptMessage
+                | ErrorCode::UnknownTopicOrPartition
+                | ErrorCode::LeaderNotAvailable
+                | ErrorCode::NotLeaderOrFollower
+                | ErrorCode::RequestTimedOut
+                | ErrorCode::NetworkException
+                | ErrorCode::NotEnoughReplicas
+                | ErrorCode::NotEnoughReplicasAfterAppend
+                | ErrorCode::KafkaStorageError
+                | ErrorCode::FencedLeaderEpoch
+        )
+    }
+}
+
+impl From<ErrorCode> for i16 {
+    fn from(code: ErrorCode) -> i16 {
+        code.code()
+    }
+}

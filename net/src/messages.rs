@@ -1,0 +1,429 @@
+//! Control bodies of every request and response, as rkyv archives.
+//!
+//! Every type derives rkyv `Archive`, `Serialize` and `Deserialize`; with rkyv's default
+//! `bytecheck` feature the archived form also derives `CheckBytes`, so a received body is
+//! validated before any field is read. Error fields are `ErrorCode` wire values (`i16`); use
+//! [`ErrorCode::from_i16`](crate::api::ErrorCode::from_i16) to interpret them.
+//!
+//! Record bytes never travel inside a control body: Produce requests and Fetch responses list
+//! per-partition byte counts here and carry the batches, concatenated in the same order, as the
+//! frame's payload.
+
+use bytes::Bytes;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::api::{supported_versions, ApiKey, ErrorCode};
+use crate::error::NetError;
+
+/// Implemented by every request and response body, so generic code can check that a frame's
+/// api matches the body it is decoded or encoded as.
+pub trait Message {
+    /// The api this body belongs to.
+    const API: ApiKey;
+}
+
+macro_rules! message {
+    ($api:ident: $($body:ty),+) => {
+        $(impl Message for $body {
+            const API: ApiKey = ApiKey::$api;
+        })+
+    };
+}
+
+message!(ApiVersions: ApiVersionsRequest, ApiVersionsResponse);
+message!(Metadata: MetadataRequest, MetadataResponse);
+message!(CreateTopics: CreateTopicsRequest, CreateTopicsResponse);
+message!(DeleteTopics: DeleteTopicsRequest, DeleteTopicsResponse);
+message!(Produce: ProduceRequest, ProduceResponse);
+message!(Fetch: FetchRequest, FetchResponse);
+message!(ListOffsets: ListOffsetsRequest, ListOffsetsResponse);
+message!(OffsetForLeaderEpoch: OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse);
+
+/// Asks which apis and versions the broker implements.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct ApiVersionsRequest {}
+
+/// One api's implemented version range, inclusive.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ApiVersionRange {
+    /// ApiKey wire value.
+    pub api: u16,
+    /// Lowest implemented version.
+    pub min: u16,
+    /// Highest implemented version.
+    pub max: u16,
+}
+
+/// The broker's implemented apis and versions.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ApiVersionsResponse {
+    /// ErrorCode wire value.
+    pub error: i16,
+    /// One entry per implemented api.
+    pub apis: Vec<ApiVersionRange>,
+}
+
+impl ApiVersionsResponse {
+    /// The honest answer for this build: exactly [`supported_versions`].
+    pub fn from_supported() -> Self {
+        ApiVersionsResponse {
+            error: ErrorCode::None.code(),
+            apis: supported_versions()
+                .iter()
+                .map(|&(api, min, max)| ApiVersionRange {
+                    api: api.code(),
+                    min,
+                    max,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Asks for cluster metadata.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MetadataRequest {
+    /// Topics to describe; `None` means every topic.
+    pub topics: Option<Vec<String>>,
+}
+
+/// A broker and its ports.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct BrokerMeta {
+    /// Broker id.
+    pub node_id: i32,
+    /// Host name or address clients connect to.
+    pub host: String,
+    /// The shared native port (any shard answers).
+    pub port: u16,
+    /// One native port per shard, indexed by shard number, so a client can connect straight to
+    /// the core that owns a partition.
+    pub shard_ports: Vec<u16>,
+}
+
+/// One partition of a topic.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PartitionMeta {
+    /// Partition index.
+    pub partition: i32,
+    /// ErrorCode wire value.
+    pub error: i16,
+    /// Leader's broker id, -1 when there is none.
+    pub leader: i32,
+    /// Current leader epoch.
+    pub leader_epoch: i32,
+    /// Broker ids of all replicas, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// Broker ids of the in-sync replicas.
+    pub isr: Vec<i32>,
+    /// The leader's shard (core) that owns this partition; index into `shard_ports`.
+    pub shard: u32,
+}
+
+/// One topic.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TopicMeta {
+    /// Topic name.
+    pub name: String,
+    /// ErrorCode wire value.
+    pub error: i16,
+    /// Partitions, by index.
+    pub partitions: Vec<PartitionMeta>,
+    /// Topic configuration overrides, key and value.
+    pub configs: Vec<(String, String)>,
+}
+
+/// Cluster metadata.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MetadataResponse {
+    /// Live brokers.
+    pub brokers: Vec<BrokerMeta>,
+    /// The controller's broker id, -1 when unknown.
+    pub controller_id: i32,
+    /// Cluster id.
+    pub cluster_id: String,
+    /// The requested topics.
+    pub topics: Vec<TopicMeta>,
+}
+
+/// A topic to create.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NewTopic {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: i32,
+    /// Replicas per partition.
+    pub replication_factor: i16,
+    /// Configuration overrides, key and value.
+    pub configs: Vec<(String, String)>,
+}
+
+/// Creates topics.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CreateTopicsRequest {
+    /// Topics to create.
+    pub topics: Vec<NewTopic>,
+    /// How long the broker may wait for the creation to complete, in milliseconds.
+    pub timeout_ms: u32,
+}
+
+/// The outcome for one topic of a create or delete.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TopicResult {
+    /// Topic name.
+    pub name: String,
+    /// ErrorCode wire value.
+    pub error: i16,
+    /// Human-readable detail for an error.
+    pub message: Option<String>,
+}
+
+/// Per-topic outcomes of a CreateTopics request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CreateTopicsResponse {
+    /// One result per requested topic.
+    pub results: Vec<TopicResult>,
+}
+
+/// Deletes topics.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DeleteTopicsRequest {
+    /// Topics to delete.
+    pub names: Vec<String>,
+    /// How long the broker may wait for the deletion to complete, in milliseconds.
+    pub timeout_ms: u32,
+}
+
+/// Per-topic outcomes of a DeleteTopics request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DeleteTopicsResponse {
+    /// One result per requested topic.
+    pub results: Vec<TopicResult>,
+}
+
+/// One partition's share of a Produce payload.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProducePartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// Bytes of record batches for this partition in the payload.
+    pub records_bytes: u32,
+}
+
+/// Appends record batches. The payload is each partition's record batches concatenated, in the
+/// order of `partitions`. With `acks == 0` the broker sends no response.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProduceRequest {
+    /// 0 (no response), 1 (leader appended) or -1 (the whole ISR has it).
+    pub acks: i8,
+    /// How long the broker may wait for acks, in milliseconds.
+    pub timeout_ms: u32,
+    /// The partitions written, in payload order.
+    pub partitions: Vec<ProducePartition>,
+}
+
+impl ProduceRequest {
+    /// Splits `payload` into one slice per partition (no copy), checking that the byte counts
+    /// add up to exactly the payload's length.
+    pub fn partition_payloads(&self, payload: &Bytes) -> Result<Vec<Bytes>, NetError> {
+        split_payload(self.partitions.iter().map(|p| p.records_bytes), payload)
+    }
+}
+
+/// The outcome of a Produce for one partition.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProducePartitionResult {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// ErrorCode wire value.
+    pub error: i16,
+    /// Offset assigned to the first record, -1 on error.
+    pub base_offset: i64,
+    /// The partition's log start offset.
+    pub log_start_offset: i64,
+    /// Human-readable detail for an error.
+    pub message: Option<String>,
+}
+
+/// Per-partition outcomes of a Produce.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProduceResponse {
+    /// One result per requested partition.
+    pub partitions: Vec<ProducePartitionResult>,
+}
+
+/// One partition to fetch from.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FetchPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// First offset wanted.
+    pub fetch_offset: i64,
+    /// Bound on this partition's share of the response, in bytes.
+    pub partition_max_bytes: u32,
+    /// The leader epoch the fetcher believes current, -1 when unknown (fencing, KIP-320).
+    pub current_leader_epoch: i32,
+}
+
+/// Reads record batches; used by consumers and by follower replicas.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FetchRequest {
+    /// -1 for a consumer, else the follower's broker id.
+    pub replica_id: i32,
+    /// How long the broker may wait for `min_bytes`, in milliseconds.
+    pub max_wait_ms: u32,
+    /// Answer as soon as this many bytes are available.
+    pub min_bytes: u32,
+    /// Bound on the whole response's records, in bytes.
+    pub max_bytes: u32,
+    /// The partitions to read.
+    pub partitions: Vec<FetchPartition>,
+}
+
+/// The outcome of a Fetch for one partition.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FetchPartitionResult {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// ErrorCode wire value.
+    pub error: i16,
+    /// The partition's high watermark.
+    pub high_watermark: i64,
+    /// The partition's log start offset.
+    pub log_start_offset: i64,
+    /// The partition's log end offset.
+    pub log_end_offset: i64,
+    /// Bytes of whole record batches for this partition in the payload.
+    pub records_bytes: u32,
+}
+
+/// Fetch results. The payload is each partition's records (whole batches) concatenated, in the
+/// order of `partitions`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FetchResponse {
+    /// One result per requested partition.
+    pub partitions: Vec<FetchPartitionResult>,
+}
+
+impl FetchResponse {
+    /// Splits `payload` into one slice per partition (no copy), checking that the byte counts
+    /// add up to exactly the payload's length.
+    pub fn partition_payloads(&self, payload: &Bytes) -> Result<Vec<Bytes>, NetError> {
+        split_payload(self.partitions.iter().map(|p| p.records_bytes), payload)
+    }
+}
+
+/// One partition whose offset is wanted.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ListOffsetsPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// -2 for the earliest offset, -1 for the latest, else a unix timestamp in milliseconds
+    /// (the first offset at or after it).
+    pub timestamp: i64,
+}
+
+/// Looks up offsets by timestamp.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ListOffsetsRequest {
+    /// The partitions to look up.
+    pub partitions: Vec<ListOffsetsPartition>,
+}
+
+/// The offset found for one partition.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ListOffsetsPartitionResult {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// ErrorCode wire value.
+    pub error: i16,
+    /// The offset found, -1 when none.
+    pub offset: i64,
+    /// The timestamp of the record at `offset`, -1 when not applicable.
+    pub timestamp: i64,
+}
+
+/// ListOffsets results.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ListOffsetsResponse {
+    /// One result per requested partition.
+    pub partitions: Vec<ListOffsetsPartitionResult>,
+}
+
+/// Asks for the end offset of a leader epoch in one partition.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct EpochQuery {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The epoch whose end offset is wanted.
+    pub leader_epoch: i32,
+}
+
+/// Asks for the end offsets of leader epochs, so a new follower can truncate (KIP-101/279).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OffsetForLeaderEpochRequest {
+    /// The partitions and epochs.
+    pub partitions: Vec<EpochQuery>,
+}
+
+/// The end offset of an epoch in one partition.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct EpochAnswer {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// ErrorCode wire value.
+    pub error: i16,
+    /// The largest epoch at or below the requested one that the leader knows.
+    pub leader_epoch: i32,
+    /// The start offset of the next epoch after `leader_epoch`, or the log end offset.
+    pub end_offset: i64,
+}
+
+/// OffsetForLeaderEpoch results.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OffsetForLeaderEpochResponse {
+    /// One answer per query.
+    pub partitions: Vec<EpochAnswer>,
+}
+
+/// Cuts `payload` into consecutive slices of the given lengths, refusing counts that do not add
+/// up to the payload length (they would misattribute records to partitions).
+fn split_payload(lens: impl Iterator<Item = u32>, payload: &Bytes) -> Result<Vec<Bytes>, NetError> {
+    let mut parts = Vec::new();
+    let mut start = 0usize;
+    for len in lens {
+        let end = start.saturating_add(len as usize);
+        if end > payload.len() {
+            return Err(NetError::malformed(format!(
+                "partition byte counts exceed the payload of {} bytes",
+                payload.len()
+            )));
+        }
+        parts.push(payload.slice(start..end));
+        start = end;
+    }
+    if start != payload.len() {
+        return Err(NetError::malformed(format!(
+            "partition byte counts add up to {start} but the payload has {} bytes",
+            payload.len()
+        )));
+    }
+    Ok(parts)
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit, property, crash, corruption, end-to-end and the fuzz
+# corpus replay. Installs what it needs on a fresh Debian machine with only the Rust toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_build_tools
+cargo test --workspace --all-targets "$@"

@@ -1,0 +1,234 @@
+//! Building v2 batches: what producers (the native client, the load generator, tests) use.
+
+use bytes::{BufMut, BytesMut};
+
+use super::varint::{put_varint, put_varlong};
+use super::{
+    write_crc, BatchError, Compression, BATCH_HEADER_BYTES, CRC_COVERED_START, LOG_OVERHEAD_BYTES,
+    MAGIC_V2,
+};
+
+/// zstd level used when building compressed batches: libzstd's default, the usual balance of
+/// speed and ratio, and what Kafka's producer uses when no level is configured.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// Producer id, epoch and sequence of a batch from a non-idempotent producer.
+const NO_PRODUCER_ID: i64 = -1;
+const NO_PRODUCER_EPOCH: i16 = -1;
+const NO_SEQUENCE: i32 = -1;
+/// Partition leader epoch of a batch no leader has stamped yet.
+const NO_PARTITION_LEADER_EPOCH: i32 = -1;
+/// Largest length one record field may have: lengths travel as i32 varints.
+const FIELD_BYTES_MAX: usize = i32::MAX as usize;
+
+/// Accumulates records and encodes them as one Kafka v2 batch (create-time timestamps, offsets
+/// 0..n relative to a base offset of 0 that the leader overwrites on append).
+#[derive(Debug, Clone)]
+pub struct BatchBuilder {
+    compression: Compression,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    /// Encoded records, uncompressed.
+    records: Vec<u8>,
+    /// The body of the record being encoded, reused between pushes.
+    scratch: Vec<u8>,
+    records_count: usize,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    /// Size of the first field that could not be encoded, reported by `build`.
+    oversized_bytes: Option<usize>,
+}
+
+impl BatchBuilder {
+    /// A builder for `Compression::None` or `Compression::Zstd`; other codecs make `build` fail.
+    pub fn new(compression: Compression) -> Self {
+        BatchBuilder {
+            compression,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            base_sequence: NO_SEQUENCE,
+            records: Vec::new(),
+            scratch: Vec::new(),
+            records_count: 0,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            oversized_bytes: None,
+        }
+    }
+
+    /// Marks the batch as coming from an idempotent producer.
+    pub fn with_producer(
+        mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) -> Self {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Appends one record. A field too long for the format (over `i32::MAX` bytes) is not
+    /// encoded and makes `build` fail with `TooLarge`.
+    pub fn push(
+        &mut self,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) {
+        let header_fields = headers
+            .iter()
+            .flat_map(|(key, value)| [Some(key.as_bytes()), *value]);
+        let longest = [key, value]
+            .into_iter()
+            .chain(header_fields)
+            .flatten()
+            .map(<[u8]>::len)
+            .chain([headers.len()])
+            .max()
+            .unwrap_or(0);
+        if longest > FIELD_BYTES_MAX || self.records_count >= FIELD_BYTES_MAX {
+            self.oversized_bytes.get_or_insert(longest);
+            return;
+        }
+        if self.records_count == 0 {
+            self.base_timestamp = timestamp_ms;
+            self.max_timestamp = timestamp_ms;
+        }
+        self.max_timestamp = self.max_timestamp.max(timestamp_ms);
+        // Both casts are in range: checked against FIELD_BYTES_MAX above.
+        let offset_delta = self.records_count as i32;
+        let timestamp_delta = timestamp_ms.wrapping_sub(self.base_timestamp);
+        self.encode_body(timestamp_delta, offset_delta, key, value, headers);
+        if self.scratch.len() > FIELD_BYTES_MAX {
+            self.oversized_bytes.get_or_insert(self.scratch.len());
+            return;
+        }
+        put_varint(&mut self.records, self.scratch.len() as i32);
+        self.records.extend_from_slice(&self.scratch);
+        self.records_count += 1;
+    }
+
+    /// Encodes a record's body (everything after its length) into `scratch`.
+    fn encode_body(
+        &mut self,
+        timestamp_delta: i64,
+        offset_delta: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) {
+        let body = &mut self.scratch;
+        body.clear();
+        body.put_i8(0);
+        put_varlong(body, timestamp_delta);
+        put_varint(body, offset_delta);
+        put_nullable(body, key);
+        put_nullable(body, value);
+        put_varint(body, headers.len() as i32);
+        for (header_key, header_value) in headers {
+            put_nullable(body, Some(header_key.as_bytes()));
+            put_nullable(body, *header_value);
+        }
+    }
+
+    /// Records pushed so far.
+    pub fn records_count(&self) -> usize {
+        self.records_count
+    }
+
+    /// Size of the batch if it were built uncompressed: header plus encoded records. Producers
+    /// use it to cap batches before compression.
+    pub fn uncompressed_bytes(&self) -> usize {
+        BATCH_HEADER_BYTES + self.records.len()
+    }
+
+    /// True when no record has been pushed.
+    pub fn is_empty(&self) -> bool {
+        self.records_count == 0
+    }
+
+    /// Builds the batch: base offset 0, leader epoch -1, producer id/epoch/sequence -1 unless
+    /// set, CRC computed, max timestamp the largest pushed.
+    pub fn build(self) -> Result<BytesMut, BatchError> {
+        let mut out = BytesMut::new();
+        self.build_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the batch to `out` and returns the bytes written. On error `out` is unchanged.
+    pub fn build_into(self, out: &mut BytesMut) -> Result<usize, BatchError> {
+        if let Some(bytes) = self.oversized_bytes {
+            return Err(BatchError::TooLarge {
+                bytes,
+                max: FIELD_BYTES_MAX,
+            });
+        }
+        if self.is_empty() {
+            return Err(BatchError::EmptyBatch);
+        }
+        let compressed;
+        let payload: &[u8] = match self.compression {
+            Compression::None => &self.records,
+            Compression::Zstd => {
+                compressed = zstd::bulk::compress(&self.records, ZSTD_LEVEL).map_err(|source| {
+                    BatchError::Compression {
+                        operation: "zstd compression",
+                        source,
+                    }
+                })?;
+                &compressed
+            }
+            other => return Err(BatchError::UnsupportedCompression(other)),
+        };
+        let total = BATCH_HEADER_BYTES + payload.len();
+        let batch_length =
+            i32::try_from(total - LOG_OVERHEAD_BYTES).map_err(|_| BatchError::TooLarge {
+                bytes: total,
+                max: FIELD_BYTES_MAX,
+            })?;
+        let start = out.len();
+        out.reserve(total);
+        self.put_header(out, batch_length);
+        out.put_slice(payload);
+        let batch = &mut out[start..];
+        let crc = crc32c::crc32c(&batch[CRC_COVERED_START..]);
+        write_crc(batch, crc);
+        debug_assert!(super::validate_batch(batch, usize::MAX).is_ok());
+        Ok(total)
+    }
+
+    /// Writes the 61-byte header with a zero CRC, which `build_into` fills in afterwards.
+    fn put_header(&self, out: &mut BytesMut, batch_length: i32) {
+        // records_count is below FIELD_BYTES_MAX (push refuses more) and above 0 (checked).
+        let records_count = self.records_count as i32;
+        out.put_i64(0);
+        out.put_i32(batch_length);
+        out.put_i32(NO_PARTITION_LEADER_EPOCH);
+        out.put_i8(MAGIC_V2);
+        out.put_u32(0);
+        out.put_i16(self.compression.code());
+        out.put_i32(records_count - 1);
+        out.put_i64(self.base_timestamp);
+        out.put_i64(self.max_timestamp);
+        out.put_i64(self.producer_id);
+        out.put_i16(self.producer_epoch);
+        out.put_i32(self.base_sequence);
+        out.put_i32(records_count);
+    }
+}
+
+/// Appends a nullable byte string: varint length (-1 for null) then the bytes. Callers have
+/// checked the length fits an i32.
+fn put_nullable(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        None => put_varint(out, -1),
+        Some(bytes) => {
+            put_varint(out, bytes.len() as i32);
+            out.extend_from_slice(bytes);
+        }
+    }
+}

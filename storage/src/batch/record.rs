@@ -1,0 +1,249 @@
+//! Decoding the records inside a batch.
+//!
+//! Record layout (after an optional decompression of everything past recordsCount):
+//! `length varint | attributes i8 | timestampDelta varlong | offsetDelta varint |
+//! keyLength varint | key | valueLength varint | value | headersCount varint | headers`, each
+//! header `keyLength varint | key (UTF-8) | valueLength varint | value`. A length of -1 is null.
+
+use std::io::Read;
+
+use bytes::Bytes;
+
+use super::varint::{get_varint, get_varlong, VarintError};
+use super::{BatchError, BatchHeader, Compression, BATCH_HEADER_BYTES};
+
+/// Upper bound on the decompressed size of one batch's records. Kafka caps a batch at about
+/// 1 MiB compressed by default; 64 MiB leaves room for very compressible data while keeping a
+/// decompression bomb from taking the broker's memory.
+pub const DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Largest zstd window accepted, as a power of two. This is libzstd's own default limit
+/// (128 MiB): every level a Kafka client can choose fits in it, and larger windows are refused
+/// before the decoder allocates them.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+/// Smallest possible encoded record: one byte each for length, attributes, timestampDelta,
+/// offsetDelta, keyLength, valueLength and headersCount.
+const RECORD_BYTES_MIN: usize = 7;
+/// Smallest possible encoded header: one byte each for keyLength and valueLength.
+const HEADER_BYTES_MIN: usize = 2;
+
+/// One decoded record, with absolute offset and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Absolute offset: the batch's base offset plus the record's offset delta.
+    pub offset: i64,
+    /// Absolute timestamp in milliseconds (create time, or the log append time for batches
+    /// whose timestamp type says so).
+    pub timestamp: i64,
+    /// Key bytes; `None` is a null key, distinct from an empty one.
+    pub key: Option<Bytes>,
+    /// Value bytes; `None` is a null value (a tombstone), distinct from an empty one.
+    pub value: Option<Bytes>,
+    /// Record headers, in order.
+    pub headers: Vec<RecordHeader>,
+}
+
+/// One record header: a UTF-8 key and an optional value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Header key (never null in Kafka).
+    pub key: String,
+    /// Header value; `None` is null.
+    pub value: Option<Bytes>,
+}
+
+/// Decodes all records of one validated batch (absolute offsets and timestamps); decompresses
+/// none and zstd; gzip/snappy/lz4 -> BatchError::UnsupportedCompression (stored/served opaquely).
+/// Every length is bounds-checked; decompressed size is bounded by DECOMPRESSED_BYTES_MAX.
+///
+/// The CRC is not re-checked here (the caller validated the batch), but nothing in the bytes can
+/// make this read out of bounds or allocate more than the input justifies.
+pub fn decode_records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let total = header.total_bytes();
+    if total > batch.len() {
+        return Err(BatchError::Truncated {
+            needed: total,
+            available: batch.len(),
+        });
+    }
+    let payload = &batch[BATCH_HEADER_BYTES..total];
+    let records = match header.compression()? {
+        Compression::None => Bytes::copy_from_slice(payload),
+        Compression::Zstd => Bytes::from(zstd_decompress(payload)?),
+        other => return Err(BatchError::UnsupportedCompression(other)),
+    };
+    parse_records(&header, records)
+}
+
+/// Decompresses a zstd block, refusing output past `DECOMPRESSED_BYTES_MAX`.
+fn zstd_decompress(payload: &[u8]) -> Result<Vec<u8>, BatchError> {
+    let failed = |source| BatchError::Compression {
+        operation: "zstd decompression",
+        source,
+    };
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(payload).map_err(failed)?;
+    decoder
+        .window_log_max(ZSTD_WINDOW_LOG_MAX)
+        .map_err(failed)?;
+    let mut out = Vec::new();
+    // Reading one byte past the limit tells "exactly at the limit" from "over it".
+    let limit = DECOMPRESSED_BYTES_MAX as u64 + 1;
+    decoder.take(limit).read_to_end(&mut out).map_err(failed)?;
+    if out.len() > DECOMPRESSED_BYTES_MAX {
+        return Err(BatchError::DecompressedTooLarge {
+            max: DECOMPRESSED_BYTES_MAX,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses exactly `records_count` records filling all of `records`.
+fn parse_records(header: &BatchHeader, records: Bytes) -> Result<Vec<Record>, BatchError> {
+    let declared = header.records_count;
+    let count = usize::try_from(declared).map_err(|_| BatchError::Corrupt {
+        what: "recordsCount is negative",
+    })?;
+    // Every record takes at least RECORD_BYTES_MIN bytes, so a count the bytes cannot hold is
+    // rejected before anything is allocated for it.
+    let fits = records.len() / RECORD_BYTES_MIN;
+    if count > fits {
+        return Err(BatchError::RecordCountMismatch {
+            declared,
+            found: fits,
+        });
+    }
+    let mut reader = RecordReader {
+        bytes: records,
+        position: 0,
+        index: 0,
+    };
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        if reader.position == reader.bytes.len() {
+            return Err(BatchError::RecordCountMismatch {
+                declared,
+                found: out.len(),
+            });
+        }
+        out.push(reader.record(header)?);
+        reader.index += 1;
+    }
+    if reader.position != reader.bytes.len() {
+        return Err(BatchError::RecordCountMismatch {
+            declared,
+            found: count + 1,
+        });
+    }
+    Ok(out)
+}
+
+/// A cursor over the records section that reports errors with the record index and position.
+struct RecordReader {
+    bytes: Bytes,
+    position: usize,
+    index: usize,
+}
+
+impl RecordReader {
+    fn error(&self, what: &'static str) -> BatchError {
+        BatchError::BadRecord {
+            index: self.index,
+            position: self.position,
+            what,
+        }
+    }
+
+    fn varint_error(&self, error: VarintError, field: &'static str) -> BatchError {
+        self.error(match error {
+            VarintError::Truncated => field,
+            VarintError::TooLong => "varint longer than its type allows",
+        })
+    }
+
+    fn varint(&mut self, end: usize, truncated: &'static str) -> Result<i32, BatchError> {
+        let (value, used) = get_varint(&self.bytes[self.position..end])
+            .map_err(|error| self.varint_error(error, truncated))?;
+        self.position += used;
+        Ok(value)
+    }
+
+    fn varlong(&mut self, end: usize, truncated: &'static str) -> Result<i64, BatchError> {
+        let (value, used) = get_varlong(&self.bytes[self.position..end])
+            .map_err(|error| self.varint_error(error, truncated))?;
+        self.position += used;
+        Ok(value)
+    }
+
+    /// Reads a length-prefixed, nullable byte string ending at or before `end`.
+    fn nullable(&mut self, end: usize, field: &'static str) -> Result<Option<Bytes>, BatchError> {
+        let length = self.varint(end, field)?;
+        if length == -1 {
+            return Ok(None);
+        }
+        let length = usize::try_from(length).map_err(|_| self.error("negative length"))?;
+        if length > end - self.position {
+            return Err(self.error(field));
+        }
+        let value = self.bytes.slice(self.position..self.position + length);
+        self.position += length;
+        Ok(Some(value))
+    }
+
+    /// Reads one whole record, checking its declared length matches what its fields use.
+    fn record(&mut self, header: &BatchHeader) -> Result<Record, BatchError> {
+        let all = self.bytes.len();
+        let length = self.varint(all, "record length is truncated")?;
+        let length = usize::try_from(length).map_err(|_| self.error("negative record length"))?;
+        if length > all - self.position {
+            return Err(self.error("record extends past the end of the batch"));
+        }
+        let end = self.position + length;
+        if end == self.position {
+            return Err(self.error("record is empty"));
+        }
+        // The attributes byte is unused in v2 records; Kafka ignores it, and so do we.
+        self.position += 1;
+        let timestamp_delta = self.varlong(end, "timestampDelta is truncated")?;
+        let offset_delta = self.varint(end, "offsetDelta is truncated")?;
+        let key = self.nullable(end, "key is truncated")?;
+        let value = self.nullable(end, "value is truncated")?;
+        let headers = self.headers(end)?;
+        if self.position != end {
+            return Err(self.error("record length does not match its fields"));
+        }
+        // Deltas come from the wire, so the sums wrap instead of panicking; Kafka wraps too.
+        let timestamp = if header.is_log_append_time() {
+            header.max_timestamp
+        } else {
+            header.base_timestamp.wrapping_add(timestamp_delta)
+        };
+        Ok(Record {
+            offset: header.base_offset.wrapping_add(i64::from(offset_delta)),
+            timestamp,
+            key,
+            value,
+            headers,
+        })
+    }
+
+    fn headers(&mut self, end: usize) -> Result<Vec<RecordHeader>, BatchError> {
+        let count = self.varint(end, "headersCount is truncated")?;
+        let count = usize::try_from(count).map_err(|_| self.error("negative headersCount"))?;
+        if count > (end - self.position) / HEADER_BYTES_MIN {
+            return Err(self.error("headersCount exceeds the record's bytes"));
+        }
+        let mut headers = Vec::with_capacity(count);
+        for _ in 0..count {
+            let key = self
+                .nullable(end, "header key is truncated")?
+                .ok_or_else(|| self.error("header key is null"))?;
+            let key = String::from_utf8(key.to_vec())
+                .map_err(|_| self.error("header key is not UTF-8"))?;
+            let value = self.nullable(end, "header value is truncated")?;
+            headers.push(RecordHeader { key, value });
+        }
+        Ok(headers)
+    }
+}

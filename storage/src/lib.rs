@@ -1,0 +1,17 @@
+//! Sluice storage engine: Kafka RecordBatch v2 batches kept in segmented partition logs,
+//! written and read through glommio's io_uring reactor. See ARCHITECTURE.md for the map.
+
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod log;
+
+mod checkpoint;
+mod index;
+mod recovery;
+mod segment;
+mod tail_cache;
+
+pub use config::{FlushPolicy, LogConfig, RecoveryPolicy, WriteMode};
+pub use error::StorageError;
+pub use log::{AppendInfo, FileSlice, PartitionLog, ReadSlice, APPEND_BYTES_MAX, APPEND_INFLIGHT_MAX};

@@ -1,0 +1,423 @@
+//! `PartitionLog`: the log of one partition replica in `<data>/<topic>-<partition>/`.
+//!
+//! Lives on exactly one glommio executor (it is `!Send`) and is shared by that executor's
+//! tasks as `Rc<PartitionLog>`; every method takes `&self`. State sits in a `RefCell` that is
+//! never borrowed across an `.await`. Appends take an executor-local semaphore only while they
+//! are validated against the log and given offsets; their writes then run in their own tasks,
+//! several in flight at once, and are published (made readable) strictly in offset order.
+//!
+//! **Invariant:** a read sees only batches whose bytes are completely written.
+//! **Invariant:** a failed append leaves the log as it was (same end offset, same bytes);
+//! appends in flight behind it fail with `StorageError::Aborted`.
+//! **Invariant:** every segment except the last is immutable, fsynced, and has its index files.
+
+mod admin;
+mod append;
+mod read;
+
+use std::{
+    cell::{Cell, RefCell},
+    fs::File,
+    path::{Path, PathBuf},
+    rc::Rc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use glommio::sync::Semaphore;
+
+use crate::{
+    checkpoint::{self, EpochCache, LEADER_EPOCH_FILE, RECOVERY_POINT_FILE},
+    config::{LogConfig, WriteMode},
+    error::StorageError,
+    recovery::{self, CLEAN_SHUTDOWN_FILE},
+    segment::{
+        writer::{Completion, SegmentWriter},
+        ReadHandles, Segment,
+    },
+    tail_cache::TailCache,
+};
+
+/// Appends whose writes may be in flight at once; more wait for a slot. Four keeps the device
+/// busy while the next append is copied into its aligned buffer, without unbounded memory.
+pub const APPEND_INFLIGHT_MAX: usize = 4;
+/// Largest single append (all its batches together): 256 MiB.
+pub const APPEND_BYTES_MAX: usize = 256 << 20;
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record appended.
+    pub base_offset: i64,
+    /// Offset of the last record appended.
+    pub last_offset: i64,
+    /// Largest batch max timestamp of the append.
+    pub max_timestamp: i64,
+    /// Log end offset right after this append.
+    pub log_end_offset: i64,
+}
+
+/// Bytes a read returns: nothing, a file range to splice, or memory from the tail cache.
+#[derive(Debug, Clone)]
+pub enum ReadSlice {
+    /// No batch to return (offset at the end, or its batch is not below `max_offset`).
+    Empty,
+    /// Whole batches in a segment file.
+    File(FileSlice),
+    /// Whole batches from the direct-mode tail cache.
+    Memory(bytes::Bytes),
+}
+
+/// A range of a segment file holding whole batches.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    /// Buffered read-only descriptor of the segment; the network layer splices
+    /// `[position, position + len)` from it. It stays valid after the segment is deleted by
+    /// retention; a `truncate_to` may shorten the file under it.
+    pub file: Rc<File>,
+    /// Byte position of the first batch.
+    pub position: u64,
+    /// Bytes of whole batches.
+    pub len: usize,
+}
+
+/// Milliseconds since the Unix epoch by the wall clock.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Runs synchronous file work on glommio's blocking thread pool.
+pub(crate) async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(work).await
+}
+
+/// The log of one partition replica.
+pub struct PartitionLog {
+    inner: Rc<LogInner>,
+}
+
+/// State shared with the tasks that run appends' writes.
+pub(crate) struct LogInner {
+    dir: PathBuf,
+    config: LogConfig,
+    state: RefCell<LogState>,
+    /// Serialises reservations (offset assignment) and structural changes (roll, truncate,
+    /// retention, close).
+    append_lock: Semaphore,
+    /// Bounds appends in flight to `APPEND_INFLIGHT_MAX`.
+    inflight: Rc<Semaphore>,
+    /// One checkpoint file write at a time (they share temporary file names).
+    checkpoint_lock: Semaphore,
+    log_start: Cell<i64>,
+    log_end: Cell<i64>,
+    flushed: Cell<i64>,
+    closed: Cell<bool>,
+}
+
+/// Mutable state of a log. Segments and the published end are changed only when an append is
+/// published or under `append_lock`.
+pub(crate) struct LogState {
+    /// Segments in offset order; never empty; the last is the active one.
+    segments: Vec<Segment>,
+    /// Writer of the active segment; `None` once closed.
+    writer: Option<SegmentWriter>,
+    /// Read descriptor of the active segment.
+    active_read: Rc<File>,
+    handles: ReadHandles,
+    tail: TailCache,
+    /// Epochs of published batches.
+    epochs: EpochCache,
+    /// Epochs including appends reserved but not yet published (what the checkpoint holds).
+    reserved_epochs: EpochCache,
+    /// Offset the next reservation starts at (log end plus appends in flight).
+    next_offset: i64,
+    /// Completion of the newest append in flight.
+    last_completion: Option<Rc<Completion>>,
+    /// A write failed: the file must be rewound before the next append.
+    poisoned: bool,
+    /// Bumped by every rewind and truncation, so a flush that raced one does not advance the
+    /// flushed offset over bytes it did not sync.
+    generation: u64,
+    /// Bytes published since the log opened, and how many of them an fsync covered.
+    published_bytes: u64,
+    flushed_bytes: u64,
+    /// Wall clock of the oldest unflushed publish.
+    unflushed_since_ms: Option<i64>,
+    background_flush: bool,
+    /// Recovery point last written to its checkpoint.
+    checkpointed_recovery_point: i64,
+}
+
+impl PartitionLog {
+    /// Opens (creating when missing) the log in `dir`, recovering it as the config says.
+    pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<PartitionLog, StorageError> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let recovered = {
+            let (dir, config) = (dir.clone(), config.clone());
+            blocking(move || recovery::recover(&dir, &config)).await?
+        };
+        let segments = recovered.segments;
+        let (start, end, active_path, active_size) = match (segments.first(), segments.last()) {
+            (Some(first), Some(last)) => (first.base_offset, last.next_offset, last.path.clone(), last.size),
+            _ => return Err(StorageError::corrupt(&dir, 0, "recovery returned no segment")),
+        };
+        let writer = SegmentWriter::open(&active_path, config.write_mode, active_size, false).await?;
+        let active_read = Rc::new(
+            File::open(&active_path)
+                .map_err(|source| StorageError::io("open segment for reading", &active_path, source))?,
+        );
+        let tail_bytes_max = match config.write_mode {
+            WriteMode::Direct => config.tail_cache_bytes_max,
+            WriteMode::Buffered => 0,
+        };
+        let state = LogState {
+            segments,
+            writer: Some(writer),
+            active_read,
+            handles: ReadHandles::new(config.read_handles_max),
+            tail: TailCache::new(tail_bytes_max),
+            reserved_epochs: recovered.epochs.clone(),
+            epochs: recovered.epochs,
+            next_offset: end,
+            last_completion: None,
+            poisoned: false,
+            generation: 0,
+            published_bytes: 0,
+            flushed_bytes: 0,
+            unflushed_since_ms: None,
+            background_flush: false,
+            checkpointed_recovery_point: end,
+        };
+        let inner = LogInner {
+            dir,
+            config,
+            state: RefCell::new(state),
+            append_lock: Semaphore::new(1),
+            inflight: Rc::new(Semaphore::new(APPEND_INFLIGHT_MAX as u64)),
+            checkpoint_lock: Semaphore::new(1),
+            log_start: Cell::new(start),
+            log_end: Cell::new(end),
+            flushed: Cell::new(end),
+            closed: Cell::new(false),
+        };
+        Ok(PartitionLog {
+            inner: Rc::new(inner),
+        })
+    }
+
+    /// Leader append: validates every batch first (nothing is written if any is bad), assigns
+    /// contiguous offsets from the log end offset, stamps `leader_epoch`, and writes all batches
+    /// as one write. Returns once the bytes are in the file (and fsynced under
+    /// `FlushPolicy::EveryAppend`).
+    pub async fn append(
+        &self,
+        batches: bytes::BytesMut,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, StorageError> {
+        LogInner::append(&self.inner, batches, append::AppendKind::Leader(leader_epoch)).await
+    }
+
+    /// Follower append: keeps the offsets and epochs the batches carry; the first base offset
+    /// must equal the log end offset and each batch must follow the previous one.
+    pub async fn append_replicated(&self, batches: bytes::BytesMut) -> Result<AppendInfo, StorageError> {
+        LogInner::append(&self.inner, batches, append::AppendKind::Replicated).await
+    }
+
+    /// Whole batches from the one containing `offset`, up to `max_bytes` but always at least
+    /// one whole batch, within a single segment, only batches with last offset below
+    /// `max_offset` (the caller's high watermark; pass `log_end_offset()` when there is none).
+    /// `offset` at the log end (or at/after `max_offset`) gives `Empty`; below the log start or
+    /// past the end gives `OffsetOutOfRange`.
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<ReadSlice, StorageError> {
+        self.inner.read(offset, max_bytes, max_offset)
+    }
+
+    /// Copying read with the same rules as [`PartitionLog::read`].
+    pub async fn read_bytes(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<bytes::Bytes, StorageError> {
+        self.inner.read_bytes(offset, max_bytes, max_offset).await
+    }
+
+    /// Base offset of the first batch whose max timestamp is at least `timestamp_ms`; `None`
+    /// when every batch is older.
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<i64>, StorageError> {
+        self.inner.offset_for_timestamp(timestamp_ms).await
+    }
+
+    /// Removes every batch whose last offset is at or past `offset`. Truncation keeps whole
+    /// batches, as Kafka does: when `offset` falls inside a batch that whole batch goes and the
+    /// log end becomes its base offset (at most `offset`). At or past the log end nothing
+    /// happens; at or below the log start the log is emptied and restarts at `offset`. Epochs
+    /// starting at or after the new end are dropped from the leader-epoch cache.
+    pub async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        self.inner.truncate_to(offset).await
+    }
+
+    /// Deletes whole closed segments whose newest timestamp is older than `retention_ms`, or
+    /// while the log is larger than `retention_bytes`, oldest first; never the active segment.
+    /// Advances the log start offset and returns how many segments were deleted.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        self.inner.apply_retention(now_ms).await
+    }
+
+    /// Waits for appends in flight, fsyncs, and returns the flushed offset.
+    pub async fn flush(&self) -> Result<i64, StorageError> {
+        self.inner.flush_all().await
+    }
+
+    /// Periodic work the owner calls: time-based flush and roll, recovery-point checkpoint.
+    pub async fn maintenance(&self, now_ms: i64) -> Result<(), StorageError> {
+        self.inner.maintenance(now_ms).await
+    }
+
+    /// Flushes, writes the indexes and checkpoints, closes the files and writes the
+    /// clean-shutdown marker. Later calls other than getters fail with `Closed`.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        self.inner.close().await
+    }
+
+    /// Closes the files and removes the log's directory.
+    pub async fn delete(&self) -> Result<(), StorageError> {
+        let closed = self.inner.close().await;
+        let dir = self.inner.dir.clone();
+        blocking(move || std::fs::remove_dir_all(&dir))
+            .await
+            .map_err(|source| StorageError::io("remove log directory", &self.inner.dir, source))?;
+        match closed {
+            Ok(()) | Err(StorageError::Closed) => Ok(()),
+            Err(error) => {
+                tracing::warn!(dir = %self.inner.dir.display(), %error, "close before delete failed");
+                Ok(())
+            }
+        }
+    }
+
+    /// First offset in the log.
+    pub fn log_start_offset(&self) -> i64 {
+        self.inner.log_start.get()
+    }
+
+    /// One past the last offset in the log (of completely written batches).
+    pub fn log_end_offset(&self) -> i64 {
+        self.inner.log_end.get()
+    }
+
+    /// Every offset below this is fsynced.
+    pub fn flushed_offset(&self) -> i64 {
+        self.inner.flushed.get()
+    }
+
+    /// Newest leader epoch recorded in the log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.inner.state.borrow().epochs.latest().map(|entry| entry.epoch)
+    }
+
+    /// KIP-101/279: `(epoch, end offset)` of `epoch` as this replica sees it (see Kafka's
+    /// `LeaderEpochFileCache.endOffsetFor`); `None` for an undefined answer.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.inner
+            .state
+            .borrow()
+            .epochs
+            .end_offset_for(epoch, self.inner.log_end.get())
+    }
+
+    /// Bytes of whole batches in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.state.borrow().segments.iter().map(|segment| segment.size).sum()
+    }
+
+    /// Number of segments, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.inner.state.borrow().segments.len()
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl LogInner {
+    fn check_open(&self) -> Result<(), StorageError> {
+        if self.closed.get() {
+            Err(StorageError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Replaces a checkpoint file, one writer at a time, off the executor thread.
+    async fn write_checkpoint(&self, name: &'static str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let _permit = self
+            .checkpoint_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        let dir = self.dir.clone();
+        blocking(move || checkpoint::atomic_write(&dir, name, &bytes))
+            .await
+            .map_err(|source| StorageError::io("write checkpoint", self.dir.join(name), source))
+    }
+
+    async fn write_epochs(&self, epochs: &EpochCache) -> Result<(), StorageError> {
+        self.write_checkpoint(LEADER_EPOCH_FILE, epochs.encode()).await
+    }
+
+    /// Writes the recovery point (never above the log end) when it moved.
+    async fn write_recovery_point(&self, offset: i64) -> Result<(), StorageError> {
+        let offset = offset.min(self.log_end.get());
+        if self.state.borrow().checkpointed_recovery_point == offset {
+            return Ok(());
+        }
+        self.write_checkpoint(RECOVERY_POINT_FILE, checkpoint::encode_recovery_point(offset))
+            .await?;
+        self.state.borrow_mut().checkpointed_recovery_point = offset;
+        Ok(())
+    }
+
+    async fn sync_dir(&self) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        blocking(move || checkpoint::sync_dir(&dir))
+            .await
+            .map_err(|source| StorageError::io("fsync log directory", &self.dir, source))
+    }
+
+    /// Closes the log: see [`PartitionLog::close`].
+    async fn close(&self) -> Result<(), StorageError> {
+        let _lock = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        self.check_open()?;
+        self.settle().await?;
+        self.closed.set(true);
+        let (writer, files, size) = {
+            let mut state = self.state.borrow_mut();
+            state.tail.clear();
+            state.handles.clear();
+            let writer = state.writer.take();
+            let active = state
+                .segments
+                .last_mut()
+                .ok_or(StorageError::Closed)?;
+            (writer, recovery::sealed_index_files(active), active.size)
+        };
+        blocking(move || recovery::write_index_files(&files)).await?;
+        if let Some(writer) = writer {
+            writer.close(size).await?;
+        }
+        self.flushed.set(self.log_end.get());
+        let epochs = self.state.borrow().epochs.clone();
+        self.write_epochs(&epochs).await?;
+        self.write_recovery_point(self.log_end.get()).await?;
+        self.write_checkpoint(CLEAN_SHUTDOWN_FILE, Vec::new()).await
+    }
+}

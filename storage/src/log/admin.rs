@@ -1,0 +1,406 @@
+//! Structural changes of a log, all under the append lock with no append in flight: rolling the
+//! active segment, truncation, retention, and the periodic maintenance that drives time-based
+//! flushes and rolls.
+
+use std::{fs::File, rc::Rc};
+
+use super::{blocking, LogInner};
+use crate::{
+    checkpoint::EpochCache,
+    config::FlushPolicy,
+    error::StorageError,
+    recovery,
+    segment::{
+        writer::{FileHandle, SegmentWriter},
+        HeaderReader, Segment,
+    },
+};
+
+impl LogInner {
+    /// True when the next append of `len` bytes and `offsets` offsets must go to a new segment:
+    /// the active one would pass `segment_bytes_max`, is older than `segment_ms_max`, or its
+    /// relative offsets would no longer fit in u32. An empty segment never rolls.
+    fn roll_due(&self, len: u64, offsets: i64, now_ms: i64) -> bool {
+        let state = self.state.borrow();
+        let (Some(writer), Some(active)) = (state.writer.as_ref(), state.segments.last()) else {
+            return false;
+        };
+        if writer.submitted() == 0 {
+            return false;
+        }
+        let size_due = writer.submitted() + len > self.config.segment_bytes_max;
+        let age_ms_max = i64::try_from(self.config.segment_ms_max).unwrap_or(i64::MAX);
+        let time_due = active
+            .roll_base_ms
+            .is_some_and(|base| now_ms.saturating_sub(base) >= age_ms_max);
+        let relative_end = state.next_offset.saturating_add(offsets) - active.base_offset;
+        let offsets_due = relative_end > i64::from(u32::MAX);
+        size_due || time_due || offsets_due
+    }
+
+    /// Rolls when due (the caller holds the append lock).
+    pub(super) async fn roll_if_due(&self, len: u64, offsets: i64, now_ms: i64) -> Result<(), StorageError> {
+        if !self.roll_due(len, offsets, now_ms) {
+            return Ok(());
+        }
+        self.settle().await?;
+        if self.roll_due(len, offsets, now_ms) {
+            self.roll().await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (exact length, fsynced, indexes written) and starts a new one
+    /// at the log end offset. The caller holds the append lock and has settled.
+    async fn roll(&self) -> Result<(), StorageError> {
+        let (handle, path, size, old_base, new_base, files) = {
+            let mut state = self.state.borrow_mut();
+            let new_base = state.next_offset;
+            let (Some(writer), Some(active)) = (state.writer.as_ref(), state.segments.last()) else {
+                return Err(StorageError::Closed);
+            };
+            let (handle, path) = (writer.handle(), writer.path().to_path_buf());
+            let (size, old_base) = (active.size, active.base_offset);
+            let Some(active) = state.segments.last_mut() else {
+                return Err(StorageError::Closed);
+            };
+            let files = recovery::sealed_index_files(active);
+            (handle, path, size, old_base, new_base, files)
+        };
+        if let FileHandle::Direct(_) = handle {
+            handle.truncate(&path, size).await?;
+            if let Some(writer) = self.state.borrow_mut().writer.as_mut() {
+                writer.rewind(size, false)?;
+            }
+        }
+        handle.fdatasync(&path).await?;
+        blocking(move || recovery::write_index_files(&files)).await?;
+        let segment = Segment::new(&self.dir, new_base, self.config.index_interval_bytes);
+        let writer = SegmentWriter::open(&segment.path, self.config.write_mode, 0, true).await?;
+        let read = open_read(&segment)?;
+        self.sync_dir().await?;
+        let old_writer = {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            let old_read = std::mem::replace(&mut state.active_read, read);
+            state.handles.insert(old_base, old_read);
+            state.segments.push(segment);
+            state.flushed_bytes = state.published_bytes;
+            state.unflushed_since_ms = None;
+            state.writer.replace(writer)
+        };
+        // Everything before the new segment is fsynced: this segment just now, older ones when
+        // they rolled.
+        self.flushed.set(self.flushed.get().max(new_base));
+        if let Some(old_writer) = old_writer {
+            let handle = old_writer.handle();
+            drop(old_writer);
+            handle.close(&path).await?;
+        }
+        self.write_recovery_point(new_base).await
+    }
+
+    /// See [`super::PartitionLog::truncate_to`].
+    pub(super) async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        let _lock = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        self.check_open()?;
+        self.settle().await?;
+        if offset >= self.log_end.get() {
+            return Ok(());
+        }
+        if offset <= self.log_start.get() {
+            return self.truncate_fully(offset).await;
+        }
+        self.truncate_inside(offset).await
+    }
+
+    /// Cuts the log at the batch holding `offset`, which lies inside the log.
+    async fn truncate_inside(&self, offset: i64) -> Result<(), StorageError> {
+        let (at, position, new_end) = self.locate_cut(offset)?;
+        let last = self.state.borrow().segments.len() - 1;
+        if at < last {
+            self.drop_segments_after(at).await?;
+            let path = self.state.borrow().segments[at].path.clone();
+            let cut_path = path.clone();
+            blocking(move || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&cut_path)
+                    .and_then(|file| file.set_len(position))
+            })
+            .await
+            .map_err(|source| StorageError::io("truncate segment", &path, source))?;
+            let writer = SegmentWriter::open(&path, self.config.write_mode, position, false).await?;
+            self.state.borrow_mut().writer = Some(writer);
+        } else {
+            let (handle, path) = self.active_handle()?;
+            handle.truncate(&path, position).await?;
+            if let Some(writer) = self.state.borrow_mut().writer.as_mut() {
+                writer.rewind(position, true)?;
+            }
+        }
+        let (handle, path) = self.active_handle()?;
+        handle.fdatasync(&path).await?;
+        self.reindex_active(position, new_end)?;
+        self.after_truncation(new_end).await
+    }
+
+    /// Segment index, position and base offset of the batch holding `offset`.
+    fn locate_cut(&self, offset: i64) -> Result<(usize, u64, i64), StorageError> {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        let at = state
+            .segments
+            .partition_point(|segment| segment.base_offset <= offset)
+            .saturating_sub(1);
+        let segment = &state.segments[at];
+        let file = if at + 1 == state.segments.len() {
+            state.active_read.clone()
+        } else {
+            state.handles.get(segment.base_offset, &segment.path)?
+        };
+        let mut reader = HeaderReader::new(&file, &segment.path, segment.size);
+        let (position, header) = segment.locate(&mut reader, offset)?;
+        Ok((at, position, header.base_offset))
+    }
+
+    fn active_handle(&self) -> Result<(FileHandle, std::path::PathBuf), StorageError> {
+        let state = self.state.borrow();
+        let writer = state.writer.as_ref().ok_or(StorageError::Closed)?;
+        Ok((writer.handle(), writer.path().to_path_buf()))
+    }
+
+    /// Removes every segment after the one at `at`, which becomes the active one.
+    async fn drop_segments_after(&self, at: usize) -> Result<(), StorageError> {
+        let (old_writer, bases, read) = {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            let bases: Vec<i64> = state.segments[at + 1..]
+                .iter()
+                .map(|segment| segment.base_offset)
+                .collect();
+            state.segments.truncate(at + 1);
+            for base in &bases {
+                state.handles.remove(*base);
+            }
+            let kept = &state.segments[at];
+            let read = state.handles.get(kept.base_offset, &kept.path)?;
+            state.handles.remove(kept.base_offset);
+            (state.writer.take(), bases, read)
+        };
+        self.state.borrow_mut().active_read = read;
+        if let Some(writer) = old_writer {
+            let (handle, path) = (writer.handle(), writer.path().to_path_buf());
+            drop(writer);
+            handle.close(&path).await?;
+        }
+        let dir = self.dir.clone();
+        blocking(move || recovery::delete_segments(&dir, &bases)).await?;
+        self.sync_dir().await
+    }
+
+    /// Rebuilds the active segment's running index state after it was cut at `position`:
+    /// drops entries past the cut and re-observes the batches after the last remaining entry.
+    fn reindex_active(&self, position: u64, new_end: i64) -> Result<(), StorageError> {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        let Some(segment) = state.segments.last_mut() else {
+            return Err(StorageError::Closed);
+        };
+        let relative_end = segment.relative(new_end);
+        let mut walk = segment.index.truncate(position, relative_end);
+        let mut expected = segment
+            .index
+            .offsets
+            .last()
+            .map_or(segment.base_offset, |entry| segment.base_offset + i64::from(entry.relative_offset));
+        segment.size = walk;
+        segment.next_offset = expected;
+        let path = segment.path.clone();
+        let mut reader = HeaderReader::new(&state.active_read, &path, position);
+        while walk < position {
+            let header = reader.header_at(walk, expected)?;
+            segment.observe(&header, walk);
+            walk += header.total_bytes() as u64;
+            expected = header.last_offset() + 1;
+        }
+        if segment.size == 0 {
+            segment.roll_base_ms = None;
+        }
+        Ok(())
+    }
+
+    /// Brings offsets, epochs, the tail cache and the checkpoints in line with a log that now
+    /// ends at `new_end`.
+    async fn after_truncation(&self, new_end: i64) -> Result<(), StorageError> {
+        let (changed, epochs) = {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            state.next_offset = new_end;
+            state.tail.truncate(new_end);
+            state.generation += 1;
+            let changed = state.epochs.truncate_from_end(new_end);
+            state.reserved_epochs = state.epochs.clone();
+            (changed, state.epochs.clone())
+        };
+        self.log_end.set(new_end);
+        self.flushed.set(self.flushed.get().min(new_end));
+        if changed {
+            self.write_epochs(&epochs).await?;
+        }
+        let recovery_point = self.state.borrow().checkpointed_recovery_point.min(new_end);
+        self.write_recovery_point(recovery_point).await
+    }
+
+    /// Empties the log and restarts it at `offset` (at or below the log start).
+    async fn truncate_fully(&self, offset: i64) -> Result<(), StorageError> {
+        let (old_writer, bases) = {
+            let mut state = self.state.borrow_mut();
+            state.handles.clear();
+            state.tail.clear();
+            let bases: Vec<i64> = state
+                .segments
+                .iter()
+                .map(|segment| segment.base_offset)
+                .filter(|base| *base != offset)
+                .collect();
+            (state.writer.take(), bases)
+        };
+        if let Some(writer) = old_writer {
+            let (handle, path) = (writer.handle(), writer.path().to_path_buf());
+            drop(writer);
+            handle.close(&path).await?;
+        }
+        // The new empty segment is created before the old ones go: a crash in between leaves
+        // it first, and recovery drops the old segments after it (they no longer follow it).
+        let segment = Segment::new(&self.dir, offset, self.config.index_interval_bytes);
+        let writer = SegmentWriter::open(&segment.path, self.config.write_mode, 0, true).await?;
+        let read = open_read(&segment)?;
+        let dir = self.dir.clone();
+        let stale_indexes = vec![segment.index_path(), segment.time_index_path()];
+        blocking(move || {
+            for path in stale_indexes {
+                let _ = std::fs::remove_file(path);
+            }
+            crate::checkpoint::sync_dir(&dir)
+        })
+        .await
+        .map_err(|source| StorageError::io("fsync log directory", &self.dir, source))?;
+        let dir = self.dir.clone();
+        blocking(move || recovery::delete_segments(&dir, &bases)).await?;
+        self.sync_dir().await?;
+        {
+            let mut state = self.state.borrow_mut();
+            state.segments = vec![segment];
+            state.writer = Some(writer);
+            state.active_read = read;
+            state.next_offset = offset;
+            state.epochs = EpochCache::default();
+            state.reserved_epochs = EpochCache::default();
+            state.generation += 1;
+        }
+        self.log_start.set(offset);
+        self.log_end.set(offset);
+        self.flushed.set(offset);
+        self.write_epochs(&EpochCache::default()).await?;
+        self.write_recovery_point(offset).await
+    }
+
+    /// See [`super::PartitionLog::apply_retention`].
+    pub(super) async fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let _lock = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        self.check_open()?;
+        let count = self.expired_segments(now_ms);
+        if count == 0 {
+            return Ok(0);
+        }
+        let (bases, changed, epochs) = {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            let bases: Vec<i64> = state
+                .segments
+                .drain(..count)
+                .map(|segment| segment.base_offset)
+                .collect();
+            for base in &bases {
+                state.handles.remove(*base);
+            }
+            let start = state.segments[0].base_offset;
+            self.log_start.set(start);
+            state.tail.drop_before(start);
+            state.reserved_epochs.truncate_from_start(start);
+            let changed = state.epochs.truncate_from_start(start);
+            (bases, changed, state.epochs.clone())
+        };
+        if changed {
+            self.write_epochs(&epochs).await?;
+        }
+        let dir = self.dir.clone();
+        blocking(move || recovery::delete_segments(&dir, &bases)).await?;
+        self.sync_dir().await?;
+        Ok(count)
+    }
+
+    /// How many of the oldest closed segments retention deletes: a prefix of segments each
+    /// newer-than-nothing by `retention_ms` or beyond `retention_bytes` (Kafka's rules).
+    fn expired_segments(&self, now_ms: i64) -> usize {
+        let state = self.state.borrow();
+        let mut remaining: u64 = state.segments.iter().map(|segment| segment.size).sum();
+        let closed = state.segments.len().saturating_sub(1);
+        let mut count = 0;
+        for segment in &state.segments[..closed] {
+            let time_breach = self.config.retention_ms.is_some_and(|retention_ms| {
+                segment.index.max_timestamp.is_some_and(|newest| {
+                    now_ms.saturating_sub(newest) > i64::try_from(retention_ms).unwrap_or(i64::MAX)
+                })
+            });
+            let size_breach = self
+                .config
+                .retention_bytes
+                .is_some_and(|retention_bytes| remaining.saturating_sub(segment.size) >= retention_bytes);
+            if !(time_breach || size_breach) {
+                break;
+            }
+            remaining -= segment.size;
+            count += 1;
+        }
+        count
+    }
+
+    /// See [`super::PartitionLog::maintenance`].
+    pub(super) async fn maintenance(&self, now_ms: i64) -> Result<(), StorageError> {
+        self.check_open()?;
+        if let FlushPolicy::Interval { flush_ms_max, .. } = self.config.flush {
+            let since = self.state.borrow().unflushed_since_ms;
+            let age_ms_max = i64::try_from(flush_ms_max).unwrap_or(i64::MAX);
+            if since.is_some_and(|since| now_ms.saturating_sub(since) >= age_ms_max) {
+                self.flush_all().await?;
+            }
+        }
+        if self.roll_due(0, 0, now_ms) {
+            let _lock = self
+                .append_lock
+                .acquire_permit(1)
+                .await
+                .map_err(|_| StorageError::Closed)?;
+            self.check_open()?;
+            self.roll_if_due(0, 0, now_ms).await?;
+        }
+        self.write_recovery_point(self.flushed.get()).await
+    }
+}
+
+/// Opens the buffered read descriptor of a segment.
+fn open_read(segment: &Segment) -> Result<Rc<File>, StorageError> {
+    File::open(&segment.path)
+        .map(Rc::new)
+        .map_err(|source| StorageError::io("open segment for reading", &segment.path, source))
+}

@@ -1,0 +1,184 @@
+//! The direct-mode tail cache: the newest appended bytes of a log, kept in memory so caught-up
+//! readers are served without touching the disk (O_DIRECT writes leave nothing in the page
+//! cache).
+//!
+//! The cache holds the frozen buffers of the newest appends (one chunk per append, whole batches
+//! only). **Invariant:** chunks are contiguous in offsets and the last one ends at the log end
+//! offset; the total is at most `bytes_max`.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::BatchHeader;
+
+/// The batches of one append as they were written.
+#[derive(Debug, Clone)]
+pub(crate) struct Chunk {
+    /// Base offset of the segment the bytes were written to.
+    pub segment_base: i64,
+    /// First offset of the chunk.
+    pub base_offset: i64,
+    /// One past the last offset of the chunk.
+    pub next_offset: i64,
+    /// The stamped batches.
+    pub data: Bytes,
+}
+
+/// Newest appends of one log, bounded by `bytes_max`.
+#[derive(Debug)]
+pub(crate) struct TailCache {
+    chunks: VecDeque<Chunk>,
+    bytes: usize,
+    bytes_max: usize,
+}
+
+/// Limits of one read, shared with the file read path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadLimits {
+    /// Offset whose batch the read starts with.
+    pub offset: i64,
+    /// Soft byte limit: more is returned only to include one whole batch.
+    pub max_bytes: usize,
+    /// Only batches whose last offset is below this are returned.
+    pub limit_offset: i64,
+}
+
+impl TailCache {
+    pub(crate) fn new(bytes_max: usize) -> TailCache {
+        TailCache {
+            chunks: VecDeque::new(),
+            bytes: 0,
+            bytes_max,
+        }
+    }
+
+    /// Adds the newest append. A chunk bigger than the whole cache empties it, so the invariant
+    /// that the cache is a contiguous suffix of the log holds.
+    pub(crate) fn push(&mut self, chunk: Chunk) {
+        if let Some(last) = self.chunks.back() {
+            assert_eq!(last.next_offset, chunk.base_offset, "tail cache must stay contiguous");
+        }
+        if chunk.data.len() > self.bytes_max {
+            self.clear();
+            return;
+        }
+        self.bytes += chunk.data.len();
+        self.chunks.push_back(chunk);
+        while self.bytes > self.bytes_max {
+            if let Some(front) = self.chunks.pop_front() {
+                self.bytes -= front.data.len();
+            }
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.bytes = 0;
+    }
+
+    /// Drops chunks holding offsets at or past `end_offset` (the log was truncated).
+    pub(crate) fn truncate(&mut self, end_offset: i64) {
+        while self
+            .chunks
+            .back()
+            .is_some_and(|chunk| chunk.next_offset > end_offset)
+        {
+            if let Some(back) = self.chunks.pop_back() {
+                self.bytes -= back.data.len();
+            }
+        }
+    }
+
+    /// Drops chunks wholly below `start_offset` (retention deleted their segments).
+    pub(crate) fn drop_before(&mut self, start_offset: i64) {
+        while self
+            .chunks
+            .front()
+            .is_some_and(|chunk| chunk.base_offset < start_offset)
+        {
+            if let Some(front) = self.chunks.pop_front() {
+                self.bytes -= front.data.len();
+            }
+        }
+    }
+
+    /// Serves a read when the batch holding `limits.offset` is cached: `None` when it is not,
+    /// `Some(empty)` when that batch reaches `limits.limit_offset`, otherwise whole batches of
+    /// one segment.
+    pub(crate) fn read(&self, limits: ReadLimits) -> Option<Bytes> {
+        let first = self.chunks.front()?;
+        if limits.offset < first.base_offset {
+            return None;
+        }
+        let at = self
+            .chunks
+            .partition_point(|chunk| chunk.next_offset <= limits.offset);
+        let chunk = self.chunks.get(at)?;
+        let start = find_batch(&chunk.data, limits.offset)?;
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        let mut position = start;
+        for chunk in self.chunks.range(at..) {
+            if chunk.segment_base != self.chunks[at].segment_base {
+                break;
+            }
+            let (end, full) = extend(&chunk.data, position, total, limits);
+            total += end - position;
+            if end > position {
+                pieces.push(chunk.data.slice(position..end));
+            }
+            if !full {
+                break;
+            }
+            position = 0;
+        }
+        Some(concat(pieces, total))
+    }
+}
+
+/// Position in `data` of the batch holding `offset`.
+fn find_batch(data: &[u8], offset: i64) -> Option<usize> {
+    let mut position = 0;
+    while position < data.len() {
+        let header = BatchHeader::parse(&data[position..]).ok()?;
+        if header.last_offset() >= offset {
+            return Some(position);
+        }
+        position += header.total_bytes();
+    }
+    None
+}
+
+/// Extends a read through `data` from `position`; returns where it stopped and whether it
+/// consumed the whole chunk (so the read may continue in the next one).
+fn extend(data: &[u8], mut position: usize, mut total: usize, limits: ReadLimits) -> (usize, bool) {
+    while position < data.len() {
+        let Ok(header) = BatchHeader::parse(&data[position..]) else {
+            debug_assert!(false, "tail cache holds a batch that no longer parses");
+            return (position, false);
+        };
+        let bytes = header.total_bytes();
+        let fits = total == 0 || total + bytes <= limits.max_bytes;
+        if !fits || header.last_offset() >= limits.limit_offset {
+            return (position, false);
+        }
+        total += bytes;
+        position += bytes;
+    }
+    (position, true)
+}
+
+fn concat(mut pieces: Vec<Bytes>, total: usize) -> Bytes {
+    match pieces.len() {
+        0 => Bytes::new(),
+        1 => pieces.swap_remove(0),
+        _ => {
+            let mut out = BytesMut::with_capacity(total);
+            for piece in pieces {
+                out.extend_from_slice(&piece);
+            }
+            out.freeze()
+        }
+    }
+}
