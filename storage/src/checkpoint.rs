@@ -147,7 +147,12 @@ impl EpochCache {
             Some(latest) if start_offset < latest.start_offset => {
                 // An epoch can only start after the previous one did; a lower offset means
                 // the caller broke an invariant, which the append path checks beforehand.
-                tracing::warn!(epoch, start_offset, ?latest, "ignoring epoch that starts before its predecessor");
+                tracing::warn!(
+                    epoch,
+                    start_offset,
+                    ?latest,
+                    "ignoring epoch that starts before its predecessor"
+                );
                 false
             }
             _ => {
@@ -234,11 +239,13 @@ impl EpochCache {
                 return Err(invalid(format!("bad entry {fields:?}")));
             };
             let epoch = i32::try_from(*epoch).map_err(|_| invalid(format!("bad epoch {epoch}")))?;
-            let follows = cache.latest().is_none_or(|latest| {
-                epoch > latest.epoch && *start_offset >= latest.start_offset
-            });
+            let follows = cache
+                .latest()
+                .is_none_or(|latest| epoch > latest.epoch && *start_offset >= latest.start_offset);
             if epoch < 0 || !follows {
-                return Err(invalid(format!("entry {epoch} {start_offset} out of order")));
+                return Err(invalid(format!(
+                    "entry {epoch} {start_offset} out of order"
+                )));
             }
             cache.entries.push(EpochEntry {
                 epoch,
@@ -280,9 +287,21 @@ mod tests {
     fn truncation_from_both_ends() {
         let mut epochs = cache(&[(2, 10), (4, 30), (7, 55)]);
         assert!(epochs.truncate_from_end(55));
-        assert_eq!(epochs.latest(), Some(EpochEntry { epoch: 4, start_offset: 30 }));
+        assert_eq!(
+            epochs.latest(),
+            Some(EpochEntry {
+                epoch: 4,
+                start_offset: 30
+            })
+        );
         assert!(epochs.truncate_from_start(35));
-        assert_eq!(epochs.entries(), &[EpochEntry { epoch: 4, start_offset: 35 }]);
+        assert_eq!(
+            epochs.entries(),
+            &[EpochEntry {
+                epoch: 4,
+                start_offset: 35
+            }]
+        );
         assert!(!epochs.assign(3, 40));
         assert!(!epochs.assign(-1, 40));
     }

@@ -73,7 +73,8 @@ pub enum RecoveryPolicy {
 pub struct LogConfig {
     /// Size at which the active segment rolls; at most 4 GiB (index positions are u32).
     pub segment_bytes_max: u64,
-    /// Age (since its first append) at which the active segment rolls.
+    /// Age at which the active segment rolls, by the wall clock from its first append (or, for
+    /// a segment found at open, from the open).
     pub segment_ms_max: u64,
     /// Bytes between two entries of the sparse offset and time indexes.
     pub index_interval_bytes: u32,

@@ -90,7 +90,11 @@ impl OffsetIndex {
     /// Parses an `.index` file, checking that entries strictly increase and stay inside a
     /// segment of `segment_bytes` bytes.
     pub(crate) fn decode(bytes: &[u8], segment_bytes: u64) -> Result<OffsetIndex, String> {
-        if bytes.len() % OFFSET_INDEX_ENTRY_BYTES != 0 {
+        if !bytes
+            .chunks_exact(OFFSET_INDEX_ENTRY_BYTES)
+            .remainder()
+            .is_empty()
+        {
             return Err(format!("length {} is not a multiple of 8", bytes.len()));
         }
         let mut index = OffsetIndex::default();
@@ -167,7 +171,11 @@ impl TimeIndex {
     /// Parses a `.timeindex` file, checking timestamps strictly increase, offsets never go
     /// back, and every offset lies below `relative_end` (the segment's end offset).
     pub(crate) fn decode(bytes: &[u8], relative_end: u64) -> Result<TimeIndex, String> {
-        if bytes.len() % TIME_INDEX_ENTRY_BYTES != 0 {
+        if !bytes
+            .chunks_exact(TIME_INDEX_ENTRY_BYTES)
+            .remainder()
+            .is_empty()
+        {
             return Err(format!("length {} is not a multiple of 12", bytes.len()));
         }
         let mut index = TimeIndex::default();

@@ -14,4 +14,7 @@ mod tail_cache;
 
 pub use config::{FlushPolicy, LogConfig, RecoveryPolicy, WriteMode};
 pub use error::StorageError;
-pub use log::{AppendInfo, FileSlice, PartitionLog, ReadSlice, APPEND_BYTES_MAX, APPEND_INFLIGHT_MAX};
+pub use log::{
+    AppendInfo, FileSlice, PartitionLog, ReadSlice, APPEND_BYTES_MAX, APPEND_INFLIGHT_BYTES_MAX,
+    APPEND_INFLIGHT_MAX,
+};

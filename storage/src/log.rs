@@ -37,9 +37,12 @@ use crate::{
     tail_cache::TailCache,
 };
 
-/// Appends whose writes may be in flight at once; more wait for a slot. Four keeps the device
-/// busy while the next append is copied into its aligned buffer, without unbounded memory.
-pub const APPEND_INFLIGHT_MAX: usize = 4;
+/// Appends whose writes may be in flight at once per log; more wait for a slot. Several keep
+/// the device busy while the next append is validated and copied into aligned buffers.
+pub const APPEND_INFLIGHT_MAX: usize = 16;
+/// Bytes of appends in flight at once per log (a larger single append counts as this much):
+/// bounds the memory an append burst holds (its buffer and, in direct mode, the aligned copy).
+pub const APPEND_INFLIGHT_BYTES_MAX: usize = 8 << 20;
 /// Largest single append (all its batches together): 256 MiB.
 pub const APPEND_BYTES_MAX: usize = 256 << 20;
 
@@ -84,7 +87,9 @@ pub struct FileSlice {
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// Runs synchronous file work on glommio's blocking thread pool.
@@ -107,6 +112,8 @@ pub(crate) struct LogInner {
     append_lock: Semaphore,
     /// Bounds appends in flight to `APPEND_INFLIGHT_MAX`.
     inflight: Rc<Semaphore>,
+    /// Bounds bytes of appends in flight to `APPEND_INFLIGHT_BYTES_MAX`.
+    inflight_bytes: Rc<Semaphore>,
     /// One checkpoint file write at a time (they share temporary file names).
     checkpoint_lock: Semaphore,
     log_start: Cell<i64>,
@@ -151,7 +158,10 @@ pub(crate) struct LogState {
 
 impl PartitionLog {
     /// Opens (creating when missing) the log in `dir`, recovering it as the config says.
-    pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<PartitionLog, StorageError> {
+    pub async fn open(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+    ) -> Result<PartitionLog, StorageError> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let recovered = {
@@ -160,14 +170,25 @@ impl PartitionLog {
         };
         let segments = recovered.segments;
         let (start, end, active_path, active_size) = match (segments.first(), segments.last()) {
-            (Some(first), Some(last)) => (first.base_offset, last.next_offset, last.path.clone(), last.size),
-            _ => return Err(StorageError::corrupt(&dir, 0, "recovery returned no segment")),
+            (Some(first), Some(last)) => (
+                first.base_offset,
+                last.next_offset,
+                last.path.clone(),
+                last.size,
+            ),
+            _ => {
+                return Err(StorageError::corrupt(
+                    &dir,
+                    0,
+                    "recovery returned no segment",
+                ))
+            }
         };
-        let writer = SegmentWriter::open(&active_path, config.write_mode, active_size, false).await?;
-        let active_read = Rc::new(
-            File::open(&active_path)
-                .map_err(|source| StorageError::io("open segment for reading", &active_path, source))?,
-        );
+        let writer =
+            SegmentWriter::open(&active_path, config.write_mode, active_size, false).await?;
+        let active_read = Rc::new(File::open(&active_path).map_err(|source| {
+            StorageError::io("open segment for reading", &active_path, source)
+        })?);
         let tail_bytes_max = match config.write_mode {
             WriteMode::Direct => config.tail_cache_bytes_max,
             WriteMode::Buffered => 0,
@@ -196,6 +217,7 @@ impl PartitionLog {
             state: RefCell::new(state),
             append_lock: Semaphore::new(1),
             inflight: Rc::new(Semaphore::new(APPEND_INFLIGHT_MAX as u64)),
+            inflight_bytes: Rc::new(Semaphore::new(APPEND_INFLIGHT_BYTES_MAX as u64)),
             checkpoint_lock: Semaphore::new(1),
             log_start: Cell::new(start),
             log_end: Cell::new(end),
@@ -216,12 +238,20 @@ impl PartitionLog {
         batches: bytes::BytesMut,
         leader_epoch: i32,
     ) -> Result<AppendInfo, StorageError> {
-        LogInner::append(&self.inner, batches, append::AppendKind::Leader(leader_epoch)).await
+        LogInner::append(
+            &self.inner,
+            batches,
+            append::AppendKind::Leader(leader_epoch),
+        )
+        .await
     }
 
     /// Follower append: keeps the offsets and epochs the batches carry; the first base offset
     /// must equal the log end offset and each batch must follow the previous one.
-    pub async fn append_replicated(&self, batches: bytes::BytesMut) -> Result<AppendInfo, StorageError> {
+    pub async fn append_replicated(
+        &self,
+        batches: bytes::BytesMut,
+    ) -> Result<AppendInfo, StorageError> {
         LogInner::append(&self.inner, batches, append::AppendKind::Replicated).await
     }
 
@@ -230,7 +260,12 @@ impl PartitionLog {
     /// `max_offset` (the caller's high watermark; pass `log_end_offset()` when there is none).
     /// `offset` at the log end (or at/after `max_offset`) gives `Empty`; below the log start or
     /// past the end gives `OffsetOutOfRange`.
-    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<ReadSlice, StorageError> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<ReadSlice, StorageError> {
         self.inner.read(offset, max_bytes, max_offset)
     }
 
@@ -246,7 +281,10 @@ impl PartitionLog {
 
     /// Base offset of the first batch whose max timestamp is at least `timestamp_ms`; `None`
     /// when every batch is older.
-    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<i64>, StorageError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<i64>, StorageError> {
         self.inner.offset_for_timestamp(timestamp_ms).await
     }
 
@@ -315,7 +353,12 @@ impl PartitionLog {
 
     /// Newest leader epoch recorded in the log.
     pub fn latest_epoch(&self) -> Option<i32> {
-        self.inner.state.borrow().epochs.latest().map(|entry| entry.epoch)
+        self.inner
+            .state
+            .borrow()
+            .epochs
+            .latest()
+            .map(|entry| entry.epoch)
     }
 
     /// KIP-101/279: `(epoch, end offset)` of `epoch` as this replica sees it (see Kafka's
@@ -330,7 +373,13 @@ impl PartitionLog {
 
     /// Bytes of whole batches in all segments.
     pub fn size_bytes(&self) -> u64 {
-        self.inner.state.borrow().segments.iter().map(|segment| segment.size).sum()
+        self.inner
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .map(|segment| segment.size)
+            .sum()
     }
 
     /// Number of segments, the active one included.
@@ -354,7 +403,11 @@ impl LogInner {
     }
 
     /// Replaces a checkpoint file, one writer at a time, off the executor thread.
-    async fn write_checkpoint(&self, name: &'static str, bytes: Vec<u8>) -> Result<(), StorageError> {
+    async fn write_checkpoint(
+        &self,
+        name: &'static str,
+        bytes: Vec<u8>,
+    ) -> Result<(), StorageError> {
         let _permit = self
             .checkpoint_lock
             .acquire_permit(1)
@@ -367,7 +420,8 @@ impl LogInner {
     }
 
     async fn write_epochs(&self, epochs: &EpochCache) -> Result<(), StorageError> {
-        self.write_checkpoint(LEADER_EPOCH_FILE, epochs.encode()).await
+        self.write_checkpoint(LEADER_EPOCH_FILE, epochs.encode())
+            .await
     }
 
     /// Writes the recovery point (never above the log end) when it moved.
@@ -376,8 +430,11 @@ impl LogInner {
         if self.state.borrow().checkpointed_recovery_point == offset {
             return Ok(());
         }
-        self.write_checkpoint(RECOVERY_POINT_FILE, checkpoint::encode_recovery_point(offset))
-            .await?;
+        self.write_checkpoint(
+            RECOVERY_POINT_FILE,
+            checkpoint::encode_recovery_point(offset),
+        )
+        .await?;
         self.state.borrow_mut().checkpointed_recovery_point = offset;
         Ok(())
     }
@@ -404,10 +461,7 @@ impl LogInner {
             state.tail.clear();
             state.handles.clear();
             let writer = state.writer.take();
-            let active = state
-                .segments
-                .last_mut()
-                .ok_or(StorageError::Closed)?;
+            let active = state.segments.last_mut().ok_or(StorageError::Closed)?;
             (writer, recovery::sealed_index_files(active), active.size)
         };
         blocking(move || recovery::write_index_files(&files)).await?;

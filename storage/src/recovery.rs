@@ -185,8 +185,8 @@ fn corruption(
 /// Base offsets of the `.log` files in `dir`, sorted; removes leftover temporary files and
 /// index files whose segment is gone.
 fn list_segments(dir: &Path) -> Result<Vec<i64>, StorageError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|source| StorageError::io("list log directory", dir, source))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|source| StorageError::io("list log directory", dir, source))?;
     let mut logs = Vec::new();
     let mut indexes = Vec::new();
     for entry in entries {
@@ -285,7 +285,9 @@ fn load_trusted(
     if size > SEGMENT_BYTES_MAX_LIMIT {
         return Err(format!("file of {size} bytes is larger than any segment"));
     }
-    let read = |path: PathBuf| std::fs::read(&path).map_err(|error| format!("{}: {error}", path.display()));
+    let read = |path: PathBuf| {
+        std::fs::read(&path).map_err(|error| format!("{}: {error}", path.display()))
+    };
     let offsets = OffsetIndex::decode(&read(segment.index_path())?, size.max(1))?;
     let times = TimeIndex::decode(&read(segment.time_index_path())?, u64::MAX)?;
     let (mut position, mut expected) = offsets.last().map_or((0, base), |entry| {
@@ -309,7 +311,9 @@ fn load_trusted(
     segment.size = size;
     if let Some(last) = segment.index.times.last() {
         if i64::from(last.relative_offset) >= segment.next_offset - base {
-            return Err(format!("time index entry {last:?} points past the segment end"));
+            return Err(format!(
+                "time index entry {last:?} points past the segment end"
+            ));
         }
     }
     if next_base.is_some_and(|next| next != segment.next_offset) {
@@ -351,7 +355,8 @@ impl ScanReader<'_> {
 fn scan_segment(dir: &Path, base: i64, index_interval_bytes: u32) -> Result<Scan, StorageError> {
     let mut segment = Segment::new(dir, base, index_interval_bytes);
     let path = segment.path.clone();
-    let file = File::open(&path).map_err(|source| StorageError::io("open segment", &path, source))?;
+    let file =
+        File::open(&path).map_err(|source| StorageError::io("open segment", &path, source))?;
     let file_len = file
         .metadata()
         .map_err(|source| StorageError::io("stat segment", &path, source))?
@@ -378,7 +383,9 @@ fn scan_segment(dir: &Path, base: i64, index_interval_bytes: u32) -> Result<Scan
         }
     };
     let stop = match reason {
-        Some(reason) if !is_zero_from(&mut reader, position, file_len)? => Some(Stop { position, reason }),
+        Some(reason) if !is_zero_from(&mut reader, position, file_len)? => {
+            Some(Stop { position, reason })
+        }
         _ => None,
     };
     if stop.is_none() && file_len > position {
@@ -400,20 +407,30 @@ fn next_batch(
     expected: i64,
 ) -> Result<Result<BatchHeader, String>, StorageError> {
     let available = file_len - position;
-    let head = reader.bytes(position, available.min(BATCH_HEADER_BYTES as u64) as usize, file_len)?;
+    let head = reader.bytes(
+        position,
+        available.min(BATCH_HEADER_BYTES as u64) as usize,
+        file_len,
+    )?;
     let header = match BatchHeader::parse(head) {
         Ok(header) => header,
         Err(error) => return Ok(Err(error.to_string())),
     };
     let total = header.total_bytes();
     if total > BATCH_BYTES_MAX_LIMIT {
-        return Ok(Err(format!("batch length {total} exceeds {BATCH_BYTES_MAX_LIMIT}")));
+        return Ok(Err(format!(
+            "batch length {total} exceeds {BATCH_BYTES_MAX_LIMIT}"
+        )));
     }
     if total as u64 > available {
-        return Ok(Err(format!("batch of {total} bytes is torn: only {available} bytes remain")));
+        return Ok(Err(format!(
+            "batch of {total} bytes is torn: only {available} bytes remain"
+        )));
     }
     if position + total as u64 > SEGMENT_BYTES_MAX_LIMIT {
-        return Ok(Err("segment grows past the largest segment size".to_string()));
+        return Ok(Err(
+            "segment grows past the largest segment size".to_string()
+        ));
     }
     let bytes = reader.bytes(position, total, file_len)?;
     let header = match validate_batch(bytes, BATCH_BYTES_MAX_LIMIT) {
@@ -430,10 +447,18 @@ fn next_batch(
 }
 
 /// True when every byte of the file from `position` on is zero.
-fn is_zero_from(reader: &mut ScanReader<'_>, mut position: u64, file_len: u64) -> Result<bool, StorageError> {
+fn is_zero_from(
+    reader: &mut ScanReader<'_>,
+    mut position: u64,
+    file_len: u64,
+) -> Result<bool, StorageError> {
     while position < file_len {
         let len = (file_len - position).min(SCAN_CHUNK_BYTES as u64) as usize;
-        if reader.bytes(position, len, file_len)?.iter().any(|byte| *byte != 0) {
+        if reader
+            .bytes(position, len, file_len)?
+            .iter()
+            .any(|byte| *byte != 0)
+        {
             return Ok(false);
         }
         position += len as u64;
@@ -496,28 +521,27 @@ fn finish(dir: &Path, state: &Walk, clean: bool, marker: &Path) -> Result<(), St
             .and_then(|file| file.sync_data())
             .map_err(|source| StorageError::io("fsync segment", path, source))?;
     }
-    let end = state.segments.last().map_or(0, |segment| segment.next_offset);
-    checkpoint::atomic_write(dir, RECOVERY_POINT_FILE, &checkpoint::encode_recovery_point(end))
-        .map_err(|source| StorageError::io("write recovery point", dir, source))?;
+    let end = state
+        .segments
+        .last()
+        .map_or(0, |segment| segment.next_offset);
+    checkpoint::atomic_write(
+        dir,
+        RECOVERY_POINT_FILE,
+        &checkpoint::encode_recovery_point(end),
+    )
+    .map_err(|source| StorageError::io("write recovery point", dir, source))?;
     if clean {
         remove_file(marker)?;
     }
     checkpoint::sync_dir(dir).map_err(|source| StorageError::io("fsync log directory", dir, source))
 }
 
-/// Sets the time-based roll clock of the active segment from its first batch's max timestamp
-/// (capped at now), as Kafka does for segments found on disk.
+/// Starts the time-based roll clock of a non-empty active segment at the open: the wall clock
+/// of its first append is not on disk, and a client timestamp is no clock to roll by.
 fn set_roll_base(segments: &mut [Segment]) -> Result<(), StorageError> {
-    let Some(active) = segments.last_mut() else {
-        return Ok(());
-    };
-    if active.size == 0 {
-        return Ok(());
+    if let Some(active) = segments.last_mut().filter(|active| active.size > 0) {
+        active.roll_base_ms = Some(crate::log::now_ms());
     }
-    let file = File::open(&active.path)
-        .map_err(|source| StorageError::io("open segment", &active.path, source))?;
-    let mut reader = HeaderReader::new(&file, &active.path, active.size);
-    let first = reader.header_at(0, active.base_offset)?;
-    active.roll_base_ms = Some(first.max_timestamp.min(crate::log::now_ms()));
     Ok(())
 }

@@ -57,8 +57,8 @@ pub(crate) struct Segment {
     /// One past the last offset in the segment (`base_offset` when empty).
     pub next_offset: i64,
     pub index: SegmentIndex,
-    /// Time from which `segment_ms_max` is counted: the first append's wall clock, or for a
-    /// segment found on disk its first batch's max timestamp.
+    /// Wall clock from which `segment_ms_max` is counted: the first append's, or for a
+    /// non-empty segment found on disk the open's.
     pub roll_base_ms: Option<i64>,
 }
 
@@ -210,7 +210,11 @@ impl<'a> HeaderReader<'a> {
             return Err(StorageError::corrupt(
                 self.path,
                 position,
-                format!("batch of {} bytes runs past the end at {}", header.total_bytes(), self.size),
+                format!(
+                    "batch of {} bytes runs past the end at {}",
+                    header.total_bytes(),
+                    self.size
+                ),
             ));
         }
         Ok(header)
@@ -259,7 +263,8 @@ impl ReadHandles {
             return Ok(file.clone());
         }
         let file = Rc::new(
-            File::open(path).map_err(|source| StorageError::io("open segment for reading", path, source))?,
+            File::open(path)
+                .map_err(|source| StorageError::io("open segment for reading", path, source))?,
         );
         self.insert(base_offset, file.clone());
         Ok(file)
@@ -304,7 +309,10 @@ mod tests {
     fn segment_names_round_trip() {
         let path = segment_path(Path::new("/d"), 42, LOG_SUFFIX);
         assert_eq!(path, Path::new("/d/00000000000000000042.log"));
-        assert_eq!(parse_segment_name("00000000000000000042.log"), Some((42, "log")));
+        assert_eq!(
+            parse_segment_name("00000000000000000042.log"),
+            Some((42, "log"))
+        );
         assert_eq!(
             parse_segment_name("00000000000000000042.timeindex"),
             Some((42, "timeindex"))

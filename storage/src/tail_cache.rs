@@ -57,7 +57,10 @@ impl TailCache {
     /// that the cache is a contiguous suffix of the log holds.
     pub(crate) fn push(&mut self, chunk: Chunk) {
         if let Some(last) = self.chunks.back() {
-            assert_eq!(last.next_offset, chunk.base_offset, "tail cache must stay contiguous");
+            assert_eq!(
+                last.next_offset, chunk.base_offset,
+                "tail cache must stay contiguous"
+            );
         }
         if chunk.data.len() > self.bytes_max {
             self.clear();
@@ -77,7 +80,8 @@ impl TailCache {
         self.bytes = 0;
     }
 
-    /// Drops chunks holding offsets at or past `end_offset` (the log was truncated).
+    /// Drops chunks holding offsets at or past `end_offset` (the log was truncated). When the
+    /// cut fell inside a chunk the rest no longer ends at the log end, so all of it goes.
     pub(crate) fn truncate(&mut self, end_offset: i64) {
         while self
             .chunks
@@ -87,6 +91,13 @@ impl TailCache {
             if let Some(back) = self.chunks.pop_back() {
                 self.bytes -= back.data.len();
             }
+        }
+        if self
+            .chunks
+            .back()
+            .is_some_and(|chunk| chunk.next_offset != end_offset)
+        {
+            self.clear();
         }
     }
 
@@ -180,5 +191,68 @@ fn concat(mut pieces: Vec<Bytes>, total: usize) -> Bytes {
             }
             out.freeze()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{stamp, BatchBuilder, Compression};
+
+    /// An append of `count` one-record batches starting at `base_offset`.
+    fn chunk(base_offset: i64, count: i64) -> Chunk {
+        let mut data = BytesMut::new();
+        for i in 0..count {
+            let mut builder = BatchBuilder::new(Compression::None);
+            builder.push(0, None, Some(b"value"), &[]);
+            let mut batch = builder.build().unwrap();
+            stamp(&mut batch, base_offset + i, 0).unwrap();
+            data.extend_from_slice(&batch);
+        }
+        Chunk {
+            segment_base: 0,
+            base_offset,
+            next_offset: base_offset + count,
+            data: data.freeze(),
+        }
+    }
+
+    fn limits(offset: i64, max_bytes: usize, limit_offset: i64) -> ReadLimits {
+        ReadLimits {
+            offset,
+            max_bytes,
+            limit_offset,
+        }
+    }
+
+    // Proves reads span chunks with whole batches, honour both limits, and that a truncation
+    // inside a chunk leaves the cache consistent with the new end (a later push is accepted).
+    #[test]
+    fn reads_and_truncation() {
+        let mut cache = TailCache::new(1 << 20);
+        cache.push(chunk(0, 3));
+        cache.push(chunk(3, 3));
+        let one = cache.read(limits(4, 1, 6)).unwrap();
+        assert_eq!(BatchHeader::parse(&one).unwrap().base_offset, 4);
+        let batch_bytes = one.len();
+        assert_eq!(
+            cache.read(limits(1, 1 << 20, 6)).unwrap().len(),
+            5 * batch_bytes
+        );
+        assert_eq!(
+            cache.read(limits(1, 1 << 20, 4)).unwrap().len(),
+            3 * batch_bytes
+        );
+        assert!(cache.read(limits(5, 1 << 20, 5)).unwrap().is_empty());
+        cache.truncate(4);
+        assert!(cache.read(limits(0, 1, 4)).is_none());
+        cache.push(chunk(4, 1));
+        assert_eq!(cache.read(limits(4, 1, 5)).unwrap(), chunk(4, 1).data);
+        let mut small = TailCache::new(2 * batch_bytes);
+        small.push(chunk(0, 1));
+        small.push(chunk(1, 1));
+        small.push(chunk(2, 1));
+        assert!(small.read(limits(0, 1, 3)).is_none());
+        assert!(small.read(limits(1, 1, 3)).is_some());
     }
 }

@@ -1,4 +1,6 @@
 //! Appends, reads and reopening of a partition log, in both write modes.
+// Test helpers outside #[test] functions unwrap freely too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -18,7 +20,12 @@ fn append_read_reopen_identical_across_modes() {
             let mut written = Vec::new();
             for i in 0..200u32 {
                 let records = 1 + (i as usize % 7);
-                let data = batch(records, 10 + (i as usize * 37) % 900, i as u8, 1000 + i64::from(i));
+                let data = batch(
+                    records,
+                    10 + (i as usize * 37) % 900,
+                    i as u8,
+                    1000 + i64::from(i),
+                );
                 let info = log.append(data, 3).await.unwrap();
                 assert_eq!(info.last_offset - info.base_offset + 1, records as i64);
                 written.push(info);
@@ -58,12 +65,18 @@ fn read_limits_and_ranges() {
             }
             let end = log.log_end_offset();
             assert_eq!(end, 50);
-            assert!(matches!(log.read(end, 1000, end).unwrap(), ReadSlice::Empty));
+            assert!(matches!(
+                log.read(end, 1000, end).unwrap(),
+                ReadSlice::Empty
+            ));
             assert!(matches!(
                 log.read(end + 1, 1000, end),
                 Err(StorageError::OffsetOutOfRange { .. })
             ));
-            assert!(matches!(log.read(-1, 1000, end), Err(StorageError::OffsetOutOfRange { .. })));
+            assert!(matches!(
+                log.read(-1, 1000, end),
+                Err(StorageError::OffsetOutOfRange { .. })
+            ));
             // max_offset inside batch 2 (offsets 10..15): only batches 0 and 1.
             let bytes = log.read_bytes(0, 1 << 20, 12).await.unwrap();
             let first = sluice_storage::batch::BatchHeader::parse(&bytes).unwrap();
@@ -95,7 +108,12 @@ fn concurrent_appends_are_contiguous_and_exact() {
                 tasks.push(glommio::spawn_local(async move {
                     let mut acked = Vec::new();
                     for i in 0..40usize {
-                        let data = batch(1 + i % 3, 50 + (i * 97 + task as usize * 13) % 3000, task, 0);
+                        let data = batch(
+                            1 + i % 3,
+                            50 + (i * 97 + task as usize * 13) % 3000,
+                            task,
+                            0,
+                        );
                         let info = log.append(data.clone(), 1).await.unwrap();
                         acked.push((info.base_offset, data));
                     }
@@ -149,7 +167,13 @@ fn tail_cache_serves_newest_bytes() {
             let newest_bytes = slice_bytes(&newest);
             let header = sluice_storage::batch::validate_batch(&newest_bytes, 1 << 20).unwrap();
             assert_eq!(header.base_offset, end - 2);
-            assert_eq!(newest_bytes, log.read_bytes(end - 2, 1 << 20, end).await.unwrap().to_vec());
+            assert_eq!(
+                newest_bytes,
+                log.read_bytes(end - 2, 1 << 20, end)
+                    .await
+                    .unwrap()
+                    .to_vec()
+            );
             log.close().await.unwrap();
         });
     }
@@ -185,7 +209,9 @@ fn flush_policies_and_time_roll() {
             log.close().await.unwrap();
 
             let interval_dir = path.join("interval");
-            let log = PartitionLog::open(&interval_dir, config(mode)).await.unwrap();
+            let log = PartitionLog::open(&interval_dir, config(mode))
+                .await
+                .unwrap();
             log.append(batch(3, 10, 1, 0), 0).await.unwrap();
             assert_eq!(log.flushed_offset(), 0);
             log.maintenance(now + 10_000).await.unwrap();
@@ -218,7 +244,11 @@ fn offset_for_timestamp_finds_first_batch() {
                     .iter()
                     .find(|(_, max)| *max >= target)
                     .map(|(offset, _)| *offset);
-                assert_eq!(log.offset_for_timestamp(target).await.unwrap(), expected, "target {target}");
+                assert_eq!(
+                    log.offset_for_timestamp(target).await.unwrap(),
+                    expected,
+                    "target {target}"
+                );
             }
             log.close().await.unwrap();
         });
@@ -235,7 +265,10 @@ fn closed_log_refuses_and_delete_removes() {
             let log = PartitionLog::open(&path, config(mode)).await.unwrap();
             log.append(batch(1, 10, 0, 0), 0).await.unwrap();
             log.close().await.unwrap();
-            assert!(matches!(log.append(batch(1, 10, 0, 0), 0).await, Err(StorageError::Closed)));
+            assert!(matches!(
+                log.append(batch(1, 10, 0, 0), 0).await,
+                Err(StorageError::Closed)
+            ));
             assert!(matches!(log.read(0, 100, 1), Err(StorageError::Closed)));
             let log = PartitionLog::open(&path, config(mode)).await.unwrap();
             assert_eq!(log.log_end_offset(), 1);

@@ -1,5 +1,7 @@
 //! Property tests of the partition log: random appends read back exactly, in both write modes,
 //! before and after clean and unclean reopens.
+// Test helpers outside #[test] functions unwrap freely too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -18,14 +20,18 @@ struct BatchSpec {
 }
 
 fn batch_spec() -> impl Strategy<Value = BatchSpec> {
-    (1usize..6, 0usize..1500, 0i64..10_000, prop::bool::weighted(0.1)).prop_map(
-        |(records, value_len, timestamp_ms, new_epoch)| BatchSpec {
+    (
+        1usize..6,
+        0usize..1500,
+        0i64..10_000,
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(records, value_len, timestamp_ms, new_epoch)| BatchSpec {
             records,
             value_len,
             timestamp_ms,
             new_epoch,
-        },
-    )
+        })
 }
 
 /// A batch as it must read back: offsets and stamped bytes.
@@ -37,7 +43,12 @@ struct Expected {
     bytes: Vec<u8>,
 }
 
-fn log_config(mode: WriteMode, segment_bytes_max: u64, index_interval_bytes: u32, tail: usize) -> LogConfig {
+fn log_config(
+    mode: WriteMode,
+    segment_bytes_max: u64,
+    index_interval_bytes: u32,
+    tail: usize,
+) -> LogConfig {
     LogConfig {
         segment_bytes_max,
         index_interval_bytes,
@@ -72,7 +83,11 @@ async fn append_all(log: &PartitionLog, specs: &[BatchSpec]) -> Vec<Expected> {
 async fn check(log: &PartitionLog, expected: &[Expected]) {
     let end = expected.last().map_or(0, |batch| batch.last_offset + 1);
     assert_eq!(log.log_end_offset(), end);
-    let all: Vec<Vec<u8>> = read_all(log).await.into_iter().map(|(_, bytes)| bytes).collect();
+    let all: Vec<Vec<u8>> = read_all(log)
+        .await
+        .into_iter()
+        .map(|(_, bytes)| bytes)
+        .collect();
     let wanted: Vec<Vec<u8>> = expected.iter().map(|batch| batch.bytes.clone()).collect();
     assert_eq!(all, wanted);
     for (at, batch) in expected.iter().enumerate() {
@@ -83,7 +98,9 @@ async fn check(log: &PartitionLog, expected: &[Expected]) {
             let copied = log.read_bytes(offset, 1, end).await.unwrap();
             assert_eq!(copied.to_vec(), batch.bytes, "read_bytes({offset}, 1)");
         }
-        let bounded = log.read(batch.base_offset, 1 << 20, batch.last_offset + 1).unwrap();
+        let bounded = log
+            .read(batch.base_offset, 1 << 20, batch.last_offset + 1)
+            .unwrap();
         assert_eq!(slice_bytes(&bounded), batch.bytes, "read below max_offset");
         let long = slice_bytes(&log.read(batch.base_offset, 8 * 1024, end).unwrap());
         let mut prefix = Vec::new();
@@ -93,7 +110,11 @@ async fn check(log: &PartitionLog, expected: &[Expected]) {
             }
             prefix.extend_from_slice(&next.bytes);
         }
-        assert_eq!(long, prefix, "read of whole batches from {}", batch.base_offset);
+        assert_eq!(
+            long, prefix,
+            "read of whole batches from {}",
+            batch.base_offset
+        );
         assert!(long.len() <= 8 * 1024 || long.len() == batch.bytes.len());
     }
     for batch in expected.iter().step_by(3) {
@@ -102,13 +123,17 @@ async fn check(log: &PartitionLog, expected: &[Expected]) {
                 .iter()
                 .find(|candidate| candidate.max_timestamp >= target)
                 .map(|candidate| candidate.base_offset);
-            assert_eq!(log.offset_for_timestamp(target).await.unwrap(), wanted, "timestamp {target}");
+            assert_eq!(
+                log.offset_for_timestamp(target).await.unwrap(),
+                wanted,
+                "timestamp {target}"
+            );
         }
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     // Proves random appends (many rolls, small index intervals) read back byte-identical via
     // read() and read_bytes() at every batch, with correct timestamp lookups, before and after

@@ -39,7 +39,12 @@ impl LogInner {
     }
 
     /// Rolls when due (the caller holds the append lock).
-    pub(super) async fn roll_if_due(&self, len: u64, offsets: i64, now_ms: i64) -> Result<(), StorageError> {
+    pub(super) async fn roll_if_due(
+        &self,
+        len: u64,
+        offsets: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
         if !self.roll_due(len, offsets, now_ms) {
             return Ok(());
         }
@@ -56,7 +61,8 @@ impl LogInner {
         let (handle, path, size, old_base, new_base, files) = {
             let mut state = self.state.borrow_mut();
             let new_base = state.next_offset;
-            let (Some(writer), Some(active)) = (state.writer.as_ref(), state.segments.last()) else {
+            let (Some(writer), Some(active)) = (state.writer.as_ref(), state.segments.last())
+            else {
                 return Err(StorageError::Closed);
             };
             let (handle, path) = (writer.handle(), writer.path().to_path_buf());
@@ -134,7 +140,8 @@ impl LogInner {
             })
             .await
             .map_err(|source| StorageError::io("truncate segment", &path, source))?;
-            let writer = SegmentWriter::open(&path, self.config.write_mode, position, false).await?;
+            let writer =
+                SegmentWriter::open(&path, self.config.write_mode, position, false).await?;
             self.state.borrow_mut().writer = Some(writer);
         } else {
             let (handle, path) = self.active_handle()?;
@@ -217,7 +224,9 @@ impl LogInner {
             .index
             .offsets
             .last()
-            .map_or(segment.base_offset, |entry| segment.base_offset + i64::from(entry.relative_offset));
+            .map_or(segment.base_offset, |entry| {
+                segment.base_offset + i64::from(entry.relative_offset)
+            });
         segment.size = walk;
         segment.next_offset = expected;
         let path = segment.path.clone();
@@ -362,10 +371,9 @@ impl LogInner {
                     now_ms.saturating_sub(newest) > i64::try_from(retention_ms).unwrap_or(i64::MAX)
                 })
             });
-            let size_breach = self
-                .config
-                .retention_bytes
-                .is_some_and(|retention_bytes| remaining.saturating_sub(segment.size) >= retention_bytes);
+            let size_breach = self.config.retention_bytes.is_some_and(|retention_bytes| {
+                remaining.saturating_sub(segment.size) >= retention_bytes
+            });
             if !(time_breach || size_breach) {
                 break;
             }

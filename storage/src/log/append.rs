@@ -6,12 +6,12 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use glommio::sync::StaticPermit;
 
-use super::{now_ms, AppendInfo, LogInner, APPEND_BYTES_MAX};
+use super::{now_ms, AppendInfo, LogInner, APPEND_BYTES_MAX, APPEND_INFLIGHT_BYTES_MAX};
 use crate::{
     batch::{stamp, BatchHeader, BatchIter},
     config::FlushPolicy,
     error::StorageError,
-    segment::writer::{Completion, Prepared},
+    segment::writer::{Completion, FinishOnDrop, Prepared},
     tail_cache::Chunk,
 };
 
@@ -41,16 +41,6 @@ pub(super) struct PendingAppend {
     segment_base: i64,
     completion: Rc<Completion>,
     previous: Option<Rc<Completion>>,
-}
-
-/// Fails the completion if the append's task is dropped before finishing it, so appends
-/// behind it abort instead of waiting forever.
-struct FinishOnDrop(Rc<Completion>);
-
-impl Drop for FinishOnDrop {
-    fn drop(&mut self) {
-        self.0.finish(false);
-    }
 }
 
 /// Checks every batch of an append (header, size limit, CRC) before anything is written.
@@ -84,6 +74,12 @@ impl LogInner {
     ) -> Result<AppendInfo, StorageError> {
         self.check_open()?;
         let mut metas = validate_input(&batches, self.config.batch_bytes_max)?;
+        let units = batches.len().min(APPEND_INFLIGHT_BYTES_MAX) as u64;
+        let bytes_slot = self
+            .inflight_bytes
+            .acquire_static_permit(units)
+            .await
+            .map_err(|_| StorageError::Closed)?;
         let slot = self
             .inflight
             .acquire_static_permit(1)
@@ -101,7 +97,8 @@ impl LogInner {
                 .iter()
                 .map(|meta| i64::from(meta.header.last_offset_delta) + 1)
                 .sum();
-            self.roll_if_due(batches.len() as u64, offsets, now_ms()).await?;
+            self.roll_if_due(batches.len() as u64, offsets, now_ms())
+                .await?;
             self.assign_offsets(&mut batches, &mut metas, kind)?;
             self.reserve_epochs(&metas).await?;
             self.preallocate(batches.len() as u64).await;
@@ -109,7 +106,8 @@ impl LogInner {
         };
         // The write and publish run in their own task so that a caller dropping this future
         // cannot leave a write half done or the completion chain unfinished.
-        let task = glommio::spawn_local(Self::complete(self.clone(), pending, slot)).detach();
+        let slots = [slot, bytes_slot];
+        let task = glommio::spawn_local(Self::complete(self.clone(), pending, slots)).detach();
         task.await.unwrap_or(Err(StorageError::Closed))
     }
 
@@ -151,11 +149,15 @@ impl LogInner {
         }
         if let AppendKind::Leader(epoch) = kind {
             for meta in metas.iter() {
-                stamp(&mut batches[meta.position..], meta.header.base_offset, epoch)
-                    .map_err(|source| StorageError::Batch {
-                        position: meta.position,
-                        source,
-                    })?;
+                stamp(
+                    &mut batches[meta.position..],
+                    meta.header.base_offset,
+                    epoch,
+                )
+                .map_err(|source| StorageError::Batch {
+                    position: meta.position,
+                    source,
+                })?;
             }
         }
         Ok(())
@@ -195,7 +197,9 @@ impl LogInner {
                     writer.preallocated(target);
                 }
             }
-            Err(error) => tracing::debug!(dir = %self.dir.display(), %error, "preallocation failed"),
+            Err(error) => {
+                tracing::debug!(dir = %self.dir.display(), %error, "preallocation failed")
+            }
         }
     }
 
@@ -205,7 +209,10 @@ impl LogInner {
         let state = &mut *state;
         let keep = self.config.tail_cache_bytes_max > 0;
         let bytes = batches.len() as u64;
-        let segment_base = state.segments.last().map_or(0, |segment| segment.base_offset);
+        let segment_base = state
+            .segments
+            .last()
+            .map_or(0, |segment| segment.base_offset);
         let Some(writer) = state.writer.as_mut() else {
             unreachable!("check_open ran under the append lock");
         };
@@ -231,10 +238,13 @@ impl LogInner {
     async fn complete(
         self: Rc<Self>,
         pending: PendingAppend,
-        _slot: StaticPermit,
+        _slots: [StaticPermit; 2],
     ) -> Result<AppendInfo, StorageError> {
         let guard = FinishOnDrop(pending.completion.clone());
-        let base_offset = pending.batches.first().map_or(0, |meta| meta.header.base_offset);
+        let base_offset = pending
+            .batches
+            .first()
+            .map_or(0, |meta| meta.header.base_offset);
         let PendingAppend {
             prepared,
             path,
@@ -277,7 +287,10 @@ impl LogInner {
         let Some(segment) = state.segments.last_mut() else {
             unreachable!("a log always has an active segment");
         };
-        assert_eq!(segment.base_offset, segment_base, "append published into another segment");
+        assert_eq!(
+            segment.base_offset, segment_base,
+            "append published into another segment"
+        );
         assert_eq!(segment.size, position, "appends must be published in order");
         let mut max_timestamp = i64::MIN;
         for meta in batches {

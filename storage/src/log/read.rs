@@ -10,7 +10,12 @@ use crate::{error::StorageError, segment::HeaderReader, tail_cache::ReadLimits};
 
 impl LogInner {
     /// See [`super::PartitionLog::read`].
-    pub(super) fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<ReadSlice, StorageError> {
+    pub(super) fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<ReadSlice, StorageError> {
         self.check_open()?;
         let (start, end) = (self.log_start.get(), self.log_end.get());
         if offset < start || offset > end {
@@ -69,10 +74,9 @@ impl LogInner {
             ReadSlice::Memory(bytes) => Ok(bytes),
             ReadSlice::File(slice) => {
                 let path = self.segment_path_of(offset);
-                let file = slice
-                    .file
-                    .try_clone()
-                    .map_err(|source| StorageError::io("duplicate read descriptor", &path, source))?;
+                let file = slice.file.try_clone().map_err(|source| {
+                    StorageError::io("duplicate read descriptor", &path, source)
+                })?;
                 let (position, len) = (slice.position, slice.len);
                 let bytes = blocking(move || {
                     let mut buffer = vec![0u8; len];
@@ -97,7 +101,10 @@ impl LogInner {
     /// See [`super::PartitionLog::offset_for_timestamp`]. The first segment whose newest
     /// timestamp reaches `timestamp_ms` holds the answer; its time index says where a walk of
     /// batch headers may start.
-    pub(super) async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<i64>, StorageError> {
+    pub(super) async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<i64>, StorageError> {
         self.check_open()?;
         let search = {
             let mut state = self.state.borrow_mut();
@@ -112,10 +119,13 @@ impl LogInner {
                 return Ok(None);
             };
             let segment = &state.segments[at];
-            let from_offset = segment.index.times.last_below(timestamp_ms).map_or(
-                segment.base_offset,
-                |entry| segment.base_offset + i64::from(entry.relative_offset),
-            );
+            let from_offset = segment
+                .index
+                .times
+                .last_below(timestamp_ms)
+                .map_or(segment.base_offset, |entry| {
+                    segment.base_offset + i64::from(entry.relative_offset)
+                });
             let (position, expected) = match segment
                 .index
                 .offsets

@@ -9,8 +9,11 @@
 //! Direct mode writes whole blocks of `alignment` bytes from aligned buffers. The partial last
 //! block is kept in memory and rewritten, padded with zeros, in front of the next append's
 //! bytes. Because that block may still be in flight in the previous append's write, each
-//! append is split in two: the `head` (the shared block) is written only after the previous
-//! append completed, while the `body` (blocks no earlier write touches) is written at once.
+//! append is split in two: the `head` (the shared block) is written only once the previous
+//! write of that block finished, while the `body` (blocks no earlier write touches) is written
+//! at once, in chunks of `DIRECT_WRITE_CHUNK_BYTES` that go to the device concurrently. Only
+//! the head waits, and only for one block's write, so appends in flight do not queue behind
+//! each other's I/O; they wait for each other only to be published in order.
 //! Direct files are preallocated ahead of the writes so the writes do not extend the file
 //! (ext4 serialises extending O_DIRECT writes); recovery treats the zero-filled preallocated
 //! tail as the end of the log, and closing cuts the file to its exact length.
@@ -31,6 +34,9 @@ use crate::{config::WriteMode, error::StorageError};
 
 /// Direct mode preallocates this far ahead of the write position (capped at the segment size).
 pub(crate) const PREALLOCATE_BYTES: u64 = 64 << 20;
+/// Largest single write of a direct-mode append body; bigger bodies go out as several
+/// concurrent writes so one large append keeps several device queues busy.
+pub(crate) const DIRECT_WRITE_CHUNK_BYTES: u64 = 256 << 10;
 /// Smallest block a direct write covers: the filesystem block, so no write shares a block with
 /// another (ext4 serialises sub-block O_DIRECT writes and zeroes around them).
 const DIRECT_BLOCK_BYTES_MIN: u64 = 4096;
@@ -82,6 +88,16 @@ impl Future for CompletionWait {
             wakers.push(context.waker().clone());
         }
         Poll::Pending
+    }
+}
+
+/// Fails a completion that is dropped unfinished (its task was cancelled), so whoever waits
+/// on it aborts instead of waiting forever.
+pub(crate) struct FinishOnDrop(pub Rc<Completion>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish(false);
     }
 }
 
@@ -139,57 +155,41 @@ pub(crate) enum WritePlan {
         data: Vec<u8>,
         position: u64,
     },
-    Direct {
-        file: Rc<DmaFile>,
-        head: Option<(DmaBuffer, u64)>,
-        body: Option<(DmaBuffer, u64)>,
-    },
+    Direct(DirectPlan),
+}
+
+/// The writes of one direct-mode append.
+pub(crate) struct DirectPlan {
+    file: Rc<DmaFile>,
+    /// The block shared with the previous append, and its position.
+    head: Option<(DmaBuffer, u64)>,
+    /// Blocks only this append touches, in chunks, with their positions.
+    body: Vec<(DmaBuffer, u64)>,
+    /// The previous write of the head's block.
+    previous_tail_block: Option<Rc<Completion>>,
+    /// Finished when this append's last block is written.
+    tail_block: Rc<Completion>,
 }
 
 impl WritePlan {
-    /// Performs the writes, waiting for `previous` before anything that depends on it. Returns
-    /// only after `previous` finished, whatever happened, so completions finish in order.
+    /// Performs the writes, waiting before anything that depends on an earlier write. Returns
+    /// only after `previous` (the previous append) finished, whatever happened, so appends
+    /// finish in order.
     pub(crate) async fn execute(
         self,
         path: &Path,
         previous: Option<Rc<Completion>>,
         base_offset: i64,
     ) -> Result<(), StorageError> {
-        let (written, predecessor_ok) = match self {
+        let written = match self {
             WritePlan::Buffered {
                 file,
                 data,
                 position,
-            } => {
-                futures_lite::future::zip(
-                    write_buffered(&file, path, data, position),
-                    predecessor_succeeded(previous),
-                )
-                .await
-            }
-            WritePlan::Direct { file, head, body } => {
-                let body_write = async {
-                    match body {
-                        Some((buffer, position)) => write_direct(&file, path, buffer, position).await,
-                        None => Ok(()),
-                    }
-                };
-                let head_write = async {
-                    if !predecessor_succeeded(previous).await {
-                        return (Ok(()), false);
-                    }
-                    match head {
-                        Some((buffer, position)) => {
-                            (write_direct(&file, path, buffer, position).await, true)
-                        }
-                        None => (Ok(()), true),
-                    }
-                };
-                let (body_result, (head_result, predecessor_ok)) =
-                    futures_lite::future::zip(body_write, head_write).await;
-                (body_result.and(head_result), predecessor_ok)
-            }
+            } => write_buffered(&file, path, data, position).await,
+            WritePlan::Direct(plan) => plan.execute(path, base_offset).await,
         };
+        let predecessor_ok = predecessor_succeeded(previous).await;
         written?;
         if predecessor_ok {
             Ok(())
@@ -197,6 +197,67 @@ impl WritePlan {
             Err(StorageError::Aborted { base_offset })
         }
     }
+}
+
+impl DirectPlan {
+    async fn execute(self, path: &Path, base_offset: i64) -> Result<(), StorageError> {
+        let DirectPlan {
+            file,
+            head,
+            body,
+            previous_tail_block,
+            tail_block,
+        } = self;
+        let _guard = FinishOnDrop(tail_block.clone());
+        let tail_in_body = !body.is_empty();
+        let body_write = async {
+            let result = write_chunks(&file, path, body).await;
+            if tail_in_body {
+                tail_block.finish(result.is_ok());
+            }
+            result
+        };
+        let head_write = async {
+            let Some((buffer, position)) = head else {
+                return Ok(());
+            };
+            if !predecessor_succeeded(previous_tail_block).await {
+                tail_block.finish(false);
+                return Err(StorageError::Aborted { base_offset });
+            }
+            let result = write_direct(&file, path, buffer, position).await;
+            if !tail_in_body {
+                tail_block.finish(result.is_ok());
+            }
+            result
+        };
+        let (body_result, head_result) = futures_lite::future::zip(body_write, head_write).await;
+        body_result.and(head_result)
+    }
+}
+
+/// Writes body chunks concurrently (each in a task of its own after the first).
+async fn write_chunks(
+    file: &Rc<DmaFile>,
+    path: &Path,
+    chunks: Vec<(DmaBuffer, u64)>,
+) -> Result<(), StorageError> {
+    let mut chunks = chunks.into_iter();
+    let Some((first, first_position)) = chunks.next() else {
+        return Ok(());
+    };
+    let others: Vec<_> = chunks
+        .map(|(buffer, position)| {
+            let (file, path) = (file.clone(), path.to_path_buf());
+            glommio::spawn_local(async move { write_direct(&file, &path, buffer, position).await })
+        })
+        .collect();
+    let mut result = write_direct(file, path, first, first_position).await;
+    for task in others {
+        let written = task.await;
+        result = result.and(written);
+    }
+    result
 }
 
 fn short_write(written: usize, wanted: usize) -> std::io::Error {
@@ -221,7 +282,11 @@ async fn write_buffered(
         .await
         .map_err(|error| StorageError::io("write segment", path, error))?;
     if written != wanted {
-        return Err(StorageError::io("write segment", path, short_write(written, wanted)));
+        return Err(StorageError::io(
+            "write segment",
+            path,
+            short_write(written, wanted),
+        ));
     }
     Ok(())
 }
@@ -240,7 +305,11 @@ async fn write_direct(
         .await
         .map_err(|error| StorageError::io("write segment", path, error))?;
     if written != wanted {
-        return Err(StorageError::io("write segment", path, short_write(written, wanted)));
+        return Err(StorageError::io(
+            "write segment",
+            path,
+            short_write(written, wanted),
+        ));
     }
     Ok(())
 }
@@ -277,6 +346,8 @@ enum ModeWriter {
         published_tail: Vec<u8>,
         /// File length after preallocation.
         allocated: u64,
+        /// Write of the newest append's last block.
+        last_tail_block: Option<Rc<Completion>>,
     },
 }
 
@@ -291,31 +362,29 @@ impl SegmentWriter {
     ) -> Result<SegmentWriter, StorageError> {
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true).truncate(create);
-        let mode = match mode {
-            WriteMode::Buffered => ModeWriter::Buffered {
-                file: Rc::new(
-                    options
-                        .buffered_open(path)
-                        .await
-                        .map_err(|error| StorageError::io("open segment for writing", path, error))?,
-                ),
-            },
-            WriteMode::Direct => {
-                let file = options
-                    .dma_open(path)
-                    .await
-                    .map_err(|error| StorageError::io("open segment for writing", path, error))?;
-                let alignment = file.alignment().max(DIRECT_BLOCK_BYTES_MIN);
-                let tail = read_tail(path, size, alignment)?;
-                ModeWriter::Direct {
-                    file: Rc::new(file),
-                    alignment,
-                    published_tail: tail.clone(),
-                    tail,
-                    allocated: size,
+        let mode =
+            match mode {
+                WriteMode::Buffered => ModeWriter::Buffered {
+                    file: Rc::new(options.buffered_open(path).await.map_err(|error| {
+                        StorageError::io("open segment for writing", path, error)
+                    })?),
+                },
+                WriteMode::Direct => {
+                    let file = options.dma_open(path).await.map_err(|error| {
+                        StorageError::io("open segment for writing", path, error)
+                    })?;
+                    let alignment = file.alignment().max(DIRECT_BLOCK_BYTES_MIN);
+                    let tail = read_tail(path, size, alignment)?;
+                    ModeWriter::Direct {
+                        file: Rc::new(file),
+                        alignment,
+                        published_tail: tail.clone(),
+                        tail,
+                        allocated: size,
+                        last_tail_block: None,
+                    }
                 }
-            }
-        };
+            };
         Ok(SegmentWriter {
             path: path.to_path_buf(),
             mode,
@@ -386,16 +455,21 @@ impl SegmentWriter {
                 file,
                 alignment,
                 tail,
+                last_tail_block,
                 ..
             } => {
                 let (head, body, tail_after) = plan_direct(file, *alignment, tail, position, &data);
                 *tail = tail_after.clone();
+                let tail_block = Completion::new();
+                let previous_tail_block = last_tail_block.replace(tail_block.clone());
                 Prepared {
-                    plan: WritePlan::Direct {
+                    plan: WritePlan::Direct(DirectPlan {
                         file: file.clone(),
                         head,
                         body,
-                    },
+                        previous_tail_block,
+                        tail_block,
+                    }),
                     position,
                     tail_after,
                     cached: keep.then(|| data.freeze()),
@@ -421,9 +495,12 @@ impl SegmentWriter {
             published_tail,
             allocated,
             alignment,
+            last_tail_block,
             ..
         } = &mut self.mode
         {
+            // Every write finished before a rewind (the log waits for all appends first).
+            *last_tail_block = None;
             if reload_tail {
                 *published_tail = read_tail(&self.path, size, *alignment)?;
             }
@@ -481,10 +558,11 @@ fn filled_buffer(file: &DmaFile, size: usize, parts: &[&[u8]]) -> DmaBuffer {
     buffer
 }
 
-type DirectWrites = (Option<(DmaBuffer, u64)>, Option<(DmaBuffer, u64)>, Vec<u8>);
+type DirectWrites = (Option<(DmaBuffer, u64)>, Vec<(DmaBuffer, u64)>, Vec<u8>);
 
 /// Splits an append of `data` at `position` into the shared head block (previous tail plus the
-/// first bytes) and the body (all later blocks), and computes the new partial tail block.
+/// first bytes) and the body (all later blocks, in chunks), and computes the new partial tail
+/// block.
 fn plan_direct(
     file: &DmaFile,
     alignment: u64,
@@ -507,10 +585,16 @@ fn plan_direct(
             head_position + alignment,
         )
     };
-    let body = (!rest.is_empty()).then(|| {
-        let size = align_up(rest.len() as u64, alignment) as usize;
-        (filled_buffer(file, size, &[rest]), rest_position)
-    });
+    let chunk_bytes = align_down(DIRECT_WRITE_CHUNK_BYTES, alignment).max(alignment) as usize;
+    let body = rest
+        .chunks(chunk_bytes)
+        .enumerate()
+        .map(|(at, chunk)| {
+            let size = align_up(chunk.len() as u64, alignment) as usize;
+            let chunk_position = rest_position + (at * chunk_bytes) as u64;
+            (filled_buffer(file, size, &[chunk]), chunk_position)
+        })
+        .collect();
     let tail_start = align_down(end, alignment);
     let tail_after = if tail_start >= position {
         data[(tail_start - position) as usize..].to_vec()

@@ -1,5 +1,6 @@
 //! Helpers shared by the partition log tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
+// Helpers unwrap freely: a failure is a test failure.
 
 use std::{future::Future, path::Path};
 
@@ -44,7 +45,12 @@ pub fn batch(records: usize, value_len: usize, fill: u8, timestamp_ms: i64) -> B
     let mut builder = BatchBuilder::new(Compression::None);
     let value = vec![fill; value_len];
     for record in 0..records {
-        builder.push(timestamp_ms + record as i64, Some(b"key"), Some(&value), &[]);
+        builder.push(
+            timestamp_ms + record as i64,
+            Some(b"key"),
+            Some(&value),
+            &[],
+        );
     }
     builder.build().unwrap()
 }
@@ -56,10 +62,14 @@ pub async fn read_all(log: &PartitionLog) -> Vec<(BatchHeader, Vec<u8>)> {
     let end = log.log_end_offset();
     while offset < end {
         let bytes = log.read_bytes(offset, 64 * 1024, end).await.unwrap();
-        assert!(!bytes.is_empty(), "read at {offset} below the end {end} returned nothing");
+        assert!(
+            !bytes.is_empty(),
+            "read at {offset} below the end {end} returned nothing"
+        );
         let mut position = 0;
         while position < bytes.len() {
-            let header = sluice_storage::batch::validate_batch(&bytes[position..], 1 << 26).unwrap();
+            let header =
+                sluice_storage::batch::validate_batch(&bytes[position..], 1 << 26).unwrap();
             let total = header.total_bytes();
             out.push((header, bytes[position..position + total].to_vec()));
             assert_eq!(header.base_offset, offset.max(header.base_offset));

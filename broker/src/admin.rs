@@ -1,0 +1,162 @@
+//! The admin HTTP endpoint: a small HTTP/1.1 server on its own thread (no async runtime).
+//! `GET /metrics` answers Prometheus text, `GET /health` answers `ok` with the shard count,
+//! anything else is 404. One request per connection (`Connection: close`).
+//!
+//! It reads the shards' metrics through their atomics and never touches shard state.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sluice_shard::metrics::render_prometheus;
+use sluice_shard::ShardMetrics;
+
+use crate::server::handlers::API_NAMES;
+
+/// Largest request head read, bytes; a longer one is answered 431 and closed.
+pub const ADMIN_REQUEST_BYTES_MAX: usize = 8 * 1024;
+
+/// Longest wait for a client to send its request or take the response, in ms.
+pub const ADMIN_IO_TIMEOUT_MS: u64 = 5_000;
+
+/// Pause after a failed accept before the next, in ms, so a persistent error does not spin.
+const ADMIN_ACCEPT_RETRY_MS: u64 = 50;
+
+/// Bytes read from a client per system call while looking for the end of the request head.
+const ADMIN_READ_CHUNK_BYTES: usize = 1024;
+
+/// The running admin endpoint.
+pub struct AdminServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Binds `addr` and serves on a new thread.
+    pub fn start(
+        addr: SocketAddr,
+        metrics: Vec<Arc<ShardMetrics>>,
+    ) -> std::io::Result<AdminServer> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-admin".to_string())
+            .spawn(move || serve(listener, metrics, stopping))?;
+        Ok(AdminServer { addr, stop, thread })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the endpoint and joins its thread.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        // Wake the blocking accept with a connection of our own.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(ADMIN_IO_TIMEOUT_MS));
+        let _ = self.thread.join();
+    }
+}
+
+fn serve(listener: TcpListener, metrics: Vec<Arc<ShardMetrics>>, stop: Arc<AtomicBool>) {
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        match stream {
+            Ok(stream) => {
+                if let Err(error) = answer(stream, &metrics) {
+                    tracing::debug!(%error, "admin request failed");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "admin accept failed");
+                std::thread::sleep(Duration::from_millis(ADMIN_ACCEPT_RETRY_MS));
+            }
+        }
+    }
+}
+
+/// Reads the request head, up to the blank line or the size bound.
+fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; ADMIN_READ_CHUNK_BYTES];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+        if head.len() > ADMIN_REQUEST_BYTES_MAX {
+            return Ok(None);
+        }
+        let read = stream.read(&mut chunk)?;
+        if read == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..read]);
+    }
+    Ok(Some(String::from_utf8_lossy(&head).into_owned()))
+}
+
+fn answer(mut stream: TcpStream, metrics: &[Arc<ShardMetrics>]) -> std::io::Result<()> {
+    let timeout = Some(Duration::from_millis(ADMIN_IO_TIMEOUT_MS));
+    stream.set_read_timeout(timeout)?;
+    stream.set_write_timeout(timeout)?;
+    let Some(head) = read_head(&mut stream)? else {
+        return respond(
+            &mut stream,
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            "request head too large\n",
+        );
+    };
+    let mut words = head.lines().next().unwrap_or_default().split_whitespace();
+    let (method, target) = (
+        words.next().unwrap_or_default(),
+        words.next().unwrap_or_default(),
+    );
+    let path = target.split('?').next().unwrap_or_default();
+    match (method, path) {
+        ("GET", "/metrics") => {
+            let mut body = render_prometheus(metrics, &API_NAMES);
+            body.push_str(&format!(
+                "# HELP sluice_shards Shards (executors) running.\n# TYPE sluice_shards gauge\nsluice_shards {}\n",
+                metrics.len()
+            ));
+            respond(
+                &mut stream,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+            )
+        }
+        ("GET", "/health") => {
+            let body = format!("ok shards={}\n", metrics.len());
+            respond(&mut stream, "200 OK", "text/plain; charset=utf-8", &body)
+        }
+        _ => respond(
+            &mut stream,
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "not found\n",
+        ),
+    }
+}
+
+fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()
+}

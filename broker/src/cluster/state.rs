@@ -1,0 +1,367 @@
+//! The etcd keys, their JSON values, and [`ClusterState`]: the snapshot the control plane builds
+//! from them (a full read at session start, then every watch event applied in order).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::ClusterError;
+
+/// The leader id of a partition that has no leader (every ISR member is down).
+pub const NO_LEADER: i32 = -1;
+
+/// A live broker, as registered under `/sluice/<cluster>/brokers/<id>` with its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    /// Node id.
+    pub id: i32,
+    /// Host clients and brokers connect to.
+    pub host: String,
+    /// Native protocol port.
+    pub native_port: u16,
+    /// Per-shard native ports, shard 0 first.
+    pub shard_ports: Vec<u16>,
+    /// Admin HTTP address, if any.
+    pub admin_addr: Option<String>,
+}
+
+/// The value of the controller key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ControllerRecord {
+    /// The controller's node id.
+    pub id: i32,
+}
+
+/// Who is controller, and since when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerInfo {
+    /// The controller's node id.
+    pub node_id: i32,
+    /// The controller epoch: the etcd revision at which this controller wrote the controller key
+    /// when it won. Every new reign has a higher one.
+    pub epoch: i64,
+}
+
+/// A topic and its replica assignment, under `/sluice/<cluster>/topics/<topic>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicAssignment {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: i32,
+    /// Replicas per partition.
+    pub replication_factor: i16,
+    /// Configuration overrides.
+    pub configs: BTreeMap<String, String>,
+    /// Entry i: partition i's replicas, preferred leader first.
+    pub assignment: Vec<Vec<i32>>,
+}
+
+/// The leadership state of one partition, under `/sluice/<cluster>/partitions/<topic>/<p>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The leader's node id, or [`NO_LEADER`].
+    pub leader: i32,
+    /// Bumped on every leader change (including to and from [`NO_LEADER`]).
+    pub leader_epoch: i32,
+    /// In-sync replicas, in assignment order.
+    pub isr: Vec<i32>,
+    /// The epoch of the controller that last elected the leader (0 when the topic's creator
+    /// wrote it).
+    pub controller_epoch: i64,
+}
+
+/// A partition state and the etcd mod_revision it was read at (what a compare-and-swap of it
+/// compares against).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionEntry {
+    /// The state.
+    pub state: PartitionState,
+    /// The key's mod_revision.
+    pub mod_revision: i64,
+}
+
+/// The cluster as this broker last saw it in etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    /// Cluster name.
+    pub cluster: String,
+    /// The etcd revision this snapshot reflects (everything up to it under the cluster prefix).
+    pub revision: i64,
+    /// Live brokers (their lease is alive) by node id.
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// The controller, if one is elected.
+    pub controller: Option<ControllerInfo>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicAssignment>,
+    /// The create revision of each topic key (tells a recreated topic from the old one).
+    pub topic_revisions: BTreeMap<String, i64>,
+    /// Partition states by topic, then partition.
+    pub partitions: BTreeMap<String, BTreeMap<i32, PartitionEntry>>,
+}
+
+impl ClusterState {
+    /// An empty state of `cluster`.
+    pub fn new(cluster: &str) -> ClusterState {
+        ClusterState {
+            cluster: cluster.to_string(),
+            ..ClusterState::default()
+        }
+    }
+
+    /// Node ids of the live brokers.
+    pub fn live_brokers(&self) -> BTreeSet<i32> {
+        self.brokers.keys().copied().collect()
+    }
+
+    /// One partition's state.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionEntry> {
+        self.partitions.get(topic)?.get(&partition)
+    }
+
+    /// The controller's node id, if any.
+    pub fn controller_id(&self) -> Option<i32> {
+        self.controller.map(|c| c.node_id)
+    }
+
+    /// Partitions (topic, partition) with no leader now.
+    pub fn offline_partitions(&self) -> Vec<(String, i32)> {
+        self.partitions
+            .iter()
+            .flat_map(|(topic, states)| {
+                states
+                    .iter()
+                    .filter(|(_, entry)| entry.state.leader == NO_LEADER)
+                    .map(move |(partition, _)| (topic.clone(), *partition))
+            })
+            .collect()
+    }
+
+    /// Applies a put of `key` (a value written at `mod_revision`, key created at
+    /// `create_revision`). Keys outside the layout are ignored, so a newer version can add keys.
+    pub(crate) fn apply_put(
+        &mut self,
+        keys: &ClusterKeys,
+        key: &str,
+        value: &[u8],
+        mod_revision: i64,
+        create_revision: i64,
+    ) -> Result<(), ClusterError> {
+        match keys.parse(key) {
+            Some(ParsedKey::Broker(id)) => {
+                self.brokers.insert(id, decode(key, value)?);
+            }
+            Some(ParsedKey::Controller) => {
+                let record: ControllerRecord = decode(key, value)?;
+                self.controller = Some(ControllerInfo {
+                    node_id: record.id,
+                    epoch: mod_revision,
+                });
+            }
+            Some(ParsedKey::Topic(name)) => {
+                self.topics.insert(name.clone(), decode(key, value)?);
+                self.topic_revisions.insert(name, create_revision);
+            }
+            Some(ParsedKey::Partition(topic, partition)) => {
+                let state = decode(key, value)?;
+                let entry = PartitionEntry {
+                    state,
+                    mod_revision,
+                };
+                self.partitions
+                    .entry(topic)
+                    .or_default()
+                    .insert(partition, entry);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Applies a delete of `key`.
+    pub(crate) fn apply_delete(&mut self, keys: &ClusterKeys, key: &str) {
+        match keys.parse(key) {
+            Some(ParsedKey::Broker(id)) => {
+                self.brokers.remove(&id);
+            }
+            Some(ParsedKey::Controller) => self.controller = None,
+            Some(ParsedKey::Topic(name)) => {
+                self.topics.remove(&name);
+                self.topic_revisions.remove(&name);
+            }
+            Some(ParsedKey::Partition(topic, partition)) => {
+                if let Some(states) = self.partitions.get_mut(&topic) {
+                    states.remove(&partition);
+                    if states.is_empty() {
+                        self.partitions.remove(&topic);
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+fn decode<T: for<'a> Deserialize<'a>>(key: &str, value: &[u8]) -> Result<T, ClusterError> {
+    serde_json::from_slice(value).map_err(|error| ClusterError::Corrupt {
+        key: key.to_string(),
+        reason: error.to_string(),
+    })
+}
+
+/// Serialises a value for etcd. Our value types hold only strings, numbers, lists and string
+/// maps, which JSON always represents, so a failure is a bug.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("cluster values are plain data and always serialise")
+}
+
+/// A key of the cluster layout, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ParsedKey {
+    Broker(i32),
+    Controller,
+    Topic(String),
+    Partition(String, i32),
+}
+
+/// Builds and parses the keys of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterKeys {
+    cluster: String,
+    root: String,
+}
+
+impl ClusterKeys {
+    /// The keys of cluster `cluster` (a validated name).
+    pub fn new(cluster: &str) -> ClusterKeys {
+        ClusterKeys {
+            cluster: cluster.to_string(),
+            root: format!("/sluice/{cluster}/"),
+        }
+    }
+
+    /// The cluster name.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// `/sluice/<cluster>/`: the prefix of every key of the cluster.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// `/sluice/<cluster>/brokers/<id>`.
+    pub fn broker(&self, id: i32) -> String {
+        format!("{}brokers/{id}", self.root)
+    }
+
+    /// `/sluice/<cluster>/controller`.
+    pub fn controller(&self) -> String {
+        format!("{}controller", self.root)
+    }
+
+    /// `/sluice/<cluster>/topics/<topic>`.
+    pub fn topic(&self, topic: &str) -> String {
+        format!("{}topics/{topic}", self.root)
+    }
+
+    /// `/sluice/<cluster>/partitions/<topic>/`: the prefix of a topic's partition states.
+    pub fn partitions_of(&self, topic: &str) -> String {
+        format!("{}partitions/{topic}/", self.root)
+    }
+
+    /// `/sluice/<cluster>/partitions/<topic>/<partition>`.
+    pub fn partition(&self, topic: &str, partition: i32) -> String {
+        format!("{}partitions/{topic}/{partition}", self.root)
+    }
+
+    pub(crate) fn parse(&self, key: &str) -> Option<ParsedKey> {
+        let rest = key.strip_prefix(&self.root)?;
+        if rest == "controller" {
+            return Some(ParsedKey::Controller);
+        }
+        if let Some(id) = rest.strip_prefix("brokers/") {
+            return id.parse().ok().map(ParsedKey::Broker);
+        }
+        if let Some(name) = rest.strip_prefix("topics/") {
+            return (!name.is_empty() && !name.contains('/'))
+                .then(|| ParsedKey::Topic(name.to_string()));
+        }
+        let (topic, partition) = rest.strip_prefix("partitions/")?.split_once('/')?;
+        let partition = partition.parse().ok()?;
+        Some(ParsedKey::Partition(topic.to_string(), partition))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves every key the layout builds parses back to what built it, and foreign keys
+    // (another cluster, unknown kinds, bad numbers) are not mistaken for ours.
+    #[test]
+    fn keys_round_trip() {
+        let keys = ClusterKeys::new("prod");
+        assert_eq!(keys.broker(3), "/sluice/prod/brokers/3");
+        assert_eq!(keys.parse(&keys.broker(3)), Some(ParsedKey::Broker(3)));
+        assert_eq!(keys.parse(&keys.controller()), Some(ParsedKey::Controller));
+        assert_eq!(
+            keys.parse(&keys.topic("a.b")),
+            Some(ParsedKey::Topic("a.b".into()))
+        );
+        assert_eq!(
+            keys.parse(&keys.partition("a.b", 7)),
+            Some(ParsedKey::Partition("a.b".into(), 7))
+        );
+        assert!(keys.partition("t", 1).starts_with(&keys.partitions_of("t")));
+        assert!(!keys
+            .partition("t.x", 1)
+            .starts_with(&keys.partitions_of("t")));
+        for foreign in [
+            "/sluice/prod2/brokers/1",
+            "/sluice/prod/brokers/x",
+            "/sluice/prod/other",
+            "/sluice/prod/partitions/t/x",
+        ] {
+            assert_eq!(keys.parse(foreign), None, "{foreign}");
+        }
+    }
+
+    // Proves puts and deletes build the snapshot an operator would expect: values decoded,
+    // controller epoch taken from the revision, a topic's partitions gone with their deletes,
+    // and a corrupt value reported with its key.
+    #[test]
+    fn events_build_the_snapshot() {
+        let keys = ClusterKeys::new("c");
+        let mut state = ClusterState::new("c");
+        let broker = br#"{"id":1,"host":"h","native_port":9,"shard_ports":[10],"admin_addr":null}"#;
+        state
+            .apply_put(&keys, &keys.broker(1), broker, 5, 5)
+            .unwrap();
+        state
+            .apply_put(&keys, &keys.controller(), br#"{"id":1}"#, 6, 6)
+            .unwrap();
+        let partition = br#"{"leader":1,"leader_epoch":0,"isr":[1],"controller_epoch":0}"#;
+        state
+            .apply_put(&keys, &keys.partition("t", 0), partition, 7, 7)
+            .unwrap();
+        assert_eq!(state.live_brokers(), BTreeSet::from([1]));
+        assert_eq!(
+            state.controller,
+            Some(ControllerInfo {
+                node_id: 1,
+                epoch: 6
+            })
+        );
+        assert_eq!(state.partition("t", 0).unwrap().mod_revision, 7);
+        assert_eq!(state.partition("t", 0).unwrap().state.isr, vec![1]);
+        state.apply_delete(&keys, &keys.partition("t", 0));
+        assert!(state.partitions.is_empty());
+        state.apply_delete(&keys, &keys.broker(1));
+        assert!(state.brokers.is_empty());
+        let error = state
+            .apply_put(&keys, &keys.topic("t"), b"{oops", 8, 8)
+            .unwrap_err();
+        assert!(error.to_string().contains("/sluice/c/topics/t"), "{error}");
+    }
+}

@@ -1,0 +1,647 @@
+//! Broker configuration: a TOML file (`--config FILE`), every key overridable by a `SLUICE_*`
+//! environment variable and by a command-line flag. Precedence: flag > environment > file >
+//! built-in default.
+//!
+//! Naming rule: the TOML key `k` (in any section) is the flag `--k` with dashes for underscores
+//! and the environment variable `SLUICE_K` in upper case. Key names are unique across sections,
+//! so `[storage] write_mode` is `--write-mode` and `SLUICE_WRITE_MODE`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sluice_storage::{FlushPolicy, LogConfig, RecoveryPolicy, WriteMode};
+
+/// Errors of reading and checking the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has an unknown key or a value of the wrong type.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key).
+        message: String,
+    },
+    /// A setting has a value outside its bounds.
+    #[error("invalid setting {key} = {value}: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, value: impl ToString, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Write mode setting (`buffered` or `direct`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum WriteModeSetting {
+    /// Page cache, asynchronous flusher.
+    Buffered,
+    /// O_DIRECT with an in-memory tail cache.
+    Direct,
+}
+
+/// Recovery policy setting (`truncate-tail` or `refuse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoverySetting {
+    /// Truncate at the first torn or corrupt batch and warn.
+    TruncateTail,
+    /// Refuse to open a log with a corrupt batch.
+    Refuse,
+}
+
+/// The `[storage]` section: the partition logs' settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StorageSettings {
+    /// `buffered` or `direct`.
+    pub write_mode: WriteModeSetting,
+    /// Segment roll size, bytes.
+    pub segment_bytes_max: u64,
+    /// Segment roll age, milliseconds.
+    pub segment_ms_max: u64,
+    /// Unflushed bytes that trigger an fsync.
+    pub flush_bytes_max: u64,
+    /// Age of the oldest unflushed byte that triggers an fsync, milliseconds.
+    pub flush_ms_max: u64,
+    /// Fsync every append before acknowledging it (overrides the two above).
+    pub flush_every_append: bool,
+    /// Delete closed segments older than this, milliseconds; -1 keeps them forever.
+    pub retention_ms: i64,
+    /// Delete the oldest closed segments while a partition is larger than this; -1 = no limit.
+    pub retention_bytes: i64,
+    /// Largest record batch accepted, bytes.
+    pub batch_bytes_max: usize,
+    /// Direct mode: newest bytes per partition kept in memory for reads.
+    pub tail_cache_bytes_max: usize,
+    /// `truncate-tail` or `refuse`.
+    pub recovery: RecoverySetting,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        let (flush_bytes_max, flush_ms_max) = match log.flush {
+            FlushPolicy::Interval {
+                flush_bytes_max,
+                flush_ms_max,
+            } => (flush_bytes_max, flush_ms_max),
+            FlushPolicy::EveryAppend => (64 << 20, 1000),
+        };
+        StorageSettings {
+            write_mode: match log.write_mode {
+                WriteMode::Buffered => WriteModeSetting::Buffered,
+                WriteMode::Direct => WriteModeSetting::Direct,
+            },
+            segment_bytes_max: log.segment_bytes_max,
+            segment_ms_max: log.segment_ms_max,
+            flush_bytes_max,
+            flush_ms_max,
+            flush_every_append: matches!(log.flush, FlushPolicy::EveryAppend),
+            retention_ms: log
+                .retention_ms
+                .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+            retention_bytes: log
+                .retention_bytes
+                .map_or(-1, |bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
+            batch_bytes_max: log.batch_bytes_max,
+            tail_cache_bytes_max: log.tail_cache_bytes_max,
+            recovery: RecoverySetting::TruncateTail,
+        }
+    }
+}
+
+impl StorageSettings {
+    /// The partition log config these settings describe (checked by `LogConfig::validate`).
+    pub fn log_config(&self) -> Result<LogConfig, ConfigError> {
+        let optional = |key: &'static str, value: i64| match value {
+            -1 => Ok(None),
+            value => u64::try_from(value)
+                .map(Some)
+                .map_err(|_| invalid(key, value, "must be -1 (no limit) or at least 0")),
+        };
+        let config = LogConfig {
+            segment_bytes_max: self.segment_bytes_max,
+            segment_ms_max: self.segment_ms_max,
+            batch_bytes_max: self.batch_bytes_max,
+            write_mode: match self.write_mode {
+                WriteModeSetting::Buffered => WriteMode::Buffered,
+                WriteModeSetting::Direct => WriteMode::Direct,
+            },
+            flush: if self.flush_every_append {
+                FlushPolicy::EveryAppend
+            } else {
+                FlushPolicy::Interval {
+                    flush_bytes_max: self.flush_bytes_max,
+                    flush_ms_max: self.flush_ms_max,
+                }
+            },
+            recovery: match self.recovery {
+                RecoverySetting::TruncateTail => RecoveryPolicy::TruncateTail,
+                RecoverySetting::Refuse => RecoveryPolicy::Refuse,
+            },
+            retention_ms: optional("retention_ms", self.retention_ms)?,
+            retention_bytes: optional("retention_bytes", self.retention_bytes)?,
+            tail_cache_bytes_max: self.tail_cache_bytes_max,
+            ..LogConfig::default()
+        };
+        config.validate().map_err(|error| ConfigError::Invalid {
+            key: "storage",
+            value: String::new(),
+            reason: error.to_string(),
+        })?;
+        Ok(config)
+    }
+}
+
+/// The `[limits]` section: bounds on what clients may ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Largest request frame accepted, bytes (prefix included).
+    pub frame_bytes_max: usize,
+    /// Requests one connection may have in flight (read but not yet answered).
+    pub connection_inflight_requests_max: usize,
+    /// Longest a fetch may wait for data, milliseconds (caps the request's max_wait_ms).
+    pub fetch_max_wait_ms_max: u32,
+    /// Connections open at once across all shards; more are refused.
+    pub connections_max: usize,
+    /// Most partitions a topic may have.
+    pub partitions_max: i32,
+    /// Capacity of each cross-shard queue, messages.
+    pub mesh_queue_depth_max: usize,
+    /// Longest a graceful shutdown waits for in-flight requests, milliseconds (0: close
+    /// connections at once).
+    pub shutdown_drain_ms_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            frame_bytes_max: 64 << 20,
+            connection_inflight_requests_max: 16,
+            fetch_max_wait_ms_max: 30_000,
+            connections_max: 4096,
+            partitions_max: 4096,
+            mesh_queue_depth_max: 1024,
+            shutdown_drain_ms_max: 10_000,
+        }
+    }
+}
+
+/// The broker's whole configuration, after defaults, file, environment and flags were merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// This broker's id.
+    pub node_id: i32,
+    /// Where partition logs and the embedded metadata live.
+    pub data_dir: PathBuf,
+    /// The shared native port every shard accepts on (port 0: the OS picks one).
+    pub native_addr: SocketAddr,
+    /// Host name clients are told to connect to; `None`: the native address's IP, or this
+    /// machine's host name when that is a wildcard address.
+    pub advertised_host: Option<String>,
+    /// 0: shard `i` listens on native port + 1 + i (or an OS-picked port when the native port
+    /// is 0); otherwise on `shard_port_base + i`.
+    pub shard_port_base: u16,
+    /// The admin HTTP endpoint (`/metrics`, `/health`); `None` turns it off.
+    pub admin_addr: Option<SocketAddr>,
+    /// Number of shards; 0 = one per CPU in `cpus`, or per usable CPU.
+    pub shards: usize,
+    /// CPUs to pin shards to, in shard order; `None` = the usable CPUs in order.
+    pub cpus: Option<Vec<usize>>,
+    /// Pin each shard's executor to its CPU.
+    pub pin: bool,
+    /// Partition log settings.
+    pub storage: StorageSettings,
+    /// Bounds.
+    pub limits: Limits,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 0,
+            data_dir: PathBuf::from("./sluice-data"),
+            native_addr: SocketAddr::from(([127, 0, 0, 1], 9192)),
+            advertised_host: None,
+            shard_port_base: 0,
+            admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
+            shards: 0,
+            cpus: None,
+            pin: true,
+            storage: StorageSettings::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Every key optional: what one source (the file, or the flags and environment) sets. Used as
+/// the TOML schema (unknown keys are an error naming the key) and as clap arguments.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigOverlay {
+    /// This broker's id.
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<i32>,
+    /// Data directory.
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Shared native listen address, host:port.
+    #[arg(long, env = "SLUICE_NATIVE_ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub native_addr: Option<String>,
+    /// Host name advertised to clients in metadata.
+    #[arg(long, env = "SLUICE_ADVERTISED_HOST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_host: Option<String>,
+    /// First per-shard port (0 = native port + 1).
+    #[arg(long, env = "SLUICE_SHARD_PORT_BASE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_port_base: Option<u16>,
+    /// Admin HTTP address, host:port, or "off".
+    #[arg(long, env = "SLUICE_ADMIN_ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_addr: Option<String>,
+    /// Number of shards (0 = one per usable CPU).
+    #[arg(long, env = "SLUICE_SHARDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
+    /// CPUs to pin shards to, comma separated.
+    #[arg(long, env = "SLUICE_CPUS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<Vec<usize>>,
+    /// Pin shards to CPUs (true/false).
+    #[arg(long, env = "SLUICE_PIN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<bool>,
+    /// `[storage]` keys.
+    #[command(flatten)]
+    #[serde(default)]
+    pub storage: StorageOverlay,
+    /// `[limits]` keys.
+    #[command(flatten)]
+    #[serde(default)]
+    pub limits: LimitsOverlay,
+}
+
+/// The `[storage]` keys of a [`ConfigOverlay`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct StorageOverlay {
+    /// buffered or direct.
+    #[arg(long, env = "SLUICE_WRITE_MODE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_mode: Option<WriteModeSetting>,
+    /// Segment roll size, bytes.
+    #[arg(long, env = "SLUICE_SEGMENT_BYTES_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_bytes_max: Option<u64>,
+    /// Segment roll age, ms.
+    #[arg(long, env = "SLUICE_SEGMENT_MS_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_ms_max: Option<u64>,
+    /// Unflushed bytes that trigger an fsync.
+    #[arg(long, env = "SLUICE_FLUSH_BYTES_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_bytes_max: Option<u64>,
+    /// Unflushed age that triggers an fsync, ms.
+    #[arg(long, env = "SLUICE_FLUSH_MS_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_ms_max: Option<u64>,
+    /// Fsync every append before acknowledging it (true/false).
+    #[arg(long, env = "SLUICE_FLUSH_EVERY_APPEND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_every_append: Option<bool>,
+    /// Retention by age, ms (-1 = forever).
+    #[arg(long, env = "SLUICE_RETENTION_MS", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<i64>,
+    /// Retention by size, bytes (-1 = no limit).
+    #[arg(long, env = "SLUICE_RETENTION_BYTES", allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<i64>,
+    /// Largest record batch, bytes.
+    #[arg(long, env = "SLUICE_BATCH_BYTES_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_bytes_max: Option<usize>,
+    /// Direct-mode tail cache per partition, bytes.
+    #[arg(long, env = "SLUICE_TAIL_CACHE_BYTES_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail_cache_bytes_max: Option<usize>,
+    /// truncate-tail or refuse.
+    #[arg(long, env = "SLUICE_RECOVERY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoverySetting>,
+}
+
+/// The `[limits]` keys of a [`ConfigOverlay`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsOverlay {
+    /// Largest request frame, bytes.
+    #[arg(long, env = "SLUICE_FRAME_BYTES_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_bytes_max: Option<usize>,
+    /// Requests in flight per connection.
+    #[arg(long, env = "SLUICE_CONNECTION_INFLIGHT_REQUESTS_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_inflight_requests_max: Option<usize>,
+    /// Cap on a fetch's wait, ms.
+    #[arg(long, env = "SLUICE_FETCH_MAX_WAIT_MS_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetch_max_wait_ms_max: Option<u32>,
+    /// Connections open at once.
+    #[arg(long, env = "SLUICE_CONNECTIONS_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections_max: Option<usize>,
+    /// Partitions per topic.
+    #[arg(long, env = "SLUICE_PARTITIONS_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions_max: Option<i32>,
+    /// Cross-shard queue capacity, messages.
+    #[arg(long, env = "SLUICE_MESH_QUEUE_DEPTH_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh_queue_depth_max: Option<usize>,
+    /// Graceful shutdown bound, ms.
+    #[arg(long, env = "SLUICE_SHUTDOWN_DRAIN_MS_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_drain_ms_max: Option<u64>,
+}
+
+macro_rules! overlay {
+    ($high:expr, $low:expr; $($field:ident),+) => {
+        $( $high.$field = $high.$field.take().or($low.$field.take()); )+
+    };
+}
+
+impl ConfigOverlay {
+    /// Reads a TOML config file; unknown keys are an error naming the key.
+    pub fn from_file(path: &Path) -> Result<ConfigOverlay, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        ConfigOverlay::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<ConfigOverlay, String> {
+        toml::from_str(text).map_err(|error| error.message().to_string())
+    }
+
+    /// This overlay with every key it leaves unset taken from `lower`.
+    pub fn over(mut self, mut lower: ConfigOverlay) -> ConfigOverlay {
+        overlay!(self, lower; node_id, data_dir, native_addr, advertised_host, shard_port_base,
+            admin_addr, shards, cpus, pin);
+        overlay!(self.storage, lower.storage; write_mode, segment_bytes_max, segment_ms_max,
+            flush_bytes_max, flush_ms_max, flush_every_append, retention_ms, retention_bytes,
+            batch_bytes_max, tail_cache_bytes_max, recovery);
+        overlay!(self.limits, lower.limits; frame_bytes_max, connection_inflight_requests_max,
+            fetch_max_wait_ms_max, connections_max, partitions_max, mesh_queue_depth_max,
+            shutdown_drain_ms_max);
+        self
+    }
+}
+
+fn parse_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .to_socket_addrs()
+        .map_err(|error| invalid(key, value, format!("not a host:port address ({error})")))?
+        .next()
+        .ok_or_else(|| invalid(key, value, "resolves to no address"))
+}
+
+impl BrokerConfig {
+    /// The configuration from an optional file and the flags/environment overlay (which wins).
+    pub fn load(file: Option<&Path>, flags: ConfigOverlay) -> Result<BrokerConfig, ConfigError> {
+        let from_file = match file {
+            Some(path) => ConfigOverlay::from_file(path)?,
+            None => ConfigOverlay::default(),
+        };
+        BrokerConfig::default().with(flags.over(from_file))
+    }
+
+    /// This config with every key `overlay` sets replaced, then validated.
+    pub fn with(mut self, overlay: ConfigOverlay) -> Result<BrokerConfig, ConfigError> {
+        macro_rules! set {
+            ($target:expr, $source:expr; $($field:ident),+) => {
+                $( if let Some(value) = $source.$field { $target.$field = value; } )+
+            };
+        }
+        set!(self, overlay; node_id, data_dir, shard_port_base, shards, pin);
+        if let Some(addr) = &overlay.native_addr {
+            self.native_addr = parse_addr("native_addr", addr)?;
+        }
+        if let Some(host) = overlay.advertised_host {
+            self.advertised_host = Some(host).filter(|host| !host.is_empty());
+        }
+        if let Some(addr) = &overlay.admin_addr {
+            self.admin_addr = match addr.as_str() {
+                "" | "off" | "none" => None,
+                addr => Some(parse_addr("admin_addr", addr)?),
+            };
+        }
+        if let Some(cpus) = overlay.cpus {
+            self.cpus = Some(cpus);
+        }
+        let storage = overlay.storage;
+        set!(self.storage, storage; write_mode, segment_bytes_max, segment_ms_max, flush_bytes_max,
+            flush_ms_max, flush_every_append, retention_ms, retention_bytes, batch_bytes_max,
+            tail_cache_bytes_max, recovery);
+        let limits = overlay.limits;
+        set!(self.limits, limits; frame_bytes_max, connection_inflight_requests_max,
+            fetch_max_wait_ms_max, connections_max, partitions_max, mesh_queue_depth_max,
+            shutdown_drain_ms_max);
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks every setting, naming the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.storage.log_config()?;
+        let limits = &self.limits;
+        let frame_bytes_min = sluice_net::FRAME_HEADER_BYTES;
+        if limits.frame_bytes_max < frame_bytes_min || limits.frame_bytes_max > u32::MAX as usize {
+            return Err(invalid(
+                "frame_bytes_max",
+                limits.frame_bytes_max,
+                format!("must be in [{frame_bytes_min}, {}]", u32::MAX),
+            ));
+        }
+        if self.storage.batch_bytes_max > limits.frame_bytes_max {
+            return Err(invalid(
+                "batch_bytes_max",
+                self.storage.batch_bytes_max,
+                format!(
+                    "must not exceed frame_bytes_max ({})",
+                    limits.frame_bytes_max
+                ),
+            ));
+        }
+        let positive: [(&'static str, u64); 4] = [
+            (
+                "connection_inflight_requests_max",
+                limits.connection_inflight_requests_max as u64,
+            ),
+            ("connections_max", limits.connections_max as u64),
+            ("mesh_queue_depth_max", limits.mesh_queue_depth_max as u64),
+            (
+                "partitions_max",
+                u64::try_from(limits.partitions_max).unwrap_or(0),
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, value, "must be at least 1"));
+            }
+        }
+        if let Some(cpus) = &self.cpus {
+            if cpus.is_empty() {
+                return Err(invalid(
+                    "cpus",
+                    "[]",
+                    "list at least one CPU, or leave it out",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of shards to run: `shards`; when 0, one per CPU of `cpus` if given, else one
+    /// per usable CPU.
+    pub fn shard_count(&self) -> usize {
+        match (self.shards, &self.cpus) {
+            (0, Some(cpus)) => cpus.len().max(1),
+            (0, None) => sluice_shard::usable_cpus().len().max(1),
+            (shards, _) => shards,
+        }
+    }
+
+    /// The effective configuration as a complete overlay (every key set), for printing and for
+    /// feeding back as a file.
+    pub fn to_overlay(&self) -> ConfigOverlay {
+        let storage = &self.storage;
+        let limits = &self.limits;
+        ConfigOverlay {
+            node_id: Some(self.node_id),
+            data_dir: Some(self.data_dir.clone()),
+            native_addr: Some(self.native_addr.to_string()),
+            advertised_host: self.advertised_host.clone(),
+            shard_port_base: Some(self.shard_port_base),
+            admin_addr: Some(
+                self.admin_addr
+                    .map_or("off".to_string(), |addr| addr.to_string()),
+            ),
+            shards: Some(self.shards),
+            cpus: self.cpus.clone(),
+            pin: Some(self.pin),
+            storage: StorageOverlay {
+                write_mode: Some(storage.write_mode),
+                segment_bytes_max: Some(storage.segment_bytes_max),
+                segment_ms_max: Some(storage.segment_ms_max),
+                flush_bytes_max: Some(storage.flush_bytes_max),
+                flush_ms_max: Some(storage.flush_ms_max),
+                flush_every_append: Some(storage.flush_every_append),
+                retention_ms: Some(storage.retention_ms),
+                retention_bytes: Some(storage.retention_bytes),
+                batch_bytes_max: Some(storage.batch_bytes_max),
+                tail_cache_bytes_max: Some(storage.tail_cache_bytes_max),
+                recovery: Some(storage.recovery),
+            },
+            limits: LimitsOverlay {
+                frame_bytes_max: Some(limits.frame_bytes_max),
+                connection_inflight_requests_max: Some(limits.connection_inflight_requests_max),
+                fetch_max_wait_ms_max: Some(limits.fetch_max_wait_ms_max),
+                connections_max: Some(limits.connections_max),
+                partitions_max: Some(limits.partitions_max),
+                mesh_queue_depth_max: Some(limits.mesh_queue_depth_max),
+                shutdown_drain_ms_max: Some(limits.shutdown_drain_ms_max),
+            },
+        }
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.to_overlay()).unwrap_or_else(|error| format!("# {error}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves an unknown key, top level or inside a section, is refused with its name.
+    #[test]
+    fn unknown_keys_are_named() {
+        let error = ConfigOverlay::from_toml("node_id = 1\nbogus_key = 3\n").unwrap_err();
+        assert!(error.contains("bogus_key"), "{error}");
+        let error = ConfigOverlay::from_toml("[storage]\nwrite_mod = \"direct\"\n").unwrap_err();
+        assert!(error.contains("write_mod"), "{error}");
+    }
+
+    // Proves the higher overlay wins key by key and unset keys fall through to the lower one,
+    // including inside sections.
+    #[test]
+    fn overlays_merge_key_by_key() {
+        let file = ConfigOverlay::from_toml(
+            "node_id = 1\nshards = 3\n[storage]\nwrite_mode = \"buffered\"\nsegment_bytes_max = 4096\n",
+        )
+        .unwrap();
+        let mut flags = ConfigOverlay {
+            shards: Some(2),
+            ..ConfigOverlay::default()
+        };
+        flags.storage.segment_bytes_max = Some(8192);
+        let config = BrokerConfig::default().with(flags.over(file)).unwrap();
+        assert_eq!(config.node_id, 1);
+        assert_eq!(config.shards, 2);
+        assert_eq!(config.storage.write_mode, WriteModeSetting::Buffered);
+        assert_eq!(config.storage.segment_bytes_max, 8192);
+    }
+
+    // Proves bad values are refused with the key's name, and the printed config reads back as
+    // the same config.
+    #[test]
+    fn validation_names_the_key_and_print_round_trips() {
+        let bad = ConfigOverlay::from_toml("[limits]\nconnections_max = 0\n").unwrap();
+        let error = BrokerConfig::default().with(bad).unwrap_err().to_string();
+        assert!(error.contains("connections_max"), "{error}");
+        let bad = ConfigOverlay::from_toml("admin_addr = \"not an address\"\n").unwrap();
+        let error = BrokerConfig::default().with(bad).unwrap_err().to_string();
+        assert!(error.contains("admin_addr"), "{error}");
+
+        let mut config = BrokerConfig {
+            admin_addr: None,
+            ..BrokerConfig::default()
+        };
+        config.storage.retention_ms = -1;
+        let reread = ConfigOverlay::from_toml(&config.to_toml()).unwrap();
+        assert_eq!(BrokerConfig::default().with(reread).unwrap(), config);
+    }
+}

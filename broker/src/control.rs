@@ -1,0 +1,385 @@
+//! The control plane: one ordinary thread that owns the metadata store, validates topic
+//! creations and deletions, records them, and broadcasts the new shard table to every shard,
+//! answering only once all shards applied it. It talks to shards only by messages.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+
+use futures_channel::oneshot;
+use sluice_net::{ErrorCode, NewTopic, TopicResult};
+use sluice_shard::partition::topic_log_config;
+use sluice_shard::{ControlSender, ShardControl, ShardTable, TopicAssignment};
+use sluice_storage::LogConfig;
+
+use crate::metadata::{MetadataError, MetadataStore, TopicRecord};
+
+/// Capacity of the control plane's request queue. Shards that find it full answer the client
+/// with RequestTimedOut rather than block their executor.
+pub const CONTROL_QUEUE_DEPTH_MAX: usize = 64;
+
+/// Longest topic name, in bytes (Kafka's limit).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// A request to the control plane.
+#[derive(Debug)]
+pub enum ControlRequest {
+    /// Create topics; answered with one result per topic, in request order.
+    CreateTopics {
+        /// The topics.
+        topics: Vec<NewTopic>,
+        /// Where the results go.
+        reply: oneshot::Sender<Vec<TopicResult>>,
+    },
+    /// Delete topics; answered with one result per name, in request order.
+    DeleteTopics {
+        /// The topic names.
+        names: Vec<String>,
+        /// Where the results go.
+        reply: oneshot::Sender<Vec<TopicResult>>,
+    },
+    /// Leave the control loop.
+    Stop,
+}
+
+/// A handle shards use to reach the control plane (`Send + Clone`).
+#[derive(Debug, Clone)]
+pub struct ControlClient {
+    sender: SyncSender<ControlRequest>,
+}
+
+impl ControlClient {
+    /// Sends `request` without blocking; `false` when the queue is full or the plane stopped.
+    pub fn try_send(&self, request: ControlRequest) -> bool {
+        match self.sender.try_send(request) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Sends `request`, blocking while the queue is full (for non-executor threads only);
+    /// `false` when the control plane has stopped.
+    pub fn send_blocking(&self, request: ControlRequest) -> bool {
+        self.sender.send(request).is_ok()
+    }
+}
+
+/// Checks a topic name: 1..=249 bytes of `[a-zA-Z0-9._-]`, and not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(format!(
+            "topic name must be 1 to {TOPIC_NAME_BYTES_MAX} characters, got {}",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name {name:?} is reserved"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name {name:?} contains {bad:?}; only a-z, A-Z, 0-9, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// The shard table describing every topic of `store`, at the store's version.
+pub fn table_from_store(store: &dyn MetadataStore, shard_count: u32) -> ShardTable {
+    let topics: BTreeMap<String, TopicAssignment> = store
+        .list_topics()
+        .into_iter()
+        .map(|topic| {
+            let assignment = TopicAssignment::place(
+                &topic.name,
+                topic.partitions,
+                shard_count,
+                topic.replication_factor,
+                topic.configs,
+            );
+            (topic.name, assignment)
+        })
+        .collect();
+    ShardTable::new(store.version(), topics)
+}
+
+/// The control plane's state; runs on its own thread.
+pub struct ControlPlane {
+    store: Box<dyn MetadataStore>,
+    data_dir: PathBuf,
+    shards: Vec<ControlSender>,
+    shard_count: u32,
+    partitions_max: i32,
+    base_log_config: LogConfig,
+}
+
+fn result(name: &str, code: ErrorCode, message: Option<String>) -> TopicResult {
+    TopicResult {
+        name: name.to_string(),
+        error: code.code(),
+        message,
+    }
+}
+
+impl ControlPlane {
+    /// A control plane over `store` that broadcasts to `shards`.
+    pub fn new(
+        store: Box<dyn MetadataStore>,
+        data_dir: PathBuf,
+        shards: Vec<ControlSender>,
+        partitions_max: i32,
+        base_log_config: LogConfig,
+    ) -> ControlPlane {
+        let shard_count = u32::try_from(shards.len()).unwrap_or(u32::MAX);
+        ControlPlane {
+            store,
+            data_dir,
+            shards,
+            shard_count,
+            partitions_max,
+            base_log_config,
+        }
+    }
+
+    /// The queue shards use to reach the control plane. Made before the shards start (they
+    /// hold the client), while the plane itself needs the started shards' control senders.
+    pub fn channel() -> (ControlClient, Receiver<ControlRequest>) {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(CONTROL_QUEUE_DEPTH_MAX);
+        (ControlClient { sender }, receiver)
+    }
+
+    /// Starts the control thread serving `requests`; join it after sending
+    /// [`ControlRequest::Stop`].
+    pub fn spawn(self, requests: Receiver<ControlRequest>) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("sluice-control".to_string())
+            .spawn(move || self.run(requests))
+    }
+
+    fn run(mut self, requests: Receiver<ControlRequest>) {
+        while let Ok(request) = requests.recv() {
+            match request {
+                ControlRequest::CreateTopics { topics, reply } => {
+                    let _ = reply.send(self.create_topics(topics));
+                }
+                ControlRequest::DeleteTopics { names, reply } => {
+                    let _ = reply.send(self.delete_topics(names));
+                }
+                ControlRequest::Stop => break,
+            }
+        }
+        tracing::debug!("control plane stopped");
+    }
+
+    fn check_new_topic(&self, topic: &NewTopic) -> Result<(), TopicResult> {
+        let name = topic.name.as_str();
+        validate_topic_name(name)
+            .map_err(|message| result(name, ErrorCode::InvalidTopic, Some(message)))?;
+        if !(1..=self.partitions_max).contains(&topic.partitions) {
+            return Err(result(
+                name,
+                ErrorCode::InvalidPartitions,
+                Some(format!(
+                    "partitions must be between 1 and {} (partitions_max), got {}",
+                    self.partitions_max, topic.partitions
+                )),
+            ));
+        }
+        if topic.replication_factor != 1 {
+            return Err(result(
+                name,
+                ErrorCode::InvalidReplicationFactor,
+                Some(format!(
+                    "replication factor {} is not possible on a single-node broker; use 1",
+                    topic.replication_factor
+                )),
+            ));
+        }
+        topic_log_config(&self.base_log_config, &topic.configs)
+            .map_err(|error| result(name, ErrorCode::InvalidConfig, Some(error.to_string())))?;
+        if self.store.topic(name).is_some() {
+            return Err(result(
+                name,
+                ErrorCode::TopicAlreadyExists,
+                Some(format!("topic {name} already exists")),
+            ));
+        }
+        Ok(())
+    }
+
+    fn create_topics(&mut self, topics: Vec<NewTopic>) -> Vec<TopicResult> {
+        let mut results = Vec::with_capacity(topics.len());
+        let mut created = Vec::new();
+        let mut seen = HashSet::new();
+        for topic in topics {
+            if !seen.insert(topic.name.clone()) {
+                let message = format!("topic {} is named twice in the request", topic.name);
+                results.push(result(
+                    &topic.name,
+                    ErrorCode::InvalidRequest,
+                    Some(message),
+                ));
+                continue;
+            }
+            if let Err(refused) = self.check_new_topic(&topic) {
+                results.push(refused);
+                continue;
+            }
+            if let Err(error) = remove_stale_partition_dirs(&self.data_dir, &topic.name) {
+                results.push(result(
+                    &topic.name,
+                    ErrorCode::KafkaStorageError,
+                    Some(format!(
+                        "cannot remove the leftover logs of an earlier {}: {error}",
+                        topic.name
+                    )),
+                ));
+                continue;
+            }
+            let record = TopicRecord {
+                name: topic.name.clone(),
+                // check_new_topic bounded it to 1..=partitions_max.
+                partitions: u32::try_from(topic.partitions).unwrap_or(1),
+                replication_factor: topic.replication_factor,
+                configs: topic.configs,
+            };
+            match self.store.create_topic(record) {
+                Ok(_) => {
+                    created.push(topic.name.clone());
+                    results.push(result(&topic.name, ErrorCode::None, None));
+                }
+                Err(error) => results.push(store_failure(&topic.name, &error)),
+            }
+        }
+        if created.is_empty() {
+            return results;
+        }
+        if let Err(message) = self.broadcast() {
+            tracing::error!(%message, "shards could not create topics; rolling back");
+            for name in &created {
+                let _ = self.store.delete_topic(name);
+            }
+            let _ = self.broadcast();
+            for entry in results
+                .iter_mut()
+                .filter(|entry| created.contains(&entry.name))
+            {
+                entry.error = ErrorCode::KafkaStorageError.code();
+                entry.message = Some(format!("the partitions could not be created: {message}"));
+            }
+        } else {
+            tracing::info!(topics = ?created, "created topics");
+        }
+        results
+    }
+
+    fn delete_topics(&mut self, names: Vec<String>) -> Vec<TopicResult> {
+        let mut results = Vec::with_capacity(names.len());
+        let mut deleted = false;
+        for name in names {
+            match self.store.delete_topic(&name) {
+                Ok(_) => {
+                    deleted = true;
+                    results.push(result(&name, ErrorCode::None, None));
+                }
+                Err(MetadataError::UnknownTopic(_)) => results.push(result(
+                    &name,
+                    ErrorCode::UnknownTopicOrPartition,
+                    Some(format!("topic {name} does not exist")),
+                )),
+                Err(error) => results.push(store_failure(&name, &error)),
+            }
+        }
+        if deleted {
+            if let Err(message) = self.broadcast() {
+                // The topics are gone from the metadata; a shard that failed to delete a log
+                // leaves its directory behind, which the error names.
+                for entry in results.iter_mut().filter(|entry| entry.error == 0) {
+                    entry.error = ErrorCode::KafkaStorageError.code();
+                    entry.message = Some(format!("the topic was deleted from the metadata but removing its logs failed: {message}"));
+                }
+            }
+        }
+        results
+    }
+
+    /// Sends the table for the store's current version to every shard and waits until each
+    /// has applied it.
+    fn broadcast(&self) -> Result<(), String> {
+        let table = table_from_store(self.store.as_ref(), self.shard_count);
+        let mut answers = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let (reply, answer) = oneshot::channel();
+            let message = ShardControl::ApplyTable {
+                table: table.clone(),
+                reply,
+            };
+            shard
+                .send_blocking(message)
+                .map_err(|error| error.to_string())?;
+            answers.push((shard.shard(), answer));
+        }
+        let mut first_error = None;
+        for (shard, answer) in answers {
+            match futures_lite::future::block_on(answer) {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(format!("{shard}: {error}"));
+                }
+                Err(_) => {
+                    first_error.get_or_insert(format!("{shard} stopped"));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Removes `<data_dir>/<topic>-<n>` directories left by an earlier topic of the same name (a
+/// deletion interrupted by a crash), so a new topic never inherits old records. Called only for
+/// a topic the metadata does not have, so every such directory is stale.
+fn remove_stale_partition_dirs(data_dir: &Path, topic: &str) -> std::io::Result<()> {
+    let prefix = format!("{topic}-");
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(suffix) = name.to_str().and_then(|name| name.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if !suffix.is_empty() && suffix.bytes().all(|byte| byte.is_ascii_digit()) {
+            tracing::warn!(dir = %entry.path().display(), "removing a stale partition directory");
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn store_failure(name: &str, error: &MetadataError) -> TopicResult {
+    result(
+        name,
+        ErrorCode::KafkaStorageError,
+        Some(format!("the metadata store failed: {error}")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the topic name rule: allowed characters and lengths pass, everything else is
+    // refused with a message naming the problem.
+    #[test]
+    fn topic_names_are_checked() {
+        assert!(validate_topic_name("orders.v2_EU-1").is_ok());
+        assert!(validate_topic_name(&"a".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"a".repeat(250)).is_err());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        let error = validate_topic_name("a/b").unwrap_err();
+        assert!(error.contains("'/'"), "{error}");
+        assert!(validate_topic_name("naïve").is_err());
+    }
+}

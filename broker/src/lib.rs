@@ -1,0 +1,466 @@
+//! The Sluice broker: configuration, the embedded metadata store, the control plane, the
+//! per-shard servers, and the admin HTTP endpoint. [`Broker::start`] runs a whole single-node
+//! broker in this process (the `sluice broker` command, tests, and the load generator's
+//! embedded mode all use it).
+//!
+//! Threads: one glommio executor per shard (the data plane), one control-plane thread (metadata
+//! store, topic changes), one admin HTTP thread. They talk only by messages; the admin thread
+//! reads the shards' atomic metrics.
+
+pub mod admin;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod control;
+pub mod metadata;
+pub mod server;
+
+use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+use sluice_shard::{
+    usable_cpus, ShardControl, ShardError, ShardId, ShardMetrics, ShardPlacement, ShardSet,
+    ShardSetConfig,
+};
+
+pub use config::{BrokerConfig, ConfigError, ConfigOverlay};
+pub use metadata::{EmbeddedMetadataStore, MetadataError, MetadataStore, TopicRecord};
+
+use admin::AdminServer;
+use control::{table_from_store, ControlClient, ControlPlane, ControlRequest};
+use server::{bind_socket, ServerShared, ShardStartup};
+
+/// Capacity of each shard's control inbox, messages.
+pub const SHARD_CONTROL_QUEUE_DEPTH_MAX: usize = 16;
+
+/// The lock file that keeps two brokers off one data directory.
+pub const DATA_DIR_LOCK_FILE: &str = ".lock";
+
+/// How often startup checks whether a shard died before reporting, in ms.
+const STARTUP_POLL_MS: u64 = 100;
+
+/// Errors of starting, running and stopping a broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The metadata store failed.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// A shard failed.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory could not be created or locked.
+    #[error("data directory {path}: {operation} failed: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What was being done.
+        operation: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another broker holds the data directory.
+    #[error("data directory {0} is in use by another broker")]
+    DataDirLocked(PathBuf),
+    /// A helper thread could not be started.
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// One or more shards could not start.
+    #[error("broker startup failed: {0}")]
+    Startup(String),
+    /// Shutting down did not complete cleanly.
+    #[error("broker shutdown: {0}")]
+    Shutdown(String),
+}
+
+/// Starts brokers.
+pub struct Broker;
+
+/// A running broker. Dropping it shuts the broker down (as [`BrokerHandle::shutdown`] does,
+/// ignoring errors).
+pub struct BrokerHandle {
+    native_addr: SocketAddr,
+    shard_addrs: Vec<SocketAddr>,
+    metrics: Vec<Arc<ShardMetrics>>,
+    running: Option<Running>,
+}
+
+struct Running {
+    shards: ShardSet<Result<(), BrokerError>>,
+    control: ControlClient,
+    control_thread: JoinHandle<()>,
+    admin: Option<AdminServer>,
+    _lock: File,
+}
+
+/// Locks `<data_dir>/.lock` (flock, released by the kernel when the process dies, so a killed
+/// broker never leaves a stale lock).
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<File, BrokerError> {
+    let data_dir_error = |operation| {
+        let path = data_dir.to_path_buf();
+        move |source| BrokerError::DataDir {
+            path,
+            operation,
+            source,
+        }
+    };
+    std::fs::create_dir_all(data_dir).map_err(data_dir_error("create"))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join(DATA_DIR_LOCK_FILE))
+        .map_err(data_dir_error("open lock file"))?;
+    // SAFETY: flock on a descriptor we own.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(BrokerError::DataDirLocked(data_dir.to_path_buf()));
+        }
+        return Err(data_dir_error("lock")(error));
+    }
+    Ok(file)
+}
+
+fn advertised_host(config: &BrokerConfig, native_addr: SocketAddr) -> String {
+    if let Some(host) = &config.advertised_host {
+        return host.clone();
+    }
+    if !native_addr.ip().is_unspecified() {
+        return native_addr.ip().to_string();
+    }
+    let mut buffer = [0u8; 256];
+    // SAFETY: gethostname writes at most buffer.len() bytes into the buffer.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    let length = buffer.iter().position(|byte| *byte == 0).unwrap_or(0);
+    if result == 0 && length > 0 {
+        String::from_utf8_lossy(&buffer[..length]).into_owned()
+    } else {
+        "localhost".to_string()
+    }
+}
+
+/// Picks the shared native address: a plain bind first (without SO_REUSEPORT, so a port another
+/// broker listens on is refused instead of silently shared), then a non-listening SO_REUSEPORT
+/// socket that holds the port until every shard has joined it.
+fn reserve_native_addr(addr: SocketAddr) -> Result<(SocketAddr, socket2::Socket), BrokerError> {
+    let bind_error = |source| BrokerError::Bind { addr, source };
+    let probe = bind_socket(addr, false, false).map_err(bind_error)?;
+    let bound = probe
+        .local_addr()
+        .ok()
+        .and_then(|local| local.as_socket())
+        .ok_or_else(|| bind_error(std::io::Error::other("bound socket has no address")))?;
+    drop(probe);
+    let reservation = bind_socket(bound, true, false).map_err(|source| BrokerError::Bind {
+        addr: bound,
+        source,
+    })?;
+    Ok((bound, reservation))
+}
+
+impl Broker {
+    /// Starts a single-node broker: opens (recovering) every partition, binds every port, and
+    /// returns once all shards accept connections.
+    pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
+        config.validate()?;
+        let log_config = config.storage.log_config()?;
+        let lock = lock_data_dir(&config.data_dir)?;
+        let store = EmbeddedMetadataStore::open(&config.data_dir)?;
+        let shard_count = config.shard_count();
+        let table = table_from_store(&store, u32::try_from(shard_count).unwrap_or(u32::MAX));
+        let (native_addr, reservation) = reserve_native_addr(config.native_addr)?;
+        let metrics: Vec<Arc<ShardMetrics>> = (0..shard_count)
+            .map(|index| {
+                let id = ShardId(u32::try_from(index).unwrap_or(u32::MAX));
+                Arc::new(ShardMetrics::new(id))
+            })
+            .collect();
+        let admin = match config.admin_addr {
+            Some(addr) => Some(
+                AdminServer::start(addr, metrics.clone())
+                    .map_err(|source| BrokerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let (control, control_requests) = ControlPlane::channel();
+        let (startup, startup_reports) = std::sync::mpsc::channel();
+        let shared = Arc::new(ServerShared {
+            advertised_host: advertised_host(&config, native_addr),
+            log_config,
+            cluster_id: store.cluster_id().to_string(),
+            native_addr,
+            shard_ports: OnceLock::new(),
+            metrics: metrics.clone(),
+            control: control.clone(),
+            connections_open: AtomicUsize::new(0),
+            initial_table: table,
+            startup,
+            config: config.clone(),
+        });
+        let launched = launch(&config, shared, startup_reports, store, control_requests);
+        let (shards, shard_addrs, control_thread) = match launched {
+            Ok(launched) => launched,
+            Err(error) => {
+                if let Some(admin) = admin {
+                    admin.stop();
+                }
+                return Err(error);
+            }
+        };
+        drop(reservation);
+        tracing::info!(%native_addr, shards = shard_count, ?shard_addrs, admin = ?admin.as_ref().map(AdminServer::addr), "broker started");
+        Ok(BrokerHandle {
+            native_addr,
+            shard_addrs,
+            metrics,
+            running: Some(Running {
+                shards,
+                control,
+                control_thread,
+                admin,
+                _lock: lock,
+            }),
+        })
+    }
+}
+
+type Launched = (
+    ShardSet<Result<(), BrokerError>>,
+    Vec<SocketAddr>,
+    JoinHandle<()>,
+);
+
+/// Starts the shards, waits until each has opened its partitions and bound its ports, then
+/// starts the control plane. On failure, whatever was started is stopped again.
+fn launch(
+    config: &BrokerConfig,
+    shared: Arc<ServerShared>,
+    startup_reports: std::sync::mpsc::Receiver<ShardStartup>,
+    store: EmbeddedMetadataStore,
+    control_requests: std::sync::mpsc::Receiver<ControlRequest>,
+) -> Result<Launched, BrokerError> {
+    let shard_count = shared.metrics.len();
+    let shards = start_shards(config, shard_count, shared.clone())?;
+    let shard_addrs = match await_startup(&shards, shard_count, &startup_reports) {
+        Ok(addrs) => addrs,
+        Err(reason) => {
+            let _ = close_shards(shards);
+            return Err(BrokerError::Startup(reason));
+        }
+    };
+    let _ = shared
+        .shard_ports
+        .set(shard_addrs.iter().map(SocketAddr::port).collect());
+    let plane = ControlPlane::new(
+        Box::new(store),
+        config.data_dir.clone(),
+        shards.controls().to_vec(),
+        config.limits.partitions_max,
+        shared.log_config.clone(),
+    );
+    match plane.spawn(control_requests) {
+        Ok(control_thread) => Ok((shards, shard_addrs, control_thread)),
+        Err(source) => {
+            let _ = close_shards(shards);
+            Err(BrokerError::Thread {
+                what: "control",
+                source,
+            })
+        }
+    }
+}
+
+fn start_shards(
+    config: &BrokerConfig,
+    shard_count: usize,
+    shared: Arc<ServerShared>,
+) -> Result<ShardSet<Result<(), BrokerError>>, BrokerError> {
+    let placement = if config.pin {
+        ShardPlacement::Pinned(config.cpus.clone().unwrap_or_else(usable_cpus))
+    } else {
+        ShardPlacement::Unbound
+    };
+    let set_config = ShardSetConfig {
+        shard_count,
+        placement,
+        mesh_queue_depth_max: config.limits.mesh_queue_depth_max,
+        control_queue_depth_max: SHARD_CONTROL_QUEUE_DEPTH_MAX,
+        name: "sluice-shard".to_string(),
+    };
+    Ok(ShardSet::start(set_config, move |context| {
+        server::run_shard(context, shared.clone())
+    })?)
+}
+
+/// Waits until every shard reported its startup; returns each shard's own address.
+fn await_startup(
+    shards: &ShardSet<Result<(), BrokerError>>,
+    shard_count: usize,
+    reports: &std::sync::mpsc::Receiver<ShardStartup>,
+) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs: Vec<Option<SocketAddr>> = vec![None; shard_count];
+    let mut failures = Vec::new();
+    let mut reported = 0;
+    while reported < shard_count {
+        match reports.recv_timeout(Duration::from_millis(STARTUP_POLL_MS)) {
+            Ok(report) => {
+                reported += 1;
+                match report.result {
+                    Ok(addr) => addrs[report.shard.index()] = Some(addr),
+                    Err(reason) => failures.push(format!("{}: {reason}", report.shard)),
+                }
+            }
+            Err(_) if shards.any_finished() => {
+                failures.push("a shard stopped before reporting its startup".to_string());
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    if !failures.is_empty() {
+        return Err(failures.join("; "));
+    }
+    Ok(addrs.into_iter().flatten().collect())
+}
+
+/// Sends `message` (made per shard) to every shard, then waits for every answer.
+fn broadcast<T>(
+    shards: &ShardSet<Result<(), BrokerError>>,
+    make: impl Fn(oneshot::Sender<T>) -> ShardControl,
+) -> Vec<Option<T>> {
+    let answers: Vec<_> = shards
+        .controls()
+        .iter()
+        .map(|control| {
+            let (reply, answer) = oneshot::channel();
+            control.send_blocking(make(reply)).ok().map(|()| answer)
+        })
+        .collect();
+    answers
+        .into_iter()
+        .map(|answer| answer.and_then(|answer| futures_lite::future::block_on(answer).ok()))
+        .collect()
+}
+
+/// Closes every shard's logs and joins the shards, returning the first error.
+fn close_shards(shards: ShardSet<Result<(), BrokerError>>) -> Result<(), BrokerError> {
+    let closed = broadcast(&shards, |reply| ShardControl::Close { reply });
+    let mut first_error = None;
+    for answer in closed.into_iter().flatten() {
+        if let Err(error) = answer {
+            first_error.get_or_insert(BrokerError::Shard(error));
+        }
+    }
+    for result in shards.join() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                first_error.get_or_insert(error);
+            }
+            Err(error) => {
+                first_error.get_or_insert(BrokerError::Shard(error));
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+impl BrokerHandle {
+    /// The shared native address (any shard answers).
+    pub fn native_addr(&self) -> SocketAddr {
+        self.native_addr
+    }
+
+    /// Each shard's own native address, by shard id.
+    pub fn shard_addrs(&self) -> Vec<SocketAddr> {
+        self.shard_addrs.clone()
+    }
+
+    /// The admin HTTP address, when the endpoint is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.running
+            .as_ref()
+            .and_then(|running| running.admin.as_ref().map(AdminServer::addr))
+    }
+
+    /// Every shard's metrics, by shard id.
+    pub fn metrics(&self) -> &[Arc<ShardMetrics>] {
+        &self.metrics
+    }
+
+    /// Graceful shutdown: stop accepting, finish in-flight requests (bounded by
+    /// `shutdown_drain_ms_max`), stop the control plane, flush and close every log (writing the
+    /// clean-shutdown markers), join every thread.
+    pub fn shutdown(mut self) -> Result<(), BrokerError> {
+        self.stop()
+    }
+
+    /// Blocks until the shards stop on their own (a fatal error), then stops the rest.
+    pub fn wait(mut self) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        for result in running.shards.join() {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "shard stopped with an error"),
+                Err(error) => tracing::error!(%error, "shard failed"),
+            }
+        }
+        let _ = running.control.send_blocking(ControlRequest::Stop);
+        let _ = running.control_thread.join();
+        if let Some(admin) = running.admin {
+            admin.stop();
+        }
+    }
+
+    fn stop(&mut self) -> Result<(), BrokerError> {
+        let Some(running) = self.running.take() else {
+            return Ok(());
+        };
+        broadcast(&running.shards, |reply| ShardControl::Drain { reply });
+        let _ = running.control.send_blocking(ControlRequest::Stop);
+        let _ = running.control_thread.join();
+        let result = close_shards(running.shards);
+        if let Some(admin) = running.admin {
+            admin.stop();
+        }
+        tracing::info!(native_addr = %self.native_addr, "broker stopped");
+        result
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop() {
+            tracing::error!(%error, "broker shutdown failed");
+        }
+    }
+}

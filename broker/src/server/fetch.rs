@@ -1,0 +1,223 @@
+//! Fetch: read whole batches from each requested partition, long-polling when fewer than
+//! `min_bytes` are available.
+//!
+//! Partitions this shard owns are sent zero-copy: file ranges spliced to the socket, or the
+//! direct-mode tail cache's memory. Partitions another shard owns come back over the mesh as
+//! copied bytes (the owner's file descriptors cannot cross cores). When a round finds fewer than
+//! `min_bytes`, the fetch waits until any of its partitions' high watermark moves past what this
+//! round saw, the wait bound (`max_wait_ms`, capped by `fetch_max_wait_ms_max`) expires, or the
+//! shard drains, then reads again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use sluice_net::{
+    ErrorCode, FetchPartition, FetchPartitionResult, FetchRequest, FetchResponse, Frame, NetError,
+    PayloadPart,
+};
+use sluice_shard::{PartitionError, PartitionState, Route};
+use sluice_storage::ReadSlice;
+
+use super::handlers;
+use super::ShardServer;
+
+/// A fetch result for a partition that failed with `code` (offsets unknown).
+pub fn error_result(topic: &str, partition: i32, code: ErrorCode) -> FetchPartitionResult {
+    FetchPartitionResult {
+        topic: topic.to_string(),
+        partition,
+        error: code.code(),
+        high_watermark: -1,
+        log_start_offset: -1,
+        log_end_offset: -1,
+        records_bytes: 0,
+    }
+}
+
+/// One pass over the requested partitions.
+struct Round {
+    results: Vec<FetchPartitionResult>,
+    parts: Vec<PayloadPart>,
+    bytes: usize,
+    failed: bool,
+    /// The high watermark each partition had in this round (`None` for failed partitions).
+    watermarks: Vec<Option<i64>>,
+}
+
+/// Handles one Fetch request.
+pub async fn handle(
+    server: &Rc<ShardServer>,
+    frame: &Frame,
+) -> Result<(FetchResponse, Vec<PayloadPart>), NetError> {
+    let request: FetchRequest = frame.decode()?;
+    server.metrics().fetch_requests.increment();
+    let wait_ms_max = server.shared.config.limits.fetch_max_wait_ms_max;
+    let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(wait_ms_max)));
+    let deadline = Instant::now() + wait;
+    let min_bytes = request.min_bytes as usize;
+    loop {
+        let round = read_round(server, &request).await;
+        let now = Instant::now();
+        let done =
+            round.bytes >= min_bytes || round.failed || now >= deadline || server.stop.is_fired();
+        if done {
+            return Ok((
+                FetchResponse {
+                    partitions: round.results,
+                },
+                round.parts,
+            ));
+        }
+        wait_for_data(server, &request, &round.watermarks, deadline - now).await;
+    }
+}
+
+async fn read_round(server: &ShardServer, request: &FetchRequest) -> Round {
+    let mut round = Round {
+        results: Vec::with_capacity(request.partitions.len()),
+        parts: Vec::new(),
+        bytes: 0,
+        failed: false,
+        watermarks: Vec::with_capacity(request.partitions.len()),
+    };
+    let mut remaining = request.max_bytes as usize;
+    for wanted in &request.partitions {
+        let budget = (wanted.partition_max_bytes as usize).min(remaining);
+        match read_partition(server, wanted, budget).await {
+            Ok((state, part)) => {
+                let length = part.as_ref().map_or(0, PayloadPart::len);
+                remaining = remaining.saturating_sub(length);
+                round.bytes += length;
+                round.watermarks.push(Some(state.high_watermark));
+                round.results.push(FetchPartitionResult {
+                    topic: wanted.topic.clone(),
+                    partition: wanted.partition,
+                    error: ErrorCode::None.code(),
+                    high_watermark: state.high_watermark,
+                    log_start_offset: state.log_start_offset,
+                    log_end_offset: state.log_end_offset,
+                    // A part is at most one read's max_bytes, itself bounded by a u32 field.
+                    records_bytes: u32::try_from(length).unwrap_or(u32::MAX),
+                });
+                round.parts.extend(part);
+            }
+            Err(error) => {
+                round.failed = true;
+                round.watermarks.push(None);
+                round.results.push(failed_result(server, wanted, &error));
+            }
+        }
+    }
+    round
+}
+
+fn failed_result(
+    server: &ShardServer,
+    wanted: &FetchPartition,
+    error: &PartitionError,
+) -> FetchPartitionResult {
+    let code = handlers::count_partition_error(server, error);
+    let mut result = error_result(&wanted.topic, wanted.partition, code);
+    if let PartitionError::OffsetOutOfRange {
+        log_start_offset,
+        log_end_offset,
+        ..
+    } = error
+    {
+        result.log_start_offset = *log_start_offset;
+        result.log_end_offset = *log_end_offset;
+        result.high_watermark = *log_end_offset;
+    }
+    result
+}
+
+/// Reads one partition: its state, and up to `budget` bytes of whole batches from the fetch
+/// offset (`budget` 0 reads nothing: the request's byte budget is spent).
+async fn read_partition(
+    server: &ShardServer,
+    wanted: &FetchPartition,
+    budget: usize,
+) -> Result<(PartitionState, Option<PayloadPart>), PartitionError> {
+    // The leader epoch of a single-node broker never changes, so `current_leader_epoch` needs
+    // no fencing check until replication can move leadership.
+    match server.shard.route(&wanted.topic, wanted.partition) {
+        Route::Local(partition) => {
+            if budget == 0 {
+                return Ok((partition.state(), None));
+            }
+            let slice = partition.read(wanted.fetch_offset, budget)?;
+            let part = match slice {
+                ReadSlice::Empty => None,
+                ReadSlice::File(file) => Some(PayloadPart::File {
+                    file: file.file,
+                    position: file.position,
+                    len: file.len,
+                }),
+                ReadSlice::Memory(bytes) => Some(PayloadPart::Memory(bytes)),
+            };
+            Ok((partition.state(), part.filter(|part| !part.is_empty())))
+        }
+        Route::Remote(owner) => {
+            let read = server
+                .shard
+                .read_remote(
+                    owner,
+                    &wanted.topic,
+                    wanted.partition,
+                    wanted.fetch_offset,
+                    budget,
+                )
+                .await?;
+            let part = Some(read.records)
+                .filter(|records| !records.is_empty())
+                .map(PayloadPart::Memory);
+            Ok((read.state, part))
+        }
+        Route::Unknown => Err(PartitionError::unknown(&wanted.topic, wanted.partition)),
+    }
+}
+
+type Wait<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// Waits until any partition's high watermark passes what the last round saw, `timeout`
+/// passes, or the shard starts draining.
+async fn wait_for_data(
+    server: &ShardServer,
+    request: &FetchRequest,
+    watermarks: &[Option<i64>],
+    timeout: Duration,
+) {
+    let mut waits: Vec<Wait<'_>> = Vec::with_capacity(request.partitions.len() + 2);
+    waits.push(Box::pin(glommio::timer::sleep(timeout)));
+    waits.push(Box::pin(server.stop.wait()));
+    for (wanted, seen) in request.partitions.iter().zip(watermarks) {
+        let Some(seen) = *seen else {
+            continue;
+        };
+        match server.shard.route(&wanted.topic, wanted.partition) {
+            Route::Local(partition) => waits.push(Box::pin(async move {
+                partition.wait_for_data(seen, timeout).await;
+            })),
+            Route::Remote(owner) => waits.push(Box::pin(server.shard.wait_remote(
+                owner,
+                &wanted.topic,
+                wanted.partition,
+                seen,
+                timeout,
+            ))),
+            Route::Unknown => {}
+        }
+    }
+    futures_lite::future::poll_fn(|context| {
+        for wait in waits.iter_mut() {
+            if wait.as_mut().poll(context).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+}

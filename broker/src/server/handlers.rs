@@ -1,0 +1,460 @@
+//! Request dispatch and the control-type handlers (ApiVersions, Metadata, CreateTopics,
+//! DeleteTopics, ListOffsets, OffsetForLeaderEpoch). Produce and Fetch have their own modules.
+
+use std::rc::Rc;
+
+use futures_channel::oneshot;
+use sluice_net::{
+    check_version, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerMeta,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    EpochAnswer, ErrorCode, FetchResponse, Frame, FrameHeader, ListOffsetsPartitionResult,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, NetError,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, PartitionMeta, PayloadPart,
+    ProducePartitionResult, ProduceResponse, TopicMeta, TopicResult,
+};
+use sluice_shard::partition::SINGLE_NODE_LEADER_EPOCH;
+use sluice_shard::{OffsetQuery, PartitionError, ProtocolErrorKind, ShardTable};
+use sluice_storage::StorageError;
+
+use super::{fetch, produce, ShardServer};
+use crate::control::ControlRequest;
+
+/// A response body, one variant per api.
+pub enum Body {
+    /// ApiVersions.
+    ApiVersions(ApiVersionsResponse),
+    /// Metadata.
+    Metadata(MetadataResponse),
+    /// CreateTopics.
+    CreateTopics(CreateTopicsResponse),
+    /// DeleteTopics.
+    DeleteTopics(DeleteTopicsResponse),
+    /// Produce.
+    Produce(ProduceResponse),
+    /// Fetch, with its payload parts (file ranges to splice, or memory).
+    Fetch(FetchResponse, Vec<PayloadPart>),
+    /// ListOffsets.
+    ListOffsets(ListOffsetsResponse),
+    /// OffsetForLeaderEpoch.
+    OffsetForLeaderEpoch(OffsetForLeaderEpochResponse),
+}
+
+/// A response ready to be written.
+pub struct Outgoing {
+    /// The response header (api, version and correlation id echoed, RESPONSE flag set).
+    pub header: FrameHeader,
+    /// The body.
+    pub body: Body,
+}
+
+/// What the writer does for one request.
+pub enum Outcome {
+    /// Write this response.
+    Respond(Outgoing),
+    /// Write nothing (a successful acks=0 produce).
+    Silent,
+    /// Close the connection after the earlier responses (a failed acks=0 produce: the producer
+    /// gets no response, so, as in Kafka, the closed connection is how it learns).
+    Close,
+}
+
+/// The api names that label the latency histograms, by api key.
+pub const API_NAMES: [&str; 8] = [
+    "api_versions",
+    "metadata",
+    "create_topics",
+    "delete_topics",
+    "produce",
+    "fetch",
+    "list_offsets",
+    "offset_for_leader_epoch",
+];
+
+/// Runs the handler of `frame`'s api (the reader already checked the api key is known).
+pub async fn handle(server: &Rc<ShardServer>, frame: Frame) -> Outcome {
+    let header = frame.header.response();
+    let Ok(api) = ApiKey::try_from(frame.header.api) else {
+        return Outcome::Close;
+    };
+    if let Err(error) = check_version(api, frame.header.version) {
+        server
+            .metrics()
+            .protocol_error(ProtocolErrorKind::UnsupportedVersion);
+        return error_response(server, api, header, ErrorCode::UnsupportedVersion, &error);
+    }
+    let result = match api {
+        ApiKey::ApiVersions => frame
+            .decode::<ApiVersionsRequest>()
+            .map(|_| Body::ApiVersions(ApiVersionsResponse::from_supported())),
+        ApiKey::Metadata => match frame.decode::<MetadataRequest>() {
+            Ok(request) => Ok(Body::Metadata(metadata(server, request))),
+            Err(error) => Err(error),
+        },
+        ApiKey::CreateTopics => match frame.decode::<CreateTopicsRequest>() {
+            Ok(request) => Ok(Body::CreateTopics(create_topics(server, request).await)),
+            Err(error) => Err(error),
+        },
+        ApiKey::DeleteTopics => match frame.decode::<DeleteTopicsRequest>() {
+            Ok(request) => Ok(Body::DeleteTopics(delete_topics(server, request).await)),
+            Err(error) => Err(error),
+        },
+        ApiKey::Produce => return produce::handle(server, header, frame).await,
+        ApiKey::Fetch => match fetch::handle(server, &frame).await {
+            Ok((body, parts)) => Ok(Body::Fetch(body, parts)),
+            Err(error) => Err(error),
+        },
+        ApiKey::ListOffsets => match frame.decode::<ListOffsetsRequest>() {
+            Ok(request) => Ok(Body::ListOffsets(list_offsets(server, request).await)),
+            Err(error) => Err(error),
+        },
+        ApiKey::OffsetForLeaderEpoch => match frame.decode::<OffsetForLeaderEpochRequest>() {
+            Ok(request) => Ok(Body::OffsetForLeaderEpoch(epochs(server, request).await)),
+            Err(error) => Err(error),
+        },
+    };
+    match result {
+        Ok(body) => Outcome::Respond(Outgoing { header, body }),
+        Err(error) => {
+            server
+                .metrics()
+                .protocol_error(ProtocolErrorKind::InvalidRequest);
+            error_response(server, api, header, ErrorCode::InvalidRequest, &error)
+        }
+    }
+}
+
+/// A response of `api`'s type that carries `code` (and a message where the type has room for
+/// one) in place of results, for a request that could not be decoded or is of an unsupported
+/// version.
+pub fn error_response(
+    server: &ShardServer,
+    api: ApiKey,
+    header: FrameHeader,
+    code: ErrorCode,
+    error: &NetError,
+) -> Outcome {
+    let error_code = code.code();
+    let message = Some(error.to_string());
+    let body = match api {
+        ApiKey::ApiVersions => Body::ApiVersions(ApiVersionsResponse {
+            error: error_code,
+            ..ApiVersionsResponse::from_supported()
+        }),
+        ApiKey::Metadata => Body::Metadata(MetadataResponse {
+            brokers: Vec::new(),
+            controller_id: server.shared.config.node_id,
+            cluster_id: server.shared.cluster_id.clone(),
+            topics: vec![TopicMeta {
+                name: String::new(),
+                error: error_code,
+                partitions: Vec::new(),
+                configs: Vec::new(),
+            }],
+        }),
+        ApiKey::CreateTopics => Body::CreateTopics(CreateTopicsResponse {
+            results: vec![topic_result("", code, message)],
+        }),
+        ApiKey::DeleteTopics => Body::DeleteTopics(DeleteTopicsResponse {
+            results: vec![topic_result("", code, message)],
+        }),
+        ApiKey::Produce => Body::Produce(ProduceResponse {
+            partitions: vec![ProducePartitionResult {
+                topic: String::new(),
+                partition: -1,
+                error: error_code,
+                base_offset: -1,
+                log_start_offset: -1,
+                message,
+            }],
+        }),
+        ApiKey::Fetch => Body::Fetch(
+            FetchResponse {
+                partitions: vec![fetch::error_result("", -1, code)],
+            },
+            Vec::new(),
+        ),
+        ApiKey::ListOffsets => Body::ListOffsets(ListOffsetsResponse {
+            partitions: vec![offset_result("", -1, code, -1)],
+        }),
+        ApiKey::OffsetForLeaderEpoch => Body::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse {
+            partitions: vec![epoch_answer("", -1, code, -1, -1)],
+        }),
+    };
+    Outcome::Respond(Outgoing { header, body })
+}
+
+fn topic_result(name: &str, code: ErrorCode, message: Option<String>) -> TopicResult {
+    TopicResult {
+        name: name.to_string(),
+        error: code.code(),
+        message,
+    }
+}
+
+/// The error code (and the protocol-error kind to count, if any) for a partition error.
+pub fn partition_error_code(error: &PartitionError) -> (ErrorCode, Option<ProtocolErrorKind>) {
+    match error {
+        PartitionError::UnknownTopicOrPartition { .. } => (
+            ErrorCode::UnknownTopicOrPartition,
+            Some(ProtocolErrorKind::UnknownTopicOrPartition),
+        ),
+        PartitionError::OffsetOutOfRange { .. } => (
+            ErrorCode::OffsetOutOfRange,
+            Some(ProtocolErrorKind::OffsetOutOfRange),
+        ),
+        PartitionError::InvalidBatch { source, .. } => batch_error_code(source),
+        PartitionError::Storage { source, .. } => match source {
+            StorageError::AppendTooLarge { .. } => (ErrorCode::RecordListTooLarge, None),
+            StorageError::EmptyAppend => (
+                ErrorCode::InvalidRequest,
+                Some(ProtocolErrorKind::InvalidRequest),
+            ),
+            // The partition is being deleted or the broker is shutting down.
+            StorageError::Closed => (ErrorCode::NotLeaderOrFollower, None),
+            _ => (ErrorCode::KafkaStorageError, None),
+        },
+        PartitionError::Forward { .. } => (ErrorCode::UnknownServerError, None),
+    }
+}
+
+/// The error code for a record batch that failed validation.
+pub fn batch_error_code(
+    error: &sluice_storage::batch::BatchError,
+) -> (ErrorCode, Option<ProtocolErrorKind>) {
+    match error {
+        sluice_storage::batch::BatchError::TooLarge { .. } => (
+            ErrorCode::MessageTooLarge,
+            Some(ProtocolErrorKind::MessageTooLarge),
+        ),
+        _ => (
+            ErrorCode::CorruptMessage,
+            Some(ProtocolErrorKind::CorruptBatch),
+        ),
+    }
+}
+
+/// Counts the protocol-error kind of `error` (if it is bad input) and returns its code.
+pub fn count_partition_error(server: &ShardServer, error: &PartitionError) -> ErrorCode {
+    let (code, kind) = partition_error_code(error);
+    if let Some(kind) = kind {
+        server.metrics().protocol_error(kind);
+    }
+    code
+}
+
+fn metadata(server: &ShardServer, request: MetadataRequest) -> MetadataResponse {
+    let shared = &server.shared;
+    let node_id = shared.config.node_id;
+    let broker = BrokerMeta {
+        node_id,
+        host: shared.advertised_host.clone(),
+        port: shared.native_addr.port(),
+        shard_ports: shared.shard_ports.get().cloned().unwrap_or_default(),
+    };
+    let topics = server.shard.with_table(|table| match request.topics {
+        None => table
+            .topics()
+            .map(|(name, _)| topic_meta(table, name, node_id))
+            .collect(),
+        Some(names) => names
+            .iter()
+            .map(|name| topic_meta(table, name, node_id))
+            .collect(),
+    });
+    MetadataResponse {
+        brokers: vec![broker],
+        controller_id: node_id,
+        cluster_id: shared.cluster_id.clone(),
+        topics,
+    }
+}
+
+fn topic_meta(table: &ShardTable, name: &str, node_id: i32) -> TopicMeta {
+    let Some(assignment) = table.topic(name) else {
+        return TopicMeta {
+            name: name.to_string(),
+            error: ErrorCode::UnknownTopicOrPartition.code(),
+            partitions: Vec::new(),
+            configs: Vec::new(),
+        };
+    };
+    let partitions = assignment
+        .owners
+        .iter()
+        .enumerate()
+        .map(|(index, owner)| PartitionMeta {
+            partition: i32::try_from(index).unwrap_or(i32::MAX),
+            error: ErrorCode::None.code(),
+            leader: node_id,
+            leader_epoch: SINGLE_NODE_LEADER_EPOCH,
+            replicas: vec![node_id],
+            isr: vec![node_id],
+            shard: owner.0,
+        })
+        .collect();
+    TopicMeta {
+        name: name.to_string(),
+        error: ErrorCode::None.code(),
+        partitions,
+        configs: assignment.configs.clone(),
+    }
+}
+
+/// Hands a topic change to the control plane and waits for its answer. The request's
+/// `timeout_ms` is not used: the answer comes once every shard applied the change (or failed),
+/// which on a single node takes as long as opening or deleting the logs.
+async fn ask_control(
+    server: &ShardServer,
+    names: Vec<String>,
+    make: impl FnOnce(oneshot::Sender<Vec<TopicResult>>) -> ControlRequest,
+) -> Vec<TopicResult> {
+    let (reply, answer) = oneshot::channel();
+    let failed = |code: ErrorCode, message: &str| {
+        names
+            .iter()
+            .map(|name| topic_result(name, code, Some(message.to_string())))
+            .collect()
+    };
+    if !server.shared.control.try_send(make(reply)) {
+        return failed(
+            ErrorCode::RequestTimedOut,
+            "the control plane is busy or stopping; retry",
+        );
+    }
+    match answer.await {
+        Ok(results) => results,
+        Err(_) => failed(
+            ErrorCode::UnknownServerError,
+            "the control plane stopped before answering",
+        ),
+    }
+}
+
+async fn create_topics(server: &ShardServer, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let names = request
+        .topics
+        .iter()
+        .map(|topic| topic.name.clone())
+        .collect();
+    let results = ask_control(server, names, |reply| ControlRequest::CreateTopics {
+        topics: request.topics,
+        reply,
+    })
+    .await;
+    CreateTopicsResponse { results }
+}
+
+async fn delete_topics(server: &ShardServer, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let names = request.names.clone();
+    let results = ask_control(server, names, |reply| ControlRequest::DeleteTopics {
+        names: request.names,
+        reply,
+    })
+    .await;
+    DeleteTopicsResponse { results }
+}
+
+fn offset_result(
+    topic: &str,
+    partition: i32,
+    code: ErrorCode,
+    offset: i64,
+) -> ListOffsetsPartitionResult {
+    ListOffsetsPartitionResult {
+        topic: topic.to_string(),
+        partition,
+        error: code.code(),
+        offset,
+        timestamp: -1,
+    }
+}
+
+/// Kafka's ListOffsets timestamps: -2 asks for the earliest offset, -1 for the latest.
+const EARLIEST_TIMESTAMP: i64 = -2;
+const LATEST_TIMESTAMP: i64 = -1;
+
+async fn list_offsets(server: &ShardServer, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut partitions = Vec::with_capacity(request.partitions.len());
+    for query in request.partitions {
+        let offset_query = match query.timestamp {
+            EARLIEST_TIMESTAMP => OffsetQuery::Earliest,
+            LATEST_TIMESTAMP => OffsetQuery::Latest,
+            timestamp if timestamp >= 0 => OffsetQuery::Timestamp(timestamp),
+            _ => {
+                server
+                    .metrics()
+                    .protocol_error(ProtocolErrorKind::InvalidRequest);
+                partitions.push(offset_result(
+                    &query.topic,
+                    query.partition,
+                    ErrorCode::InvalidRequest,
+                    -1,
+                ));
+                continue;
+            }
+        };
+        let result = server
+            .shard
+            .list_offset(&query.topic, query.partition, offset_query)
+            .await;
+        partitions.push(match result {
+            // No record at or after the timestamp: Kafka answers offset -1.
+            Ok(offset) => offset_result(
+                &query.topic,
+                query.partition,
+                ErrorCode::None,
+                offset.unwrap_or(-1),
+            ),
+            Err(error) => {
+                let code = count_partition_error(server, &error);
+                offset_result(&query.topic, query.partition, code, -1)
+            }
+        });
+    }
+    ListOffsetsResponse { partitions }
+}
+
+fn epoch_answer(
+    topic: &str,
+    partition: i32,
+    code: ErrorCode,
+    epoch: i32,
+    end_offset: i64,
+) -> EpochAnswer {
+    EpochAnswer {
+        topic: topic.to_string(),
+        partition,
+        error: code.code(),
+        leader_epoch: epoch,
+        end_offset,
+    }
+}
+
+async fn epochs(
+    server: &ShardServer,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let mut partitions = Vec::with_capacity(request.partitions.len());
+    for query in request.partitions {
+        let result = server
+            .shard
+            .end_offset_for_epoch(&query.topic, query.partition, query.leader_epoch)
+            .await;
+        partitions.push(match result {
+            Ok(Some((epoch, end_offset))) => epoch_answer(
+                &query.topic,
+                query.partition,
+                ErrorCode::None,
+                epoch,
+                end_offset,
+            ),
+            // Kafka's UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET: the log knows no such epoch.
+            Ok(None) => epoch_answer(&query.topic, query.partition, ErrorCode::None, -1, -1),
+            Err(error) => {
+                let code = count_partition_error(server, &error);
+                epoch_answer(&query.topic, query.partition, code, -1, -1)
+            }
+        });
+    }
+    OffsetForLeaderEpochResponse { partitions }
+}

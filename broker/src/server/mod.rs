@@ -1,0 +1,398 @@
+//! The data plane: what each shard runs. A shard opens the partitions it owns, binds the shared
+//! native port (SO_REUSEPORT) and its own shard port, accepts connections, serves requests, and
+//! obeys the control plane's messages (table updates, drain, close).
+
+pub mod connection;
+pub mod fetch;
+pub mod handlers;
+pub mod produce;
+pub mod trigger;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_lite::StreamExt;
+use glommio::net::{TcpListener, TcpStream};
+use sluice_net::SpliceStats;
+use sluice_shard::shard::FORWARDED_INFLIGHT_MAX_DEFAULT;
+use sluice_shard::{
+    PartitionRegistry, Shard, ShardContext, ShardControl, ShardId, ShardMetrics, ShardTable,
+};
+use sluice_storage::LogConfig;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::BrokerConfig;
+use crate::control::ControlClient;
+use crate::BrokerError;
+use trigger::Trigger;
+
+/// How often each shard runs log maintenance (time-based flush and roll, retention), in ms.
+pub const MAINTENANCE_INTERVAL_MS: u64 = 1000;
+
+/// Pause after a failed accept (for example EMFILE) before trying again, in ms, so a persistent
+/// error does not spin the executor.
+const ACCEPT_RETRY_MS: u64 = 50;
+
+/// How often a shard checks whether every shard's ports are known (startup only), and whether
+/// its connections are done (shutdown only), in ms.
+const STATE_POLL_MS: u64 = 5;
+
+/// Listen backlog of every listener, in connections.
+const LISTEN_QUEUE_CONNECTIONS_MAX: i32 = 1024;
+
+/// What every shard shares with the others and with the control and admin threads. Read-only
+/// after startup except for the atomics.
+pub struct ServerShared {
+    /// The configuration.
+    pub config: BrokerConfig,
+    /// The partition log config before topic overrides.
+    pub log_config: LogConfig,
+    /// The cluster id reported in metadata.
+    pub cluster_id: String,
+    /// The bound shared native address.
+    pub native_addr: SocketAddr,
+    /// The host name reported in metadata.
+    pub advertised_host: String,
+    /// Every shard's bound port, set once all shards have bound (before any connection is
+    /// accepted).
+    pub shard_ports: OnceLock<Vec<u16>>,
+    /// Every shard's metrics, by shard id.
+    pub metrics: Vec<Arc<ShardMetrics>>,
+    /// The control plane's queue.
+    pub control: ControlClient,
+    /// Connections open across all shards (bounded by `connections_max`). Touched only when a
+    /// connection opens or closes, never per request.
+    pub connections_open: AtomicUsize,
+    /// The shard table every shard starts with (from the metadata store).
+    pub initial_table: ShardTable,
+    /// Where each shard reports the outcome of its startup.
+    pub startup: std::sync::mpsc::Sender<ShardStartup>,
+}
+
+/// A shard's startup report.
+#[derive(Debug)]
+pub struct ShardStartup {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its own bound address, or why it could not start.
+    pub result: Result<SocketAddr, String>,
+}
+
+/// The state of one shard's server. Lives on that shard only.
+pub struct ShardServer {
+    /// The shard's partitions and routing.
+    pub shard: Rc<Shard>,
+    /// What all shards share.
+    pub shared: Arc<ServerShared>,
+    /// Fired to stop accepting and reading new requests (drain).
+    pub stop: Trigger,
+    /// Fired to drop connections that did not finish within the drain bound.
+    pub abort: Trigger,
+    connections: Cell<usize>,
+    splice_seen: Cell<SpliceStats>,
+}
+
+impl ShardServer {
+    /// This shard's metrics.
+    pub fn metrics(&self) -> &ShardMetrics {
+        self.shard.metrics()
+    }
+
+    /// Folds the executor's splice counters into this shard's metrics (the splicer is shared
+    /// by every connection of the shard, so the delta since the last look is this send's).
+    pub fn account_splice(&self, stats: SpliceStats) {
+        let seen = self.splice_seen.replace(stats);
+        let metrics = self.metrics();
+        metrics
+            .bytes_spliced
+            .add(stats.bytes_spliced.saturating_sub(seen.bytes_spliced));
+        metrics
+            .bytes_copied
+            .add(stats.bytes_copied.saturating_sub(seen.bytes_copied));
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Binds a listening socket. `reuse_port` joins the shared native port's SO_REUSEPORT group;
+/// SO_REUSEADDR lets a restarted broker bind while old connections sit in TIME_WAIT.
+pub fn bind_socket(addr: SocketAddr, reuse_port: bool, listen: bool) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    if listen {
+        socket.listen(LISTEN_QUEUE_CONNECTIONS_MAX)?;
+    }
+    Ok(socket)
+}
+
+fn glommio_listener(socket: Socket) -> TcpListener {
+    // SAFETY: the descriptor is a bound, listening TCP socket we own; ownership moves to the
+    // listener, which closes it on drop.
+    unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) }
+}
+
+/// The address shard `id` listens on for its own port.
+fn shard_addr(config: &BrokerConfig, native_addr: SocketAddr, id: ShardId) -> SocketAddr {
+    let offset = u16::try_from(id.0).unwrap_or(u16::MAX);
+    let port = if config.shard_port_base != 0 {
+        config.shard_port_base.saturating_add(offset)
+    } else if config.native_addr.port() == 0 {
+        0
+    } else {
+        native_addr.port().saturating_add(1).saturating_add(offset)
+    };
+    SocketAddr::new(native_addr.ip(), port)
+}
+
+/// The main function of shard `context.id`: runs until the control plane sends `Close` (or its
+/// inbox closes).
+pub async fn run_shard(
+    context: ShardContext,
+    shared: Arc<ServerShared>,
+) -> Result<(), BrokerError> {
+    let ShardContext {
+        id,
+        shard_count,
+        senders,
+        receivers,
+        mut control,
+    } = context;
+    let registry = PartitionRegistry::new(&shared.config.data_dir, shared.log_config.clone());
+    let metrics = shared.metrics[id.index()].clone();
+    let shard = Shard::new(
+        id,
+        shard_count,
+        senders,
+        registry,
+        metrics,
+        FORWARDED_INFLIGHT_MAX_DEFAULT,
+    );
+    let _mesh = shard.serve_mesh(receivers);
+    let listeners = match start_listening(&shard, &shared).await {
+        Ok((listeners, own_addr)) => {
+            let _ = shared.startup.send(ShardStartup {
+                shard: id,
+                result: Ok(own_addr),
+            });
+            listeners
+        }
+        Err(error) => {
+            let _ = shared.startup.send(ShardStartup {
+                shard: id,
+                result: Err(error.to_string()),
+            });
+            let _ = shard.close().await;
+            return Err(error);
+        }
+    };
+    let server = Rc::new(ShardServer {
+        shard,
+        shared,
+        stop: Trigger::default(),
+        abort: Trigger::default(),
+        connections: Cell::new(0),
+        splice_seen: Cell::new(SpliceStats::default()),
+    });
+    let _accepting = glommio::spawn_local(accept_all(server.clone(), listeners));
+    let _maintenance = glommio::spawn_local(maintain(server.clone()));
+    let mut closed = None;
+    while let Some(message) = control.next().await {
+        match message {
+            ShardControl::ApplyTable { table, reply } => {
+                let _ = reply.send(server.shard.apply_table(table).await);
+            }
+            ShardControl::Drain { reply } => {
+                // Drained in its own task so this loop keeps applying tables meanwhile: an
+                // in-flight CreateTopics may be waiting for exactly that to finish.
+                let draining = server.clone();
+                glommio::spawn_local(async move {
+                    drain(&draining).await;
+                    let _ = reply.send(());
+                })
+                .detach();
+            }
+            ShardControl::Close { reply } => {
+                let result = close(&server).await;
+                let outcome = result
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|error| error.to_string());
+                let _ = reply.send(result);
+                closed = Some(outcome);
+                break;
+            }
+        }
+    }
+    match closed {
+        Some(Ok(())) => Ok(()),
+        Some(Err(reason)) => Err(BrokerError::Shutdown(reason)),
+        // The control plane went away without closing us: close the logs anyway.
+        None => close(&server).await.map_err(BrokerError::from),
+    }
+}
+
+type Listeners = Vec<TcpListener>;
+
+/// Opens this shard's partitions (recovering them) and binds its listeners.
+async fn start_listening(
+    shard: &Rc<Shard>,
+    shared: &ServerShared,
+) -> Result<(Listeners, SocketAddr), BrokerError> {
+    shard.apply_table(shared.initial_table.clone()).await?;
+    let native =
+        bind_socket(shared.native_addr, true, true).map_err(|source| BrokerError::Bind {
+            addr: shared.native_addr,
+            source,
+        })?;
+    let own = shard_addr(&shared.config, shared.native_addr, shard.id());
+    let own_socket =
+        bind_socket(own, false, true).map_err(|source| BrokerError::Bind { addr: own, source })?;
+    let own_addr = own_socket
+        .local_addr()
+        .ok()
+        .and_then(|addr| addr.as_socket())
+        .ok_or(BrokerError::Bind {
+            addr: own,
+            source: std::io::Error::other("bound socket has no address"),
+        })?;
+    Ok((
+        vec![glommio_listener(native), glommio_listener(own_socket)],
+        own_addr,
+    ))
+}
+
+/// Accepts on every listener once all shards' ports are known, until the stop trigger fires.
+async fn accept_all(server: Rc<ShardServer>, listeners: Listeners) {
+    while server.shared.shard_ports.get().is_none() {
+        if server.stop.is_fired() {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(STATE_POLL_MS)).await;
+    }
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| glommio::spawn_local(accept_loop(server.clone(), listener)))
+        .collect();
+    for accepting in loops {
+        accepting.await;
+    }
+}
+
+async fn accept_loop(server: Rc<ShardServer>, listener: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            server.stop.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => admit(&server, stream),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
+            }
+        }
+    }
+}
+
+/// Starts serving `stream` unless `connections_max` connections are open.
+fn admit(server: &Rc<ShardServer>, stream: TcpStream) {
+    let metrics = server.metrics();
+    let limit = server.shared.config.limits.connections_max;
+    let open = server
+        .shared
+        .connections_open
+        .fetch_add(1, Ordering::AcqRel);
+    if open >= limit {
+        server
+            .shared
+            .connections_open
+            .fetch_sub(1, Ordering::AcqRel);
+        metrics.connections_rejected.increment();
+        tracing::warn!(limit, "refused a connection: connections_max reached");
+        return;
+    }
+    metrics.connections_accepted.increment();
+    metrics.connections_active.increment();
+    server.connections.set(server.connections.get() + 1);
+    let server = server.clone();
+    glommio::spawn_local(async move {
+        let serving = connection::serve(server.clone(), stream);
+        futures_lite::future::or(serving, server.abort.wait()).await;
+        server
+            .connections
+            .set(server.connections.get().saturating_sub(1));
+        server.metrics().connections_active.decrement();
+        server
+            .shared
+            .connections_open
+            .fetch_sub(1, Ordering::AcqRel);
+    })
+    .detach();
+}
+
+async fn maintain(server: Rc<ShardServer>) {
+    loop {
+        let slept = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(Duration::from_millis(MAINTENANCE_INTERVAL_MS)).await;
+                true
+            },
+            async {
+                server.abort.wait().await;
+                false
+            },
+        )
+        .await;
+        if !slept {
+            return;
+        }
+        server.shard.maintenance(now_ms()).await;
+    }
+}
+
+/// Stops accepting and reading, lets in-flight requests finish for at most
+/// `shutdown_drain_ms_max`, then drops the connections that are left.
+async fn drain(server: &ShardServer) {
+    server.stop.fire();
+    let bound = Duration::from_millis(server.shared.config.limits.shutdown_drain_ms_max);
+    let deadline = Instant::now() + bound;
+    while server.connections.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(STATE_POLL_MS)).await;
+    }
+    if server.connections.get() > 0 {
+        tracing::warn!(
+            shard = server.shard.id().0,
+            left = server.connections.get(),
+            "drain bound reached; closing the remaining connections"
+        );
+    }
+    server.abort.fire();
+}
+
+async fn close(server: &ShardServer) -> Result<(), sluice_shard::ShardError> {
+    server.stop.fire();
+    server.abort.fire();
+    let result = server.shard.close().await;
+    if let Err(error) = &result {
+        tracing::error!(shard = server.shard.id().0, %error, "closing logs failed");
+    }
+    result
+}

@@ -1,0 +1,221 @@
+//! Produce: validate every batch (the network layer does not), append each partition's batches
+//! on the partition's owning shard (forwarded over the mesh when that is another shard), and
+//! answer per partition.
+//!
+//! acks: 1 and -1 are answered once the batches are appended to the log. With -1 ("all") a
+//! single-node broker's in-sync replica set is the leader alone, so "appended by every in-sync
+//! replica" is the same moment as acks=1. Durability against power loss is then the flush
+//! policy's (`flush_every_append`, or flush_bytes_max / flush_ms_max); a killed process loses
+//! nothing acknowledged, since the bytes are already in the page cache or on the device.
+//! acks=0 gets no response at all.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use sluice_net::{
+    ErrorCode, Frame, FrameHeader, ProducePartitionResult, ProduceRequest, ProduceResponse,
+};
+use sluice_shard::ProtocolErrorKind;
+use sluice_storage::batch::BatchIter;
+
+use super::handlers::{self, Body, Outcome, Outgoing};
+use super::ShardServer;
+
+/// Produce acks values.
+const ACKS_NONE: i8 = 0;
+const ACKS_LEADER: i8 = 1;
+const ACKS_ALL: i8 = -1;
+
+/// Handles one Produce request.
+pub async fn handle(server: &Rc<ShardServer>, header: FrameHeader, frame: Frame) -> Outcome {
+    let request = match frame.decode::<ProduceRequest>() {
+        Ok(request) => request,
+        Err(error) => {
+            server
+                .metrics()
+                .protocol_error(ProtocolErrorKind::InvalidRequest);
+            return handlers::error_response(
+                server,
+                sluice_net::ApiKey::Produce,
+                header,
+                ErrorCode::InvalidRequest,
+                &error,
+            );
+        }
+    };
+    server.metrics().produce_requests.increment();
+    let acks = request.acks;
+    let results = if !matches!(acks, ACKS_NONE | ACKS_LEADER | ACKS_ALL) {
+        server
+            .metrics()
+            .protocol_error(ProtocolErrorKind::InvalidRequest);
+        let message = format!("acks must be 0, 1 or -1, got {acks}");
+        all_failed(&request, ErrorCode::InvalidRequiredAcks, &message)
+    } else {
+        match split_payload(&request, frame.payload) {
+            Ok(payloads) => append_all(server, &request, payloads).await,
+            Err(message) => {
+                server
+                    .metrics()
+                    .protocol_error(ProtocolErrorKind::InvalidRequest);
+                all_failed(&request, ErrorCode::InvalidRequest, &message)
+            }
+        }
+    };
+    if acks == ACKS_NONE {
+        let failed = results
+            .iter()
+            .any(|result| result.error != ErrorCode::None.code());
+        return if failed {
+            Outcome::Close
+        } else {
+            Outcome::Silent
+        };
+    }
+    Outcome::Respond(Outgoing {
+        header,
+        body: Body::Produce(ProduceResponse {
+            partitions: results,
+        }),
+    })
+}
+
+/// Splits the payload into each partition's bytes; the byte counts must cover it exactly.
+fn split_payload(request: &ProduceRequest, payload: Bytes) -> Result<Vec<Bytes>, String> {
+    let total: u64 = request
+        .partitions
+        .iter()
+        .map(|partition| u64::from(partition.records_bytes))
+        .sum();
+    if total != payload.len() as u64 {
+        return Err(format!(
+            "the partitions' records_bytes add up to {total} but the payload holds {} bytes",
+            payload.len()
+        ));
+    }
+    request
+        .partition_payloads(&payload)
+        .map_err(|error| error.to_string())
+}
+
+fn all_failed(
+    request: &ProduceRequest,
+    code: ErrorCode,
+    message: &str,
+) -> Vec<ProducePartitionResult> {
+    request
+        .partitions
+        .iter()
+        .map(|partition| {
+            failed(
+                &partition.topic,
+                partition.partition,
+                code,
+                Some(message.to_string()),
+            )
+        })
+        .collect()
+}
+
+fn failed(
+    topic: &str,
+    partition: i32,
+    code: ErrorCode,
+    message: Option<String>,
+) -> ProducePartitionResult {
+    ProducePartitionResult {
+        topic: topic.to_string(),
+        partition,
+        error: code.code(),
+        base_offset: -1,
+        log_start_offset: -1,
+        message,
+    }
+}
+
+/// Appends every partition's batches concurrently (each on its owning shard) and collects the
+/// results in request order.
+async fn append_all(
+    server: &Rc<ShardServer>,
+    request: &ProduceRequest,
+    payloads: Vec<Bytes>,
+) -> Vec<ProducePartitionResult> {
+    let appends: Vec<_> = request
+        .partitions
+        .iter()
+        .zip(payloads)
+        .map(|(partition, batches)| {
+            let server = server.clone();
+            let topic = partition.topic.clone();
+            let index = partition.partition;
+            glommio::spawn_local(async move { append_one(&server, topic, index, batches).await })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(appends.len());
+    for append in appends {
+        results.push(append.await);
+    }
+    results
+}
+
+async fn append_one(
+    server: &ShardServer,
+    topic: String,
+    partition: i32,
+    batches: Bytes,
+) -> ProducePartitionResult {
+    // The frame bound is the tightest bound every batch must meet here; the owning log
+    // enforces the topic's own batch_bytes_max when it validates again before writing.
+    if let Err((code, message)) = validate(
+        server,
+        &batches,
+        server.shared.config.limits.frame_bytes_max,
+    ) {
+        return failed(&topic, partition, code, Some(message));
+    }
+    let length = batches.len() as u64;
+    match server.shard.append(&topic, partition, batches).await {
+        Ok(outcome) => {
+            server.metrics().bytes_in.add(length);
+            ProducePartitionResult {
+                topic,
+                partition,
+                error: ErrorCode::None.code(),
+                base_offset: outcome.base_offset,
+                log_start_offset: outcome.state.log_start_offset,
+                message: None,
+            }
+        }
+        Err(error) => {
+            let code = handlers::count_partition_error(server, &error);
+            failed(&topic, partition, code, Some(error.to_string()))
+        }
+    }
+}
+
+/// Checks that `batches` is one or more whole, valid record batches (header, size, CRC).
+fn validate(
+    server: &ShardServer,
+    batches: &[u8],
+    batch_bytes_max: usize,
+) -> Result<(), (ErrorCode, String)> {
+    if batches.is_empty() {
+        server
+            .metrics()
+            .protocol_error(ProtocolErrorKind::InvalidRequest);
+        return Err((
+            ErrorCode::InvalidRequest,
+            "the partition carries no record batch".to_string(),
+        ));
+    }
+    for batch in BatchIter::new(batches, batch_bytes_max) {
+        if let Err(error) = batch {
+            let (code, kind) = handlers::batch_error_code(&error);
+            if let Some(kind) = kind {
+                server.metrics().protocol_error(kind);
+            }
+            return Err((code, error.to_string()));
+        }
+    }
+    Ok(())
+}

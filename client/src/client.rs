@@ -1,0 +1,431 @@
+//! `Client`: metadata, connections and the admin operations, shared by producers and consumers
+//! on one executor.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::sync::Semaphore;
+use sluice_net::api::ErrorCode;
+use sluice_net::frame::{ControlDecode, ControlEncode};
+use sluice_net::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest,
+    MetadataResponse, NewTopic, TopicMeta, TopicResult,
+};
+
+use crate::config::{ClientConfig, OffsetSpec};
+use crate::connection::BrokerConnection;
+use crate::error::ClientError;
+use crate::metadata::MetadataCache;
+
+/// Longest wait between two retries, in milliseconds, however many retries came before.
+const RETRY_BACKOFF_MS_MAX: u64 = 10_000;
+
+/// The native client: a metadata cache and one connection per broker port in use (one per
+/// shard with `shard_aware`). It is `!Send` and lives on the glommio executor that created it;
+/// producers and consumers on that executor share it through `Rc`.
+pub struct Client {
+    config: ClientConfig,
+    metadata: RefCell<MetadataCache>,
+    connections: RefCell<HashMap<String, Rc<BrokerConnection>>>,
+    /// One connect at a time per address.
+    connect_gates: RefCell<HashMap<String, Rc<Semaphore>>>,
+    /// One metadata refresh at a time; callers that waited behind one reuse its result.
+    refresh_lock: Semaphore,
+    refresh_generation: Cell<u64>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Client")
+            .field("bootstrap", &self.config.bootstrap)
+            .field("connections", &self.connections.borrow().len())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects to the first reachable bootstrap broker and fetches the cluster's metadata.
+    pub async fn connect(config: ClientConfig) -> Result<Rc<Client>, ClientError> {
+        config.validate()?;
+        let client = Rc::new(Client {
+            metadata: RefCell::new(MetadataCache::new(config.shard_aware)),
+            config,
+            connections: RefCell::new(HashMap::new()),
+            connect_gates: RefCell::new(HashMap::new()),
+            refresh_lock: Semaphore::new(1),
+            refresh_generation: Cell::new(0),
+        });
+        client.metadata(None).await?;
+        Ok(client)
+    }
+
+    /// The configuration the client was created with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Fetches metadata for `topics` (all topics when `None`) from any reachable broker and
+    /// updates the client's cache with it.
+    pub async fn metadata(
+        &self,
+        topics: Option<Vec<String>>,
+    ) -> Result<MetadataResponse, ClientError> {
+        let full = topics.is_none();
+        let (response, _) = self
+            .request_any::<_, MetadataResponse>(&MetadataRequest { topics })
+            .await?;
+        self.metadata.borrow_mut().update(&response, full);
+        Ok(response)
+    }
+
+    /// Refreshes the cached metadata of every topic. Concurrent callers share one request.
+    pub async fn refresh_metadata(&self) -> Result<(), ClientError> {
+        let seen = self.refresh_generation.get();
+        let _permit = self
+            .refresh_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        if self.refresh_generation.get() != seen {
+            // Another task refreshed while this one waited: its answer is as fresh as ours.
+            return Ok(());
+        }
+        let result = self.metadata(None).await.map(|_| ());
+        self.refresh_generation.set(seen.wrapping_add(1));
+        result
+    }
+
+    /// Creates a topic. Fails with the broker's error (for example `TopicAlreadyExists` or
+    /// `InvalidReplicationFactor`) and its message.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: Vec<(String, String)>,
+    ) -> Result<(), ClientError> {
+        let request = CreateTopicsRequest {
+            topics: vec![NewTopic {
+                name: name.to_string(),
+                partitions,
+                replication_factor,
+                configs,
+            }],
+            timeout_ms: self.timeout_ms_u32(),
+        };
+        let (response, _) = self
+            .request_any::<_, CreateTopicsResponse>(&request)
+            .await?;
+        topic_result(&response.results, name, "create topic")?;
+        // Learn the new topic's partitions now, so a producer can use it at once. A failure
+        // here only means the first send refreshes instead.
+        if let Err(error) = self.metadata(Some(vec![name.to_string()])).await {
+            tracing::debug!(%error, topic = name, "metadata refresh after create failed");
+        }
+        Ok(())
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let request = DeleteTopicsRequest {
+            names: vec![name.to_string()],
+            timeout_ms: self.timeout_ms_u32(),
+        };
+        let (response, _) = self
+            .request_any::<_, DeleteTopicsResponse>(&request)
+            .await?;
+        topic_result(&response.results, name, "delete topic")?;
+        if let Err(error) = self.metadata(Some(vec![name.to_string()])).await {
+            tracing::debug!(%error, topic = name, "metadata refresh after delete failed");
+        }
+        Ok(())
+    }
+
+    /// Every topic, sorted by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicMeta>, ClientError> {
+        let mut topics = self.metadata(None).await?.topics;
+        topics.retain(|topic| topic.error == ErrorCode::None.code());
+        topics.sort_by(|left, right| left.name.cmp(&right.name));
+        Ok(topics)
+    }
+
+    /// One topic's partitions (leader, epoch, replicas, ISR, shard) and configs.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicMeta, ClientError> {
+        let response = self.metadata(Some(vec![name.to_string()])).await?;
+        let topic = response
+            .topics
+            .into_iter()
+            .find(|topic| topic.name == name)
+            .ok_or_else(|| ClientError::UnknownTopic(name.to_string()))?;
+        match ErrorCode::from_i16(topic.error) {
+            Some(ErrorCode::None) => Ok(topic),
+            Some(ErrorCode::UnknownTopicOrPartition) => {
+                Err(ClientError::UnknownTopic(name.to_string()))
+            }
+            _ => Err(ClientError::from_code(
+                topic.error,
+                format!("describe topic {name}"),
+            )),
+        }
+    }
+
+    /// The topic's partition count, from the cache when known, else from the cluster.
+    pub async fn partition_count(&self, topic: &str) -> Result<i32, ClientError> {
+        if let Some(count) = self.cached_partition_count(topic) {
+            return Ok(count);
+        }
+        self.metadata(Some(vec![topic.to_string()])).await?;
+        self.cached_partition_count(topic)
+            .ok_or_else(|| ClientError::UnknownTopic(topic.to_string()))
+    }
+
+    /// The offset `spec` designates in `topic`/`partition`: the log start, the log end (the
+    /// next offset to be written), or the first offset at or after a timestamp (-1 when no
+    /// record is that recent).
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+    ) -> Result<i64, ClientError> {
+        let offsets = self
+            .list_offsets(&[(topic.to_string(), partition)], spec)
+            .await?;
+        offsets
+            .first()
+            .copied()
+            .ok_or_else(|| ClientError::InvalidResponse {
+                op: "list offsets",
+                reason: format!("no answer for {topic}-{partition}"),
+            })
+    }
+
+    /// `list_offset` for many partitions, one request per serving broker port, retried on
+    /// retriable errors. Offsets come back in the order of `partitions`.
+    pub(crate) async fn list_offsets(
+        &self,
+        partitions: &[(String, i32)],
+        spec: OffsetSpec,
+    ) -> Result<Vec<i64>, ClientError> {
+        let timestamp = spec.wire_timestamp()?;
+        self.retrying(|| self.list_offsets_once(partitions, timestamp))
+            .await
+    }
+
+    async fn list_offsets_once(
+        &self,
+        partitions: &[(String, i32)],
+        timestamp: i64,
+    ) -> Result<Vec<i64>, ClientError> {
+        let mut by_addr: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, (topic, partition)) in partitions.iter().enumerate() {
+            let addr = self.route(topic, *partition)?;
+            by_addr.entry(addr).or_default().push(index);
+        }
+        let mut offsets = vec![-1; partitions.len()];
+        for (addr, indexes) in by_addr {
+            let request = ListOffsetsRequest {
+                partitions: indexes
+                    .iter()
+                    .map(|&index| ListOffsetsPartition {
+                        topic: partitions[index].0.clone(),
+                        partition: partitions[index].1,
+                        timestamp,
+                    })
+                    .collect(),
+            };
+            let (response, _) = self
+                .request_to::<_, ListOffsetsResponse>(&addr, &request, &[], self.request_timeout())
+                .await?;
+            for index in indexes {
+                let (topic, partition) = &partitions[index];
+                let result = response
+                    .partitions
+                    .iter()
+                    .find(|result| &result.topic == topic && result.partition == *partition)
+                    .ok_or_else(|| ClientError::InvalidResponse {
+                        op: "list offsets",
+                        reason: format!("no result for {topic}-{partition}"),
+                    })?;
+                if result.error != ErrorCode::None.code() {
+                    return Err(ClientError::from_code(
+                        result.error,
+                        format!("list offsets of {topic}-{partition}"),
+                    ));
+                }
+                offsets[index] = result.offset;
+            }
+        }
+        Ok(offsets)
+    }
+
+    /// The cached partition count of `topic`.
+    pub(crate) fn cached_partition_count(&self, topic: &str) -> Option<i32> {
+        self.metadata.borrow().partition_count(topic)
+    }
+
+    /// The `host:port` serving `topic`/`partition`, from the cache.
+    pub(crate) fn route(&self, topic: &str, partition: i32) -> Result<String, ClientError> {
+        self.metadata.borrow().route(topic, partition)
+    }
+
+    /// The request timeout.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.request_timeout_ms)
+    }
+
+    fn timeout_ms_u32(&self) -> u32 {
+        u32::try_from(self.config.request_timeout_ms).unwrap_or(u32::MAX)
+    }
+
+    /// The wait before retry number `attempt` (0 for the first): the configured backoff,
+    /// doubled per earlier retry, capped at `RETRY_BACKOFF_MS_MAX`.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1_u64 << attempt.min(16);
+        Duration::from_millis(
+            self.config
+                .retry_backoff_ms
+                .saturating_mul(factor)
+                .min(RETRY_BACKOFF_MS_MAX),
+        )
+    }
+
+    /// Runs `attempt` until it succeeds, fails with a non-retriable error, or failed
+    /// `retries_max` more times; refreshes metadata and backs off between tries.
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let mut retries = 0;
+        loop {
+            match attempt().await {
+                Err(error) if error.is_retriable() && retries < self.config.retries_max => {
+                    tracing::debug!(%error, retries, "retrying after a retriable error");
+                    glommio::timer::sleep(self.backoff(retries)).await;
+                    retries += 1;
+                    if let Err(refresh) = self.refresh_metadata().await {
+                        tracing::debug!(error = %refresh, "metadata refresh before retry failed");
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// A live connection to `addr`, opened if there is none. Concurrent callers for the same
+    /// address wait for one connect rather than each opening a connection.
+    pub(crate) async fn connection(&self, addr: &str) -> Result<Rc<BrokerConnection>, ClientError> {
+        if let Some(connection) = self.live_connection(addr) {
+            return Ok(connection);
+        }
+        let gate = Rc::clone(
+            self.connect_gates
+                .borrow_mut()
+                .entry(addr.to_string())
+                .or_insert_with(|| Rc::new(Semaphore::new(1))),
+        );
+        let _turn = gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        if let Some(connection) = self.live_connection(addr) {
+            return Ok(connection);
+        }
+        let connection = BrokerConnection::connect(
+            addr,
+            self.config.frame_bytes_max,
+            Duration::from_millis(self.config.connect_timeout_ms),
+        )
+        .await?;
+        self.connections
+            .borrow_mut()
+            .insert(addr.to_string(), Rc::clone(&connection));
+        Ok(connection)
+    }
+
+    fn live_connection(&self, addr: &str) -> Option<Rc<BrokerConnection>> {
+        self.connections
+            .borrow()
+            .get(addr)
+            .filter(|connection| connection.is_alive())
+            .cloned()
+    }
+
+    /// Sends a request to `addr` and waits up to `timeout` for the response.
+    pub(crate) async fn request_to<Req, Resp>(
+        &self,
+        addr: &str,
+        request: &Req,
+        payload: &[Bytes],
+        timeout: Duration,
+    ) -> Result<(Resp, Bytes), ClientError>
+    where
+        Req: Message + ControlEncode,
+        Resp: Message + ControlDecode,
+    {
+        let connection = self.connection(addr).await?;
+        connection.request(request, payload, timeout).await
+    }
+
+    /// Sends a request to the first broker that answers: known brokers first, then the
+    /// bootstrap list. Only connection failures move on to the next broker.
+    async fn request_any<Req, Resp>(&self, request: &Req) -> Result<(Resp, Bytes), ClientError>
+    where
+        Req: Message + ControlEncode,
+        Resp: Message + ControlDecode,
+    {
+        let mut candidates = self.metadata.borrow().broker_addresses();
+        for addr in &self.config.bootstrap {
+            if !candidates.contains(addr) {
+                candidates.push(addr.clone());
+            }
+        }
+        let mut last_error = None;
+        for addr in candidates {
+            match self
+                .request_to(&addr, request, &[], self.request_timeout())
+                .await
+            {
+                Err(error @ (ClientError::Connect { .. } | ClientError::ConnectionLost { .. })) => {
+                    tracing::debug!(%addr, %error, "broker unreachable, trying the next one");
+                    last_error = Some(error);
+                }
+                result => return result,
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ClientError::Config {
+            reason: "no broker address to send the request to".to_string(),
+        }))
+    }
+}
+
+/// The result for topic `name` in a CreateTopics/DeleteTopics response, as an error if the
+/// broker refused.
+fn topic_result(results: &[TopicResult], name: &str, op: &'static str) -> Result<(), ClientError> {
+    let result = results
+        .iter()
+        .find(|result| result.name == name)
+        .ok_or_else(|| ClientError::InvalidResponse {
+            op,
+            reason: format!("no result for topic {name:?}"),
+        })?;
+    if result.error == ErrorCode::None.code() {
+        return Ok(());
+    }
+    let detail = result.message.clone().unwrap_or_default();
+    Err(ClientError::from_code(
+        result.error,
+        if detail.is_empty() {
+            format!("{op} {name}")
+        } else {
+            format!("{op} {name}: {detail}")
+        },
+    ))
+}

@@ -1,0 +1,47 @@
+//! Sluice native client: admin operations, a batching producer and a consumer, speaking the
+//! native protocol (`sluice-net`) straight to the shard that owns each partition.
+//!
+//! Everything here is `!Send` and runs on one glommio executor: create a [`Client`] with
+//! [`Client::connect`] inside `LocalExecutor::run` (or a `LocalExecutorBuilder::spawn`ed
+//! thread), then share it through `Rc` with any number of [`Producer`]s and [`Consumer`]s on the
+//! same executor. Programs without glommio use the [`blocking`] wrappers.
+//!
+//! - Connections: one TCP connection per broker shard port (from the metadata's
+//!   `shard_ports`; only the broker's native port when `shard_aware` is off), each pipelining
+//!   requests with a writer task and a reader task that matches responses by correlation id.
+//! - Producer: per-partition batches closed at `batch_bytes_max` or after `linger_ms`; one
+//!   request per connection carries every ready partition; retriable errors refresh metadata
+//!   and retry up to `retries_max` times with backoff. Retries may write a batch twice until
+//!   idempotent produce lands; records of one partition stay in order.
+//! - Consumer: explicit assignment, one fetch per owning shard per round, long polling.
+//!
+//! **Invariant:** every queue is bounded: requests in flight per connection, produce requests
+//! per connection (`inflight_requests_max`), unsent record bytes (`buffer_bytes_max`), commands
+//! to a blocking wrapper's thread.
+
+mod accumulator;
+pub mod blocking;
+mod client;
+mod config;
+mod connection;
+mod consumer;
+mod delivery;
+mod error;
+mod fetch;
+mod metadata;
+mod notify;
+mod partitioner;
+mod producer;
+
+pub use client::Client;
+pub use config::{
+    Acks, ClientConfig, ConsumerConfig, OffsetSpec, Partitioner, ProducerConfig, SeekTo,
+};
+pub use consumer::Consumer;
+pub use delivery::{DeliveryFuture, RecordMetadata};
+pub use error::ClientError;
+pub use fetch::{ConsumerRecord, FetchedBatches};
+pub use partitioner::{murmur2, partition_for_key};
+pub use producer::{Producer, ProducerRecord};
+/// The batch codec setting of `ProducerConfig::compression`.
+pub use sluice_storage::batch::Compression;

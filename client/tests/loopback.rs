@@ -1,0 +1,498 @@
+//! Loopback tests: the client against a fake broker (tests/support) on the same glommio
+//! executor, over real TCP connections.
+
+mod support;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::{LocalExecutorBuilder, Placement};
+use sluice_client::{
+    Acks, Client, ClientConfig, ClientError, Compression, Consumer, ConsumerConfig, OffsetSpec,
+    Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
+use sluice_net::api::ErrorCode;
+
+fn run<T>(test: impl std::future::Future<Output = T> + 'static) -> T {
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .make()
+        .expect("cannot start a glommio executor")
+        .run(test)
+}
+
+fn client_config(bootstrap: String) -> ClientConfig {
+    ClientConfig {
+        bootstrap: vec![bootstrap],
+        retry_backoff_ms: 5,
+        request_timeout_ms: 10_000,
+        ..ClientConfig::default()
+    }
+}
+
+fn producer_config(linger_ms: u64) -> ProducerConfig {
+    ProducerConfig {
+        linger_ms,
+        compression: Compression::None,
+        ..ProducerConfig::default()
+    }
+}
+
+fn record(partition: i32, value: &str) -> ProducerRecord {
+    ProducerRecord {
+        partition: Some(partition),
+        ..ProducerRecord::new("t", value.to_string())
+    }
+}
+
+// Proves the producer pipelines: three partitions' batches become three produce requests on
+// one shard connection, all in flight at once (the fake broker holds its answers until three
+// are waiting), and each record is acknowledged at offset 0 of its partition.
+#[test]
+fn producer_pipelines_requests_on_one_connection() {
+    run(async {
+        let broker = support::start(1, "t", 3);
+        broker.produce_hold.set(3);
+        let client = Client::connect(client_config(broker.main_addr()))
+            .await
+            .unwrap();
+        let producer = Producer::new(Rc::clone(&client), producer_config(0));
+        let mut deliveries = Vec::new();
+        for partition in 0..3 {
+            deliveries.push(
+                producer
+                    .send(record(partition, &format!("v{partition}")))
+                    .await
+                    .unwrap(),
+            );
+            // Let the sender dispatch this partition's batch before the next record arrives.
+            futures_lite::future::yield_now().await;
+        }
+        for (partition, delivery) in deliveries.into_iter().enumerate() {
+            let metadata = delivery.await.unwrap();
+            assert_eq!((metadata.partition, metadata.offset), (partition as i32, 0));
+        }
+        assert_eq!(
+            broker.produce_pending_max.get(),
+            3,
+            "requests were not pipelined"
+        );
+        assert_eq!(broker.produce_requests.get(), 3);
+        for partition in 0..3 {
+            let values = broker.records("t", partition);
+            assert_eq!(values, vec![(0, Bytes::from(format!("v{partition}")))]);
+        }
+        // One connection to the shard port carried all produce requests.
+        assert_eq!(broker.connections.borrow()[1], 1);
+    });
+}
+
+// Proves a NotLeaderOrFollower answer makes the producer refresh metadata and send the same
+// batch again: every record is acknowledged once, offsets are contiguous and in send order,
+// and the log holds each record exactly once.
+#[test]
+fn producer_retries_not_leader_and_keeps_order() {
+    run(async {
+        let broker = support::start(1, "t", 1);
+        broker.produce_failures_left.set(2);
+        broker
+            .produce_error
+            .set(ErrorCode::NotLeaderOrFollower.code());
+        let client = Client::connect(client_config(broker.main_addr()))
+            .await
+            .unwrap();
+        let metadata_before = broker.metadata_requests.get();
+        let producer = Producer::new(Rc::clone(&client), producer_config(1));
+        let mut deliveries = Vec::new();
+        for index in 0..20 {
+            deliveries.push(
+                producer
+                    .send(record(0, &format!("m{index}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        producer.flush().await.unwrap();
+        let mut offsets = Vec::new();
+        for delivery in deliveries {
+            offsets.push(delivery.await.unwrap().offset);
+        }
+        assert_eq!(offsets, (0..20).collect::<Vec<i64>>());
+        let expected: Vec<(i64, Bytes)> = (0..20)
+            .map(|index| (index, Bytes::from(format!("m{index}"))))
+            .collect();
+        assert_eq!(broker.records("t", 0), expected);
+        assert!(
+            broker.metadata_requests.get() > metadata_before,
+            "no metadata refresh before retrying"
+        );
+        assert!(broker.produce_requests.get() >= 3);
+    });
+}
+
+// Proves the producer gives up after retries_max retries of a retriable error, failing the
+// delivery with the broker's code, and fails a non-retriable error on the first answer.
+#[test]
+fn producer_stops_after_retries_max_and_on_fatal_errors() {
+    run(async {
+        let broker = support::start(1, "t", 1);
+        broker.produce_failures_left.set(1_000);
+        broker
+            .produce_error
+            .set(ErrorCode::NotLeaderOrFollower.code());
+        let config = ClientConfig {
+            retries_max: 2,
+            ..client_config(broker.main_addr())
+        };
+        let client = Client::connect(config).await.unwrap();
+        let producer = Producer::new(Rc::clone(&client), producer_config(0));
+        let delivery = producer.send(record(0, "doomed")).await.unwrap();
+        match delivery.await {
+            Err(ClientError::Broker { code, .. }) => {
+                assert_eq!(code, ErrorCode::NotLeaderOrFollower)
+            }
+            other => panic!("expected NotLeaderOrFollower, got {other:?}"),
+        }
+        assert_eq!(broker.produce_requests.get(), 3, "one try plus two retries");
+
+        broker.produce_error.set(ErrorCode::MessageTooLarge.code());
+        let delivery = producer.send(record(0, "too big")).await.unwrap();
+        let error = delivery.await.unwrap_err();
+        assert!(!error.is_retriable());
+        assert_eq!(
+            broker.produce_requests.get(),
+            4,
+            "a fatal error must not be retried"
+        );
+        assert!(broker.records("t", 0).is_empty());
+    });
+}
+
+// Proves a connection lost mid-request is retried on a new connection and the record is
+// acknowledged (the fake broker closes the first connection without answering).
+#[test]
+fn producer_reconnects_after_connection_loss() {
+    run(async {
+        let broker = support::start(1, "t", 1);
+        broker.produce_drops_left.set(1);
+        let client = Client::connect(client_config(broker.main_addr()))
+            .await
+            .unwrap();
+        let producer = Producer::new(Rc::clone(&client), producer_config(0));
+        let delivery = producer.send(record(0, "survivor")).await.unwrap();
+        assert_eq!(delivery.await.unwrap().offset, 0);
+        assert_eq!(
+            broker.records("t", 0),
+            vec![(0, Bytes::from_static(b"survivor"))]
+        );
+        assert_eq!(
+            broker.connections.borrow()[1],
+            2,
+            "expected a second shard connection"
+        );
+    });
+}
+
+// Proves each partition's requests go to the port of the shard that owns it when shard-aware,
+// and to the broker's main port when not.
+#[test]
+fn shard_aware_routing_uses_owning_shard_port() {
+    run(async {
+        let broker = support::start(2, "t", 4);
+        let client = Client::connect(client_config(broker.main_addr()))
+            .await
+            .unwrap();
+        let producer = Producer::new(Rc::clone(&client), producer_config(0));
+        for partition in 0..4 {
+            producer
+                .send(record(partition, "x"))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        for (listener, _, partition) in broker.produce_routes.borrow().iter() {
+            assert_eq!(
+                *listener,
+                1 + (*partition as usize % 2),
+                "partition {partition} went to the wrong port"
+            );
+        }
+        broker.produce_routes.borrow_mut().clear();
+
+        let plain = Client::connect(ClientConfig {
+            shard_aware: false,
+            ..client_config(broker.main_addr())
+        })
+        .await
+        .unwrap();
+        let producer = Producer::new(plain, producer_config(0));
+        for partition in 0..4 {
+            producer
+                .send(record(partition, "y"))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        assert!(broker
+            .produce_routes
+            .borrow()
+            .iter()
+            .all(|(listener, _, _)| *listener == 0));
+    });
+}
+
+// Proves the consumer skips records before its position inside the first fetched batch, returns
+// the rest in order, advances its position, and that poll_batches returns whole batches.
+#[test]
+fn consumer_skips_records_before_position() {
+    run(async {
+        let broker = support::start(1, "t", 1);
+        let client = Client::connect(client_config(broker.main_addr()))
+            .await
+            .unwrap();
+        let producer = Producer::new(Rc::clone(&client), producer_config(1_000));
+        let mut deliveries = Vec::new();
+        for batch in 0..2 {
+            for index in 0..5 {
+                let value = format!("r{}", batch * 5 + index);
+                deliveries.push(producer.send(record(0, &value)).await.unwrap());
+            }
+            producer.flush().await.unwrap();
+        }
+        for (offset, delivery) in deliveries.into_iter().enumerate() {
+            assert_eq!(delivery.await.unwrap().offset, offset as i64);
+        }
+        assert_eq!(
+            broker.logs.borrow()[&("t".to_string(), 0)].len(),
+            2,
+            "expected two batches of five"
+        );
+
+        let mut consumer = Consumer::new(Rc::clone(&client), ConsumerConfig::default());
+        consumer
+            .assign(vec![("t".into(), 0)], SeekTo::Offset(3))
+            .await
+            .unwrap();
+        let records = consumer.poll(Duration::from_secs(5)).await.unwrap();
+        let got: Vec<(i64, Bytes)> = records
+            .iter()
+            .map(|record| (record.offset, record.value.clone().unwrap()))
+            .collect();
+        let expected: Vec<(i64, Bytes)> = (3..10)
+            .map(|offset| (offset, Bytes::from(format!("r{offset}"))))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(consumer.position("t", 0), Some(10));
+        assert!(consumer
+            .poll(Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty());
+
+        consumer.seek("t", 0, SeekTo::Offset(3)).await.unwrap();
+        let batches = consumer.poll_batches(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].high_watermark, 10);
+        let expected_bytes: Vec<u8> = broker.logs.borrow()[&("t".to_string(), 0)]
+            .iter()
+            .flat_map(|batch| batch.to_vec())
+            .collect();
+        assert_eq!(batches[0].records.to_vec(), expected_bytes);
+        assert_eq!(consumer.position("t", 0), Some(10));
+    });
+}
+
+// Proves acks=0 resolves deliveries with offset -1 and the records still land, and that
+// seeking by earliest, latest and timestamp gives the offsets the log implies.
+#[test]
+fn acks_none_and_offset_lookups() {
+    run(async {
+        let broker = support::start(1, "t", 1);
+        let client = Client::connect(client_config(broker.main_addr()))
+            .await
+            .unwrap();
+        let producer = Producer::new(
+            Rc::clone(&client),
+            ProducerConfig {
+                acks: Acks::None,
+                ..producer_config(0)
+            },
+        );
+        for index in 0..3 {
+            let delivery = producer
+                .send(ProducerRecord {
+                    timestamp_ms: Some(1_000 * (index + 1)),
+                    ..record(0, &format!("a{index}"))
+                })
+                .await
+                .unwrap();
+            assert_eq!(delivery.await.unwrap().offset, -1);
+        }
+        let mut consumer = Consumer::new(Rc::clone(&client), ConsumerConfig::default());
+        consumer
+            .assign(vec![("t".into(), 0)], SeekTo::Earliest)
+            .await
+            .unwrap();
+        let mut values = Vec::new();
+        while values.len() < 3 {
+            let records = consumer.poll(Duration::from_secs(5)).await.unwrap();
+            assert!(!records.is_empty(), "acks=0 records never arrived");
+            values.extend(records.into_iter().map(|record| record.value.unwrap()));
+        }
+        assert_eq!(values, vec!["a0", "a1", "a2"]);
+        assert_eq!(
+            client
+                .list_offset("t", 0, OffsetSpec::Latest)
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            client
+                .list_offset("t", 0, OffsetSpec::Earliest)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            client
+                .list_offset("t", 0, OffsetSpec::Timestamp(2_000))
+                .await
+                .unwrap(),
+            1
+        );
+        consumer
+            .seek("t", 0, SeekTo::Timestamp(2_500))
+            .await
+            .unwrap();
+        assert_eq!(consumer.position("t", 0), Some(2));
+        consumer
+            .seek("t", 0, SeekTo::Timestamp(99_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            consumer.position("t", 0),
+            Some(3),
+            "no record that recent: the end"
+        );
+    });
+}
+
+// Proves the admin calls: create shows up in list and describe, a duplicate create fails with
+// TopicAlreadyExists, delete removes the topic, and describing a missing topic is UnknownTopic.
+#[test]
+fn admin_create_list_describe_delete() {
+    run(async {
+        let broker = support::start(2, "t", 1);
+        let client = Client::connect(client_config(broker.main_addr()))
+            .await
+            .unwrap();
+        client.create_topic("orders", 4, 1, vec![]).await.unwrap();
+        let names: Vec<String> = client
+            .list_topics()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|topic| topic.name)
+            .collect();
+        assert_eq!(names, vec!["orders".to_string(), "t".to_string()]);
+        let described = client.describe_topic("orders").await.unwrap();
+        assert_eq!(described.partitions.len(), 4);
+        assert_eq!(described.partitions[3].shard, 1);
+        assert_eq!(client.partition_count("orders").await.unwrap(), 4);
+        match client.create_topic("orders", 4, 1, vec![]).await {
+            Err(ClientError::Broker { code, message }) => {
+                assert_eq!(code, ErrorCode::TopicAlreadyExists);
+                assert!(message.contains("already exists"), "{message}");
+            }
+            other => panic!("expected TopicAlreadyExists, got {other:?}"),
+        }
+        client.delete_topic("orders").await.unwrap();
+        assert!(matches!(
+            client.describe_topic("orders").await,
+            Err(ClientError::UnknownTopic(_))
+        ));
+    });
+}
+
+// Proves a send to a topic created after the client connected succeeds (the producer refreshes
+// metadata), and a send to a topic that never appears fails with UnknownTopic.
+#[test]
+fn producer_learns_new_topics() {
+    run(async {
+        let broker = support::start(1, "t", 1);
+        let client = Client::connect(ClientConfig {
+            retries_max: 1,
+            ..client_config(broker.main_addr())
+        })
+        .await
+        .unwrap();
+        broker.topics.borrow_mut().insert("late".into(), 2);
+        let producer = Producer::new(Rc::clone(&client), producer_config(0));
+        let delivery = producer
+            .send(ProducerRecord::new("late", "hello"))
+            .await
+            .unwrap();
+        let metadata = delivery.await.unwrap();
+        assert_eq!(metadata.topic, "late");
+        assert_eq!(
+            broker.records("late", metadata.partition),
+            vec![(0, Bytes::from_static(b"hello"))]
+        );
+        let missing = producer.send(ProducerRecord::new("missing", "x")).await;
+        assert!(
+            matches!(missing, Err(ClientError::UnknownTopic(_))),
+            "{missing:?}"
+        );
+    });
+}
+
+// Proves an unreachable bootstrap broker fails connect with a Connect error naming the address.
+#[test]
+fn unreachable_broker_fails_to_connect() {
+    run(async {
+        let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        match Client::connect(client_config(addr.clone())).await {
+            Err(error @ ClientError::Connect { .. }) => {
+                assert!(error.to_string().contains(&addr), "{error}")
+            }
+            other => panic!("expected a connect error, got {other:?}"),
+        }
+    });
+}
+
+// Proves unkeyed records do not stick to one partition forever: once a partition's batch is
+// sent (here by linger, each record awaited), the next record goes to another partition, while
+// every record still lands exactly once.
+#[test]
+fn unkeyed_records_move_on_after_each_sent_batch() {
+    run(async {
+        let broker = support::start(2, "t", 4);
+        let client = Client::connect(client_config(broker.main_addr()))
+            .await
+            .unwrap();
+        let producer = Producer::new(Rc::clone(&client), producer_config(0));
+        let mut partitions = Vec::new();
+        for index in 0..20 {
+            let delivery = producer
+                .send(ProducerRecord::new("t", format!("u{index}")))
+                .await
+                .unwrap();
+            partitions.push(delivery.await.unwrap().partition);
+        }
+        for pair in partitions.windows(2) {
+            assert_ne!(
+                pair[0], pair[1],
+                "consecutive sent batches on one partition: {partitions:?}"
+            );
+        }
+        let stored: usize = (0..4)
+            .map(|partition| broker.records("t", partition).len())
+            .sum();
+        assert_eq!(stored, 20);
+    });
+}

@@ -1,0 +1,139 @@
+//! Messages between shards. Every request is an owned value (`Send`, nothing borrowed) that
+//! carries the oneshot sender its answer goes back on: one hop there, one hop back.
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+use crate::error::PartitionError;
+
+/// Where a forwarded request's answer goes.
+pub type Reply<T> = oneshot::Sender<Result<T, PartitionError>>;
+
+/// The offsets of a partition as its owner sees them at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionState {
+    /// First offset still in the log.
+    pub log_start_offset: i64,
+    /// Offset the next appended record gets.
+    pub log_end_offset: i64,
+    /// Offsets below it are visible to consumers. In single-node mode the in-sync replica set is
+    /// the leader alone, so the high watermark equals the log end offset.
+    pub high_watermark: i64,
+}
+
+/// The answer to an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Offset given to the first record appended.
+    pub base_offset: i64,
+    /// Offset of the last record appended.
+    pub last_offset: i64,
+    /// The partition's offsets right after the append.
+    pub state: PartitionState,
+}
+
+/// The answer to a forwarded read: whole batches copied out of the owner's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteRead {
+    /// Whole record batches (may be empty).
+    pub records: Bytes,
+    /// The partition's offsets when it was read.
+    pub state: PartitionState,
+}
+
+/// Which offset a ListOffsets query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetQuery {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark (the offset the next consumed record will have).
+    Latest,
+    /// The first offset whose batch's max timestamp is at or after this Unix time in ms.
+    Timestamp(i64),
+}
+
+/// A request from one shard to the shard that owns a partition.
+///
+/// Each variant says what the owning shard touches when it handles it.
+#[derive(Debug)]
+pub enum ShardRequest {
+    /// Append record batches (already validated by the sender; the owner's log validates them
+    /// again before writing). The bytes are moved, never copied, on the way. Touches: the
+    /// owner's PartitionRegistry (lookup), the partition's log (append) and its waiter list
+    /// (wakes long-polling fetches).
+    Append {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// Concatenated record batches.
+        batches: Bytes,
+        /// Answered with the assigned offsets.
+        reply: Reply<AppendOutcome>,
+    },
+    /// Read whole batches from `offset` (a copying read, the answer crosses cores). Touches: the
+    /// PartitionRegistry (lookup) and the partition's log (read_bytes).
+    Read {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// First offset wanted.
+        offset: i64,
+        /// Byte budget (at least one whole batch is returned when there is one); 0 asks for the
+        /// partition's offsets only.
+        max_bytes: usize,
+        /// Answered with the bytes and the partition's offsets.
+        reply: Reply<RemoteRead>,
+    },
+    /// Answer once the high watermark passes `offset`, after `wait_ms`, or when the requester
+    /// gives up (drops its receiver), whichever is first. Touches: the partition's waiter list.
+    WaitForData {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The fetch position: data is available when the high watermark is above it.
+        offset: i64,
+        /// Longest wait in milliseconds.
+        wait_ms: u64,
+        /// Answered (with nothing) when the wait ends.
+        reply: oneshot::Sender<()>,
+    },
+    /// Resolve an offset query. Touches: the partition's log (offsets, time index).
+    ListOffset {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What to look up.
+        query: OffsetQuery,
+        /// Answered with the offset, or `None` when no record is at or after the timestamp.
+        reply: Reply<Option<i64>>,
+    },
+    /// The end offset of a leader epoch (KIP-101/279). Touches: the log's leader-epoch cache.
+    EpochEnd {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The epoch asked about.
+        epoch: i32,
+        /// Answered with `(epoch, end_offset)`, or `None` when the log knows no epoch at or
+        /// below the one asked about.
+        reply: Reply<Option<(i32, i64)>>,
+    },
+}
+
+impl ShardRequest {
+    /// A short name of the operation, for errors and logs.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            ShardRequest::Append { .. } => "append",
+            ShardRequest::Read { .. } => "read",
+            ShardRequest::WaitForData { .. } => "wait",
+            ShardRequest::ListOffset { .. } => "list offset",
+            ShardRequest::EpochEnd { .. } => "epoch end",
+        }
+    }
+}

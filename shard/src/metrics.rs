@@ -1,0 +1,427 @@
+//! Per-shard metrics.
+//!
+//! Each shard owns one [`ShardMetrics`] (shared as `Arc` with the admin thread). Every counter
+//! is an `AtomicU64` written only by its own shard, so a write is a relaxed load plus a relaxed
+//! store (no locked read-modify-write instruction on the data path), and the admin thread reads
+//! them with relaxed loads without stopping anything. A reader may see a value a few increments
+//! old, which is all Prometheus needs.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::table::ShardId;
+
+/// A monotonically increasing counter written by exactly one shard.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `amount`. Only the owning shard may call this (single writer).
+    pub fn add(&self, amount: u64) {
+        let value = self.0.load(Ordering::Relaxed);
+        self.0.store(value.wrapping_add(amount), Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    pub fn increment(&self) {
+        self.add(1);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down (connections open, partitions owned), written by one shard.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    pub fn increment(&self) {
+        self.set(self.get().saturating_add(1));
+    }
+
+    /// Subtracts one (never below zero).
+    pub fn decrement(&self) {
+        self.set(self.get().saturating_sub(1));
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the latency histogram buckets, in microseconds (Prometheus' usual
+/// 100 µs .. 10 s ladder). Observations above the last bound land in the implicit `+Inf` bucket.
+pub const LATENCY_BUCKETS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// A fixed-bucket latency histogram of atomics, single writer.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Non-cumulative counts: `buckets[i]` counts observations in (bound[i-1], bound[i]];
+    /// the last slot counts those above every bound.
+    buckets: [Counter; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: Counter,
+}
+
+impl LatencyHistogram {
+    /// Records one observation of `micros` microseconds.
+    pub fn observe_us(&self, micros: u64) {
+        let slot = LATENCY_BUCKETS_US
+            .iter()
+            .position(|bound| micros <= *bound)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[slot].increment();
+        self.sum_us.add(micros);
+    }
+
+    /// Cumulative bucket counts (as Prometheus wants them), the last entry being `+Inf` (the
+    /// total count), plus the sum in microseconds.
+    pub fn snapshot(&self) -> (Vec<u64>, u64) {
+        let mut cumulative = Vec::with_capacity(self.buckets.len());
+        let mut running = 0u64;
+        for bucket in &self.buckets {
+            running = running.wrapping_add(bucket.get());
+            cumulative.push(running);
+        }
+        (cumulative, self.sum_us.get())
+    }
+}
+
+/// Number of api slots in the per-api latency histograms (the native protocol's api keys are
+/// 0..API_SLOTS; anything else is counted in no histogram).
+pub const API_SLOTS: usize = 8;
+
+/// Kinds of bad input, the label of `sluice_protocol_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolErrorKind {
+    /// Bytes that are not a frame (inconsistent lengths, garbage).
+    MalformedFrame,
+    /// A frame larger than `frame_bytes_max`.
+    FrameTooLarge,
+    /// The peer closed the connection in the middle of a frame.
+    TruncatedFrame,
+    /// An api key this broker does not know.
+    UnknownApi,
+    /// A known api at a version this broker does not implement.
+    UnsupportedVersion,
+    /// A control body that failed validation or is inconsistent with its payload.
+    InvalidRequest,
+    /// A record batch with a bad CRC or header.
+    CorruptBatch,
+    /// A record batch larger than `batch_bytes_max`.
+    MessageTooLarge,
+    /// A request for a topic or partition that does not exist.
+    UnknownTopicOrPartition,
+    /// A fetch or list-offsets outside the log.
+    OffsetOutOfRange,
+}
+
+impl ProtocolErrorKind {
+    /// Every kind, in label order.
+    pub const ALL: [ProtocolErrorKind; 10] = [
+        ProtocolErrorKind::MalformedFrame,
+        ProtocolErrorKind::FrameTooLarge,
+        ProtocolErrorKind::TruncatedFrame,
+        ProtocolErrorKind::UnknownApi,
+        ProtocolErrorKind::UnsupportedVersion,
+        ProtocolErrorKind::InvalidRequest,
+        ProtocolErrorKind::CorruptBatch,
+        ProtocolErrorKind::MessageTooLarge,
+        ProtocolErrorKind::UnknownTopicOrPartition,
+        ProtocolErrorKind::OffsetOutOfRange,
+    ];
+
+    /// The Prometheus label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProtocolErrorKind::MalformedFrame => "malformed_frame",
+            ProtocolErrorKind::FrameTooLarge => "frame_too_large",
+            ProtocolErrorKind::TruncatedFrame => "truncated_frame",
+            ProtocolErrorKind::UnknownApi => "unknown_api",
+            ProtocolErrorKind::UnsupportedVersion => "unsupported_version",
+            ProtocolErrorKind::InvalidRequest => "invalid_request",
+            ProtocolErrorKind::CorruptBatch => "corrupt_batch",
+            ProtocolErrorKind::MessageTooLarge => "message_too_large",
+            ProtocolErrorKind::UnknownTopicOrPartition => "unknown_topic_or_partition",
+            ProtocolErrorKind::OffsetOutOfRange => "offset_out_of_range",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Everything one shard counts. Written only by its shard; read by the admin thread.
+#[derive(Debug)]
+pub struct ShardMetrics {
+    /// The shard these counters belong to.
+    pub shard: ShardId,
+    /// Produce requests received on this shard's connections.
+    pub produce_requests: Counter,
+    /// Fetch requests received on this shard's connections.
+    pub fetch_requests: Counter,
+    /// Record bytes accepted by produce requests on this shard's connections.
+    pub bytes_in: Counter,
+    /// Record bytes sent in fetch responses on this shard's connections.
+    pub bytes_out: Counter,
+    /// Record bytes sent to sockets by splice (never copied through user space).
+    pub bytes_spliced: Counter,
+    /// Record bytes sent to sockets from memory (tail cache or forwarded copies).
+    pub bytes_copied: Counter,
+    /// Requests this shard forwarded to another shard over the mesh.
+    pub forwarded_requests: Counter,
+    /// Requests this shard served for another shard.
+    pub forwarded_served: Counter,
+    /// Partitions this shard owns.
+    pub partitions: Gauge,
+    /// Connections accepted.
+    pub connections_accepted: Counter,
+    /// Connections open now.
+    pub connections_active: Gauge,
+    /// Connections refused because `connections_max` was reached.
+    pub connections_rejected: Counter,
+    /// Request latency (receipt of the frame to the response being written), by api key.
+    pub request_latency: [LatencyHistogram; API_SLOTS],
+    protocol_errors: [Counter; ProtocolErrorKind::ALL.len()],
+}
+
+impl ShardMetrics {
+    /// Zeroed metrics for `shard`.
+    pub fn new(shard: ShardId) -> ShardMetrics {
+        ShardMetrics {
+            shard,
+            produce_requests: Counter::default(),
+            fetch_requests: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            bytes_spliced: Counter::default(),
+            bytes_copied: Counter::default(),
+            forwarded_requests: Counter::default(),
+            forwarded_served: Counter::default(),
+            partitions: Gauge::default(),
+            connections_accepted: Counter::default(),
+            connections_active: Gauge::default(),
+            connections_rejected: Counter::default(),
+            request_latency: Default::default(),
+            protocol_errors: Default::default(),
+        }
+    }
+
+    /// Counts one piece of bad input of `kind`.
+    pub fn protocol_error(&self, kind: ProtocolErrorKind) {
+        self.protocol_errors[kind.index()].increment();
+    }
+
+    /// How many protocol errors of `kind` this shard has counted.
+    pub fn protocol_errors(&self, kind: ProtocolErrorKind) -> u64 {
+        self.protocol_errors[kind.index()].get()
+    }
+
+    /// Records the latency of one request of api `api`.
+    pub fn observe_latency(&self, api: u16, micros: u64) {
+        if let Some(histogram) = self.request_latency.get(usize::from(api)) {
+            histogram.observe_us(micros);
+        }
+    }
+}
+
+/// Renders every shard's metrics in the Prometheus text exposition format (version 0.0.4).
+/// `api_names[i]` labels the latency histogram of api key `i`.
+pub fn render_prometheus(shards: &[Arc<ShardMetrics>], api_names: &[&str]) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    render_counters(&mut out, shards);
+    render_protocol_errors(&mut out, shards);
+    render_latency(&mut out, shards, api_names);
+    out
+}
+
+type CounterField = fn(&ShardMetrics) -> u64;
+
+const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 12] = [
+    (
+        "sluice_produce_requests_total",
+        "counter",
+        "Produce requests received.",
+        |m| m.produce_requests.get(),
+    ),
+    (
+        "sluice_fetch_requests_total",
+        "counter",
+        "Fetch requests received.",
+        |m| m.fetch_requests.get(),
+    ),
+    (
+        "sluice_bytes_in_total",
+        "counter",
+        "Record bytes accepted by produce requests.",
+        |m| m.bytes_in.get(),
+    ),
+    (
+        "sluice_bytes_out_total",
+        "counter",
+        "Record bytes sent in fetch responses.",
+        |m| m.bytes_out.get(),
+    ),
+    (
+        "sluice_bytes_spliced_total",
+        "counter",
+        "Record bytes sent to sockets by splice (zero-copy).",
+        |m| m.bytes_spliced.get(),
+    ),
+    (
+        "sluice_bytes_copied_total",
+        "counter",
+        "Record bytes sent to sockets from memory.",
+        |m| m.bytes_copied.get(),
+    ),
+    (
+        "sluice_forwarded_requests_total",
+        "counter",
+        "Requests forwarded to the owning shard.",
+        |m| m.forwarded_requests.get(),
+    ),
+    (
+        "sluice_forwarded_served_total",
+        "counter",
+        "Requests served for another shard.",
+        |m| m.forwarded_served.get(),
+    ),
+    (
+        "sluice_partitions",
+        "gauge",
+        "Partitions owned by the shard.",
+        |m| m.partitions.get(),
+    ),
+    (
+        "sluice_connections_accepted_total",
+        "counter",
+        "Connections accepted.",
+        |m| m.connections_accepted.get(),
+    ),
+    ("sluice_connections", "gauge", "Connections open.", |m| {
+        m.connections_active.get()
+    }),
+    (
+        "sluice_connections_rejected_total",
+        "counter",
+        "Connections refused at connections_max.",
+        |m| m.connections_rejected.get(),
+    ),
+];
+
+fn render_counters(out: &mut String, shards: &[Arc<ShardMetrics>]) {
+    for (name, kind, help, field) in COUNTER_FAMILIES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for metrics in shards {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{}\"}} {}",
+                metrics.shard.0,
+                field(metrics)
+            );
+        }
+    }
+}
+
+fn render_protocol_errors(out: &mut String, shards: &[Arc<ShardMetrics>]) {
+    let name = "sluice_protocol_errors_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Bad input received, by kind.\n# TYPE {name} counter"
+    );
+    for metrics in shards {
+        for kind in ProtocolErrorKind::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{}\",kind=\"{}\"}} {}",
+                metrics.shard.0,
+                kind.label(),
+                metrics.protocol_errors(kind)
+            );
+        }
+    }
+}
+
+fn render_latency(out: &mut String, shards: &[Arc<ShardMetrics>], api_names: &[&str]) {
+    let name = "sluice_request_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Request latency from receipt to response, by api.\n# TYPE {name} histogram"
+    );
+    for metrics in shards {
+        for (api, histogram) in metrics.request_latency.iter().enumerate() {
+            let api_name = api_names.get(api).copied().unwrap_or("unknown");
+            let labels = format!("shard=\"{}\",api=\"{api_name}\"", metrics.shard.0);
+            let (cumulative, sum_us) = histogram.snapshot();
+            for (bound, count) in LATENCY_BUCKETS_US.iter().zip(&cumulative) {
+                let seconds = *bound as f64 / 1e6;
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{seconds}\"}} {count}");
+            }
+            let total = cumulative.last().copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum_us as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the histogram puts observations in the right buckets and renders cumulative counts
+    // whose +Inf bucket equals the number of observations.
+    #[test]
+    fn histogram_is_cumulative_and_counts_everything() {
+        let metrics = Arc::new(ShardMetrics::new(ShardId(3)));
+        metrics.observe_latency(4, 50); // first bucket
+        metrics.observe_latency(4, 1_000); // exactly on the 1 ms bound
+        metrics.observe_latency(4, 60_000_000); // above every bound
+        metrics.observe_latency(99, 10); // unknown api: ignored
+        let (cumulative, sum) = metrics.request_latency[4].snapshot();
+        assert_eq!(cumulative[0], 1);
+        assert_eq!(cumulative[3], 2);
+        assert_eq!(cumulative[LATENCY_BUCKETS_US.len() - 1], 2);
+        assert_eq!(*cumulative.last().unwrap(), 3);
+        assert_eq!(sum, 60_001_050);
+        let text = render_prometheus(&[metrics], &["a", "b", "c", "d", "produce"]);
+        assert!(text.contains(
+            "sluice_request_latency_seconds_bucket{shard=\"3\",api=\"produce\",le=\"+Inf\"} 3"
+        ));
+        assert!(text.contains(
+            "sluice_request_latency_seconds_bucket{shard=\"3\",api=\"produce\",le=\"0.001\"} 2"
+        ));
+    }
+
+    // Proves counters, gauges and protocol errors appear in the rendered text with their
+    // values and labels.
+    #[test]
+    fn counters_render_with_shard_labels() {
+        let metrics = Arc::new(ShardMetrics::new(ShardId(1)));
+        metrics.forwarded_requests.add(5);
+        metrics.connections_active.increment();
+        metrics.connections_active.increment();
+        metrics.connections_active.decrement();
+        metrics.protocol_error(ProtocolErrorKind::CorruptBatch);
+        metrics.protocol_error(ProtocolErrorKind::CorruptBatch);
+        let text = render_prometheus(&[metrics], &[]);
+        assert!(text.contains("sluice_forwarded_requests_total{shard=\"1\"} 5"));
+        assert!(text.contains("sluice_connections{shard=\"1\"} 1"));
+        assert!(text.contains("sluice_protocol_errors_total{shard=\"1\",kind=\"corrupt_batch\"} 2"));
+        assert!(text.contains("# TYPE sluice_partitions gauge"));
+    }
+}
