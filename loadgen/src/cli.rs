@@ -69,8 +69,8 @@ pub struct Cli {
     #[arg(long, requires = "embedded")]
     pub shards: Option<usize>,
     /// Embedded broker: CPUs to pin its shards to, e.g. `0` or `0-3,6`.
-    #[arg(long, value_name = "LIST", requires = "embedded", value_parser = parse_cpu_list)]
-    pub broker_cpus: Option<Vec<usize>>,
+    #[arg(long, value_name = "LIST", requires = "embedded", value_parser = parse_cpu_list_arg)]
+    pub broker_cpus: Option<CpuList>,
     /// Embedded broker: storage write mode.
     #[arg(long, value_enum, requires = "embedded")]
     pub write_mode: Option<WriteModeSetting>,
@@ -91,8 +91,8 @@ pub struct Cli {
 
     /// CPUs for the load generator's executors, e.g. `1` or `2-3`; default: those an embedded
     /// broker's --broker-cpus leaves free, or all.
-    #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
-    pub cpus: Option<Vec<usize>>,
+    #[arg(long, value_name = "LIST", value_parser = parse_cpu_list_arg)]
+    pub cpus: Option<CpuList>,
     /// Do not pin executors to their CPUs.
     #[arg(long)]
     pub no_pin: bool,
@@ -203,7 +203,16 @@ impl WorkloadFlags {
     }
 }
 
-/// Parses a CPU list such as `0,2,4-7`.
+/// A CPU list flag's value. A newtype, because clap reads a bare `Vec` as a repeated flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+/// Parses a CPU list flag (`0`, `0-3,6`) into a [`CpuList`].
+pub fn parse_cpu_list_arg(text: &str) -> Result<CpuList, String> {
+    parse_cpu_list(text).map(CpuList)
+}
+
+/// Parses a CPU list (`0`, `0-3,6`), sorted and without duplicates.
 pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
     let mut cpus = Vec::new();
     for part in text
@@ -252,7 +261,7 @@ impl Cli {
         let broker = if self.embedded {
             BrokerTarget::Embedded(EmbeddedOptions {
                 shards: self.shards,
-                cpus: self.broker_cpus.clone(),
+                cpus: self.broker_cpus.clone().map(|list| list.0),
                 write_mode: self.write_mode,
                 flush_ms: self.flush_ms,
                 keep_data: self.keep_data,
@@ -265,7 +274,7 @@ impl Cli {
         let mut options = RunOptions::new(self.workload()?, broker);
         options.topic = self.topic.clone();
         options.keep_topic = self.keep_topic;
-        options.cpus = self.cpus.clone();
+        options.cpus = self.cpus.clone().map(|list| list.0);
         options.pin = !self.no_pin;
         options.progress_interval = Duration::from_secs(self.progress_interval_s);
         options.drain_timeout = Duration::from_secs(self.drain_timeout_s);
@@ -455,9 +464,14 @@ mod tests {
             "--embedded",
             "--shards",
             "1",
+            "--broker-cpus",
+            "0",
+            "--cpus",
+            "1-2",
         ])
         .unwrap();
         let options = cli.run_options().unwrap();
+        assert_eq!(options.cpus, Some(vec![1, 2]));
         assert_eq!(options.workload.partitions_per_topic, 8);
         assert_eq!(options.workload.producer_rate, 100.0);
         assert_eq!(options.workload.acks, AcksSetting::Leader);
@@ -468,6 +482,9 @@ mod tests {
                 ..
             })
         ));
+        if let BrokerTarget::Embedded(embedded) = &options.broker {
+            assert_eq!(embedded.cpus, Some(vec![0]));
+        }
         assert!(Cli::try_parse_from(["sluice-loadgen", "--shards", "1"]).is_err());
         assert!(
             Cli::try_parse_from(["sluice-loadgen", "--embedded", "--bootstrap", "h:1"]).is_err()
