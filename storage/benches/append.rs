@@ -153,7 +153,7 @@ async fn append_run(mode: WriteMode, batch: BytesMut, bytes: u64) -> Duration {
 /// Writes `bytes` as 1 MiB aligned buffers through `DmaFile` from `APPENDERS` tasks into a
 /// preallocated file, then fdatasyncs: the device's O_DIRECT speed as glommio sees it.
 async fn raw_dma_run(bytes: u64) -> Duration {
-    let WRITE_BYTES: u64 = std::env::var("RAW_WRITE").map(|v| v.parse().unwrap()).unwrap_or(1 << 20);
+    const WRITE_BYTES: u64 = 1 << 20;
     let dir = tempfile::tempdir_in(bench_dir()).unwrap();
     let file = glommio::io::OpenOptions::new()
         .read(true)

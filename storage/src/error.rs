@@ -104,6 +104,17 @@ pub enum StorageError {
     Closed,
 }
 
+/// For callers that check a batch themselves and use `?`: the batch is taken to start the
+/// buffer (position 0).
+impl From<BatchError> for StorageError {
+    fn from(source: BatchError) -> StorageError {
+        StorageError::Batch {
+            position: 0,
+            source,
+        }
+    }
+}
+
 impl StorageError {
     /// Builds an `Io` error from anything convertible to `std::io::Error` (glommio's errors are).
     pub(crate) fn io(

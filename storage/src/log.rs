@@ -42,7 +42,7 @@ use crate::{
 pub const APPEND_INFLIGHT_MAX: usize = 16;
 /// Bytes of appends in flight at once per log (a larger single append counts as this much):
 /// bounds the memory an append burst holds (its buffer and, in direct mode, the aligned copy).
-pub const APPEND_INFLIGHT_BYTES_MAX: usize = 8 << 20;
+pub const APPEND_INFLIGHT_BYTES_MAX: usize = 16 << 20;
 /// Largest single append (all its batches together): 256 MiB.
 pub const APPEND_BYTES_MAX: usize = 256 << 20;
 

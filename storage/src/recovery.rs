@@ -89,7 +89,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
     }
     let epochs = recover_epochs(dir, &state)?;
     finish(dir, &state, clean, &marker)?;
-    set_roll_base(&mut state.segments)?;
+    set_roll_base(&mut state.segments);
     Ok(Recovered {
         segments: state.segments,
         epochs,
@@ -539,9 +539,8 @@ fn finish(dir: &Path, state: &Walk, clean: bool, marker: &Path) -> Result<(), St
 
 /// Starts the time-based roll clock of a non-empty active segment at the open: the wall clock
 /// of its first append is not on disk, and a client timestamp is no clock to roll by.
-fn set_roll_base(segments: &mut [Segment]) -> Result<(), StorageError> {
+fn set_roll_base(segments: &mut [Segment]) {
     if let Some(active) = segments.last_mut().filter(|active| active.size > 0) {
         active.roll_base_ms = Some(crate::log::now_ms());
     }
-    Ok(())
 }

@@ -133,7 +133,7 @@ async fn check(log: &PartitionLog, expected: &[Expected]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     // Proves random appends (many rolls, small index intervals) read back byte-identical via
     // read() and read_bytes() at every batch, with correct timestamp lookups, before and after

@@ -11,7 +11,7 @@ use crate::{
     batch::{stamp, BatchHeader, BatchIter},
     config::FlushPolicy,
     error::StorageError,
-    segment::writer::{Completion, FinishOnDrop, Prepared},
+    segment::writer::{succeeded, BlockFate, Completion, FinishOnDrop, Prepared, TailCover},
     tail_cache::Chunk,
 };
 
@@ -260,7 +260,16 @@ impl LogInner {
             tail_after,
             cached,
         } = prepared;
-        if let Err(error) = plan.execute(&path, previous, base_offset).await {
+        let tail_fate = plan.tail_fate();
+        let written = match (plan.execute(&path, base_offset).await, tail_fate) {
+            (Ok(()), Some(fate)) => self.write_tail(&path, &fate, base_offset).await,
+            (result, _) => result,
+        };
+        // Wait for the previous append whatever happened, so appends finish in order.
+        let predecessor_ok = succeeded(previous).await;
+        let aborted = StorageError::Aborted { base_offset };
+        let result = written.and(if predecessor_ok { Ok(()) } else { Err(aborted) });
+        if let Err(error) = result {
             self.state.borrow_mut().poisoned = true;
             completion.finish(false);
             return Err(error);
@@ -270,6 +279,33 @@ impl LogInner {
         drop(guard);
         self.after_publish(info.log_end_offset).await?;
         Ok(info)
+    }
+
+    /// Makes sure the partial last block of a direct-mode append reaches the disk: by the
+    /// write that already covers it, or by a padded write of it issued now.
+    async fn write_tail(
+        &self,
+        path: &std::path::Path,
+        fate: &BlockFate,
+        base_offset: i64,
+    ) -> Result<(), StorageError> {
+        let cover = self
+            .state
+            .borrow_mut()
+            .writer
+            .as_mut()
+            .and_then(|writer| writer.cover_tail(fate));
+        match cover {
+            None => Err(StorageError::Closed),
+            Some(TailCover::Covered(write)) => {
+                if write.wait().await {
+                    Ok(())
+                } else {
+                    Err(StorageError::Aborted { base_offset })
+                }
+            }
+            Some(TailCover::Write(write)) => write.run(path, base_offset).await,
+        }
     }
 
     /// Makes a written append visible: indexes, epochs, tail cache, log end offset.
@@ -347,8 +383,12 @@ impl LogInner {
                 if start {
                     let log = self.clone();
                     glommio::spawn_local(async move {
-                        if let Err(error) = log.sync_published().await {
-                            tracing::warn!(dir = %log.dir.display(), %error, "background flush failed");
+                        match log.sync_published().await {
+                            // A close that overtook the flush fsynced everything itself.
+                            Ok(_) | Err(StorageError::Closed) => {}
+                            Err(error) => {
+                                tracing::warn!(dir = %log.dir.display(), %error, "background flush failed");
+                            }
                         }
                         log.state.borrow_mut().background_flush = false;
                     })

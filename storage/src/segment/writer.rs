@@ -6,14 +6,18 @@
 //! every byte before it are in the file. A failed write fails every append behind it (they
 //! may depend on its bytes); the log then rewinds the file to the last published byte.
 //!
-//! Direct mode writes whole blocks of `alignment` bytes from aligned buffers. The partial last
-//! block is kept in memory and rewritten, padded with zeros, in front of the next append's
-//! bytes. Because that block may still be in flight in the previous append's write, each
-//! append is split in two: the `head` (the shared block) is written only once the previous
-//! write of that block finished, while the `body` (blocks no earlier write touches) is written
-//! at once, in chunks of `DIRECT_WRITE_CHUNK_BYTES` that go to the device concurrently. Only
-//! the head waits, and only for one block's write, so appends in flight do not queue behind
-//! each other's I/O; they wait for each other only to be published in order.
+//! Direct mode writes whole blocks of `alignment` bytes from aligned buffers. An append writes
+//! only the complete blocks it has: the bytes carried over from the previous append's partial
+//! last block, then its own bytes up to its last block boundary, in chunks of
+//! `DIRECT_WRITE_CHUNK_BYTES` that go to the device concurrently. Its own partial last block is
+//! carried forward in memory to the next append. That block's bytes still have to reach the
+//! disk before the append is acknowledged: normally the next append's write covers it; when no
+//! next append has come by the time the append's own blocks are written, the append writes the
+//! block itself, padded with zeros (covering every append that added bytes to it meanwhile).
+//! Writes of the same block are ordered (a later one waits for the earlier one), and under load
+//! no write waits for any other: appends in flight wait for each other only to be published in
+//! order.
+//!
 //! Direct files are preallocated ahead of the writes so the writes do not extend the file
 //! (ext4 serialises extending O_DIRECT writes); recovery treats the zero-filled preallocated
 //! tail as the end of the log, and closing cuts the file to its exact length.
@@ -32,16 +36,19 @@ use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions};
 
 use crate::{config::WriteMode, error::StorageError};
 
-/// Direct mode preallocates this far ahead of the write position (capped at the segment size).
-pub(crate) const PREALLOCATE_BYTES: u64 = 64 << 20;
-/// Largest single write of a direct-mode append body; bigger bodies go out as several
-/// concurrent writes so one large append keeps several device queues busy.
-pub(crate) const DIRECT_WRITE_CHUNK_BYTES: u64 = 256 << 10;
+/// Direct mode preallocates at least this far past the write position; beyond that it doubles
+/// the file (capped at the segment size), so a segment needs few preallocations (each one
+/// drains the O_DIRECT writes in flight) and an idle log wastes little space.
+pub(crate) const PREALLOCATE_BYTES_MIN: u64 = 64 << 20;
+/// Largest single write of a direct-mode append; bigger appends go out as several concurrent
+/// writes of equal size so one large append keeps several device queues busy. Each write costs
+/// reactor work, so chunks stay large.
+pub(crate) const DIRECT_WRITE_CHUNK_BYTES: u64 = 2 << 20;
 /// Smallest block a direct write covers: the filesystem block, so no write shares a block with
 /// another (ext4 serialises sub-block O_DIRECT writes and zeroes around them).
 const DIRECT_BLOCK_BYTES_MIN: u64 = 4096;
 
-/// Outcome of one append's write, shared with the append behind it.
+/// Outcome of one write or append, shared with those waiting for it.
 #[derive(Debug, Default)]
 pub(crate) struct Completion {
     outcome: Cell<Option<bool>>,
@@ -63,7 +70,7 @@ impl Completion {
         }
     }
 
-    /// Resolves to true when the append succeeded and was published.
+    /// Resolves to true when the work succeeded.
     pub(crate) fn wait(self: &Rc<Self>) -> CompletionWait {
         CompletionWait {
             completion: self.clone(),
@@ -101,12 +108,20 @@ impl Drop for FinishOnDrop {
     }
 }
 
-/// Waits for the previous append (if any); true when it succeeded.
-async fn predecessor_succeeded(previous: Option<Rc<Completion>>) -> bool {
-    match previous {
-        Some(previous) => previous.wait().await,
+/// Waits for an earlier piece of work (if any); true when it succeeded.
+pub(crate) async fn succeeded(earlier: Option<Rc<Completion>>) -> bool {
+    match earlier {
+        Some(earlier) => earlier.wait().await,
         None => true,
     }
+}
+
+/// The write that puts the current bytes of a partial block on disk, shared by the appends
+/// whose last bytes are in that block; `None` until some write covers it.
+pub(crate) type BlockFate = Rc<RefCell<Option<Rc<Completion>>>>;
+
+fn fresh_fate() -> BlockFate {
+    Rc::new(RefCell::new(None))
 }
 
 /// A shared handle on the active file, usable across awaits without borrowing the log state.
@@ -158,106 +173,133 @@ pub(crate) enum WritePlan {
     Direct(DirectPlan),
 }
 
-/// The writes of one direct-mode append.
+/// The complete-block writes of one direct-mode append.
 pub(crate) struct DirectPlan {
     file: Rc<DmaFile>,
-    /// The block shared with the previous append, and its position.
-    head: Option<(DmaBuffer, u64)>,
-    /// Blocks only this append touches, in chunks, with their positions.
-    body: Vec<(DmaBuffer, u64)>,
-    /// The previous write of the head's block.
-    previous_tail_block: Option<Rc<Completion>>,
-    /// Finished when this append's last block is written.
-    tail_block: Rc<Completion>,
+    /// Chunks of complete blocks with their positions (empty when the append fills none).
+    blocks: Vec<(DmaBuffer, u64)>,
+    /// Earlier write of the first block (the carried one), which must finish first.
+    wait_for: Option<Rc<Completion>>,
+    /// Finished when `blocks` are written.
+    blocks_done: Rc<Completion>,
+    /// The partial block holding the append's last bytes, when it ends inside one.
+    tail_fate: Option<BlockFate>,
 }
 
 impl WritePlan {
-    /// Performs the writes, waiting before anything that depends on an earlier write. Returns
-    /// only after `previous` (the previous append) finished, whatever happened, so appends
-    /// finish in order.
-    pub(crate) async fn execute(
-        self,
-        path: &Path,
-        previous: Option<Rc<Completion>>,
-        base_offset: i64,
-    ) -> Result<(), StorageError> {
-        let written = match self {
+    /// The partial last block whose write the append must also wait for (direct mode).
+    pub(crate) fn tail_fate(&self) -> Option<BlockFate> {
+        match self {
+            WritePlan::Buffered { .. } => None,
+            WritePlan::Direct(plan) => plan.tail_fate.clone(),
+        }
+    }
+
+    /// Writes the append's bytes (in direct mode its complete blocks only).
+    pub(crate) async fn execute(self, path: &Path, base_offset: i64) -> Result<(), StorageError> {
+        match self {
             WritePlan::Buffered {
                 file,
                 data,
                 position,
             } => write_buffered(&file, path, data, position).await,
-            WritePlan::Direct(plan) => plan.execute(path, base_offset).await,
-        };
-        let predecessor_ok = predecessor_succeeded(previous).await;
-        written?;
-        if predecessor_ok {
-            Ok(())
-        } else {
-            Err(StorageError::Aborted { base_offset })
+            WritePlan::Direct(plan) => {
+                let DirectPlan {
+                    file,
+                    blocks,
+                    wait_for,
+                    blocks_done,
+                    ..
+                } = plan;
+                let _guard = FinishOnDrop(blocks_done.clone());
+                let result = if succeeded(wait_for).await {
+                    write_chunks(&file, path, blocks).await
+                } else {
+                    Err(StorageError::Aborted { base_offset })
+                };
+                blocks_done.finish(result.is_ok());
+                result
+            }
         }
     }
 }
 
-impl DirectPlan {
-    async fn execute(self, path: &Path, base_offset: i64) -> Result<(), StorageError> {
-        let DirectPlan {
-            file,
-            head,
-            body,
-            previous_tail_block,
-            tail_block,
-        } = self;
-        let _guard = FinishOnDrop(tail_block.clone());
-        let tail_in_body = !body.is_empty();
-        let body_write = async {
-            let result = write_chunks(&file, path, body).await;
-            if tail_in_body {
-                tail_block.finish(result.is_ok());
-            }
-            result
+/// A padded write of the current partial block, issued by an append whose last bytes nobody
+/// else is writing.
+pub(crate) struct TailWrite {
+    file: Rc<DmaFile>,
+    buffer: DmaBuffer,
+    position: u64,
+    /// Earlier write of the same block.
+    wait_for: Option<Rc<Completion>>,
+    done: Rc<Completion>,
+}
+
+impl TailWrite {
+    pub(crate) async fn run(self, path: &Path, base_offset: i64) -> Result<(), StorageError> {
+        let _guard = FinishOnDrop(self.done.clone());
+        let result = if succeeded(self.wait_for).await {
+            write_direct(&self.file, path, self.buffer, self.position).await
+        } else {
+            Err(StorageError::Aborted { base_offset })
         };
-        let head_write = async {
-            let Some((buffer, position)) = head else {
-                return Ok(());
-            };
-            if !predecessor_succeeded(previous_tail_block).await {
-                tail_block.finish(false);
-                return Err(StorageError::Aborted { base_offset });
-            }
-            let result = write_direct(&file, path, buffer, position).await;
-            if !tail_in_body {
-                tail_block.finish(result.is_ok());
-            }
-            result
-        };
-        let (body_result, head_result) = futures_lite::future::zip(body_write, head_write).await;
-        body_result.and(head_result)
+        self.done.finish(result.is_ok());
+        result
     }
 }
 
-/// Writes body chunks concurrently (each in a task of its own after the first).
+/// How an append's partial last block gets written.
+pub(crate) enum TailCover {
+    /// Another write covers it: wait for that.
+    Covered(Rc<Completion>),
+    /// Nobody does: run this write.
+    Write(TailWrite),
+}
+
+/// Writes chunks concurrently, polling all of them from the calling task.
 async fn write_chunks(
     file: &Rc<DmaFile>,
     path: &Path,
     chunks: Vec<(DmaBuffer, u64)>,
 ) -> Result<(), StorageError> {
-    let mut chunks = chunks.into_iter();
-    let Some((first, first_position)) = chunks.next() else {
-        return Ok(());
-    };
-    let others: Vec<_> = chunks
-        .map(|(buffer, position)| {
-            let (file, path) = (file.clone(), path.to_path_buf());
-            glommio::spawn_local(async move { write_direct(&file, &path, buffer, position).await })
-        })
+    let writes: Vec<_> = chunks
+        .into_iter()
+        .map(|(buffer, position)| Box::pin(write_direct(file, path, buffer, position)))
         .collect();
-    let mut result = write_direct(file, path, first, first_position).await;
-    for task in others {
-        let written = task.await;
-        result = result.and(written);
+    JoinAll {
+        pending: writes.into_iter().map(Some).collect(),
+        result: Ok(()),
     }
-    result
+    .await
+}
+
+/// Future that polls every write of a list until all finished; resolves to the first error.
+struct JoinAll<F> {
+    pending: Vec<Option<Pin<Box<F>>>>,
+    result: Result<(), StorageError>,
+}
+
+impl<F: Future<Output = Result<(), StorageError>>> Future for JoinAll<F> {
+    type Output = Result<(), StorageError>;
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        for slot in &mut this.pending {
+            if let Some(write) = slot {
+                if let Poll::Ready(result) = write.as_mut().poll(context) {
+                    *slot = None;
+                    if this.result.is_ok() {
+                        this.result = result;
+                    }
+                }
+            }
+        }
+        if this.pending.iter().all(Option::is_none) {
+            Poll::Ready(std::mem::replace(&mut this.result, Ok(())))
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 fn short_write(written: usize, wanted: usize) -> std::io::Error {
@@ -334,21 +376,24 @@ pub(crate) struct SegmentWriter {
 }
 
 enum ModeWriter {
-    Buffered {
-        file: Rc<BufferedFile>,
-    },
-    Direct {
-        file: Rc<DmaFile>,
-        alignment: u64,
-        /// Bytes of the partial block at `submitted`.
-        tail: Vec<u8>,
-        /// Bytes of the partial block at the last published position.
-        published_tail: Vec<u8>,
-        /// File length after preallocation.
-        allocated: u64,
-        /// Write of the newest append's last block.
-        last_tail_block: Option<Rc<Completion>>,
-    },
+    Buffered { file: Rc<BufferedFile> },
+    Direct(DirectWriter),
+}
+
+/// Direct-mode state: the partial block carried forward and who writes it.
+struct DirectWriter {
+    file: Rc<DmaFile>,
+    alignment: u64,
+    /// Bytes of the partial block at `submitted` (not yet in any complete-block write).
+    carry: Vec<u8>,
+    /// Who writes the carried block's current bytes.
+    carry_fate: BlockFate,
+    /// Latest write issued for the carried block; a later write of it waits for this one.
+    carry_last_write: Option<Rc<Completion>>,
+    /// Bytes of the partial block at the last published position.
+    published_tail: Vec<u8>,
+    /// File length after preallocation.
+    allocated: u64,
 }
 
 impl SegmentWriter {
@@ -362,29 +407,26 @@ impl SegmentWriter {
     ) -> Result<SegmentWriter, StorageError> {
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true).truncate(create);
-        let mode =
-            match mode {
-                WriteMode::Buffered => ModeWriter::Buffered {
-                    file: Rc::new(options.buffered_open(path).await.map_err(|error| {
-                        StorageError::io("open segment for writing", path, error)
-                    })?),
-                },
-                WriteMode::Direct => {
-                    let file = options.dma_open(path).await.map_err(|error| {
-                        StorageError::io("open segment for writing", path, error)
-                    })?;
-                    let alignment = file.alignment().max(DIRECT_BLOCK_BYTES_MIN);
-                    let tail = read_tail(path, size, alignment)?;
-                    ModeWriter::Direct {
-                        file: Rc::new(file),
-                        alignment,
-                        published_tail: tail.clone(),
-                        tail,
-                        allocated: size,
-                        last_tail_block: None,
-                    }
-                }
-            };
+        let opened = |error| StorageError::io("open segment for writing", path, error);
+        let mode = match mode {
+            WriteMode::Buffered => ModeWriter::Buffered {
+                file: Rc::new(options.buffered_open(path).await.map_err(opened)?),
+            },
+            WriteMode::Direct => {
+                let file = options.dma_open(path).await.map_err(opened)?;
+                let alignment = file.alignment().max(DIRECT_BLOCK_BYTES_MIN);
+                let carry = read_tail(path, size, alignment)?;
+                ModeWriter::Direct(DirectWriter {
+                    file: Rc::new(file),
+                    alignment,
+                    published_tail: carry.clone(),
+                    carry,
+                    carry_fate: fresh_fate(),
+                    carry_last_write: None,
+                    allocated: size,
+                })
+            }
+        };
         Ok(SegmentWriter {
             path: path.to_path_buf(),
             mode,
@@ -403,34 +445,29 @@ impl SegmentWriter {
     pub(crate) fn handle(&self) -> FileHandle {
         match &self.mode {
             ModeWriter::Buffered { file } => FileHandle::Buffered(file.clone()),
-            ModeWriter::Direct { file, .. } => FileHandle::Direct(file.clone()),
+            ModeWriter::Direct(direct) => FileHandle::Direct(direct.file.clone()),
         }
     }
 
     /// Direct mode: the file and target length to preallocate before appending `len` bytes,
     /// when the preallocated region would not hold them. `cap_bytes` is the segment size limit.
     pub(crate) fn preallocation(&self, len: u64, cap_bytes: u64) -> Option<(Rc<DmaFile>, u64)> {
-        let ModeWriter::Direct {
-            file,
-            alignment,
-            allocated,
-            ..
-        } = &self.mode
-        else {
+        let ModeWriter::Direct(direct) = &self.mode else {
             return None;
         };
-        let end = align_up(self.submitted + len, *alignment);
-        if end <= *allocated {
+        let end = align_up(self.submitted + len, direct.alignment);
+        if end <= direct.allocated {
             return None;
         }
-        let cap = align_up(cap_bytes, *alignment).max(end);
-        Some((file.clone(), (end + PREALLOCATE_BYTES).min(cap)))
+        let cap = align_up(cap_bytes, direct.alignment).max(end);
+        let target = (end + PREALLOCATE_BYTES_MIN).max(2 * end).min(cap);
+        Some((direct.file.clone(), target))
     }
 
     /// Records a successful preallocation up to `target`.
     pub(crate) fn preallocated(&mut self, target: u64) {
-        if let ModeWriter::Direct { allocated, .. } = &mut self.mode {
-            *allocated = (*allocated).max(target);
+        if let ModeWriter::Direct(direct) = &mut self.mode {
+            direct.allocated = direct.allocated.max(target);
         }
     }
 
@@ -451,61 +488,67 @@ impl SegmentWriter {
                 tail_after: Vec::new(),
                 cached: None,
             },
-            ModeWriter::Direct {
-                file,
-                alignment,
-                tail,
-                last_tail_block,
-                ..
-            } => {
-                let (head, body, tail_after) = plan_direct(file, *alignment, tail, position, &data);
-                *tail = tail_after.clone();
-                let tail_block = Completion::new();
-                let previous_tail_block = last_tail_block.replace(tail_block.clone());
+            ModeWriter::Direct(direct) => {
+                let plan = direct.plan(position, &data);
                 Prepared {
-                    plan: WritePlan::Direct(DirectPlan {
-                        file: file.clone(),
-                        head,
-                        body,
-                        previous_tail_block,
-                        tail_block,
-                    }),
+                    plan: WritePlan::Direct(plan),
                     position,
-                    tail_after,
+                    tail_after: direct.carry.clone(),
                     cached: keep.then(|| data.freeze()),
                 }
             }
         }
     }
 
+    /// How the partial block of `fate` gets written: by the write already covering it, or by a
+    /// new padded write of the current carried block (direct mode only).
+    pub(crate) fn cover_tail(&mut self, fate: &BlockFate) -> Option<TailCover> {
+        let ModeWriter::Direct(direct) = &mut self.mode else {
+            return None;
+        };
+        if let Some(write) = fate.borrow().as_ref() {
+            return Some(TailCover::Covered(write.clone()));
+        }
+        // A fate is replaced only once some write covers it, so an uncovered one is the
+        // carried block's.
+        assert!(
+            Rc::ptr_eq(fate, &direct.carry_fate),
+            "uncovered block is not the carried one"
+        );
+        let done = Completion::new();
+        *fate.borrow_mut() = Some(done.clone());
+        direct.carry_fate = fresh_fate();
+        let buffer = filled_buffer(&direct.file, direct.alignment as usize, &[&direct.carry]);
+        Some(TailCover::Write(TailWrite {
+            file: direct.file.clone(),
+            buffer,
+            position: self.submitted - direct.carry.len() as u64,
+            wait_for: direct.carry_last_write.replace(done.clone()),
+            done,
+        }))
+    }
+
     /// Records that everything up to the append that left `tail_after` is published.
     pub(crate) fn published(&mut self, tail_after: Vec<u8>) {
-        if let ModeWriter::Direct { published_tail, .. } = &mut self.mode {
-            *published_tail = tail_after;
+        if let ModeWriter::Direct(direct) = &mut self.mode {
+            direct.published_tail = tail_after;
         }
     }
 
     /// Rewinds the submitted position to `size` after the file was cut there (a failed write
-    /// or a truncation). `reload_tail` rereads the partial last block from the file; otherwise
-    /// the one kept at the last publish is used (valid when `size` is the published size).
+    /// or a truncation), with no append in flight. `reload_tail` rereads the partial last
+    /// block from the file; otherwise the one kept at the last publish is used (valid when
+    /// `size` is the published size).
     pub(crate) fn rewind(&mut self, size: u64, reload_tail: bool) -> Result<(), StorageError> {
         self.submitted = size;
-        if let ModeWriter::Direct {
-            tail,
-            published_tail,
-            allocated,
-            alignment,
-            last_tail_block,
-            ..
-        } = &mut self.mode
-        {
-            // Every write finished before a rewind (the log waits for all appends first).
-            *last_tail_block = None;
+        if let ModeWriter::Direct(direct) = &mut self.mode {
             if reload_tail {
-                *published_tail = read_tail(&self.path, size, *alignment)?;
+                direct.published_tail = read_tail(&self.path, size, direct.alignment)?;
             }
-            *tail = published_tail.clone();
-            *allocated = size;
+            direct.carry = direct.published_tail.clone();
+            direct.carry_fate = fresh_fate();
+            direct.carry_last_write = None;
+            direct.allocated = size;
         }
         Ok(())
     }
@@ -520,6 +563,68 @@ impl SegmentWriter {
         }
         handle.fdatasync(&self.path).await?;
         handle.close(&self.path).await
+    }
+}
+
+impl DirectWriter {
+    /// Plans an append of `data` at `position`: the complete blocks from the carried block's
+    /// start to the append's last block boundary, and the new carried block.
+    fn plan(&mut self, position: u64, data: &[u8]) -> DirectPlan {
+        let end = position + data.len() as u64;
+        let block_start = position - self.carry.len() as u64;
+        let full_end = align_down(end, self.alignment);
+        let blocks_done = Completion::new();
+        let mut blocks = Vec::new();
+        let mut wait_for = None;
+        if full_end > block_start {
+            let in_blocks = (full_end - position) as usize;
+            blocks = self.chunks(block_start, &data[..in_blocks]);
+            if !self.carry.is_empty() {
+                wait_for = self.carry_last_write.clone();
+                let mut fate = self.carry_fate.borrow_mut();
+                if fate.is_none() {
+                    *fate = Some(blocks_done.clone());
+                }
+            }
+            self.carry = data[in_blocks..].to_vec();
+            self.carry_fate = fresh_fate();
+            self.carry_last_write = None;
+        } else {
+            // The append ends inside the carried block. If a write of its older bytes is
+            // already issued, these bytes need a later one.
+            if self.carry.is_empty() || self.carry_fate.borrow().is_some() {
+                self.carry_fate = fresh_fate();
+            }
+            self.carry.extend_from_slice(data);
+        }
+        DirectPlan {
+            file: self.file.clone(),
+            blocks,
+            wait_for,
+            blocks_done,
+            tail_fate: (!self.carry.is_empty()).then(|| self.carry_fate.clone()),
+        }
+    }
+
+    /// Aligned chunks holding the carried bytes followed by `data` (together a whole number of
+    /// blocks), starting at `block_start`.
+    fn chunks(&self, block_start: u64, data: &[u8]) -> Vec<(DmaBuffer, u64)> {
+        let carry = self.carry.as_slice();
+        let total = carry.len() + data.len();
+        debug_assert_eq!(total as u64 % self.alignment, 0);
+        let count = (total as u64).div_ceil(DIRECT_WRITE_CHUNK_BYTES).max(1);
+        let chunk_bytes = align_up((total as u64).div_ceil(count), self.alignment) as usize;
+        (0..total)
+            .step_by(chunk_bytes)
+            .map(|from| {
+                let to = (from + chunk_bytes).min(total);
+                let from_carry = &carry[from.min(carry.len())..to.min(carry.len())];
+                let from_data =
+                    &data[from.max(carry.len()) - carry.len()..to.max(carry.len()) - carry.len()];
+                let buffer = filled_buffer(&self.file, to - from, &[from_carry, from_data]);
+                (buffer, block_start + from as u64)
+            })
+            .collect()
     }
 }
 
@@ -558,49 +663,87 @@ fn filled_buffer(file: &DmaFile, size: usize, parts: &[&[u8]]) -> DmaBuffer {
     buffer
 }
 
-type DirectWrites = (Option<(DmaBuffer, u64)>, Vec<(DmaBuffer, u64)>, Vec<u8>);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Splits an append of `data` at `position` into the shared head block (previous tail plus the
-/// first bytes) and the body (all later blocks, in chunks), and computes the new partial tail
-/// block.
-fn plan_direct(
-    file: &DmaFile,
-    alignment: u64,
-    tail: &[u8],
-    position: u64,
-    data: &[u8],
-) -> DirectWrites {
-    let block = alignment as usize;
-    debug_assert_eq!(position % alignment, tail.len() as u64);
-    let end = position + data.len() as u64;
-    let (head, rest, rest_position) = if tail.is_empty() {
-        (None, data, position)
-    } else {
-        let in_head = data.len().min(block - tail.len());
-        let buffer = filled_buffer(file, block, &[tail, &data[..in_head]]);
-        let head_position = position - tail.len() as u64;
-        (
-            Some((buffer, head_position)),
-            &data[in_head..],
-            head_position + alignment,
-        )
-    };
-    let chunk_bytes = align_down(DIRECT_WRITE_CHUNK_BYTES, alignment).max(alignment) as usize;
-    let body = rest
-        .chunks(chunk_bytes)
-        .enumerate()
-        .map(|(at, chunk)| {
-            let size = align_up(chunk.len() as u64, alignment) as usize;
-            let chunk_position = rest_position + (at * chunk_bytes) as u64;
-            (filled_buffer(file, size, &[chunk]), chunk_position)
-        })
-        .collect();
-    let tail_start = align_down(end, alignment);
-    let tail_after = if tail_start >= position {
-        data[(tail_start - position) as usize..].to_vec()
-    } else {
-        // The append ends inside the block it started in.
-        [tail, data].concat()
-    };
-    (head, body, tail_after)
+    fn bytes(len: usize, fill: u8) -> BytesMut {
+        BytesMut::from(&vec![fill; len][..])
+    }
+
+    fn direct(plan: &WritePlan) -> &DirectPlan {
+        match plan {
+            WritePlan::Direct(plan) => plan,
+            WritePlan::Buffered { .. } => panic!("expected a direct plan"),
+        }
+    }
+
+    fn tail_write(cover: Option<TailCover>) -> TailWrite {
+        match cover {
+            Some(TailCover::Write(write)) => write,
+            _ => panic!("expected a tail write"),
+        }
+    }
+
+    // Proves the carry-forward rules: appends ending in one block share who writes it, a later
+    // append's complete blocks cover an earlier carried block (and wait for an earlier write of
+    // it), a tail write covers everything added so far, and running the writes in an
+    // adversarial order still leaves exactly the appended bytes in the file.
+    #[test]
+    fn carried_blocks_are_written_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment.log");
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async move {
+                let mut writer = SegmentWriter::open(&path, WriteMode::Direct, 0, true)
+                    .await
+                    .unwrap();
+                let a = writer.prepare(bytes(1000, 1), false);
+                let b = writer.prepare(bytes(1000, 2), false);
+                let fate_a = a.plan.tail_fate().unwrap();
+                assert!(direct(&a.plan).blocks.is_empty() && direct(&b.plan).blocks.is_empty());
+                assert!(Rc::ptr_eq(&fate_a, &b.plan.tail_fate().unwrap()));
+                let tail_ab = tail_write(writer.cover_tail(&fate_a));
+                assert!(matches!(
+                    writer.cover_tail(&fate_a),
+                    Some(TailCover::Covered(_))
+                ));
+                let c = writer.prepare(bytes(5000, 3), false);
+                let plan_c = direct(&c.plan);
+                assert_eq!(plan_c.blocks.len(), 1);
+                assert_eq!(plan_c.blocks[0].1, 0);
+                assert!(Rc::ptr_eq(plan_c.wait_for.as_ref().unwrap(), &tail_ab.done));
+                let d = writer.prepare(bytes(100, 4), false);
+                let fate_d = d.plan.tail_fate().unwrap();
+                assert!(Rc::ptr_eq(&fate_d, &c.plan.tail_fate().unwrap()));
+                let tail_cd = tail_write(writer.cover_tail(&fate_d));
+                assert_eq!(tail_cd.position, 4096);
+                assert!(tail_cd.wait_for.is_none());
+                let e = writer.prepare(bytes(12288 - 7100, 5), false);
+                let plan_e = direct(&e.plan);
+                assert!(Rc::ptr_eq(plan_e.wait_for.as_ref().unwrap(), &tail_cd.done));
+                assert!(e.plan.tail_fate().is_none(), "e ends on a block boundary");
+                // Run the later writes first: each must wait for the earlier write of its block.
+                let later =
+                    futures_lite::future::zip(e.plan.execute(&path, 0), tail_cd.run(&path, 0));
+                let earlier =
+                    futures_lite::future::zip(c.plan.execute(&path, 0), tail_ab.run(&path, 0));
+                let ((e_done, cd_done), (c_done, ab_done)) =
+                    futures_lite::future::zip(later, earlier).await;
+                for result in [e_done, cd_done, c_done, ab_done] {
+                    result.unwrap();
+                }
+                let size = writer.submitted();
+                assert_eq!(size, 12288);
+                writer.close(size).await.unwrap();
+                let mut expected = vec![1u8; 1000];
+                expected.extend(vec![2u8; 1000]);
+                expected.extend(vec![3u8; 5000]);
+                expected.extend(vec![4u8; 100]);
+                expected.extend(vec![5u8; 12288 - 7100]);
+                assert_eq!(std::fs::read(&path).unwrap(), expected);
+            });
+    }
 }
