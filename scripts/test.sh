@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_tools
+# The cluster tests start a real etcd (Debian's etcd-server) and cut links with network namespaces.
+scripts/etcd.sh install
+command -v ip >/dev/null 2>&1 || ensure_apt iproute2
 cargo test --workspace --all-targets "$@"

@@ -1,20 +1,27 @@
 //! The admin HTTP endpoint: a small HTTP/1.1 server on its own thread (no async runtime).
-//! `GET /metrics` answers Prometheus text, `GET /health` answers `ok` with the shard count,
-//! anything else is 404. One request per connection (`Connection: close`).
+//! `GET /metrics` answers Prometheus text, `GET /health` answers `ok` with the shard count (in
+//! cluster mode `degraded` while etcd is unreachable: the broker keeps serving its current
+//! leadership but cannot change an ISR), anything else is 404. One request per connection
+//! (`Connection: close`).
 //!
 //! It reads the shards' metrics through their atomics and never touches shard state.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sluice_shard::metrics::render_prometheus;
 use sluice_shard::ShardMetrics;
 
+use crate::replication::ClusterMetrics;
 use crate::server::handlers::API_NAMES;
+
+/// Cluster mode's metrics, set once the broker has joined the cluster (the admin endpoint
+/// starts before, since its address is part of the broker's registration).
+pub type ClusterMetricsSlot = Arc<OnceLock<Arc<ClusterMetrics>>>;
 
 /// Largest request head read, bytes; a longer one is answered 431 and closed.
 pub const ADMIN_REQUEST_BYTES_MAX: usize = 8 * 1024;
@@ -36,18 +43,20 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `addr` and serves on a new thread.
+    /// Binds `addr` and serves on a new thread. `cluster` is empty in single-node mode.
     pub fn start(
         addr: SocketAddr,
         metrics: Vec<Arc<ShardMetrics>>,
+        cluster: ClusterMetricsSlot,
     ) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let sources = Sources { metrics, cluster };
         let thread = std::thread::Builder::new()
             .name("sluice-admin".to_string())
-            .spawn(move || serve(listener, metrics, stopping))?;
+            .spawn(move || serve(listener, &sources, stopping))?;
         Ok(AdminServer { addr, stop, thread })
     }
 
@@ -65,14 +74,20 @@ impl AdminServer {
     }
 }
 
-fn serve(listener: TcpListener, metrics: Vec<Arc<ShardMetrics>>, stop: Arc<AtomicBool>) {
+/// What the endpoint reports from.
+struct Sources {
+    metrics: Vec<Arc<ShardMetrics>>,
+    cluster: ClusterMetricsSlot,
+}
+
+fn serve(listener: TcpListener, sources: &Sources, stop: Arc<AtomicBool>) {
     for stream in listener.incoming() {
         if stop.load(Ordering::Acquire) {
             return;
         }
         match stream {
             Ok(stream) => {
-                if let Err(error) = answer(stream, &metrics) {
+                if let Err(error) = answer(stream, sources) {
                     tracing::debug!(%error, "admin request failed");
                 }
             }
@@ -101,7 +116,8 @@ fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
     Ok(Some(String::from_utf8_lossy(&head).into_owned()))
 }
 
-fn answer(mut stream: TcpStream, metrics: &[Arc<ShardMetrics>]) -> std::io::Result<()> {
+fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
+    let metrics = &sources.metrics;
     let timeout = Some(Duration::from_millis(ADMIN_IO_TIMEOUT_MS));
     stream.set_read_timeout(timeout)?;
     stream.set_write_timeout(timeout)?;
@@ -126,6 +142,9 @@ fn answer(mut stream: TcpStream, metrics: &[Arc<ShardMetrics>]) -> std::io::Resu
                 "# HELP sluice_shards Shards (executors) running.\n# TYPE sluice_shards gauge\nsluice_shards {}\n",
                 metrics.len()
             ));
+            if let Some(cluster) = sources.cluster.get() {
+                body.push_str(&cluster.render());
+            }
             respond(
                 &mut stream,
                 "200 OK",
@@ -134,7 +153,7 @@ fn answer(mut stream: TcpStream, metrics: &[Arc<ShardMetrics>]) -> std::io::Resu
             )
         }
         ("GET", "/health") => {
-            let body = format!("ok shards={}\n", metrics.len());
+            let body = health(sources);
             respond(&mut stream, "200 OK", "text/plain; charset=utf-8", &body)
         }
         _ => respond(
@@ -142,6 +161,21 @@ fn answer(mut stream: TcpStream, metrics: &[Arc<ShardMetrics>]) -> std::io::Resu
             "404 Not Found",
             "text/plain; charset=utf-8",
             "not found\n",
+        ),
+    }
+}
+
+/// The `/health` text: `ok`, or in cluster mode `degraded` while etcd is unreachable.
+fn health(sources: &Sources) -> String {
+    let shards = sources.metrics.len();
+    match sources.cluster.get() {
+        None => format!("ok shards={shards}\n"),
+        Some(cluster) if cluster.etcd_connected() => {
+            format!("ok shards={shards} etcd=connected\n")
+        }
+        Some(_) => format!(
+            "degraded shards={shards} etcd=disconnected: serving the current leadership; \
+             ISR and leadership changes wait for etcd\n"
         ),
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Naming rule: the TOML key `k` (in any section) is the flag `--k` with dashes for underscores
 //! and the environment variable `SLUICE_K` in upper case. Key names are unique across sections,
-//! so `[storage] write_mode` is `--write-mode` and `SLUICE_WRITE_MODE`.
+//! so `[storage] write_mode` is `--write-mode` and `SLUICE_WRITE_MODE`. One exception:
+//! `[cluster] name` is `--cluster` and `SLUICE_CLUSTER` (a bare `--name` would say nothing).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -209,6 +210,52 @@ impl Default for Limits {
     }
 }
 
+/// Default cluster name: the `<cluster>` in every etcd key.
+pub const CLUSTER_NAME_DEFAULT: &str = "sluice";
+
+/// The `[cluster]` section: cluster mode on etcd, and replication. With no etcd endpoint the
+/// broker runs single-node with its metadata in the data directory, and the other keys are
+/// unused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterSettings {
+    /// etcd client URLs; empty: single-node mode.
+    pub etcd: Vec<String>,
+    /// The cluster's name (the `<cluster>` in `/sluice/<cluster>/...`); the same on every
+    /// broker of a cluster.
+    pub name: String,
+    /// A broker whose etcd lease is not renewed for this long is dead, seconds.
+    pub broker_session_ttl_s: u64,
+    /// A follower not caught up with its leader for this long leaves the ISR, milliseconds.
+    pub replica_lag_time_max_ms: u64,
+    /// ISR members an acks=all write needs (topic config `min.insync.replicas` overrides it).
+    pub min_insync_replicas: u32,
+    /// Bytes a follower asks for per partition in one replica fetch.
+    pub replica_fetch_max_bytes: u32,
+    /// Longest a leader holds a follower's fetch waiting for new records, milliseconds.
+    pub replica_fetch_wait_max_ms: u32,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            etcd: Vec::new(),
+            name: CLUSTER_NAME_DEFAULT.to_string(),
+            broker_session_ttl_s: crate::cluster::BROKER_SESSION_TTL_S_DEFAULT,
+            replica_lag_time_max_ms: 10_000,
+            min_insync_replicas: 1,
+            replica_fetch_max_bytes: 1024 * 1024,
+            replica_fetch_wait_max_ms: 500,
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// Whether cluster mode is on (an etcd endpoint is configured).
+    pub fn enabled(&self) -> bool {
+        !self.etcd.is_empty()
+    }
+}
+
 /// The broker's whole configuration, after defaults, file, environment and flags were merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
@@ -236,6 +283,8 @@ pub struct BrokerConfig {
     pub storage: StorageSettings,
     /// Bounds.
     pub limits: Limits,
+    /// Cluster mode and replication.
+    pub cluster: ClusterSettings,
 }
 
 impl Default for BrokerConfig {
@@ -252,6 +301,7 @@ impl Default for BrokerConfig {
             pin: true,
             storage: StorageSettings::default(),
             limits: Limits::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -305,6 +355,50 @@ pub struct ConfigOverlay {
     #[command(flatten)]
     #[serde(default)]
     pub limits: LimitsOverlay,
+    /// `[cluster]` keys.
+    #[command(flatten)]
+    #[serde(default)]
+    pub cluster: ClusterOverlay,
+}
+
+/// The `[cluster]` keys of a [`ConfigOverlay`]. One exception to the naming rule: the TOML key
+/// `name` is the flag `--cluster` and the variable `SLUICE_CLUSTER`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterOverlay {
+    /// etcd client URLs, comma separated: turns on cluster mode.
+    #[arg(
+        long,
+        env = "SLUICE_ETCD",
+        value_delimiter = ',',
+        value_name = "URL[,URL...]"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<Vec<String>>,
+    /// Cluster name (the <cluster> in the etcd keys).
+    #[arg(long = "cluster", env = "SLUICE_CLUSTER", value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// etcd lease TTL, s: a broker silent this long is dead.
+    #[arg(long, env = "SLUICE_BROKER_SESSION_TTL_S")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_session_ttl_s: Option<u64>,
+    /// A follower not caught up this long leaves the ISR, ms.
+    #[arg(long, env = "SLUICE_REPLICA_LAG_TIME_MAX_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// ISR size acks=all writes need (topic min.insync.replicas overrides).
+    #[arg(long, env = "SLUICE_MIN_INSYNC_REPLICAS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_insync_replicas: Option<u32>,
+    /// Bytes per partition in one replica fetch.
+    #[arg(long, env = "SLUICE_REPLICA_FETCH_MAX_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_fetch_max_bytes: Option<u32>,
+    /// Longest wait of a replica fetch for new records, ms.
+    #[arg(long, env = "SLUICE_REPLICA_FETCH_WAIT_MAX_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_fetch_wait_max_ms: Option<u32>,
 }
 
 /// The `[storage]` keys of a [`ConfigOverlay`].
@@ -425,6 +519,9 @@ impl ConfigOverlay {
         overlay!(self.limits, lower.limits; frame_bytes_max, connection_inflight_requests_max,
             fetch_max_wait_ms_max, connections_max, partitions_max, mesh_queue_depth_max,
             shutdown_drain_ms_max);
+        overlay!(self.cluster, lower.cluster; etcd, name, broker_session_ttl_s,
+            replica_lag_time_max_ms, min_insync_replicas, replica_fetch_max_bytes,
+            replica_fetch_wait_max_ms);
         self
     }
 }
@@ -478,6 +575,16 @@ impl BrokerConfig {
         set!(self.limits, limits; frame_bytes_max, connection_inflight_requests_max,
             fetch_max_wait_ms_max, connections_max, partitions_max, mesh_queue_depth_max,
             shutdown_drain_ms_max);
+        let cluster = overlay.cluster;
+        if let Some(endpoints) = cluster.etcd {
+            self.cluster.etcd = endpoints
+                .iter()
+                .map(|endpoint| endpoint.trim().to_string())
+                .filter(|endpoint| !endpoint.is_empty())
+                .collect();
+        }
+        set!(self.cluster, cluster; name, broker_session_ttl_s, replica_lag_time_max_ms,
+            min_insync_replicas, replica_fetch_max_bytes, replica_fetch_wait_max_ms);
         self.validate()?;
         Ok(self)
     }
@@ -529,6 +636,44 @@ impl BrokerConfig {
                     "list at least one CPU, or leave it out",
                 ));
             }
+        }
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        crate::cluster::validate_name(&cluster.name)
+            .map_err(|error| invalid("name", &cluster.name, error.to_string()))?;
+        let ttl_min = crate::cluster::BROKER_SESSION_TTL_S_MIN;
+        if cluster.broker_session_ttl_s < ttl_min {
+            return Err(invalid(
+                "broker_session_ttl_s",
+                cluster.broker_session_ttl_s,
+                format!("must be at least {ttl_min} (etcd grants no shorter lease)"),
+            ));
+        }
+        let positive: [(&'static str, u64); 4] = [
+            ("replica_lag_time_max_ms", cluster.replica_lag_time_max_ms),
+            (
+                "min_insync_replicas",
+                u64::from(cluster.min_insync_replicas),
+            ),
+            (
+                "replica_fetch_max_bytes",
+                u64::from(cluster.replica_fetch_max_bytes),
+            ),
+            (
+                "replica_fetch_wait_max_ms",
+                u64::from(cluster.replica_fetch_wait_max_ms),
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, value, "must be at least 1"));
+            }
+        }
+        if self.node_id < 0 {
+            return Err(invalid("node_id", self.node_id, "must not be negative"));
         }
         Ok(())
     }
@@ -583,6 +728,20 @@ impl BrokerConfig {
                 mesh_queue_depth_max: Some(limits.mesh_queue_depth_max),
                 shutdown_drain_ms_max: Some(limits.shutdown_drain_ms_max),
             },
+            cluster: self.cluster_overlay(),
+        }
+    }
+
+    fn cluster_overlay(&self) -> ClusterOverlay {
+        let cluster = &self.cluster;
+        ClusterOverlay {
+            etcd: Some(cluster.etcd.clone()),
+            name: Some(cluster.name.clone()),
+            broker_session_ttl_s: Some(cluster.broker_session_ttl_s),
+            replica_lag_time_max_ms: Some(cluster.replica_lag_time_max_ms),
+            min_insync_replicas: Some(cluster.min_insync_replicas),
+            replica_fetch_max_bytes: Some(cluster.replica_fetch_max_bytes),
+            replica_fetch_wait_max_ms: Some(cluster.replica_fetch_wait_max_ms),
         }
     }
 
@@ -643,5 +802,51 @@ mod tests {
         config.storage.retention_ms = -1;
         let reread = ConfigOverlay::from_toml(&config.to_toml()).unwrap();
         assert_eq!(BrokerConfig::default().with(reread).unwrap(), config);
+    }
+
+    // Proves the [cluster] section: the sample cluster config of deploy/ parses (etcd list,
+    // name), cluster mode is on exactly when etcd is set, defaults apply to keys left out, and a
+    // bad value is refused with its key.
+    #[test]
+    fn cluster_section_parses_and_validates() {
+        let sample = include_str!("../../deploy/cluster/broker-1.toml");
+        let config = BrokerConfig::default()
+            .with(ConfigOverlay::from_toml(sample).unwrap())
+            .unwrap();
+        assert!(config.cluster.enabled());
+        assert_eq!(config.cluster.etcd.len(), 3);
+        assert_eq!(config.cluster.name, "prod");
+        assert_eq!(config.cluster.broker_session_ttl_s, 6);
+        assert_eq!(config.cluster.replica_lag_time_max_ms, 10_000);
+        assert_eq!(config.cluster.min_insync_replicas, 1);
+        assert!(!BrokerConfig::default().cluster.enabled());
+        assert_eq!(BrokerConfig::default().cluster.name, CLUSTER_NAME_DEFAULT);
+        let flags = ConfigOverlay {
+            cluster: ClusterOverlay {
+                etcd: Some(vec!["http://a:2379".into(), " ".into()]),
+                name: Some("dev".into()),
+                min_insync_replicas: Some(2),
+                ..ClusterOverlay::default()
+            },
+            ..ConfigOverlay::default()
+        };
+        let config = BrokerConfig::default().with(flags).unwrap();
+        assert_eq!(config.cluster.etcd, vec!["http://a:2379".to_string()]);
+        assert_eq!(config.cluster.min_insync_replicas, 2);
+        let reread = ConfigOverlay::from_toml(&config.to_toml()).unwrap();
+        assert_eq!(BrokerConfig::default().with(reread).unwrap(), config);
+        for bad in [
+            "[cluster]\nreplica_lag_time_max_ms = 0\n",
+            "[cluster]\nname = \"a/b\"\n",
+            "[cluster]\nbroker_session_ttl_s = 1\n",
+        ] {
+            let overlay = ConfigOverlay::from_toml(bad).unwrap();
+            let error = BrokerConfig::default()
+                .with(overlay)
+                .unwrap_err()
+                .to_string();
+            let key = bad.split(['\n', ' ']).nth(1).unwrap();
+            assert!(error.contains(key), "{bad}: {error}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use futures_channel::oneshot;
 use sluice_net::{ErrorCode, NewTopic, TopicResult};
-use sluice_shard::partition::topic_log_config;
+use sluice_shard::partition::{topic_log_config, topic_min_insync_replicas};
 use sluice_shard::{ControlSender, ShardControl, ShardTable, TopicAssignment};
 use sluice_storage::LogConfig;
 
@@ -39,6 +39,8 @@ pub enum ControlRequest {
         /// Where the results go.
         reply: oneshot::Sender<Vec<TopicResult>>,
     },
+    /// Cluster mode: the cluster state or the etcd connection changed; apply the newest state.
+    ClusterChanged,
     /// Leave the control loop.
     Stop,
 }
@@ -116,7 +118,7 @@ pub struct ControlPlane {
     base_log_config: LogConfig,
 }
 
-fn result(name: &str, code: ErrorCode, message: Option<String>) -> TopicResult {
+pub(crate) fn result(name: &str, code: ErrorCode, message: Option<String>) -> TopicResult {
     TopicResult {
         name: name.to_string(),
         error: code.code(),
@@ -168,6 +170,7 @@ impl ControlPlane {
                 ControlRequest::DeleteTopics { names, reply } => {
                     let _ = reply.send(self.delete_topics(names));
                 }
+                ControlRequest::ClusterChanged => {}
                 ControlRequest::Stop => break,
             }
         }
@@ -176,18 +179,7 @@ impl ControlPlane {
 
     fn check_new_topic(&self, topic: &NewTopic) -> Result<(), TopicResult> {
         let name = topic.name.as_str();
-        validate_topic_name(name)
-            .map_err(|message| result(name, ErrorCode::InvalidTopic, Some(message)))?;
-        if !(1..=self.partitions_max).contains(&topic.partitions) {
-            return Err(result(
-                name,
-                ErrorCode::InvalidPartitions,
-                Some(format!(
-                    "partitions must be between 1 and {} (partitions_max), got {}",
-                    self.partitions_max, topic.partitions
-                )),
-            ));
-        }
+        check_topic_request(topic, self.partitions_max, &self.base_log_config)?;
         if topic.replication_factor != 1 {
             return Err(result(
                 name,
@@ -198,8 +190,6 @@ impl ControlPlane {
                 )),
             ));
         }
-        topic_log_config(&self.base_log_config, &topic.configs)
-            .map_err(|error| result(name, ErrorCode::InvalidConfig, Some(error.to_string())))?;
         if self.store.topic(name).is_some() {
             return Err(result(
                 name,
@@ -310,32 +300,77 @@ impl ControlPlane {
     /// has applied it.
     fn broadcast(&self) -> Result<(), String> {
         let table = table_from_store(self.store.as_ref(), self.shard_count);
-        let mut answers = Vec::with_capacity(self.shards.len());
-        for shard in &self.shards {
-            let (reply, answer) = oneshot::channel();
-            let message = ShardControl::ApplyTable {
-                table: table.clone(),
-                reply,
-            };
-            shard
-                .send_blocking(message)
-                .map_err(|error| error.to_string())?;
-            answers.push((shard.shard(), answer));
+        broadcast_table(&self.shards, &table)
+    }
+}
+
+/// Checks what every mode checks of a new topic: its name, its partition count against
+/// `partitions_max`, its configs (known keys, valid values, `min.insync.replicas` at most the
+/// replication factor).
+pub(crate) fn check_topic_request(
+    topic: &NewTopic,
+    partitions_max: i32,
+    base_log_config: &LogConfig,
+) -> Result<(), TopicResult> {
+    let name = topic.name.as_str();
+    validate_topic_name(name)
+        .map_err(|message| result(name, ErrorCode::InvalidTopic, Some(message)))?;
+    if !(1..=partitions_max).contains(&topic.partitions) {
+        return Err(result(
+            name,
+            ErrorCode::InvalidPartitions,
+            Some(format!(
+                "partitions must be between 1 and {partitions_max} (partitions_max), got {}",
+                topic.partitions
+            )),
+        ));
+    }
+    topic_log_config(base_log_config, &topic.configs)
+        .map_err(|error| result(name, ErrorCode::InvalidConfig, Some(error.to_string())))?;
+    if let Some(required) = topic_min_insync_replicas(&topic.configs) {
+        if required > usize::try_from(topic.replication_factor).unwrap_or(0) {
+            return Err(result(
+                name,
+                ErrorCode::InvalidConfig,
+                Some(format!(
+                    "min.insync.replicas {required} is larger than the replication factor {}: \
+                     acks=all writes could never succeed",
+                    topic.replication_factor
+                )),
+            ));
         }
-        let mut first_error = None;
-        for (shard, answer) in answers {
-            match futures_lite::future::block_on(answer) {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    first_error.get_or_insert(format!("{shard}: {error}"));
-                }
-                Err(_) => {
-                    first_error.get_or_insert(format!("{shard} stopped"));
-                }
+    }
+    Ok(())
+}
+
+/// Sends `table` to every shard and waits until each has applied it; the error names the first
+/// shard that failed.
+pub(crate) fn broadcast_table(shards: &[ControlSender], table: &ShardTable) -> Result<(), String> {
+    let mut answers = Vec::with_capacity(shards.len());
+    for shard in shards {
+        let (reply, answer) = oneshot::channel();
+        let message = ShardControl::ApplyTable {
+            table: table.clone(),
+            reply,
+        };
+        shard
+            .send_blocking(message)
+            .map_err(|error| error.to_string())?;
+        answers.push((shard.shard(), answer));
+    }
+    let mut first_error = None;
+    for (shard, answer) in answers {
+        match futures_lite::future::block_on(answer) {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                first_error.get_or_insert(format!("{shard}: {error}"));
+            }
+            Err(_) => {
+                first_error.get_or_insert(format!("{shard} stopped"));
             }
         }
-        first_error.map_or(Ok(()), Err)
     }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Removes `<data_dir>/<topic>-<n>` directories left by an earlier topic of the same name (a

@@ -1,11 +1,13 @@
-//! The Sluice broker: configuration, the embedded metadata store, the control plane, the
-//! per-shard servers, and the admin HTTP endpoint. [`Broker::start`] runs a whole single-node
-//! broker in this process (the `sluice broker` command, tests, and the load generator's
-//! embedded mode all use it).
+//! The Sluice broker: configuration, the metadata store (embedded, or etcd in cluster mode),
+//! the control plane, replication, the per-shard servers, and the admin HTTP endpoint.
+//! [`Broker::start`] runs a whole broker in this process (the `sluice broker` command, tests,
+//! and the load generator's embedded mode all use it): single-node by default, a member of a
+//! replicated cluster when `[cluster] etcd` is set.
 //!
-//! Threads: one glommio executor per shard (the data plane), one control-plane thread (metadata
-//! store, topic changes), one admin HTTP thread. They talk only by messages; the admin thread
-//! reads the shards' atomic metrics.
+//! Threads: one glommio executor per shard (the data plane, replica fetchers included), one
+//! control-plane thread (metadata, topic changes, and in cluster mode applying each cluster
+//! state), one admin HTTP thread, and in cluster mode the etcd control plane's thread (tokio),
+//! a watcher and the ISR worker. They talk only by messages; the admin thread reads atomics.
 
 pub mod admin;
 pub mod cli;
@@ -13,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod metadata;
+pub mod replication;
 pub mod server;
 
 use std::fs::{File, OpenOptions};
@@ -33,9 +36,15 @@ use sluice_shard::{
 pub use config::{BrokerConfig, ConfigError, ConfigOverlay};
 pub use metadata::{EmbeddedMetadataStore, MetadataError, MetadataStore, TopicRecord};
 
-use admin::AdminServer;
+use admin::{AdminServer, ClusterMetricsSlot};
+use cluster::{ClusterConfig, ClusterError, ClusterHandle};
 use control::{table_from_store, ControlClient, ControlPlane, ControlRequest};
+use replication::{
+    spawn_isr_worker, spawn_watcher, ClusterControl, ClusterMetrics, IsrCommand,
+    ISR_QUEUE_DEPTH_MAX,
+};
 use server::{bind_socket, ServerShared, ShardStartup};
+use sluice_shard::ShardTable;
 
 /// Capacity of each shard's control inbox, messages.
 pub const SHARD_CONTROL_QUEUE_DEPTH_MAX: usize = 16;
@@ -58,6 +67,10 @@ pub enum BrokerError {
     /// A shard failed.
     #[error(transparent)]
     Shard(#[from] ShardError),
+    /// Cluster mode: etcd or the cluster control plane failed (unreachable at start, node id
+    /// in use, ...).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// A listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -185,16 +198,44 @@ fn reserve_native_addr(addr: SocketAddr) -> Result<(SocketAddr, socket2::Socket)
     Ok((bound, reservation))
 }
 
+/// The metadata backend the config asks for, the shard table the shards start with, and the
+/// cluster id.
+fn choose_backend(
+    config: &BrokerConfig,
+    shard_count: usize,
+) -> Result<(Backend, ShardTable, String), BrokerError> {
+    if config.cluster.enabled() {
+        return Ok((
+            Backend::Cluster,
+            ShardTable::default(),
+            config.cluster.name.clone(),
+        ));
+    }
+    let store = EmbeddedMetadataStore::open(&config.data_dir)?;
+    let table = table_from_store(&store, u32::try_from(shard_count).unwrap_or(u32::MAX));
+    let cluster_id = store.cluster_id().to_string();
+    Ok((Backend::Embedded(store), table, cluster_id))
+}
+
+/// Where the metadata lives.
+enum Backend {
+    /// Single node: `<data_dir>/__cluster/metadata.json`.
+    Embedded(EmbeddedMetadataStore),
+    /// Cluster mode: etcd, joined once the shards are up.
+    Cluster,
+}
+
 impl Broker {
-    /// Starts a single-node broker: opens (recovering) every partition, binds every port, and
-    /// returns once all shards accept connections.
+    /// Starts a broker: opens (recovering) every partition, binds every port, and returns once
+    /// all shards accept connections. In cluster mode (`[cluster] etcd` set) it also joins the
+    /// cluster in etcd (failing with a clear error when etcd is unreachable) and applies the
+    /// cluster state before accepting connections.
     pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         config.validate()?;
         let log_config = config.storage.log_config()?;
         let lock = lock_data_dir(&config.data_dir)?;
-        let store = EmbeddedMetadataStore::open(&config.data_dir)?;
         let shard_count = config.shard_count();
-        let table = table_from_store(&store, u32::try_from(shard_count).unwrap_or(u32::MAX));
+        let (backend, table, cluster_id) = choose_backend(&config, shard_count)?;
         let (native_addr, reservation) = reserve_native_addr(config.native_addr)?;
         let metrics: Vec<Arc<ShardMetrics>> = (0..shard_count)
             .map(|index| {
@@ -202,29 +243,51 @@ impl Broker {
                 Arc::new(ShardMetrics::new(id))
             })
             .collect();
+        let cluster_metrics: ClusterMetricsSlot = Arc::new(OnceLock::new());
         let admin = match config.admin_addr {
             Some(addr) => Some(
-                AdminServer::start(addr, metrics.clone())
+                AdminServer::start(addr, metrics.clone(), cluster_metrics.clone())
                     .map_err(|source| BrokerError::Bind { addr, source })?,
             ),
             None => None,
         };
         let (control, control_requests) = ControlPlane::channel();
+        let (isr, isr_requests) = match backend {
+            Backend::Cluster => {
+                let (sender, receiver) = std::sync::mpsc::sync_channel(ISR_QUEUE_DEPTH_MAX);
+                (Some(sender), Some(receiver))
+            }
+            Backend::Embedded(_) => (None, None),
+        };
         let (startup, startup_reports) = std::sync::mpsc::channel();
         let shared = Arc::new(ServerShared {
             advertised_host: advertised_host(&config, native_addr),
             log_config,
-            cluster_id: store.cluster_id().to_string(),
+            cluster_id,
             native_addr,
             shard_ports: OnceLock::new(),
             metrics: metrics.clone(),
             control: control.clone(),
             connections_open: AtomicUsize::new(0),
             initial_table: table,
+            isr,
             startup,
             config: config.clone(),
         });
-        let launched = launch(&config, shared, startup_reports, store, control_requests);
+        let launched = match (backend, isr_requests) {
+            (Backend::Embedded(store), _) => {
+                launch(&config, shared, startup_reports, store, control_requests)
+            }
+            (Backend::Cluster, isr_requests) => {
+                let joining = Joining {
+                    control_requests,
+                    isr_requests,
+                    admin_addr: admin.as_ref().map(AdminServer::addr),
+                    metrics: cluster_metrics,
+                };
+                launch_cluster(&config, shared, startup_reports, joining)
+            }
+        };
         let (shards, shard_addrs, control_thread) = match launched {
             Ok(launched) => launched,
             Err(error) => {
@@ -235,7 +298,7 @@ impl Broker {
             }
         };
         drop(reservation);
-        tracing::info!(%native_addr, shards = shard_count, ?shard_addrs, admin = ?admin.as_ref().map(AdminServer::addr), "broker started");
+        tracing::info!(%native_addr, shards = shard_count, ?shard_addrs, admin = ?admin.as_ref().map(AdminServer::addr), cluster = config.cluster.enabled(), "broker started");
         Ok(BrokerHandle {
             native_addr,
             shard_addrs,
@@ -257,6 +320,103 @@ type Launched = (
     JoinHandle<()>,
 );
 
+/// What joining a cluster needs besides the shards.
+struct Joining {
+    control_requests: std::sync::mpsc::Receiver<ControlRequest>,
+    isr_requests: Option<std::sync::mpsc::Receiver<IsrCommand>>,
+    admin_addr: Option<SocketAddr>,
+    metrics: ClusterMetricsSlot,
+}
+
+/// Cluster mode: starts the shards (with no partitions), registers in etcd with their ports,
+/// applies the cluster state (opening this broker's replicas in their roles), and only then
+/// lets the shards accept connections. On failure, whatever was started is stopped again (and
+/// the lease given back).
+fn launch_cluster(
+    config: &BrokerConfig,
+    shared: Arc<ServerShared>,
+    startup_reports: std::sync::mpsc::Receiver<ShardStartup>,
+    joining: Joining,
+) -> Result<Launched, BrokerError> {
+    let shard_count = shared.metrics.len();
+    let shards = start_shards(config, shard_count, shared.clone())?;
+    let shard_addrs = match await_startup(&shards, shard_count, &startup_reports) {
+        Ok(addrs) => addrs,
+        Err(reason) => {
+            let _ = close_shards(shards);
+            return Err(BrokerError::Startup(reason));
+        }
+    };
+    let mut cluster_config = ClusterConfig::new(
+        config.cluster.etcd.clone(),
+        &config.cluster.name,
+        config.node_id,
+        &shared.advertised_host,
+    );
+    cluster_config.native_port = shared.native_addr.port();
+    cluster_config.shard_ports = shard_addrs.iter().map(SocketAddr::port).collect();
+    cluster_config.admin_addr = joining.admin_addr.map(|addr| addr.to_string());
+    cluster_config.broker_session_ttl_s = config.cluster.broker_session_ttl_s;
+    let handle = match ClusterHandle::start(cluster_config) {
+        Ok(handle) => handle,
+        Err(error) => {
+            let _ = close_shards(shards);
+            return Err(BrokerError::Cluster(error));
+        }
+    };
+    let ports = shard_addrs.iter().map(SocketAddr::port).collect();
+    match join_cluster(config, &shared, &shards, &handle, joining, ports) {
+        Ok(control_thread) => Ok((shards, shard_addrs, control_thread)),
+        Err(error) => {
+            let _ = handle.shutdown();
+            let _ = close_shards(shards);
+            Err(error)
+        }
+    }
+}
+
+/// Applies the first cluster state, opens the shards' ports, and starts the control thread,
+/// the watcher and the ISR worker.
+fn join_cluster(
+    config: &BrokerConfig,
+    shared: &ServerShared,
+    shards: &ShardSet<Result<(), BrokerError>>,
+    handle: &ClusterHandle,
+    joining: Joining,
+    ports: Vec<u16>,
+) -> Result<JoinHandle<()>, BrokerError> {
+    let metrics = Arc::new(ClusterMetrics::new(handle.clone()));
+    let _ = joining.metrics.set(metrics.clone());
+    let control_config = replication::control::ClusterControlConfig {
+        node_id: config.node_id,
+        partitions_max: config.limits.partitions_max,
+        base_log_config: shared.log_config.clone(),
+        min_insync_replicas_default: usize::try_from(config.cluster.min_insync_replicas)
+            .unwrap_or(1),
+    };
+    let mut plane = ClusterControl::new(
+        handle.clone(),
+        shards.controls().to_vec(),
+        control_config,
+        metrics,
+    );
+    plane
+        .apply_current()
+        .map_err(|reason| BrokerError::Startup(format!("applying the cluster state: {reason}")))?;
+    let _ = shared.shard_ports.set(ports);
+    let thread_error = |what| move |source| BrokerError::Thread { what, source };
+    let (Some(requests), Some(isr)) = (joining.isr_requests, shared.isr.clone()) else {
+        return Err(BrokerError::Startup(
+            "cluster mode without an ISR queue".to_string(),
+        ));
+    };
+    let watcher = spawn_watcher(handle, shared.control.clone(), plane.change_queued())?;
+    let worker = spawn_isr_worker(handle.clone(), requests).map_err(thread_error("isr"))?;
+    plane.adopt_helpers(vec![watcher, worker], isr);
+    plane
+        .spawn(joining.control_requests)
+        .map_err(thread_error("control"))
+}
 /// Starts the shards, waits until each has opened its partitions and bound its ports, then
 /// starts the control plane. On failure, whatever was started is stopped again.
 fn launch(

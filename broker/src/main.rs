@@ -1,5 +1,5 @@
-//! The `sluice` binary: `sluice broker [flags]` runs a single-node broker until SIGTERM or
-//! SIGINT, then shuts it down gracefully.
+//! The `sluice` binary: `sluice broker [flags]` runs a broker (single node, or a cluster member
+//! with `--etcd`) until SIGTERM or SIGINT, then shuts it down gracefully.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a broker (single node, metadata kept in the data directory).
+    /// Run a broker: single node with its metadata in the data directory, or a member of a
+    /// replicated cluster with --etcd.
     Broker(Box<BrokerArgs>),
     /// Client commands (topics, produce, consume) against a running broker.
     #[command(flatten)]

@@ -58,7 +58,7 @@ fn admin_endpoint_reports_health_and_metrics() {
         assert_eq!(payload.len() as u64, length);
     });
 
-    let (status, metrics) = http_get(admin, "/metrics");
+    let (status, metrics) = scrape_counted(admin, length);
     assert!(status.contains("200"));
     assert_eq!(
         metric(&metrics, "sluice_produce_requests_total{shard=\"0\"}"),
@@ -91,4 +91,20 @@ fn admin_endpoint_reports_health_and_metrics() {
     assert!(metric(&metrics, "sluice_connections_accepted_total{") >= 1);
     assert!(metrics.contains("sluice_shards 2"));
     broker.shutdown().unwrap();
+}
+
+/// The /metrics page once it counts `length` bytes out and spliced on shard 0. The shard counts
+/// a response's bytes once its last byte is written, which can be a moment after the client has
+/// read it: scrape until they show (bounded), and let the caller's checks report what is wrong.
+fn scrape_counted(admin: std::net::SocketAddr, length: u64) -> (String, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, metrics) = http_get(admin, "/metrics");
+        let counted = metric(&metrics, "sluice_bytes_out_total{shard=\"0\"}") >= length
+            && metric(&metrics, "sluice_bytes_spliced_total{shard=\"0\"}") >= length;
+        if counted || std::time::Instant::now() >= deadline {
+            return (status, metrics);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

@@ -13,8 +13,8 @@ use sluice_net::api::ErrorCode;
 use sluice_net::frame::{ControlDecode, ControlEncode};
 use sluice_net::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest,
-    MetadataResponse, NewTopic, TopicMeta, TopicResult,
+    FetchRequest, FetchResponse, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse,
+    Message, MetadataRequest, MetadataResponse, NewTopic, TopicMeta, TopicResult,
 };
 
 use crate::config::{ClientConfig, OffsetSpec};
@@ -25,15 +25,32 @@ use crate::metadata::MetadataCache;
 /// Longest wait between two retries, in milliseconds, however many retries came before.
 const RETRY_BACKOFF_MS_MAX: u64 = 10_000;
 
-/// The native client: a metadata cache and one connection per broker port in use (one per
-/// shard with `shard_aware`). It is `!Send` and lives on the glommio executor that created it;
-/// producers and consumers on that executor share it through `Rc`.
+/// What a connection carries.
+///
+/// A broker answers the requests of one connection strictly in order, and it holds a fetch
+/// for up to the fetch's wait (long polling, up to the broker's `fetch_max_wait_ms_max`). A
+/// produce acknowledgement or a metadata answer queued behind such a fetch would wait as long,
+/// up to the client's request timeout, which then tears the connection down and makes the
+/// producer resend (the produce stall seen with a consumer sharing the client). So fetches get
+/// connections of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Lane {
+    /// Produce, metadata, admin and offset requests: answered without waiting for data.
+    Requests,
+    /// Fetches, which may long-poll.
+    Fetches,
+}
+
+/// The native client: a metadata cache and, per broker port in use (one per shard with
+/// `shard_aware`), one connection for fetches and one for every other request. It is `!Send`
+/// and lives on the glommio executor that created it; producers and consumers on that executor
+/// share it through `Rc`.
 pub struct Client {
     config: ClientConfig,
     metadata: RefCell<MetadataCache>,
-    connections: RefCell<HashMap<String, Rc<BrokerConnection>>>,
-    /// One connect at a time per address.
-    connect_gates: RefCell<HashMap<String, Rc<Semaphore>>>,
+    connections: RefCell<HashMap<(String, Lane), Rc<BrokerConnection>>>,
+    /// One connect at a time per address and lane.
+    connect_gates: RefCell<HashMap<(String, Lane), Rc<Semaphore>>>,
     /// One metadata refresh at a time; callers that waited behind one reuse its result.
     refresh_lock: Semaphore,
     refresh_generation: Cell<u64>,
@@ -319,23 +336,33 @@ impl Client {
         }
     }
 
-    /// A live connection to `addr`, opened if there is none. Concurrent callers for the same
-    /// address wait for one connect rather than each opening a connection.
+    /// A live connection to `addr` for every request but fetches, opened if there is none.
     pub(crate) async fn connection(&self, addr: &str) -> Result<Rc<BrokerConnection>, ClientError> {
-        if let Some(connection) = self.live_connection(addr) {
+        self.lane_connection(addr, Lane::Requests).await
+    }
+
+    /// A live connection to `addr` of `lane`, opened if there is none. Concurrent callers for
+    /// the same address and lane wait for one connect rather than each opening a connection.
+    async fn lane_connection(
+        &self,
+        addr: &str,
+        lane: Lane,
+    ) -> Result<Rc<BrokerConnection>, ClientError> {
+        let key = (addr.to_string(), lane);
+        if let Some(connection) = self.live_connection(&key) {
             return Ok(connection);
         }
         let gate = Rc::clone(
             self.connect_gates
                 .borrow_mut()
-                .entry(addr.to_string())
+                .entry(key.clone())
                 .or_insert_with(|| Rc::new(Semaphore::new(1))),
         );
         let _turn = gate
             .acquire_permit(1)
             .await
             .map_err(|_| ClientError::Closed)?;
-        if let Some(connection) = self.live_connection(addr) {
+        if let Some(connection) = self.live_connection(&key) {
             return Ok(connection);
         }
         let connection = BrokerConnection::connect(
@@ -346,14 +373,14 @@ impl Client {
         .await?;
         self.connections
             .borrow_mut()
-            .insert(addr.to_string(), Rc::clone(&connection));
+            .insert(key, Rc::clone(&connection));
         Ok(connection)
     }
 
-    fn live_connection(&self, addr: &str) -> Option<Rc<BrokerConnection>> {
+    fn live_connection(&self, key: &(String, Lane)) -> Option<Rc<BrokerConnection>> {
         self.connections
             .borrow()
-            .get(addr)
+            .get(key)
             .filter(|connection| connection.is_alive())
             .cloned()
     }
@@ -372,6 +399,18 @@ impl Client {
     {
         let connection = self.connection(addr).await?;
         connection.request(request, payload, timeout).await
+    }
+
+    /// Sends a fetch to `addr` on the fetch connection (see [`Lane`]) and waits up to
+    /// `timeout` for the response.
+    pub(crate) async fn fetch_from(
+        &self,
+        addr: &str,
+        request: &FetchRequest,
+        timeout: Duration,
+    ) -> Result<(FetchResponse, Bytes), ClientError> {
+        let connection = self.lane_connection(addr, Lane::Fetches).await?;
+        connection.request(request, &[], timeout).await
     }
 
     /// Sends a request to the first broker that answers: known brokers first, then the

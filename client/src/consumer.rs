@@ -278,9 +278,7 @@ impl Consumer {
                 let request = self.fetch_request(&indexes, wait_ms);
                 let client = Rc::clone(&self.client);
                 let task = glommio::spawn_local(async move {
-                    client
-                        .request_to::<_, FetchResponse>(&addr, &request, &[], timeout)
-                        .await
+                    client.fetch_from(&addr, &request, timeout).await
                 });
                 (indexes, task)
             })

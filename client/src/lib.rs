@@ -6,9 +6,12 @@
 //! thread), then share it through `Rc` with any number of [`Producer`]s and [`Consumer`]s on the
 //! same executor. Programs without glommio use the [`blocking`] wrappers.
 //!
-//! - Connections: one TCP connection per broker shard port (from the metadata's
-//!   `shard_ports`; only the broker's native port when `shard_aware` is off), each pipelining
-//!   requests with a writer task and a reader task that matches responses by correlation id.
+//! - Connections: per broker shard port (from the metadata's `shard_ports`; only the broker's
+//!   native port when `shard_aware` is off) one TCP connection for fetches and one for every
+//!   other request, each pipelining requests with a writer task and a reader task that matches
+//!   responses by correlation id. Fetches get their own because a broker answers a connection's
+//!   requests in order and holds a fetch while it long-polls: an acknowledgement queued behind
+//!   one would wait that long.
 //! - Producer: per-partition batches closed at `batch_bytes_max` or after `linger_ms`; one
 //!   request per connection carries every ready partition; retriable errors refresh metadata
 //!   and retry up to `retries_max` times with backoff. Retries may write a batch twice until

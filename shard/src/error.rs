@@ -103,6 +103,70 @@ pub enum PartitionError {
         #[source]
         source: StorageError,
     },
+    /// This broker is not the partition's leader (it follows another broker, the partition
+    /// has no leader, or this broker holds no replica of it): refresh metadata and retry.
+    #[error("this broker is not the leader of {topic}-{partition} (leader {leader})")]
+    NotLeaderOrFollower {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The leader as this broker knows it, -1 when none or unknown.
+        leader: i32,
+    },
+    /// A replica fetch carried a leader epoch older than the leader's.
+    #[error(
+        "leader epoch {requested} is older than the current epoch {current} of {topic}-{partition}"
+    )]
+    FencedLeaderEpoch {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The epoch the request carried.
+        requested: i32,
+        /// The leader's epoch.
+        current: i32,
+    },
+    /// An acks=all write was refused before it was appended: the ISR is smaller than
+    /// `min.insync.replicas`.
+    #[error("{topic}-{partition} has {isr} in-sync replicas but min.insync.replicas is {required}; nothing was appended")]
+    NotEnoughReplicas {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// In-sync replicas now.
+        isr: usize,
+        /// The required minimum.
+        required: usize,
+    },
+    /// An acks=all write was appended and committed, but the ISR shrank below
+    /// `min.insync.replicas` meanwhile.
+    #[error("{topic}-{partition}: the records were appended but only {isr} in-sync replicas remain (min.insync.replicas {required})")]
+    NotEnoughReplicasAfterAppend {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// In-sync replicas now.
+        isr: usize,
+        /// The required minimum.
+        required: usize,
+    },
+    /// An acks=all write was appended but the in-sync replicas did not all have it within the
+    /// request's timeout.
+    #[error("{topic}-{partition}: offset {last_offset} was not replicated to the in-sync replicas within {timeout_ms} ms")]
+    ReplicationTimeout {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The last offset of the write.
+        last_offset: i64,
+        /// The request's timeout, milliseconds.
+        timeout_ms: u64,
+    },
     /// A forwarded request got no answer from the owning shard (it has stopped).
     #[error("shard {shard} did not answer the forwarded {operation}")]
     Forward {
@@ -144,6 +208,15 @@ impl PartitionError {
         PartitionError::UnknownTopicOrPartition {
             topic: topic.to_string(),
             partition,
+        }
+    }
+
+    /// The error for a partition this broker does not lead (`leader` as far as it knows).
+    pub fn not_leader(topic: &str, partition: i32, leader: i32) -> PartitionError {
+        PartitionError::NotLeaderOrFollower {
+            topic: topic.to_string(),
+            partition,
+            leader,
         }
     }
 }

@@ -6,8 +6,10 @@
 //!   inbox.
 //! - [`table`]: [`ShardTable`], the versioned (topic, partition) -> [`ShardId`] map every shard
 //!   keeps its own copy of.
-//! - [`partition`]: [`Partition`] (log + waiting fetches + leader epoch) and
+//! - [`partition`]: [`Partition`] (log + replication role + waiting fetches and producers) and
 //!   [`PartitionRegistry`].
+//! - [`replica`]: the replication decisions, free of I/O: high watermark, ISR shrink and
+//!   expand, the leader's OffsetForLeaderEpoch answer, the follower's truncation point.
 //! - [`shard`]: [`Shard`], one shard's state, and the routing of partition operations to their
 //!   owner, locally or as an owned [`ShardRequest`] over the mesh.
 //! - [`metrics`]: per-shard counters and latency histograms the admin thread reads lock-free.
@@ -20,6 +22,7 @@ pub mod executor;
 pub mod message;
 pub mod metrics;
 pub mod partition;
+pub mod replica;
 pub mod shard;
 pub mod table;
 
@@ -28,8 +31,20 @@ pub use executor::{
     usable_cpus, ControlReceiver, ControlSender, ShardContext, ShardControl, ShardPlacement,
     ShardSet, ShardSetConfig,
 };
-pub use message::{AppendOutcome, OffsetQuery, PartitionState, RemoteRead, ShardRequest};
-pub use metrics::{ProtocolErrorKind, ShardMetrics};
-pub use partition::{Partition, PartitionRegistry};
+pub use message::{
+    AppendOutcome, OffsetQuery, PartitionState, Reader, RemoteRead, ShardRequest, Visibility,
+};
+pub use metrics::{PartitionLag, ProtocolErrorKind, ShardMetrics};
+pub use partition::{Partition, PartitionRegistry, Role, RoleView};
+pub use replica::{IsrChangeKind, IsrProposal, LeaderState, ReplicaInfo, NO_LEADER};
 pub use shard::{Route, Shard};
-pub use table::{shard_for, ShardId, ShardTable, TopicAssignment};
+pub use table::{shard_for, BrokerAddress, ClusterView, ShardId, ShardTable, TopicAssignment};
+
+/// Milliseconds since the Unix epoch by the wall clock (the clock replication decisions use).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}

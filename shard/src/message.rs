@@ -41,6 +41,31 @@ pub struct RemoteRead {
     pub state: PartitionState,
 }
 
+/// Who reads a partition: a consumer sees only committed records (below the high watermark) and
+/// only from the leader; a follower replica reads up to the leader's log end offset, and its
+/// fetch offset tells the leader how far it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// A consumer (replica id -1).
+    Consumer,
+    /// A follower replica.
+    Replica {
+        /// The follower's node id.
+        node_id: i32,
+        /// The leader epoch the follower believes current, -1 when it does not say.
+        leader_epoch: i32,
+    },
+}
+
+/// What a long-polling fetch waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// The high watermark passing the offset (consumers).
+    Committed,
+    /// The log end offset passing the offset (follower replicas).
+    LogEnd,
+}
+
 /// Which offset a ListOffsets query asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetQuery {
@@ -68,11 +93,15 @@ pub enum ShardRequest {
         partition: i32,
         /// Concatenated record batches.
         batches: Bytes,
+        /// acks=all: answer only once the high watermark passes the appended records, waiting
+        /// at most this many milliseconds. `None`: answer after the local append.
+        acks_all_timeout_ms: Option<u64>,
         /// Answered with the assigned offsets.
         reply: Reply<AppendOutcome>,
     },
     /// Read whole batches from `offset` (a copying read, the answer crosses cores). Touches: the
-    /// PartitionRegistry (lookup) and the partition's log (read_bytes).
+    /// PartitionRegistry (lookup), the partition's log (read_bytes) and, for a replica, the
+    /// leader's record of that follower (and the high watermark).
     Read {
         /// The topic.
         topic: String,
@@ -83,18 +112,23 @@ pub enum ShardRequest {
         /// Byte budget (at least one whole batch is returned when there is one); 0 asks for the
         /// partition's offsets only.
         max_bytes: usize,
+        /// A consumer or a follower replica.
+        reader: Reader,
         /// Answered with the bytes and the partition's offsets.
         reply: Reply<RemoteRead>,
     },
-    /// Answer once the high watermark passes `offset`, after `wait_ms`, or when the requester
-    /// gives up (drops its receiver), whichever is first. Touches: the partition's waiter list.
+    /// Answer once the high watermark (or the log end offset, for a replica) passes `offset`,
+    /// after `wait_ms`, or when the requester gives up (drops its receiver), whichever is
+    /// first. Touches: the partition's waiter list.
     WaitForData {
         /// The topic.
         topic: String,
         /// The partition.
         partition: i32,
-        /// The fetch position: data is available when the high watermark is above it.
+        /// The fetch position: data is available when the watched offset is above it.
         offset: i64,
+        /// Which offset to watch.
+        visibility: Visibility,
         /// Longest wait in milliseconds.
         wait_ms: u64,
         /// Answered (with nothing) when the wait ends.

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::table::ShardId;
 
@@ -165,6 +165,18 @@ impl ProtocolErrorKind {
     }
 }
 
+/// The replication lag of one partition this broker leads: how many messages its slowest
+/// follower is behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The largest follower lag, in messages.
+    pub lag_messages: i64,
+}
+
 /// Everything one shard counts. Written only by its shard; read by the admin thread.
 #[derive(Debug)]
 pub struct ShardMetrics {
@@ -196,7 +208,16 @@ pub struct ShardMetrics {
     pub connections_rejected: Counter,
     /// Request latency (receipt of the frame to the response being written), by api key.
     pub request_latency: [LatencyHistogram; API_SLOTS],
+    /// ISR shrinks etcd recorded for partitions this shard leads.
+    pub isr_shrinks: Counter,
+    /// ISR expansions etcd recorded for partitions this shard leads.
+    pub isr_expands: Counter,
+    /// Bytes of record batches appended as a follower (replicated from leaders).
+    pub replicated_bytes: Counter,
     protocol_errors: [Counter; ProtocolErrorKind::ALL.len()],
+    /// The follower lag of every partition this shard leads, replaced whole by the shard's
+    /// periodic replication check (never on the data path), read by the admin thread.
+    replica_lag: Mutex<Vec<PartitionLag>>,
 }
 
 impl ShardMetrics {
@@ -217,8 +238,28 @@ impl ShardMetrics {
             connections_active: Gauge::default(),
             connections_rejected: Counter::default(),
             request_latency: Default::default(),
+            isr_shrinks: Counter::default(),
+            isr_expands: Counter::default(),
+            replicated_bytes: Counter::default(),
             protocol_errors: Default::default(),
+            replica_lag: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Replaces the follower lag of the partitions this shard leads.
+    pub fn set_replica_lag(&self, lags: Vec<PartitionLag>) {
+        *self
+            .replica_lag
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = lags;
+    }
+
+    /// The follower lag of the partitions this shard leads, as last recorded.
+    pub fn replica_lag(&self) -> Vec<PartitionLag> {
+        self.replica_lag
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Counts one piece of bad input of `kind`.
@@ -246,12 +287,30 @@ pub fn render_prometheus(shards: &[Arc<ShardMetrics>], api_names: &[&str]) -> St
     render_counters(&mut out, shards);
     render_protocol_errors(&mut out, shards);
     render_latency(&mut out, shards, api_names);
+    render_replica_lag(&mut out, shards);
     out
+}
+
+fn render_replica_lag(out: &mut String, shards: &[Arc<ShardMetrics>]) {
+    let name = "sluice_replica_lag_messages";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Messages the slowest follower is behind, per partition this broker leads.\n# TYPE {name} gauge"
+    );
+    for metrics in shards {
+        for lag in metrics.replica_lag() {
+            let _ = writeln!(
+                out,
+                "{name}{{topic=\"{}\",partition=\"{}\"}} {}",
+                lag.topic, lag.partition, lag.lag_messages
+            );
+        }
+    }
 }
 
 type CounterField = fn(&ShardMetrics) -> u64;
 
-const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 12] = [
+const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 15] = [
     (
         "sluice_produce_requests_total",
         "counter",
@@ -320,6 +379,24 @@ const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 12] = [
         "counter",
         "Connections refused at connections_max.",
         |m| m.connections_rejected.get(),
+    ),
+    (
+        "sluice_isr_shrinks_total",
+        "counter",
+        "ISR shrinks recorded in etcd for partitions this shard leads.",
+        |m| m.isr_shrinks.get(),
+    ),
+    (
+        "sluice_isr_expands_total",
+        "counter",
+        "ISR expansions recorded in etcd for partitions this shard leads.",
+        |m| m.isr_expands.get(),
+    ),
+    (
+        "sluice_replicated_bytes_total",
+        "counter",
+        "Record batch bytes appended as a follower.",
+        |m| m.replicated_bytes.get(),
     ),
 ];
 

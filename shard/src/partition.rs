@@ -7,43 +7,110 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_channel::oneshot;
 use glommio::sync::Semaphore;
 use sluice_storage::{LogConfig, PartitionLog, ReadSlice, StorageError};
 
 use crate::error::{PartitionError, ShardError};
-use crate::message::{AppendOutcome, OffsetQuery, PartitionState};
+use crate::message::{AppendOutcome, OffsetQuery, PartitionState, Reader, Visibility};
+use crate::replica::{self, IsrProposal, LeaderState, ReplicaInfo, NO_LEADER};
 use crate::table::{ShardId, ShardTable};
 
 /// The leader epoch a single-node broker stamps on every batch: there is one leader, forever.
 pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
 
-/// One partition replica on its owning shard: the log, the fetches waiting for new data, the
-/// leader epoch, and counters. Lives on one shard only.
+/// The replication role of one partition replica on this broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Single-node mode: the only replica, leader forever; the high watermark is the log end.
+    Standalone,
+    /// The leader of the partition in its epoch, tracking its followers.
+    Leader(LeaderState),
+    /// A follower of `leader` in `epoch`; its high watermark is what the leader last said,
+    /// capped by its own log end.
+    Follower {
+        /// The leader's node id.
+        leader: i32,
+        /// The leader epoch.
+        epoch: i32,
+        /// The high watermark as the leader last reported it (at most this log's end).
+        high_watermark: i64,
+    },
+    /// No leader is known (the partition is offline, or its leader is not live): the replica
+    /// neither serves clients nor fetches.
+    Offline {
+        /// The leader epoch.
+        epoch: i32,
+        /// The last known high watermark.
+        high_watermark: i64,
+    },
+}
+
+/// A summary of a [`Role`] (cheap to copy, for decisions outside the partition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleView {
+    /// Single-node mode.
+    Standalone,
+    /// Leader in `epoch`.
+    Leader {
+        /// The leader epoch.
+        epoch: i32,
+    },
+    /// Follower of `leader` in `epoch`.
+    Follower {
+        /// The leader's node id.
+        leader: i32,
+        /// The leader epoch.
+        epoch: i32,
+    },
+    /// No leader.
+    Offline {
+        /// The leader epoch.
+        epoch: i32,
+    },
+}
+
+/// One partition replica on its owning shard: the log, its replication role, the fetches and
+/// producers waiting for offsets to move, and counters. Lives on one shard only.
 pub struct Partition {
     topic: String,
     partition: i32,
     log: PartitionLog,
-    leader_epoch: Cell<i32>,
-    /// Long-polling fetches waiting for the high watermark to move. Bounded by the fetches in
-    /// flight on the broker (connections_max x connection_inflight_requests_max); senders whose
-    /// receiver gave up are pruned on every subscribe.
+    role: RefCell<Role>,
+    /// Bumped by every change of role or leader epoch, so work begun under one role (a
+    /// follower's fetch, a producer waiting for acks) can tell the role changed under it.
+    generation: Cell<u64>,
+    /// Held by a role change and by a follower fetcher around each truncation or append, so
+    /// replicated bytes never land after the replica became leader.
+    role_lock: Semaphore,
+    /// Long-polling fetches and acks=all producers waiting for the high watermark or the log
+    /// end to move. Bounded by the requests in flight on the broker (connections_max x
+    /// connection_inflight_requests_max); senders whose receiver gave up are pruned on every
+    /// subscribe.
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     appended_batches_bytes: Cell<u64>,
     appends: Cell<u64>,
 }
 
 impl Partition {
-    /// Wraps an open log.
+    /// Wraps an open log as a single-node partition (standalone leader).
     pub fn new(topic: &str, partition: i32, log: PartitionLog) -> Partition {
+        Partition::with_role(topic, partition, log, Role::Standalone)
+    }
+
+    /// Wraps an open log in `role`. Cluster mode opens partitions offline, so nothing is served
+    /// before [`Partition::apply_replica_info`] gave them their role.
+    pub fn with_role(topic: &str, partition: i32, log: PartitionLog, role: Role) -> Partition {
         Partition {
             topic: topic.to_string(),
             partition,
             log,
-            leader_epoch: Cell::new(SINGLE_NODE_LEADER_EPOCH),
+            role: RefCell::new(role),
+            generation: Cell::new(0),
+            role_lock: Semaphore::new(1),
             waiters: RefCell::new(Vec::new()),
             appended_batches_bytes: Cell::new(0),
             appends: Cell::new(0),
@@ -65,15 +132,56 @@ impl Partition {
         &self.log
     }
 
-    /// The leader epoch this replica stamps on appended batches.
+    /// The leader epoch this replica knows (what it stamps on batches it appends as leader).
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch.get()
+        match &*self.role.borrow() {
+            Role::Standalone => SINGLE_NODE_LEADER_EPOCH,
+            Role::Leader(state) => state.epoch(),
+            Role::Follower { epoch, .. } | Role::Offline { epoch, .. } => *epoch,
+        }
     }
 
-    /// Offsets below the high watermark are visible to consumers. The in-sync replica set of a
-    /// single-node broker is the leader alone, so it is the log end offset.
+    /// The replication role now.
+    pub fn role(&self) -> RoleView {
+        match &*self.role.borrow() {
+            Role::Standalone => RoleView::Standalone,
+            Role::Leader(state) => RoleView::Leader {
+                epoch: state.epoch(),
+            },
+            Role::Follower { leader, epoch, .. } => RoleView::Follower {
+                leader: *leader,
+                epoch: *epoch,
+            },
+            Role::Offline { epoch, .. } => RoleView::Offline { epoch: *epoch },
+        }
+    }
+
+    /// Runs `read` on the full role state.
+    pub fn read_role<R>(&self, read: impl FnOnce(&Role) -> R) -> R {
+        read(&self.role.borrow())
+    }
+
+    /// Bumped by every change of role or leader epoch.
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    /// The lock a follower fetcher holds around each truncation or append (see the field).
+    pub fn role_lock(&self) -> &Semaphore {
+        &self.role_lock
+    }
+
+    /// Offsets below the high watermark are committed and visible to consumers. Single-node:
+    /// the in-sync replica set is the leader alone, so it is the log end offset.
     pub fn high_watermark(&self) -> i64 {
-        self.log.log_end_offset()
+        let log_end = self.log.log_end_offset();
+        match &*self.role.borrow() {
+            Role::Standalone => log_end,
+            Role::Leader(state) => state.high_watermark().min(log_end),
+            Role::Follower { high_watermark, .. } | Role::Offline { high_watermark, .. } => {
+                (*high_watermark).min(log_end)
+            }
+        }
     }
 
     /// The partition's offsets now.
@@ -90,19 +198,59 @@ impl Partition {
         (self.appends.get(), self.appended_batches_bytes.get())
     }
 
-    /// Appends batches as the leader (the log validates each batch before writing anything),
-    /// then wakes every fetch waiting for data.
+    fn leader_now(&self) -> i32 {
+        match &*self.role.borrow() {
+            Role::Standalone | Role::Leader(_) => NO_LEADER,
+            Role::Follower { leader, .. } => *leader,
+            Role::Offline { .. } => NO_LEADER,
+        }
+    }
+
+    fn not_leader(&self) -> PartitionError {
+        PartitionError::not_leader(&self.topic, self.partition, self.leader_now())
+    }
+
+    /// Refuses client requests (produce, consumer fetch, offsets) unless this replica leads.
+    pub fn check_leader(&self) -> Result<(), PartitionError> {
+        match &*self.role.borrow() {
+            Role::Standalone | Role::Leader(_) => Ok(()),
+            Role::Follower { .. } | Role::Offline { .. } => Err(self.not_leader()),
+        }
+    }
+
+    /// Appends batches as the leader, answering after the local append (acks=1).
     pub async fn append(&self, batches: BytesMut) -> Result<AppendOutcome, PartitionError> {
+        self.append_as_leader(batches, None).await
+    }
+
+    /// Appends batches as the leader: refuses unless this replica leads (and, for acks=all,
+    /// unless the ISR has at least `min.insync.replicas` members), stamps the leader epoch
+    /// (the log validates each batch before writing anything), wakes the waiting fetches, and
+    /// with `acks_all` waits until the high watermark passes the appended records, for at most
+    /// that long.
+    pub async fn append_as_leader(
+        &self,
+        batches: BytesMut,
+        acks_all: Option<Duration>,
+    ) -> Result<AppendOutcome, PartitionError> {
+        let (epoch, generation) = self.check_append(acks_all.is_some())?;
         let bytes = batches.len() as u64;
         let info = self
             .log
-            .append(batches, self.leader_epoch.get())
+            .append(batches, epoch)
             .await
             .map_err(|error| self.error(error))?;
         self.appends.set(self.appends.get() + 1);
         self.appended_batches_bytes
             .set(self.appended_batches_bytes.get() + bytes);
+        if let Role::Leader(state) = &mut *self.role.borrow_mut() {
+            state.advance_high_watermark(self.log.log_end_offset());
+        }
         self.wake_waiters();
+        if let Some(timeout) = acks_all {
+            self.await_commit(info.last_offset, generation, timeout)
+                .await?;
+        }
         Ok(AppendOutcome {
             base_offset: info.base_offset,
             last_offset: info.last_offset,
@@ -110,40 +258,254 @@ impl Partition {
         })
     }
 
+    /// The epoch to stamp and the role generation, or why this append is refused.
+    fn check_append(&self, acks_all: bool) -> Result<(i32, u64), PartitionError> {
+        let generation = self.generation.get();
+        match &*self.role.borrow() {
+            Role::Standalone => Ok((SINGLE_NODE_LEADER_EPOCH, generation)),
+            Role::Leader(state) => {
+                if acks_all {
+                    state.check_min_insync().map_err(|refused| {
+                        PartitionError::NotEnoughReplicas {
+                            topic: self.topic.clone(),
+                            partition: self.partition,
+                            isr: refused.isr,
+                            required: refused.required,
+                        }
+                    })?;
+                }
+                Ok((state.epoch(), generation))
+            }
+            Role::Follower { .. } | Role::Offline { .. } => Err(self.not_leader()),
+        }
+    }
+
+    /// Waits until the high watermark passes `last_offset` while this replica still leads in
+    /// the same epoch, for at most `timeout`.
+    async fn await_commit(
+        &self,
+        last_offset: i64,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<(), PartitionError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.generation.get() != generation {
+                return Err(self.not_leader());
+            }
+            if self.high_watermark() > last_offset {
+                return self.check_isr_after_append();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(PartitionError::ReplicationTimeout {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    last_offset,
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+            let woken = self.subscribe();
+            futures_lite::future::or(
+                async {
+                    let _ = woken.await;
+                },
+                glommio::timer::sleep(left),
+            )
+            .await;
+        }
+    }
+
+    fn check_isr_after_append(&self) -> Result<(), PartitionError> {
+        match &*self.role.borrow() {
+            Role::Leader(state) => state.check_min_insync().map_err(|refused| {
+                PartitionError::NotEnoughReplicasAfterAppend {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    isr: refused.isr,
+                    required: refused.required,
+                }
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The highest offset `reader` may read below: the high watermark for consumers, the log
+    /// end for a follower. Refuses consumers unless this replica leads, and replicas unless it
+    /// leads in the epoch they name.
+    fn read_limit(&self, reader: Reader) -> Result<i64, PartitionError> {
+        match reader {
+            Reader::Consumer => {
+                self.check_leader()?;
+                Ok(self.high_watermark())
+            }
+            Reader::Replica { leader_epoch, .. } => {
+                self.check_replica_epoch(leader_epoch)?;
+                Ok(self.log.log_end_offset())
+            }
+        }
+    }
+
+    fn check_replica_epoch(&self, requested: i32) -> Result<(), PartitionError> {
+        let current = match &*self.role.borrow() {
+            Role::Leader(state) => state.epoch(),
+            _ => return Err(self.not_leader()),
+        };
+        if requested >= 0 && requested < current {
+            return Err(PartitionError::FencedLeaderEpoch {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                requested,
+                current,
+            });
+        }
+        if requested > current {
+            // The follower knows a newer epoch: this broker has not learned it is deposed yet.
+            return Err(self.not_leader());
+        }
+        Ok(())
+    }
+
     /// Whole batches from `offset` below the high watermark, as a file range to splice or tail
-    /// cache memory (zero-copy for the local connection).
+    /// cache memory (zero-copy for the local connection). Consumers only, from the leader.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadSlice, PartitionError> {
+        self.read_as(Reader::Consumer, offset, max_bytes)
+    }
+
+    /// Whole batches from `offset` below what `reader` may see (see [`Reader`]).
+    pub fn read_as(
+        &self,
+        reader: Reader,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadSlice, PartitionError> {
+        let limit = self.read_limit(reader)?;
         self.log
-            .read(offset, max_bytes, self.high_watermark())
+            .read(offset, max_bytes, limit)
             .map_err(|error| self.error(error))
     }
 
     /// Same as [`Partition::read`] but copies the bytes (for answers that cross cores).
-    pub async fn read_bytes(
+    pub async fn read_bytes(&self, offset: i64, max_bytes: usize) -> Result<Bytes, PartitionError> {
+        self.read_bytes_as(Reader::Consumer, offset, max_bytes)
+            .await
+    }
+
+    /// Same as [`Partition::read_as`] but copies the bytes.
+    pub async fn read_bytes_as(
         &self,
+        reader: Reader,
         offset: i64,
         max_bytes: usize,
-    ) -> Result<bytes::Bytes, PartitionError> {
+    ) -> Result<Bytes, PartitionError> {
+        let limit = self.read_limit(reader)?;
         self.log
-            .read_bytes(offset, max_bytes, self.high_watermark())
+            .read_bytes(offset, max_bytes, limit)
             .await
             .map_err(|error| self.error(error))
     }
 
-    /// Resolves an offset query.
+    /// The leader's side of a follower's fetch: checks the follower's epoch and offset, records
+    /// the offset as the follower's log end, and moves the high watermark (waking producers and
+    /// consumers waiting for it). Consumers pass through untouched.
+    pub fn record_fetch(
+        &self,
+        reader: Reader,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), PartitionError> {
+        let Reader::Replica {
+            node_id,
+            leader_epoch,
+        } = reader
+        else {
+            return Ok(());
+        };
+        self.check_replica_epoch(leader_epoch)?;
+        let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
+        if fetch_offset < start || fetch_offset > end {
+            return Err(PartitionError::OffsetOutOfRange {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                offset: fetch_offset,
+                log_start_offset: start,
+                log_end_offset: end,
+            });
+        }
+        let moved = match &mut *self.role.borrow_mut() {
+            Role::Leader(state) => state.on_fetch(node_id, fetch_offset, end, now_ms),
+            _ => false,
+        };
+        if moved {
+            self.wake_waiters();
+        }
+        Ok(())
+    }
+
+    /// Resolves an offset query (leader only: consumers ask the leader).
     pub async fn list_offset(&self, query: OffsetQuery) -> Result<Option<i64>, PartitionError> {
+        self.check_leader()?;
         match query {
             OffsetQuery::Earliest => Ok(Some(self.log.log_start_offset())),
             OffsetQuery::Latest => Ok(Some(self.high_watermark())),
-            OffsetQuery::Timestamp(timestamp_ms) => self
-                .log
-                .offset_for_timestamp(timestamp_ms)
-                .await
-                .map_err(|error| self.error(error)),
+            OffsetQuery::Timestamp(timestamp_ms) => {
+                let batch = self
+                    .log
+                    .offset_for_timestamp(timestamp_ms)
+                    .await
+                    .map_err(|error| self.error(error))?;
+                let Some(base_offset) = batch else {
+                    return Ok(None);
+                };
+                let offset = self
+                    .first_record_at_or_after(base_offset, timestamp_ms)
+                    .await;
+                // Consumers only see committed records.
+                Ok(Some(offset).filter(|offset| *offset < self.high_watermark()))
+            }
         }
     }
 
-    /// A receiver that completes at the next append (or when the partition is closed).
+    /// The offset of the first record at or after `timestamp_ms` in the batch at
+    /// `base_offset` (whose newest record is at or after it, as the time index found it): as
+    /// Kafka answers, a record's own offset, not its batch's. Falls back to the batch's base
+    /// offset when the batch cannot be decoded (a codec this build does not read).
+    async fn first_record_at_or_after(&self, base_offset: i64, timestamp_ms: i64) -> i64 {
+        let end = self.log.log_end_offset();
+        // A budget of one byte still returns the whole first batch.
+        let Ok(bytes) = self.log.read_bytes(base_offset, 1, end).await else {
+            return base_offset;
+        };
+        sluice_storage::batch::decode_records(&bytes)
+            .ok()
+            .and_then(|records| {
+                records
+                    .iter()
+                    .find(|record| record.timestamp >= timestamp_ms)
+                    .map(|record| record.offset)
+            })
+            .unwrap_or(base_offset)
+    }
+
+    /// The leader's answer to OffsetForLeaderEpoch(`epoch`) (see
+    /// [`replica::leader_epoch_end`]); `None` when undefined.
+    pub fn epoch_end(&self, epoch: i32) -> Result<Option<(i32, i64)>, PartitionError> {
+        let current = match &*self.role.borrow() {
+            Role::Standalone => return Ok(self.log.end_offset_for_epoch(epoch)),
+            Role::Leader(state) => state.epoch(),
+            Role::Follower { .. } | Role::Offline { .. } => return Err(self.not_leader()),
+        };
+        Ok(replica::leader_epoch_end(
+            epoch,
+            current,
+            self.log.end_offset_for_epoch(epoch),
+            self.log.latest_epoch(),
+            self.log.log_end_offset(),
+        ))
+    }
+
+    /// A receiver that completes at the next append, high watermark move or role change (or
+    /// when the partition is closed).
     pub fn subscribe(&self) -> oneshot::Receiver<()> {
         let (sender, receiver) = oneshot::channel();
         let mut waiters = self.waiters.borrow_mut();
@@ -152,21 +514,48 @@ impl Partition {
         receiver
     }
 
+    fn watched(&self, visibility: Visibility) -> i64 {
+        match visibility {
+            Visibility::Committed => self.high_watermark(),
+            Visibility::LogEnd => self.log.log_end_offset(),
+        }
+    }
+
     /// Waits until the high watermark is above `offset`, for at most `wait`. Returns true when
     /// data is available.
     pub async fn wait_for_data(&self, offset: i64, wait: Duration) -> bool {
-        if self.high_watermark() > offset {
-            return true;
-        }
-        let woken = self.subscribe();
-        let woken = async {
-            let _ = woken.await;
-        };
-        futures_lite::future::or(woken, glommio::timer::sleep(wait)).await;
-        self.high_watermark() > offset
+        self.wait_until(Visibility::Committed, offset, wait).await
     }
 
-    /// Wakes every waiting fetch (after an append, or before the partition goes away).
+    /// Waits until the watched offset is above `offset`, the role changes, or `wait` passes.
+    /// Returns true when data is available.
+    pub async fn wait_until(&self, visibility: Visibility, offset: i64, wait: Duration) -> bool {
+        if self.watched(visibility) > offset {
+            return true;
+        }
+        let generation = self.generation.get();
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.generation.get() != generation {
+                return self.watched(visibility) > offset;
+            }
+            let woken = self.subscribe();
+            futures_lite::future::or(
+                async {
+                    let _ = woken.await;
+                },
+                glommio::timer::sleep(left),
+            )
+            .await;
+            if self.watched(visibility) > offset {
+                return true;
+            }
+        }
+    }
+
+    /// Wakes every waiting fetch and producer (after an append, a high watermark move, a role
+    /// change, or before the partition goes away).
     pub fn wake_waiters(&self) {
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for waiter in waiters {
@@ -174,8 +563,166 @@ impl Partition {
         }
     }
 
+    /// Takes in this partition's replication state from the cluster metadata: becomes leader,
+    /// follower or offline, or (same role and epoch) updates the leader's view of the ISR.
+    /// `live` says whether a broker is alive (a leader that is not is treated as none). Returns
+    /// whether the role or epoch changed. Waits for a follower fetcher's truncation or append
+    /// in progress to finish first.
+    pub async fn apply_replica_info(
+        &self,
+        node_id: i32,
+        info: &ReplicaInfo,
+        live: impl Fn(i32) -> bool,
+        now_ms: i64,
+    ) -> bool {
+        let _exclusive = self.role_lock.acquire_permit(1).await;
+        if info.leader_epoch < self.leader_epoch() && !matches!(self.role(), RoleView::Standalone) {
+            return false;
+        }
+        let high_watermark = self.high_watermark();
+        let next = {
+            let mut role = self.role.borrow_mut();
+            match (&mut *role, info.leader) {
+                (Role::Leader(state), leader)
+                    if leader == node_id && state.epoch() == info.leader_epoch =>
+                {
+                    state.update(info, now_ms);
+                    state.advance_high_watermark(self.log.log_end_offset());
+                    None
+                }
+                (_, leader) if leader == node_id => Some(Role::Leader(LeaderState::new(
+                    node_id,
+                    info,
+                    self.log.log_end_offset(),
+                    high_watermark,
+                    now_ms,
+                ))),
+                (Role::Follower { leader, epoch, .. }, next_leader)
+                    if *leader == next_leader
+                        && *epoch == info.leader_epoch
+                        && live(next_leader) =>
+                {
+                    None
+                }
+                (_, leader) if leader != NO_LEADER && live(leader) => Some(Role::Follower {
+                    leader,
+                    epoch: info.leader_epoch,
+                    high_watermark,
+                }),
+                (Role::Offline { epoch, .. }, _) if *epoch == info.leader_epoch => None,
+                _ => Some(Role::Offline {
+                    epoch: info.leader_epoch,
+                    high_watermark,
+                }),
+            }
+        };
+        let changed = next.is_some();
+        if let Some(next) = next {
+            tracing::info!(topic = self.topic, partition = self.partition, from = ?self.role(), to = ?role_name(&next), epoch = info.leader_epoch, "partition role changed");
+            *self.role.borrow_mut() = next;
+            self.generation.set(self.generation.get() + 1);
+        }
+        // A shrunken ISR or a new role can move the high watermark or end waits.
+        self.wake_waiters();
+        changed
+    }
+
+    /// The ISR change this leader wants now (see [`LeaderState::isr_change`]); marks it
+    /// pending. `None` when not leader, or no change is due or one is pending.
+    pub fn propose_isr_change(&self, now_ms: i64, lag_max_ms: u64) -> Option<IsrProposal> {
+        let mut role = self.role.borrow_mut();
+        let Role::Leader(state) = &mut *role else {
+            return None;
+        };
+        let proposal = state.isr_change(now_ms, lag_max_ms)?;
+        state.propose(&proposal);
+        Some(proposal)
+    }
+
+    /// etcd answered the pending ISR change of epoch `epoch`: `committed` or refused.
+    pub fn settle_isr_change(&self, epoch: i32, committed: bool) {
+        let moved = {
+            let mut role = self.role.borrow_mut();
+            let Role::Leader(state) = &mut *role else {
+                return;
+            };
+            if state.epoch() != epoch {
+                return;
+            }
+            if committed {
+                state.proposal_committed();
+                state.advance_high_watermark(self.log.log_end_offset())
+            } else {
+                state.proposal_failed();
+                false
+            }
+        };
+        if moved {
+            self.wake_waiters();
+        }
+    }
+
+    /// Leader only: the largest follower lag in messages, and whether the ISR is smaller than
+    /// the replica set.
+    pub fn replication_lag(&self) -> Option<(i64, bool)> {
+        match &*self.role.borrow() {
+            Role::Leader(state) => Some((
+                state.max_follower_lag(self.log.log_end_offset()),
+                state.isr().len() < state.replicas().len(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Follower only: takes in the high watermark the leader reported (capped by this log's
+    /// end).
+    pub fn set_follower_high_watermark(&self, leader_high_watermark: i64) {
+        let log_end = self.log.log_end_offset();
+        if let Role::Follower { high_watermark, .. } = &mut *self.role.borrow_mut() {
+            *high_watermark = leader_high_watermark.min(log_end);
+        }
+    }
+
+    /// Follower only: appends batches fetched from the leader, keeping their offsets and
+    /// epochs (the first must start at this log's end).
+    pub async fn append_replicated(&self, batches: BytesMut) -> Result<i64, PartitionError> {
+        let bytes = batches.len() as u64;
+        let info = self
+            .log
+            .append_replicated(batches)
+            .await
+            .map_err(|error| self.error(error))?;
+        self.appends.set(self.appends.get() + 1);
+        self.appended_batches_bytes
+            .set(self.appended_batches_bytes.get() + bytes);
+        Ok(info.log_end_offset)
+    }
+
+    /// Follower only: truncates the log to `offset` (whole batches) and caps the high
+    /// watermark at the new end.
+    pub async fn truncate_to(&self, offset: i64) -> Result<(), PartitionError> {
+        self.log
+            .truncate_to(offset)
+            .await
+            .map_err(|error| self.error(error))?;
+        let log_end = self.log.log_end_offset();
+        if let Role::Follower { high_watermark, .. } = &mut *self.role.borrow_mut() {
+            *high_watermark = (*high_watermark).min(log_end);
+        }
+        Ok(())
+    }
+
     fn error(&self, error: StorageError) -> PartitionError {
         PartitionError::from_storage(&self.topic, self.partition, error)
+    }
+}
+
+fn role_name(role: &Role) -> &'static str {
+    match role {
+        Role::Standalone => "standalone",
+        Role::Leader(_) => "leader",
+        Role::Follower { .. } => "follower",
+        Role::Offline { .. } => "offline",
     }
 }
 
@@ -189,14 +736,29 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
 
-/// The topic configuration keys a topic may set, each overriding a [`LogConfig`] setting.
-pub const TOPIC_CONFIG_KEYS: [&str; 5] = [
+/// The topic configuration keys a topic may set: each overrides a [`LogConfig`] setting, except
+/// `min.insync.replicas`, which overrides the broker's default for acks=all writes.
+pub const TOPIC_CONFIG_KEYS: [&str; 6] = [
     "retention.ms",
     "retention.bytes",
     "segment.bytes",
     "segment.ms",
     "max.message.bytes",
+    "min.insync.replicas",
 ];
+
+/// The topic config key of the ISR size acks=all writes need.
+pub const MIN_INSYNC_REPLICAS_KEY: &str = "min.insync.replicas";
+
+/// The topic's `min.insync.replicas`, when it sets a valid one (at least 1).
+pub fn topic_min_insync_replicas(configs: &[(String, String)]) -> Option<usize> {
+    configs
+        .iter()
+        .rev()
+        .find(|(key, _)| key == MIN_INSYNC_REPLICAS_KEY)
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .filter(|count| *count >= 1)
+}
 
 /// The log config of a topic: `base` with the topic's configuration entries applied.
 /// `retention.ms` and `retention.bytes` take -1 for "no limit", as in Kafka.
@@ -231,6 +793,11 @@ pub fn topic_log_config(
             "max.message.bytes" => {
                 config.batch_bytes_max =
                     usize::try_from(positive()?).map_err(|_| invalid("too large"))?;
+            }
+            MIN_INSYNC_REPLICAS_KEY => {
+                if number < 1 {
+                    return Err(invalid("must be at least 1"));
+                }
             }
             _ => {
                 return Err(invalid(&format!(
@@ -310,7 +877,8 @@ impl PartitionRegistry {
     /// Makes the open partitions match what `table` says `shard` owns: opens (creating if
     /// missing) every owned partition that is not open, deletes the logs of open partitions
     /// whose topic or index no longer exists, and closes (without deleting) any that moved to
-    /// another shard. Tries every partition and returns the first error.
+    /// another shard or no longer has a replica on this broker. Tries every partition and
+    /// returns the first error.
     pub async fn reconcile(&self, table: &ShardTable, shard: ShardId) -> Result<(), ShardError> {
         let _exclusive = self
             .changes
@@ -323,12 +891,16 @@ impl PartitionRegistry {
             let result = match table.owner(&topic, index) {
                 Some(owner) if owner == shard => continue,
                 Some(_) => self.remove(&topic, index, false).await,
+                None if table.has_partition(&topic, index) => {
+                    self.remove(&topic, index, false).await
+                }
                 None => self.remove(&topic, index, true).await,
             };
             if let Err(error) = result {
                 first_error.get_or_insert(error);
             }
         }
+        let clustered = table.cluster().is_some();
         for (topic, index) in table.owned_by(shard) {
             if self.get(&topic, index).is_some() {
                 continue;
@@ -337,7 +909,7 @@ impl PartitionRegistry {
                 .topic(&topic)
                 .map(|assignment| assignment.configs.clone())
                 .unwrap_or_default();
-            if let Err(error) = self.open(&topic, index, &configs).await {
+            if let Err(error) = self.open(&topic, index, &configs, clustered).await {
                 first_error.get_or_insert(error);
             }
         }
@@ -349,6 +921,7 @@ impl PartitionRegistry {
         topic: &str,
         partition: i32,
         configs: &[(String, String)],
+        clustered: bool,
     ) -> Result<(), ShardError> {
         let config = topic_log_config(&self.base_config, configs)?;
         let dir = partition_dir(&self.data_dir, topic, partition);
@@ -371,11 +944,24 @@ impl PartitionRegistry {
             log_end_offset = log.log_end_offset(),
             "opened partition"
         );
+        let role = if clustered {
+            // The high watermark of a replica just opened is unknown (it is not persisted):
+            // the log start is a safe floor; followers' fetches raise it once it leads.
+            Role::Offline {
+                epoch: -1,
+                high_watermark: log.log_start_offset(),
+            }
+        } else {
+            Role::Standalone
+        };
         self.partitions
             .borrow_mut()
             .entry(topic.to_string())
             .or_default()
-            .insert(partition, Rc::new(Partition::new(topic, partition, log)));
+            .insert(
+                partition,
+                Rc::new(Partition::with_role(topic, partition, log, role)),
+            );
         Ok(())
     }
 

@@ -12,8 +12,12 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
 use glommio::Task;
 
+use sluice_storage::StorageError;
+
 use crate::error::{PartitionError, ShardError};
-use crate::message::{AppendOutcome, OffsetQuery, RemoteRead, Reply, ShardRequest};
+use crate::message::{
+    AppendOutcome, OffsetQuery, Reader, RemoteRead, Reply, ShardRequest, Visibility,
+};
 use crate::metrics::ShardMetrics;
 use crate::partition::{Partition, PartitionRegistry};
 use crate::table::{ShardId, ShardTable};
@@ -28,6 +32,8 @@ pub enum Route {
     Local(Rc<Partition>),
     /// Another shard owns it.
     Remote(ShardId),
+    /// The partition exists but this broker holds no replica of it (cluster mode).
+    NotHosted,
     /// No shard owns it (unknown topic or partition, or not open yet).
     Unknown,
 }
@@ -97,7 +103,9 @@ impl Shard {
 
     /// Where `topic`-`partition` lives.
     pub fn route(&self, topic: &str, partition: i32) -> Route {
-        match self.table.borrow().owner(topic, partition) {
+        let table = self.table.borrow();
+        match table.owner(topic, partition) {
+            None if table.has_partition(topic, partition) => Route::NotHosted,
             None => Route::Unknown,
             Some(owner) if owner != self.id => Route::Remote(owner),
             Some(_) => match self.registry.get(topic, partition) {
@@ -108,7 +116,8 @@ impl Shard {
     }
 
     /// Installs `table` unless it is older than the one held, then opens and deletes logs to
-    /// match it. Answers once this shard's partitions match the table.
+    /// match it and (cluster mode) gives every partition its replication role. Answers once
+    /// this shard's partitions match the table.
     pub async fn apply_table(&self, table: ShardTable) -> Result<(), ShardError> {
         let applied = self.table.borrow_mut().apply(table);
         if !applied {
@@ -117,35 +126,78 @@ impl Shard {
         }
         let current = self.table();
         let result = self.registry.reconcile(&current, self.id).await;
+        self.apply_roles(&current).await;
         self.metrics.partitions.set(self.registry.len() as u64);
         result
     }
 
-    /// Appends record batches to `topic`-`partition` on whichever shard owns it.
+    /// Gives every open partition the role `table` describes (cluster mode only).
+    async fn apply_roles(&self, table: &ShardTable) {
+        let Some(cluster) = table.cluster() else {
+            return;
+        };
+        let now_ms = crate::now_ms();
+        for partition in self.registry.all() {
+            let info = usize::try_from(partition.partition())
+                .ok()
+                .zip(table.topic(partition.topic()))
+                .and_then(|(index, assignment)| assignment.replica_info(index));
+            if let Some(info) = info {
+                let live = |node: i32| cluster.brokers.contains_key(&node);
+                partition
+                    .apply_replica_info(cluster.node_id, info, live, now_ms)
+                    .await;
+            }
+        }
+    }
+
+    /// Appends record batches to `topic`-`partition` on whichever shard owns it, answering
+    /// after the local append (acks=1).
     pub async fn append(
         &self,
         topic: &str,
         partition: i32,
         batches: Bytes,
     ) -> Result<AppendOutcome, PartitionError> {
+        self.append_acked(topic, partition, batches, None).await
+    }
+
+    /// Appends record batches to `topic`-`partition` on whichever shard owns it. With
+    /// `acks_all`, answers once the high watermark passes them (at most that long; see
+    /// [`Partition::append_as_leader`]).
+    pub async fn append_acked(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: Bytes,
+        acks_all: Option<Duration>,
+    ) -> Result<AppendOutcome, PartitionError> {
         match self.route(topic, partition) {
             // Converting to BytesMut moves the bytes when this is the only reference to them,
             // and copies them once otherwise (several partitions sliced from one frame).
-            Route::Local(local) => local.append(BytesMut::from(batches)).await,
+            Route::Local(local) => {
+                local
+                    .append_as_leader(BytesMut::from(batches), acks_all)
+                    .await
+            }
             Route::Remote(owner) => {
                 self.forward(owner, |reply| ShardRequest::Append {
                     topic: topic.to_string(),
                     partition,
                     batches,
+                    acks_all_timeout_ms: acks_all
+                        .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
                     reply,
                 })
                 .await
             }
+            Route::NotHosted => Err(PartitionError::not_leader(topic, partition, -1)),
             Route::Unknown => Err(PartitionError::unknown(topic, partition)),
         }
     }
 
-    /// Reads whole batches of a partition `owner` owns (a copying read on the owner).
+    /// Reads whole batches of a partition `owner` owns (a copying read on the owner), as a
+    /// consumer.
     pub async fn read_remote(
         &self,
         owner: ShardId,
@@ -154,17 +206,33 @@ impl Shard {
         offset: i64,
         max_bytes: usize,
     ) -> Result<RemoteRead, PartitionError> {
+        self.read_remote_as(owner, topic, partition, offset, max_bytes, Reader::Consumer)
+            .await
+    }
+
+    /// Reads whole batches of a partition `owner` owns as `reader` (a follower's read also
+    /// records its progress on the owner).
+    pub async fn read_remote_as(
+        &self,
+        owner: ShardId,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        reader: Reader,
+    ) -> Result<RemoteRead, PartitionError> {
         self.forward(owner, |reply| ShardRequest::Read {
             topic: topic.to_string(),
             partition,
             offset,
             max_bytes,
+            reader,
             reply,
         })
         .await
     }
 
-    /// Waits until the high watermark of a partition `owner` owns passes `offset`, for at most
+    /// Waits until the watched offset of a partition `owner` owns passes `offset`, for at most
     /// `wait`. Dropping the returned future cancels the wait on the owner too.
     pub async fn wait_remote(
         &self,
@@ -172,6 +240,7 @@ impl Shard {
         topic: &str,
         partition: i32,
         offset: i64,
+        visibility: Visibility,
         wait: Duration,
     ) {
         let (reply, answer) = oneshot::channel();
@@ -179,6 +248,7 @@ impl Shard {
             topic: topic.to_string(),
             partition,
             offset,
+            visibility,
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             reply,
         };
@@ -206,6 +276,7 @@ impl Shard {
                 })
                 .await
             }
+            Route::NotHosted => Err(PartitionError::not_leader(topic, partition, -1)),
             Route::Unknown => Err(PartitionError::unknown(topic, partition)),
         }
     }
@@ -218,7 +289,7 @@ impl Shard {
         epoch: i32,
     ) -> Result<Option<(i32, i64)>, PartitionError> {
         match self.route(topic, partition) {
-            Route::Local(local) => Ok(local.log().end_offset_for_epoch(epoch)),
+            Route::Local(local) => local.epoch_end(epoch),
             Route::Remote(owner) => {
                 self.forward(owner, |reply| ShardRequest::EpochEnd {
                     topic: topic.to_string(),
@@ -228,6 +299,7 @@ impl Shard {
                 })
                 .await
             }
+            Route::NotHosted => Err(PartitionError::not_leader(topic, partition, -1)),
             Route::Unknown => Err(PartitionError::unknown(topic, partition)),
         }
     }
@@ -294,10 +366,16 @@ impl Shard {
                 topic,
                 partition,
                 batches,
+                acks_all_timeout_ms,
                 reply,
             } => {
+                let acks_all = acks_all_timeout_ms.map(Duration::from_millis);
                 let result = match self.registry.get(&topic, partition) {
-                    Some(local) => local.append(BytesMut::from(batches)).await,
+                    Some(local) => {
+                        local
+                            .append_as_leader(BytesMut::from(batches), acks_all)
+                            .await
+                    }
                     None => Err(PartitionError::unknown(&topic, partition)),
                 };
                 let _ = reply.send(result);
@@ -307,19 +385,25 @@ impl Shard {
                 partition,
                 offset,
                 max_bytes,
+                reader,
                 reply,
             } => {
-                let _ = reply.send(self.serve_read(&topic, partition, offset, max_bytes).await);
+                let read = self
+                    .serve_read(&topic, partition, offset, max_bytes, reader)
+                    .await;
+                let _ = reply.send(read);
             }
             ShardRequest::WaitForData {
                 topic,
                 partition,
                 offset,
+                visibility,
                 wait_ms,
                 mut reply,
             } => {
                 if let Some(local) = self.registry.get(&topic, partition) {
-                    let waited = local.wait_for_data(offset, Duration::from_millis(wait_ms));
+                    let wait = Duration::from_millis(wait_ms);
+                    let waited = local.wait_until(visibility, offset, wait);
                     let requester_gone = async {
                         reply.cancellation().await;
                         false
@@ -347,7 +431,7 @@ impl Shard {
                 reply,
             } => {
                 let result = match self.registry.get(&topic, partition) {
-                    Some(local) => Ok(local.log().end_offset_for_epoch(epoch)),
+                    Some(local) => local.epoch_end(epoch),
                     None => Err(PartitionError::unknown(&topic, partition)),
                 };
                 let _ = reply.send(result);
@@ -361,16 +445,19 @@ impl Shard {
         partition: i32,
         offset: i64,
         max_bytes: usize,
+        reader: Reader,
     ) -> Result<RemoteRead, PartitionError> {
         let local = self
             .registry
             .get(topic, partition)
             .ok_or_else(|| PartitionError::unknown(topic, partition))?;
+        local.record_fetch(reader, offset, crate::now_ms())?;
         // A zero budget asks for the partition's offsets only (the fetch's byte budget is spent).
         let records = if max_bytes == 0 {
+            local.check_leader()?;
             Bytes::new()
         } else {
-            local.read_bytes(offset, max_bytes).await?
+            local.read_bytes_as(reader, offset, max_bytes).await?
         };
         Ok(RemoteRead {
             records,
@@ -384,11 +471,16 @@ impl Shard {
     pub async fn maintenance(&self, now_ms: i64) {
         for partition in self.registry.all() {
             let log = partition.log();
-            if let Err(error) = log.maintenance(now_ms).await {
-                tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "log maintenance failed");
+            match log.maintenance(now_ms).await {
+                // A log closed meanwhile (the partition was removed or the shard is shutting
+                // down) has nothing left to maintain.
+                Ok(()) | Err(StorageError::Closed) => {}
+                Err(error) => {
+                    tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "log maintenance failed");
+                }
             }
             match log.apply_retention(now_ms).await {
-                Ok(0) => {}
+                Ok(0) | Err(StorageError::Closed) => {}
                 Ok(deleted) => {
                     tracing::info!(
                         topic = partition.topic(),

@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::replica::ReplicaInfo;
+
 /// The index of a shard: shard `i` runs on the `i`-th executor the broker started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardId(pub u32);
@@ -41,12 +43,17 @@ pub fn shard_for(topic: &str, partition: u32, shard_count: u32) -> ShardId {
 /// One topic as the shards know it: the owner of each partition, plus what Metadata reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicAssignment {
-    /// `owners[p]` owns partition `p`.
+    /// `owners[p]` is the shard of this broker that owns partition `p` (when this broker holds
+    /// a replica of it).
     pub owners: Vec<ShardId>,
     /// The topic's replication factor (1 in single-node mode).
     pub replication_factor: i16,
     /// The topic's configuration entries as created (for example `retention.ms`).
     pub configs: Vec<(String, String)>,
+    /// Cluster mode: `replication[p]` is partition `p`'s leader, epoch, replicas and ISR as
+    /// etcd records them. Empty in single-node mode, where this broker holds every partition
+    /// and leads it alone.
+    pub replication: Vec<ReplicaInfo>,
 }
 
 impl TopicAssignment {
@@ -65,6 +72,7 @@ impl TopicAssignment {
             owners,
             replication_factor,
             configs,
+            replication: Vec::new(),
         }
     }
 
@@ -72,6 +80,62 @@ impl TopicAssignment {
     pub fn partition_count(&self) -> usize {
         self.owners.len()
     }
+
+    /// Partition `partition`'s replication state (cluster mode only).
+    pub fn replica_info(&self, partition: usize) -> Option<&ReplicaInfo> {
+        self.replication.get(partition)
+    }
+}
+
+/// A broker of the cluster as the shards need to reach it and describe it (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    /// Node id.
+    pub node_id: i32,
+    /// Host clients and brokers connect to.
+    pub host: String,
+    /// The shared native port.
+    pub native_port: u16,
+    /// Each shard's own native port, shard 0 first.
+    pub shard_ports: Vec<u16>,
+}
+
+impl BrokerAddress {
+    /// The `host:port` of the shard of this broker that owns `topic`-`partition`, placed by
+    /// [`shard_for`] over this broker's own shard count (its native port when it lists no
+    /// shard ports).
+    pub fn owner_addr(&self, topic: &str, partition: i32) -> String {
+        let port = self
+            .owner_shard(topic, partition)
+            .and_then(|shard| self.shard_ports.get(shard.index()))
+            .copied()
+            .unwrap_or(self.native_port);
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{port}", self.host)
+        } else {
+            format!("{}:{port}", self.host)
+        }
+    }
+
+    /// The shard of this broker that owns `topic`-`partition`.
+    pub fn owner_shard(&self, topic: &str, partition: i32) -> Option<ShardId> {
+        let count = u32::try_from(self.shard_ports.len())
+            .ok()
+            .filter(|c| *c > 0)?;
+        let partition = u32::try_from(partition).ok()?;
+        Some(shard_for(topic, partition, count))
+    }
+}
+
+/// What the shards know of the cluster beyond the topics (cluster mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    /// This broker's node id.
+    pub node_id: i32,
+    /// The controller's node id, -1 when none is elected.
+    pub controller_id: i32,
+    /// The live brokers by node id.
+    pub brokers: BTreeMap<i32, BrokerAddress>,
 }
 
 /// The versioned map (topic, partition) -> shard. Lives on every shard, one copy each.
@@ -79,12 +143,32 @@ impl TopicAssignment {
 pub struct ShardTable {
     version: u64,
     topics: BTreeMap<String, TopicAssignment>,
+    /// Cluster mode: this broker's id and the live brokers. `None` in single-node mode.
+    cluster: Option<ClusterView>,
 }
 
 impl ShardTable {
-    /// A table at `version` holding `topics`.
+    /// A single-node table at `version` holding `topics`.
     pub fn new(version: u64, topics: BTreeMap<String, TopicAssignment>) -> ShardTable {
-        ShardTable { version, topics }
+        ShardTable {
+            version,
+            topics,
+            cluster: None,
+        }
+    }
+
+    /// A cluster-mode table: only the partitions whose replicas include `cluster.node_id` are
+    /// owned by a shard of this broker.
+    pub fn with_cluster(
+        version: u64,
+        topics: BTreeMap<String, TopicAssignment>,
+        cluster: ClusterView,
+    ) -> ShardTable {
+        ShardTable {
+            version,
+            topics,
+            cluster: Some(cluster),
+        }
     }
 
     /// The version of this table. Version 0 is the empty table a shard starts with.
@@ -92,10 +176,38 @@ impl ShardTable {
         self.version
     }
 
-    /// The owner of `(topic, partition)`, or `None` when the table has no such partition.
+    /// The cluster as this table describes it (cluster mode only).
+    pub fn cluster(&self) -> Option<&ClusterView> {
+        self.cluster.as_ref()
+    }
+
+    /// Whether the table has partition `partition` of `topic`, held by this broker or not.
+    pub fn has_partition(&self, topic: &str, partition: i32) -> bool {
+        usize::try_from(partition)
+            .ok()
+            .zip(self.topics.get(topic))
+            .is_some_and(|(index, assignment)| index < assignment.owners.len())
+    }
+
+    /// Whether this broker holds a replica of `topic`-`partition`: always in single-node
+    /// mode, when its node id is among the replicas in cluster mode.
+    fn hosted(&self, assignment: &TopicAssignment, index: usize) -> bool {
+        match &self.cluster {
+            None => true,
+            Some(cluster) => assignment
+                .replication
+                .get(index)
+                .is_some_and(|info| info.replicas.contains(&cluster.node_id)),
+        }
+    }
+
+    /// The shard of this broker that owns `(topic, partition)`, or `None` when the table has
+    /// no such partition or this broker holds no replica of it.
     pub fn owner(&self, topic: &str, partition: i32) -> Option<ShardId> {
         let index = usize::try_from(partition).ok()?;
-        self.topics.get(topic)?.owners.get(index).copied()
+        let assignment = self.topics.get(topic)?;
+        let owner = assignment.owners.get(index).copied()?;
+        self.hosted(assignment, index).then_some(owner)
     }
 
     /// The assignment of `topic`, if the table has it.
@@ -115,7 +227,7 @@ impl ShardTable {
         let mut owned = Vec::new();
         for (name, assignment) in &self.topics {
             for (index, owner) in assignment.owners.iter().enumerate() {
-                if *owner == shard {
+                if *owner == shard && self.hosted(assignment, index) {
                     // Partition counts are bounded by `partitions_max`, far below i32::MAX.
                     owned.push((name.clone(), i32::try_from(index).unwrap_or(i32::MAX)));
                 }
@@ -199,5 +311,53 @@ mod tests {
         assert_eq!(all.len(), 15);
         all.dedup();
         assert_eq!(all.len(), 15);
+    }
+
+    // Proves cluster-mode hosting: a broker's shards own only partitions whose replicas
+    // include it, the others exist (for metadata) but have no owner here, and a broker's
+    // address points at the shard that owns a partition on that broker.
+    #[test]
+    fn cluster_tables_own_only_hosted_partitions() {
+        let info = |replicas: Vec<i32>| ReplicaInfo {
+            leader: replicas[0],
+            leader_epoch: 0,
+            replicas: replicas.clone(),
+            isr: replicas,
+            version: 1,
+            min_insync_replicas: 1,
+        };
+        let mut assignment = TopicAssignment::place("t", 2, 2, 2, Vec::new());
+        assignment.replication = vec![info(vec![1, 2]), info(vec![2, 3])];
+        let mut topics = BTreeMap::new();
+        topics.insert("t".to_string(), assignment);
+        let cluster = ClusterView {
+            node_id: 1,
+            controller_id: 1,
+            brokers: BTreeMap::new(),
+        };
+        let table = ShardTable::with_cluster(5, topics, cluster);
+        assert_eq!(table.owner("t", 0), Some(shard_for("t", 0, 2)));
+        assert_eq!(table.owner("t", 1), None);
+        assert!(table.has_partition("t", 1));
+        assert!(!table.has_partition("t", 2));
+        let owned: Vec<_> = (0..2).flat_map(|s| table.owned_by(ShardId(s))).collect();
+        assert_eq!(owned, vec![("t".to_string(), 0)]);
+        let broker = BrokerAddress {
+            node_id: 2,
+            host: "10.0.0.2".into(),
+            native_port: 9000,
+            shard_ports: vec![9001, 9002, 9003],
+        };
+        let shard = shard_for("t", 1, 3);
+        assert_eq!(broker.owner_shard("t", 1), Some(shard));
+        assert_eq!(
+            broker.owner_addr("t", 1),
+            format!("10.0.0.2:{}", 9001 + shard.0)
+        );
+        let bare = BrokerAddress {
+            shard_ports: Vec::new(),
+            ..broker
+        };
+        assert_eq!(bare.owner_addr("t", 1), "10.0.0.2:9000");
     }
 }

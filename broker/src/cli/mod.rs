@@ -1,8 +1,9 @@
-//! The `sluice` CLI's client commands: `topic create|list|describe|delete`, `produce` and
-//! `consume`. Each runs the native client (`sluice-client`) on one glommio executor on the
+//! The `sluice` CLI's client commands: `topic create|list|describe|delete`, `produce`,
+//! `consume` and `cluster info`. Each runs the native client (`sluice-client`) on one glommio executor on the
 //! calling thread; errors are `anyhow` errors that say what could not be done and why.
 
 mod args;
+mod cluster;
 mod consume;
 mod produce;
 mod topic;
@@ -18,6 +19,7 @@ pub use args::{
     parse_acks, parse_config_entry, parse_start, CompressionArg, ConnectArgs, ConsumeArgs,
     ProduceArgs, TopicCommand, TopicCreateArgs, TopicNameArgs,
 };
+pub use cluster::ClusterCommand;
 
 /// The client-side commands of the `sluice` binary, flattened beside its `broker` command.
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -29,6 +31,9 @@ pub enum ClientCommand {
     Produce(ProduceArgs),
     /// Print a topic's messages to stdout, one value per line.
     Consume(ConsumeArgs),
+    /// Show the cluster: brokers, controller, under-replicated and offline partitions.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
 
 /// Runs a client command to completion and returns the process exit code.
@@ -43,6 +48,7 @@ pub fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
             ClientCommand::Topic(command) => topic::run(command).await,
             ClientCommand::Produce(args) => produce::run(args).await,
             ClientCommand::Consume(args) => consume::run(args).await,
+            ClientCommand::Cluster(command) => cluster::run(command).await,
         }
     })
 }

@@ -1,6 +1,12 @@
 //! Fetch: read whole batches from each requested partition, long-polling when fewer than
 //! `min_bytes` are available.
 //!
+//! Consumers (replica id -1) read from leaders only, below the high watermark. A follower
+//! replica (replica id = its node id) reads up to the leader's log end offset; its fetch offset
+//! is its own log end, which the leader records to move the high watermark (waking acks=all
+//! producers and consumers) and to decide ISR changes. A follower's fetch long-polls for the
+//! log end to move.
+//!
 //! Partitions this shard owns are sent zero-copy: file ranges spliced to the socket, or the
 //! direct-mode tail cache's memory. Partitions another shard owns come back over the mesh as
 //! copied bytes (the owner's file descriptors cannot cross cores). When a round finds fewer than
@@ -18,11 +24,23 @@ use sluice_net::{
     ErrorCode, FetchPartition, FetchPartitionResult, FetchRequest, FetchResponse, Frame, NetError,
     PayloadPart,
 };
-use sluice_shard::{PartitionError, PartitionState, Route};
+use sluice_shard::{PartitionError, PartitionState, Reader, Route, Visibility};
 use sluice_storage::ReadSlice;
 
 use super::handlers;
 use super::ShardServer;
+
+/// Who a fetch request reads as: a negative replica id is a consumer.
+fn reader_of(request: &FetchRequest, wanted: &FetchPartition) -> Reader {
+    if request.replica_id < 0 {
+        Reader::Consumer
+    } else {
+        Reader::Replica {
+            node_id: request.replica_id,
+            leader_epoch: wanted.current_leader_epoch,
+        }
+    }
+}
 
 /// A fetch result for a partition that failed with `code` (offsets unknown).
 pub fn error_result(topic: &str, partition: i32, code: ErrorCode) -> FetchPartitionResult {
@@ -43,7 +61,8 @@ struct Round {
     parts: Vec<PayloadPart>,
     bytes: usize,
     failed: bool,
-    /// The high watermark each partition had in this round (`None` for failed partitions).
+    /// The watched offset each partition had in this round: the high watermark for consumers,
+    /// the log end for followers (`None` for failed partitions).
     watermarks: Vec<Option<i64>>,
 }
 
@@ -86,12 +105,17 @@ async fn read_round(server: &ShardServer, request: &FetchRequest) -> Round {
     let mut remaining = request.max_bytes as usize;
     for wanted in &request.partitions {
         let budget = (wanted.partition_max_bytes as usize).min(remaining);
-        match read_partition(server, wanted, budget).await {
+        let reader = reader_of(request, wanted);
+        match read_partition(server, wanted, budget, reader).await {
             Ok((state, part)) => {
                 let length = part.as_ref().map_or(0, PayloadPart::len);
                 remaining = remaining.saturating_sub(length);
                 round.bytes += length;
-                round.watermarks.push(Some(state.high_watermark));
+                let watched = match reader {
+                    Reader::Consumer => state.high_watermark,
+                    Reader::Replica { .. } => state.log_end_offset,
+                };
+                round.watermarks.push(Some(watched));
                 round.results.push(FetchPartitionResult {
                     topic: wanted.topic.clone(),
                     partition: wanted.partition,
@@ -135,20 +159,25 @@ fn failed_result(
 }
 
 /// Reads one partition: its state, and up to `budget` bytes of whole batches from the fetch
-/// offset (`budget` 0 reads nothing: the request's byte budget is spent).
+/// offset (`budget` 0 reads nothing: the request's byte budget is spent). A follower's read
+/// first records its fetch offset on the leader (and may start an ISR expansion).
 async fn read_partition(
     server: &ShardServer,
     wanted: &FetchPartition,
     budget: usize,
+    reader: Reader,
 ) -> Result<(PartitionState, Option<PayloadPart>), PartitionError> {
-    // The leader epoch of a single-node broker never changes, so `current_leader_epoch` needs
-    // no fencing check until replication can move leadership.
     match server.shard.route(&wanted.topic, wanted.partition) {
         Route::Local(partition) => {
+            partition.record_fetch(reader, wanted.fetch_offset, sluice_shard::now_ms())?;
+            if let Reader::Replica { .. } = reader {
+                super::replication::propose_isr_change(server, &partition);
+            }
             if budget == 0 {
+                partition.check_leader()?;
                 return Ok((partition.state(), None));
             }
-            let slice = partition.read(wanted.fetch_offset, budget)?;
+            let slice = partition.read_as(reader, wanted.fetch_offset, budget)?;
             let part = match slice {
                 ReadSlice::Empty => None,
                 ReadSlice::File(file) => Some(PayloadPart::File {
@@ -163,12 +192,13 @@ async fn read_partition(
         Route::Remote(owner) => {
             let read = server
                 .shard
-                .read_remote(
+                .read_remote_as(
                     owner,
                     &wanted.topic,
                     wanted.partition,
                     wanted.fetch_offset,
                     budget,
+                    reader,
                 )
                 .await?;
             let part = Some(read.records)
@@ -176,14 +206,19 @@ async fn read_partition(
                 .map(PayloadPart::Memory);
             Ok((read.state, part))
         }
+        Route::NotHosted => Err(PartitionError::not_leader(
+            &wanted.topic,
+            wanted.partition,
+            -1,
+        )),
         Route::Unknown => Err(PartitionError::unknown(&wanted.topic, wanted.partition)),
     }
 }
 
 type Wait<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 
-/// Waits until any partition's high watermark passes what the last round saw, `timeout`
-/// passes, or the shard starts draining.
+/// Waits until any partition's watched offset passes what the last round saw, `timeout` passes,
+/// or the shard starts draining.
 async fn wait_for_data(
     server: &ShardServer,
     request: &FetchRequest,
@@ -193,22 +228,28 @@ async fn wait_for_data(
     let mut waits: Vec<Wait<'_>> = Vec::with_capacity(request.partitions.len() + 2);
     waits.push(Box::pin(glommio::timer::sleep(timeout)));
     waits.push(Box::pin(server.stop.wait()));
+    let visibility = if request.replica_id < 0 {
+        Visibility::Committed
+    } else {
+        Visibility::LogEnd
+    };
     for (wanted, seen) in request.partitions.iter().zip(watermarks) {
         let Some(seen) = *seen else {
             continue;
         };
         match server.shard.route(&wanted.topic, wanted.partition) {
             Route::Local(partition) => waits.push(Box::pin(async move {
-                partition.wait_for_data(seen, timeout).await;
+                partition.wait_until(visibility, seen, timeout).await;
             })),
             Route::Remote(owner) => waits.push(Box::pin(server.shard.wait_remote(
                 owner,
                 &wanted.topic,
                 wanted.partition,
                 seen,
+                visibility,
                 timeout,
             ))),
-            Route::Unknown => {}
+            Route::NotHosted | Route::Unknown => {}
         }
     }
     futures_lite::future::poll_fn(|context| {

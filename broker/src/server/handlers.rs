@@ -13,7 +13,9 @@ use sluice_net::{
     ProducePartitionResult, ProduceResponse, TopicMeta, TopicResult,
 };
 use sluice_shard::partition::SINGLE_NODE_LEADER_EPOCH;
-use sluice_shard::{OffsetQuery, PartitionError, ProtocolErrorKind, ShardTable};
+use sluice_shard::{
+    ClusterView, OffsetQuery, PartitionError, ProtocolErrorKind, ShardTable, NO_LEADER,
+};
 use sluice_storage::StorageError;
 
 use super::{fetch, produce, ShardServer};
@@ -213,6 +215,13 @@ pub fn partition_error_code(error: &PartitionError) -> (ErrorCode, Option<Protoc
             StorageError::Closed => (ErrorCode::NotLeaderOrFollower, None),
             _ => (ErrorCode::KafkaStorageError, None),
         },
+        PartitionError::NotLeaderOrFollower { .. } => (ErrorCode::NotLeaderOrFollower, None),
+        PartitionError::FencedLeaderEpoch { .. } => (ErrorCode::FencedLeaderEpoch, None),
+        PartitionError::NotEnoughReplicas { .. } => (ErrorCode::NotEnoughReplicas, None),
+        PartitionError::NotEnoughReplicasAfterAppend { .. } => {
+            (ErrorCode::NotEnoughReplicasAfterAppend, None)
+        }
+        PartitionError::ReplicationTimeout { .. } => (ErrorCode::RequestTimedOut, None),
         PartitionError::Forward { .. } => (ErrorCode::UnknownServerError, None),
     }
 }
@@ -243,6 +252,34 @@ pub fn count_partition_error(server: &ShardServer, error: &PartitionError) -> Er
 }
 
 fn metadata(server: &ShardServer, request: MetadataRequest) -> MetadataResponse {
+    server.shard.with_table(|table| match table.cluster() {
+        None => single_node_metadata(server, table, request),
+        Some(cluster) => cluster_metadata(server, table, cluster, request),
+    })
+}
+
+/// The topics a metadata request names, or every topic.
+fn requested_topics(table: &ShardTable, request: MetadataRequest) -> Vec<String> {
+    match request.topics {
+        None => table.topics().map(|(name, _)| name.to_string()).collect(),
+        Some(names) => names,
+    }
+}
+
+fn unknown_topic_meta(name: &str) -> TopicMeta {
+    TopicMeta {
+        name: name.to_string(),
+        error: ErrorCode::UnknownTopicOrPartition.code(),
+        partitions: Vec::new(),
+        configs: Vec::new(),
+    }
+}
+
+fn single_node_metadata(
+    server: &ShardServer,
+    table: &ShardTable,
+    request: MetadataRequest,
+) -> MetadataResponse {
     let shared = &server.shared;
     let node_id = shared.config.node_id;
     let broker = BrokerMeta {
@@ -251,16 +288,10 @@ fn metadata(server: &ShardServer, request: MetadataRequest) -> MetadataResponse 
         port: shared.native_addr.port(),
         shard_ports: shared.shard_ports.get().cloned().unwrap_or_default(),
     };
-    let topics = server.shard.with_table(|table| match request.topics {
-        None => table
-            .topics()
-            .map(|(name, _)| topic_meta(table, name, node_id))
-            .collect(),
-        Some(names) => names
-            .iter()
-            .map(|name| topic_meta(table, name, node_id))
-            .collect(),
-    });
+    let topics = requested_topics(table, request)
+        .iter()
+        .map(|name| topic_meta(table, name, node_id))
+        .collect();
     MetadataResponse {
         brokers: vec![broker],
         controller_id: node_id,
@@ -271,12 +302,7 @@ fn metadata(server: &ShardServer, request: MetadataRequest) -> MetadataResponse 
 
 fn topic_meta(table: &ShardTable, name: &str, node_id: i32) -> TopicMeta {
     let Some(assignment) = table.topic(name) else {
-        return TopicMeta {
-            name: name.to_string(),
-            error: ErrorCode::UnknownTopicOrPartition.code(),
-            partitions: Vec::new(),
-            configs: Vec::new(),
-        };
+        return unknown_topic_meta(name);
     };
     let partitions = assignment
         .owners
@@ -290,6 +316,71 @@ fn topic_meta(table: &ShardTable, name: &str, node_id: i32) -> TopicMeta {
             replicas: vec![node_id],
             isr: vec![node_id],
             shard: owner.0,
+        })
+        .collect();
+    TopicMeta {
+        name: name.to_string(),
+        error: ErrorCode::None.code(),
+        partitions,
+        configs: assignment.configs.clone(),
+    }
+}
+
+/// Metadata from the cluster state this shard last received: every live broker, and for each
+/// partition its leader, epoch, replicas, ISR and the shard that owns it on the leader.
+fn cluster_metadata(
+    server: &ShardServer,
+    table: &ShardTable,
+    cluster: &ClusterView,
+    request: MetadataRequest,
+) -> MetadataResponse {
+    let brokers = cluster
+        .brokers
+        .values()
+        .map(|broker| BrokerMeta {
+            node_id: broker.node_id,
+            host: broker.host.clone(),
+            port: broker.native_port,
+            shard_ports: broker.shard_ports.clone(),
+        })
+        .collect();
+    let topics = requested_topics(table, request)
+        .iter()
+        .map(|name| cluster_topic_meta(table, cluster, name))
+        .collect();
+    MetadataResponse {
+        brokers,
+        controller_id: cluster.controller_id,
+        cluster_id: server.shared.cluster_id.clone(),
+        topics,
+    }
+}
+
+fn cluster_topic_meta(table: &ShardTable, cluster: &ClusterView, name: &str) -> TopicMeta {
+    let Some(assignment) = table.topic(name) else {
+        return unknown_topic_meta(name);
+    };
+    let partitions = (0..assignment.partition_count())
+        .map(|index| {
+            let partition = i32::try_from(index).unwrap_or(i32::MAX);
+            let info = assignment.replica_info(index);
+            let leader = info.map_or(NO_LEADER, |info| info.leader);
+            let owner = cluster
+                .brokers
+                .get(&leader)
+                .and_then(|broker| broker.owner_shard(name, partition));
+            PartitionMeta {
+                partition,
+                error: match owner {
+                    Some(_) => ErrorCode::None.code(),
+                    None => ErrorCode::LeaderNotAvailable.code(),
+                },
+                leader,
+                leader_epoch: info.map_or(-1, |info| info.leader_epoch),
+                replicas: info.map(|info| info.replicas.clone()).unwrap_or_default(),
+                isr: info.map(|info| info.isr.clone()).unwrap_or_default(),
+                shard: owner.map_or(0, |shard| shard.0),
+            }
         })
         .collect();
     TopicMeta {

@@ -4,8 +4,10 @@
 
 pub mod connection;
 pub mod fetch;
+pub mod follower;
 pub mod handlers;
 pub mod produce;
+pub mod replication;
 pub mod trigger;
 
 use std::cell::Cell;
@@ -28,7 +30,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::BrokerConfig;
 use crate::control::ControlClient;
+use crate::replication::IsrClient;
 use crate::BrokerError;
+use follower::Followers;
 use trigger::Trigger;
 
 /// How often each shard runs log maintenance (time-based flush and roll, retention), in ms.
@@ -68,8 +72,12 @@ pub struct ServerShared {
     /// Connections open across all shards (bounded by `connections_max`). Touched only when a
     /// connection opens or closes, never per request.
     pub connections_open: AtomicUsize,
-    /// The shard table every shard starts with (from the metadata store).
+    /// The shard table every shard starts with (from the metadata store; empty in cluster
+    /// mode, where the control plane sends the first table from etcd).
     pub initial_table: ShardTable,
+    /// Cluster mode: where leaders send the ISR changes they propose. `None` in single-node
+    /// mode.
+    pub isr: Option<IsrClient>,
     /// Where each shard reports the outcome of its startup.
     pub startup: std::sync::mpsc::Sender<ShardStartup>,
 }
@@ -93,6 +101,8 @@ pub struct ShardServer {
     pub stop: Trigger,
     /// Fired to drop connections that did not finish within the drain bound.
     pub abort: Trigger,
+    /// Cluster mode: the replica fetchers of the partitions this shard follows.
+    pub followers: Followers,
     connections: Cell<usize>,
     splice_seen: Cell<SpliceStats>,
 }
@@ -206,18 +216,42 @@ pub async fn run_shard(
         shared,
         stop: Trigger::default(),
         abort: Trigger::default(),
+        followers: Followers::default(),
         connections: Cell::new(0),
         splice_seen: Cell::new(SpliceStats::default()),
     });
     let _accepting = glommio::spawn_local(accept_all(server.clone(), listeners));
     let _maintenance = glommio::spawn_local(maintain(server.clone()));
-    let mut closed = None;
+    let _replication = server
+        .shared
+        .isr
+        .is_some()
+        .then(|| glommio::spawn_local(replication::check_loop(server.clone())));
+    match obey(&server, &mut control).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(reason)) => Err(BrokerError::Shutdown(reason)),
+        // The control plane went away without closing us: close the logs anyway.
+        None => close(&server).await.map_err(BrokerError::from),
+    }
+}
+
+/// Serves the control plane's messages until `Close` (returning how closing went) or until the
+/// inbox closes (`None`).
+async fn obey(
+    server: &Rc<ShardServer>,
+    control: &mut sluice_shard::ControlReceiver,
+) -> Option<Result<(), String>> {
     while let Some(message) = control.next().await {
         match message {
             ShardControl::ApplyTable { table, reply } => {
-                let _ = reply.send(server.shard.apply_table(table).await);
+                let applied = server.shard.apply_table(table).await;
+                if !server.stop.is_fired() {
+                    server.followers.reconcile(server);
+                }
+                let _ = reply.send(applied);
             }
             ShardControl::Drain { reply } => {
+                server.followers.stop_all();
                 // Drained in its own task so this loop keeps applying tables meanwhile: an
                 // in-flight CreateTopics may be waiting for exactly that to finish.
                 let draining = server.clone();
@@ -228,23 +262,17 @@ pub async fn run_shard(
                 .detach();
             }
             ShardControl::Close { reply } => {
-                let result = close(&server).await;
+                let result = close(server).await;
                 let outcome = result
                     .as_ref()
                     .map(|_| ())
                     .map_err(|error| error.to_string());
                 let _ = reply.send(result);
-                closed = Some(outcome);
-                break;
+                return Some(outcome);
             }
         }
     }
-    match closed {
-        Some(Ok(())) => Ok(()),
-        Some(Err(reason)) => Err(BrokerError::Shutdown(reason)),
-        // The control plane went away without closing us: close the logs anyway.
-        None => close(&server).await.map_err(BrokerError::from),
-    }
+    None
 }
 
 type Listeners = Vec<TcpListener>;
@@ -390,6 +418,7 @@ async fn drain(server: &ShardServer) {
 async fn close(server: &ShardServer) -> Result<(), sluice_shard::ShardError> {
     server.stop.fire();
     server.abort.fire();
+    server.followers.stop_all();
     let result = server.shard.close().await;
     if let Err(error) = &result {
         tracing::error!(shard = server.shard.id().0, %error, "closing logs failed");

@@ -2,14 +2,19 @@
 //! on the partition's owning shard (forwarded over the mesh when that is another shard), and
 //! answer per partition.
 //!
-//! acks: 1 and -1 are answered once the batches are appended to the log. With -1 ("all") a
-//! single-node broker's in-sync replica set is the leader alone, so "appended by every in-sync
-//! replica" is the same moment as acks=1. Durability against power loss is then the flush
-//! policy's (`flush_every_append`, or flush_bytes_max / flush_ms_max); a killed process loses
-//! nothing acknowledged, since the bytes are already in the page cache or on the device.
-//! acks=0 gets no response at all.
+//! acks: 1 is answered once the batches are appended to the leader's log. -1 ("all") is
+//! refused up front with NotEnoughReplicas while the ISR is smaller than
+//! `min.insync.replicas`, and otherwise answered once the high watermark passes the batches
+//! (every in-sync replica has them), or with RequestTimedOut after the request's `timeout_ms`.
+//! A single-node broker's in-sync replica set is the leader alone, so there acks=all is
+//! answered at the same moment as acks=1; durability against power loss is then the flush
+//! policy's (`flush_every_append`, or flush_bytes_max / flush_ms_max), and a killed process
+//! loses nothing acknowledged, since the bytes are already in the page cache or on the device.
+//! acks=0 gets no response at all. Only the partition's leader accepts writes; any other
+//! broker answers NotLeaderOrFollower.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_net::{
@@ -140,6 +145,8 @@ async fn append_all(
     request: &ProduceRequest,
     payloads: Vec<Bytes>,
 ) -> Vec<ProducePartitionResult> {
+    let acks_all =
+        (request.acks == ACKS_ALL).then(|| Duration::from_millis(u64::from(request.timeout_ms)));
     let appends: Vec<_> = request
         .partitions
         .iter()
@@ -148,7 +155,9 @@ async fn append_all(
             let server = server.clone();
             let topic = partition.topic.clone();
             let index = partition.partition;
-            glommio::spawn_local(async move { append_one(&server, topic, index, batches).await })
+            glommio::spawn_local(async move {
+                append_one(&server, topic, index, batches, acks_all).await
+            })
         })
         .collect();
     let mut results = Vec::with_capacity(appends.len());
@@ -163,6 +172,7 @@ async fn append_one(
     topic: String,
     partition: i32,
     batches: Bytes,
+    acks_all: Option<Duration>,
 ) -> ProducePartitionResult {
     // The frame bound is the tightest bound every batch must meet here; the owning log
     // enforces the topic's own batch_bytes_max when it validates again before writing.
@@ -174,7 +184,11 @@ async fn append_one(
         return failed(&topic, partition, code, Some(message));
     }
     let length = batches.len() as u64;
-    match server.shard.append(&topic, partition, batches).await {
+    let appended = server
+        .shard
+        .append_acked(&topic, partition, batches, acks_all)
+        .await;
+    match appended {
         Ok(outcome) => {
             server.metrics().bytes_in.add(length);
             ProducePartitionResult {

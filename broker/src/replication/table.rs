@@ -1,0 +1,172 @@
+//! The shard table of cluster mode, built from a [`ClusterState`] (pure).
+
+use std::collections::BTreeMap;
+
+use sluice_shard::partition::topic_min_insync_replicas;
+use sluice_shard::{
+    BrokerAddress, ClusterView, ReplicaInfo, ShardTable, TopicAssignment, NO_LEADER,
+};
+
+use crate::cluster::ClusterState;
+
+/// The table every shard of broker `node_id` gets for `state`: every topic (so metadata can
+/// describe it), each partition owned by the shard [`sluice_shard::shard_for`] picks over
+/// `shard_count` shards, its leader, epoch, replicas and ISR, and the live brokers. Its version
+/// is the etcd revision the state reflects, so a stale broadcast is ignored.
+pub fn table_from_cluster(
+    state: &ClusterState,
+    node_id: i32,
+    shard_count: u32,
+    min_insync_replicas_default: usize,
+) -> ShardTable {
+    let topics = state
+        .topics
+        .iter()
+        .map(|(name, topic)| {
+            let configs: Vec<(String, String)> = topic
+                .configs
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            let min_insync =
+                topic_min_insync_replicas(&configs).unwrap_or(min_insync_replicas_default);
+            let partitions = u32::try_from(topic.partitions).unwrap_or(0);
+            let mut assignment = TopicAssignment::place(
+                name,
+                partitions,
+                shard_count,
+                topic.replication_factor,
+                configs,
+            );
+            assignment.replication = topic
+                .assignment
+                .iter()
+                .enumerate()
+                .map(|(index, replicas)| {
+                    let partition = i32::try_from(index).unwrap_or(i32::MAX);
+                    replica_info(state, name, partition, replicas, min_insync)
+                })
+                .collect();
+            (name.clone(), assignment)
+        })
+        .collect();
+    let brokers = state
+        .brokers
+        .values()
+        .map(|broker| {
+            let address = BrokerAddress {
+                node_id: broker.id,
+                host: broker.host.clone(),
+                native_port: broker.native_port,
+                shard_ports: broker.shard_ports.clone(),
+            };
+            (broker.id, address)
+        })
+        .collect::<BTreeMap<_, _>>();
+    let cluster = ClusterView {
+        node_id,
+        controller_id: state.controller_id().unwrap_or(NO_LEADER),
+        brokers,
+    };
+    let version = u64::try_from(state.revision).unwrap_or(0);
+    ShardTable::with_cluster(version, topics, cluster)
+}
+
+/// One partition's replication state; a partition whose state is not written yet (its
+/// creator died midway; the controller fills it in) has no leader.
+fn replica_info(
+    state: &ClusterState,
+    topic: &str,
+    partition: i32,
+    replicas: &[i32],
+    min_insync_replicas: usize,
+) -> ReplicaInfo {
+    match state.partition(topic, partition) {
+        Some(entry) => ReplicaInfo {
+            leader: entry.state.leader,
+            leader_epoch: entry.state.leader_epoch,
+            replicas: replicas.to_vec(),
+            isr: entry.state.isr.clone(),
+            version: entry.mod_revision,
+            min_insync_replicas,
+        },
+        None => ReplicaInfo {
+            leader: NO_LEADER,
+            leader_epoch: -1,
+            replicas: replicas.to_vec(),
+            isr: Vec::new(),
+            version: 0,
+            min_insync_replicas,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{BrokerInfo, PartitionEntry, PartitionState, TopicAssignment};
+
+    // Proves the table of a cluster state holds every topic, opens on this broker only the
+    // partitions it has a replica of, carries leader, epoch, ISR and CAS version, takes
+    // min.insync.replicas from the topic over the default, and lists the live brokers.
+    #[test]
+    fn table_reflects_the_cluster_state() {
+        let mut state = ClusterState::new("c");
+        state.revision = 42;
+        for id in [1, 2] {
+            state.brokers.insert(
+                id,
+                BrokerInfo {
+                    id,
+                    host: "127.0.0.1".into(),
+                    native_port: 9000 + id as u16,
+                    shard_ports: vec![9100 + id as u16],
+                    admin_addr: None,
+                },
+            );
+        }
+        state.topics.insert(
+            "t".into(),
+            TopicAssignment {
+                name: "t".into(),
+                partitions: 2,
+                replication_factor: 2,
+                configs: [("min.insync.replicas".to_string(), "2".to_string())].into(),
+                assignment: vec![vec![1, 2], vec![2, 3]],
+            },
+        );
+        let entry = PartitionEntry {
+            state: PartitionState {
+                leader: 1,
+                leader_epoch: 4,
+                isr: vec![1, 2],
+                controller_epoch: 0,
+            },
+            mod_revision: 40,
+        };
+        state
+            .partitions
+            .entry("t".into())
+            .or_default()
+            .insert(0, entry);
+        let table = table_from_cluster(&state, 1, 2, 1);
+        assert_eq!(table.version(), 42);
+        assert!(table.owner("t", 0).is_some());
+        assert_eq!(
+            table.owner("t", 1),
+            None,
+            "broker 1 holds no replica of t-1"
+        );
+        assert!(table.has_partition("t", 1));
+        let assignment = table.topic("t").unwrap();
+        let info = assignment.replica_info(0).unwrap();
+        assert_eq!((info.leader, info.leader_epoch, info.version), (1, 4, 40));
+        assert_eq!(info.isr, vec![1, 2]);
+        assert_eq!(info.min_insync_replicas, 2);
+        assert_eq!(assignment.replica_info(1).unwrap().leader, NO_LEADER);
+        let cluster = table.cluster().unwrap();
+        assert_eq!(cluster.node_id, 1);
+        assert_eq!(cluster.brokers.len(), 2);
+        assert_eq!(cluster.controller_id, NO_LEADER);
+    }
+}

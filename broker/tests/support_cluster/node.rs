@@ -1,0 +1,302 @@
+//! One `sluice broker` child process (env!("CARGO_BIN_EXE_sluice")) with fixed ports and its own
+//! data directory, optionally inside a network namespace: start, SIGKILL, SIGSTOP, SIGCONT and
+//! restart on the same data directory and ports. Killed when dropped, even on a failed assertion.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::ports::free_ports;
+
+/// How long a starting broker may take to print `ready`.
+const BROKER_START_WAIT: Duration = Duration::from_secs(60);
+
+/// How long SIGSTOP may take to show in /proc.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// Poll interval of the waits in this file.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a restart keeps retrying while the broker's ports are still in use.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(30);
+
+/// Pause between two such retries.
+const PORT_RELEASE_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+
+/// What the broker logs when a port is taken.
+const ADDRESS_IN_USE: &str = "Address already in use";
+
+/// Log filter of the brokers, unless `SLUICE_CLUSTER_TEST_LOG` says otherwise.
+const BROKER_LOG_FILTER_DEFAULT: &str = "info";
+
+/// What a broker is started with, every start the same.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Node id (`--node-id`).
+    pub id: i32,
+    /// The address it binds and advertises.
+    pub host: String,
+    /// The network namespace to run it in (`ip netns exec`), if any.
+    pub netns: Option<String>,
+    /// Shards (`--shards`).
+    pub shards: usize,
+    /// Further flags: etcd, cluster name, replication settings.
+    pub flags: Vec<String>,
+}
+
+/// A broker process and where it lives.
+pub struct BrokerNode {
+    spec: NodeSpec,
+    /// Native port (`--native-addr host:native_port`).
+    pub native_port: u16,
+    /// First shard port (`--shard-port-base`); shard i listens on this + i.
+    pub shard_port_base: u16,
+    /// Admin HTTP port.
+    pub admin_port: u16,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    dir: PathBuf,
+    child: Option<Child>,
+    stopped: bool,
+    starts: u32,
+}
+
+impl BrokerNode {
+    /// Picks ports and directories under `dir` and starts the broker; returns once it printed
+    /// `ready`.
+    pub fn start(spec: NodeSpec, dir: &Path) -> BrokerNode {
+        let ports = free_ports(&spec.host, spec.shards + 2);
+        let node_dir = dir.join(format!("broker-{}", spec.id));
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let mut node = BrokerNode {
+            native_port: ports[0],
+            shard_port_base: ports[1],
+            admin_port: ports[spec.shards + 1],
+            data_dir: node_dir.join("data"),
+            dir: node_dir,
+            spec,
+            child: None,
+            stopped: false,
+            starts: 0,
+        };
+        node.spawn();
+        node
+    }
+
+    /// Node id.
+    pub fn id(&self) -> i32 {
+        self.spec.id
+    }
+
+    /// The address it binds and advertises.
+    pub fn host(&self) -> &str {
+        &self.spec.host
+    }
+
+    /// `host:port` of its native port.
+    pub fn native_addr(&self) -> String {
+        format!("{}:{}", self.spec.host, self.native_port)
+    }
+
+    /// `host:port` of its admin endpoint.
+    pub fn admin_addr(&self) -> String {
+        format!("{}:{}", self.spec.host, self.admin_port)
+    }
+
+    /// True while the process exists (it may be stopped).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// True while the process exists and is not stopped: it can answer requests.
+    pub fn is_serving(&self) -> bool {
+        self.child.is_some() && !self.stopped
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.as_ref().expect("broker not running").id()).unwrap()
+    }
+
+    /// SIGKILL, then reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+        self.stopped = false;
+    }
+
+    /// SIGSTOP, and wait until the kernel shows it stopped.
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGSTOP);
+        self.stopped = true;
+        let deadline = Instant::now() + STOP_WAIT;
+        while process_state(self.pid()) != Some('T') {
+            assert!(
+                Instant::now() < deadline,
+                "broker {} (pid {}) did not stop within {STOP_WAIT:?} of SIGSTOP",
+                self.id(),
+                self.pid()
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// SIGCONT.
+    pub fn cont(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.stopped = false;
+    }
+
+    /// Starts the broker again on the same data directory and ports (it must not be running).
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "broker {} is still running",
+            self.id()
+        );
+        self.spawn();
+    }
+
+    /// The last `lines` lines of everything the broker logged, over all its starts.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log_path(), lines)
+    }
+
+    /// Path of the broker's log (stderr of every start, appended).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("broker.log")
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on the pid of our own, not yet reaped, child.
+        let result = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(result, 0, "kill({}, {signal}) failed", self.pid());
+    }
+
+    fn command(&self) -> Command {
+        let binary = env!("CARGO_BIN_EXE_sluice");
+        let mut command = match &self.spec.netns {
+            Some(netns) => {
+                // `ip netns exec` execs the program in place, so the child's pid is the
+                // broker's and signals reach it directly.
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, binary]);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let host = &self.spec.host;
+        command
+            .arg("broker")
+            .arg("--node-id")
+            .arg(self.spec.id.to_string())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--native-addr")
+            .arg(format!("{host}:{}", self.native_port))
+            .arg("--shard-port-base")
+            .arg(self.shard_port_base.to_string())
+            .arg("--admin-addr")
+            .arg(format!("{host}:{}", self.admin_port))
+            .arg("--shards")
+            .arg(self.spec.shards.to_string())
+            .args(["--pin", "false"])
+            .args(&self.spec.flags);
+        let filter = std::env::var("SLUICE_CLUSTER_TEST_LOG")
+            .unwrap_or_else(|_| BROKER_LOG_FILTER_DEFAULT.to_string());
+        command.env("RUST_LOG", filter);
+        command
+    }
+
+    /// Starts the process and waits for `ready`, retrying while its ports are still held by
+    /// the previous, killed, instance: glommio's io_uring keeps a killed process's sockets
+    /// open until the kernel tears the ring down, a moment after the process was reaped.
+    fn spawn(&mut self) {
+        let deadline = Instant::now() + PORT_RELEASE_WAIT;
+        loop {
+            match self.spawn_once() {
+                Ok(()) => return,
+                Err(log) if log.contains(ADDRESS_IN_USE) && Instant::now() < deadline => {
+                    eprintln!("broker {}: a port is still held, starting again", self.id());
+                    std::thread::sleep(PORT_RELEASE_RETRY_INTERVAL);
+                }
+                Err(log) => panic!(
+                    "broker {} exited during start; log of this start:\n{log}",
+                    self.id()
+                ),
+            }
+        }
+    }
+
+    /// One start with stdout in a fresh file and stderr appended to the log; waits for
+    /// `ready` on stdout. Err: the process exited first, with what it logged. Panics when it
+    /// neither exits nor gets ready in time.
+    fn spawn_once(&mut self) -> Result<(), String> {
+        self.starts += 1;
+        let stdout_path = self.dir.join(format!("stdout-{}", self.starts));
+        let stdout = File::create(&stdout_path).unwrap();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let log_start = log.metadata().unwrap().len();
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.stopped = false;
+        let deadline = Instant::now() + BROKER_START_WAIT;
+        loop {
+            let printed = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+            if printed.lines().any(|line| line == "ready") {
+                return Ok(());
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                let logged = std::fs::read(self.log_path()).unwrap_or_default();
+                let start = usize::try_from(log_start).unwrap().min(logged.len());
+                return Err(format!(
+                    "{}(exit status: {status})",
+                    String::from_utf8_lossy(&logged[start..])
+                ));
+            }
+            if Instant::now() >= deadline {
+                let tail = self.log_tail(40);
+                self.kill();
+                panic!(
+                    "broker {} did not print `ready` within {BROKER_START_WAIT:?}; log:\n{tail}",
+                    self.id()
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+impl Drop for BrokerNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The state letter of /proc/<pid>/stat (R, S, T, ...).
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may contain spaces; the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// The last `lines` lines of a text file ("" when it cannot be read).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
