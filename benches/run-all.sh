@@ -12,7 +12,7 @@ mkdir -p "$out"
 loadgen_s=${LOADGEN_DURATION_S:-60}
 backlog=${BACKLOG_BYTES:-5000000000}
 cargo build --release -p sluice-loadgen -p sluice-broker
-loadgen=target/release/sluice-loadgen
+loadgen="${CARGO_TARGET_DIR:-target}/release/sluice-loadgen"
 log() { echo "== $*" >&2; }
 
 log "machine"; { nproc; uname -r; lscpu | grep -i 'model name'; } > "$out/machine.txt"

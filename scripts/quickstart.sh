@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_tools
 cargo build --release -p sluice-loadgen -p sluice-broker
-exec target/release/sluice-loadgen --embedded --workload workloads/quickstart.toml "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/sluice-loadgen" --embedded --workload workloads/quickstart.toml "$@"

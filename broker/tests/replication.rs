@@ -31,7 +31,6 @@ fn cluster_config(data_dir: &Path, etcd: &str, cluster: &str, node_id: i32) -> B
     config.node_id = node_id;
     config.cluster.etcd = vec![etcd.to_string()];
     config.cluster.name = cluster.to_string();
-    config.cluster.broker_session_ttl_s = 2;
     config
 }
 
