@@ -16,6 +16,9 @@ use sluice_storage::batch::{BatchBuilder, Compression};
 use crate::delivery::BatchOutcome;
 use crate::error::ClientError;
 
+/// Smallest buffer a new batch starts with, in bytes.
+const BATCH_CAPACITY_BYTES_MIN: usize = 4 * 1024;
+
 /// A batch being filled.
 #[derive(Debug)]
 struct OpenBatch {
@@ -48,6 +51,10 @@ struct PartitionQueue {
     ready: VecDeque<ReadyBatch>,
     /// Outcomes of the batches of the request in flight; non-empty mutes the partition.
     in_flight: Vec<Rc<BatchOutcome>>,
+    /// Size of the last batch closed, in bytes: the next batch's buffer starts at twice that
+    /// (within the batch size), so filling it rarely reallocates while a slow partition does
+    /// not hold a whole batch size of memory per batch.
+    last_batch_bytes: usize,
 }
 
 impl PartitionQueue {
@@ -154,8 +161,12 @@ impl Accumulator {
             closed_batch = true;
         }
         let opened_batch = queue.open.is_none();
+        let capacity_bytes = queue.last_batch_bytes.saturating_mul(2).clamp(
+            BATCH_CAPACITY_BYTES_MIN,
+            batch_bytes_max.max(BATCH_CAPACITY_BYTES_MIN),
+        );
         let open = queue.open.get_or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::new(compression),
+            builder: BatchBuilder::with_capacity(compression, capacity_bytes),
             outcome: BatchOutcome::new(Rc::clone(topic), partition),
             opened_at: now,
             reserved_bytes: 0,
@@ -314,6 +325,7 @@ fn close_open(queue: &mut PartitionQueue) -> usize {
         return 0;
     };
     let records = open.builder.records_count() as u32;
+    queue.last_batch_bytes = open.builder.uncompressed_bytes();
     match open.builder.build() {
         Ok(bytes) => {
             queue.ready.push_back(ReadyBatch {

@@ -315,7 +315,7 @@ impl BrokerConnection {
             Some(Ok(result)) => result?,
         };
         let response = frame.decode::<Resp>()?;
-        Ok((response, frame.payload))
+        Ok((response, frame.payload.freeze()))
     }
 
     /// Sends a request the broker does not answer (Produce with acks=0) and waits until it was
@@ -463,7 +463,7 @@ async fn read_loop(shared: Rc<Shared>, frame_bytes_max: usize) {
 
 /// One socket read into the decoder's buffer; `None` when the connection is being stopped.
 async fn fill(shared: &Shared, decoder: &mut FrameDecoder) -> Option<std::io::Result<usize>> {
-    let want = decoder.bytes_wanted().clamp(READ_BYTES_MIN, READ_BYTES_MAX);
+    let want = decoder.read_bytes_hint(READ_BYTES_MIN, READ_BYTES_MAX);
     let buffer = decoder.buffer_mut();
     let filled = buffer.len();
     buffer.resize(filled + want, 0);
@@ -480,5 +480,6 @@ async fn fill(shared: &Shared, decoder: &mut FrameDecoder) -> Option<std::io::Re
         _ => 0,
     };
     buffer.truncate(filled + got);
+    decoder.record_read(got);
     result
 }

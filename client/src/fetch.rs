@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use sluice_storage::batch::{decode_records, BatchError, BatchHeader, BatchIter};
+use sluice_storage::batch::{decode_records_shared, BatchError, BatchHeader, BatchIter};
 
 use crate::error::ClientError;
 
@@ -83,15 +83,19 @@ pub(crate) fn decode_from(
         // needed here, and they are still bounds-checked.
         let header = BatchHeader::parse(&batches[start..])?;
         let end = start + header.total_bytes();
-        let bytes = batches.get(start..end).ok_or(BatchError::Truncated {
-            needed: header.total_bytes(),
-            available: batches.len() - start,
-        })?;
+        if end > batches.len() {
+            return Err(BatchError::Truncated {
+                needed: header.total_bytes(),
+                available: batches.len() - start,
+            }
+            .into());
+        }
+        let bytes = batches.slice(start..end);
         start = end;
         if header.last_offset() < position || header.is_control() {
             continue;
         }
-        for record in decode_records(bytes)? {
+        for record in decode_records_shared(&bytes)? {
             if record.offset < position {
                 continue;
             }

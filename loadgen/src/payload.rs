@@ -25,6 +25,8 @@ pub const PAYLOAD_POOL_BYTES: usize = 4 * 1024 * 1024;
 pub const COMPRESSIBLE_BLOCK_BYTES: usize = 512;
 /// Distinct keys the round-robin key distribution cycles through.
 pub const ROUND_ROBIN_KEYS: u64 = 10_000;
+/// Bytes of each buffer payloads are cut from (see `PayloadCursor`).
+const PAYLOAD_ARENA_BYTES: usize = 256 * 1024;
 /// Offset step between consecutive messages' windows into the pool: an odd number of bytes, so
 /// windows do not line up with the compressible blocks.
 const POOL_STRIDE_BYTES: usize = 4_099;
@@ -124,6 +126,7 @@ impl PayloadPool {
         PayloadCursor {
             pool: self.clone(),
             offset,
+            arena: BytesMut::new(),
         }
     }
 }
@@ -133,14 +136,21 @@ impl PayloadPool {
 pub struct PayloadCursor {
     pool: PayloadPool,
     offset: usize,
+    /// Payloads are cut from this buffer in turn (one allocation per many messages rather than
+    /// one each); it is replaced once too little of it is left.
+    arena: BytesMut,
 }
 
 impl PayloadCursor {
     /// The next payload, carrying `header`.
     pub fn next_payload(&mut self, header: &PayloadHeader) -> Bytes {
         let size = self.pool.message_size;
-        let mut value = BytesMut::with_capacity(size);
-        value.put_slice(&self.pool.pool[self.offset..self.offset + size]);
+        if self.arena.capacity() - self.arena.len() < size {
+            self.arena = BytesMut::with_capacity(PAYLOAD_ARENA_BYTES.max(size));
+        }
+        self.arena
+            .put_slice(&self.pool.pool[self.offset..self.offset + size]);
+        let mut value = self.arena.split();
         header.write(&mut value[..PAYLOAD_HEADER_BYTES]);
         if self.pool.rotate {
             let span = self.pool.pool.len() - size + 1;

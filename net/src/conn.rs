@@ -153,10 +153,7 @@ impl Connection {
 
     /// Reads once from the socket into the decoder's buffer; returns the bytes read (0 at EOF).
     async fn fill_decoder(&mut self) -> Result<usize, NetError> {
-        let want = self
-            .decoder
-            .bytes_wanted()
-            .clamp(READ_BYTES_MIN, READ_BYTES_MAX);
+        let want = self.decoder.read_bytes_hint(READ_BYTES_MIN, READ_BYTES_MAX);
         let mut guard = ReadGuard::new(self.decoder.buffer_mut(), want);
         let got = self
             .stream
@@ -167,6 +164,7 @@ impl Connection {
                 source,
             })?;
         guard.commit(got);
+        self.decoder.record_read(got);
         Ok(got)
     }
 

@@ -102,7 +102,9 @@ impl FrameHeader {
     }
 }
 
-/// One decoded frame. `control` and `payload` are slices of the received buffer (no copy).
+/// One decoded frame. `control` and `payload` are views of the received buffer (no copy).
+/// The payload is a `BytesMut`: a disjoint, writable view, so the broker can stamp offsets into
+/// produced batches in place instead of copying them first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     /// The fixed fields.
@@ -110,7 +112,7 @@ pub struct Frame {
     /// The rkyv control body, not yet validated: use [`Frame::decode`] or [`decode_control`].
     pub control: Bytes,
     /// Raw record batches; empty when the api carries none.
-    pub payload: Bytes,
+    pub payload: BytesMut,
 }
 
 impl Frame {
@@ -252,6 +254,8 @@ where
 pub struct FrameDecoder {
     buffer: BytesMut,
     frame_bytes_max: usize,
+    /// Bytes the last socket read returned; sizes the next one (see `read_bytes_hint`).
+    last_read_bytes: usize,
 }
 
 impl FrameDecoder {
@@ -261,6 +265,7 @@ impl FrameDecoder {
         FrameDecoder {
             buffer: BytesMut::new(),
             frame_bytes_max: frame_bytes_max.max(FRAME_HEADER_BYTES),
+            last_read_bytes: usize::MAX,
         }
     }
 
@@ -291,6 +296,21 @@ impl FrameDecoder {
         needed.saturating_sub(self.buffer.len())
     }
 
+    /// How many bytes the next socket read should ask for: what the head frame still needs,
+    /// at least `min`, at most `max`, and at most twice what the previous read returned. The
+    /// read buffer is zero-filled before each read, so asking for far more than the socket
+    /// delivers (a large frame arrives in pieces of the socket buffer's size) wastes a memset
+    /// of the difference on every read.
+    pub fn read_bytes_hint(&self, min: usize, max: usize) -> usize {
+        let cap = self.last_read_bytes.saturating_mul(2).clamp(min, max);
+        self.bytes_wanted().clamp(min, cap)
+    }
+
+    /// Records how many bytes the last socket read returned, for `read_bytes_hint`.
+    pub fn record_read(&mut self, got: usize) {
+        self.last_read_bytes = got;
+    }
+
     /// The next complete frame, `Ok(None)` when more bytes are needed, or a typed error when the
     /// buffered bytes cannot be a valid frame.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, NetError> {
@@ -310,12 +330,13 @@ impl FrameDecoder {
             self.buffer.reserve(frame_bytes - self.buffer.len());
             return Ok(None);
         }
-        let frame = self.buffer.split_to(frame_bytes).freeze();
+        let mut frame = self.buffer.split_to(frame_bytes);
         let control_end = FRAME_HEADER_BYTES + control_len;
+        let payload = frame.split_off(control_end);
         Ok(Some(Frame {
             header,
-            control: frame.slice(FRAME_HEADER_BYTES..control_end),
-            payload: frame.slice(control_end..),
+            control: frame.freeze().slice(FRAME_HEADER_BYTES..),
+            payload,
         }))
     }
 

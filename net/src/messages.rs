@@ -9,7 +9,7 @@
 //! per-partition byte counts here and carry the batches, concatenated in the same order, as the
 //! frame's payload.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::api::{supported_versions, ApiKey, ErrorCode};
@@ -231,6 +231,12 @@ impl ProduceRequest {
     pub fn partition_payloads(&self, payload: &Bytes) -> Result<Vec<Bytes>, NetError> {
         split_payload(self.partitions.iter().map(|p| p.records_bytes), payload)
     }
+
+    /// Splits `payload` into one writable view per partition (no copy), with the same checks as
+    /// [`ProduceRequest::partition_payloads`].
+    pub fn partition_payloads_mut(&self, payload: BytesMut) -> Result<Vec<BytesMut>, NetError> {
+        split_payload_mut(self.partitions.iter().map(|p| p.records_bytes), payload)
+    }
 }
 
 /// The outcome of a Produce for one partition.
@@ -320,6 +326,12 @@ impl FetchResponse {
     pub fn partition_payloads(&self, payload: &Bytes) -> Result<Vec<Bytes>, NetError> {
         split_payload(self.partitions.iter().map(|p| p.records_bytes), payload)
     }
+
+    /// Splits `payload` into one writable view per partition (no copy), with the same checks as
+    /// [`FetchResponse::partition_payloads`].
+    pub fn partition_payloads_mut(&self, payload: BytesMut) -> Result<Vec<BytesMut>, NetError> {
+        split_payload_mut(self.partitions.iter().map(|p| p.records_bytes), payload)
+    }
 }
 
 /// One partition whose offset is wanted.
@@ -406,24 +418,46 @@ pub struct OffsetForLeaderEpochResponse {
 /// Cuts `payload` into consecutive slices of the given lengths, refusing counts that do not add
 /// up to the payload length (they would misattribute records to partitions).
 fn split_payload(lens: impl Iterator<Item = u32>, payload: &Bytes) -> Result<Vec<Bytes>, NetError> {
-    let mut parts = Vec::new();
+    let ranges = payload_ranges(lens, payload.len())?;
+    Ok(ranges
+        .into_iter()
+        .map(|(start, end)| payload.slice(start..end))
+        .collect())
+}
+
+fn split_payload_mut(
+    lens: impl Iterator<Item = u32>,
+    mut payload: BytesMut,
+) -> Result<Vec<BytesMut>, NetError> {
+    let ranges = payload_ranges(lens, payload.len())?;
+    Ok(ranges
+        .into_iter()
+        .map(|(start, end)| payload.split_to(end - start))
+        .collect())
+}
+
+/// The `[start, end)` byte range of each part, checking that the lengths cover exactly
+/// `payload_len` bytes.
+fn payload_ranges(
+    lens: impl Iterator<Item = u32>,
+    payload_len: usize,
+) -> Result<Vec<(usize, usize)>, NetError> {
+    let mut ranges = Vec::new();
     let mut start = 0usize;
     for len in lens {
         let end = start.saturating_add(len as usize);
-        if end > payload.len() {
+        if end > payload_len {
             return Err(NetError::malformed(format!(
-                "partition byte counts exceed the payload of {} bytes",
-                payload.len()
+                "partition byte counts exceed the payload of {payload_len} bytes"
             )));
         }
-        parts.push(payload.slice(start..end));
+        ranges.push((start, end));
         start = end;
     }
-    if start != payload.len() {
+    if start != payload_len {
         return Err(NetError::malformed(format!(
-            "partition byte counts add up to {start} but the payload has {} bytes",
-            payload.len()
+            "partition byte counts add up to {start} but the payload has {payload_len} bytes"
         )));
     }
-    Ok(parts)
+    Ok(ranges)
 }

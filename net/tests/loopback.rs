@@ -86,7 +86,7 @@ fn pipelined_frames_round_trip_in_order() {
                 };
                 let header = frame.header.response();
                 connection
-                    .write_frame(header, &response, std::slice::from_ref(&frame.payload))
+                    .write_frame(header, &response, &[frame.payload.freeze()])
                     .await
                     .unwrap();
                 answered += 1;
@@ -442,7 +442,7 @@ async fn send_file_once(
         .write_frame_parts(header, &fetch_result(len), &[part])
         .await;
     drop(sender);
-    (sent, receiver.await)
+    (sent, receiver.await.map(bytes::BytesMut::freeze))
 }
 
 // Two executors run one after the other on the same thread: each gets its own local splicer

@@ -157,7 +157,7 @@ impl Shard {
         &self,
         topic: &str,
         partition: i32,
-        batches: Bytes,
+        batches: BytesMut,
     ) -> Result<AppendOutcome, PartitionError> {
         self.append_acked(topic, partition, batches, None).await
     }
@@ -169,17 +169,11 @@ impl Shard {
         &self,
         topic: &str,
         partition: i32,
-        batches: Bytes,
+        batches: BytesMut,
         acks_all: Option<Duration>,
     ) -> Result<AppendOutcome, PartitionError> {
         match self.route(topic, partition) {
-            // Converting to BytesMut moves the bytes when this is the only reference to them,
-            // and copies them once otherwise (several partitions sliced from one frame).
-            Route::Local(local) => {
-                local
-                    .append_as_leader(BytesMut::from(batches), acks_all)
-                    .await
-            }
+            Route::Local(local) => local.append_as_leader(batches, acks_all).await,
             Route::Remote(owner) => {
                 self.forward(owner, |reply| ShardRequest::Append {
                     topic: topic.to_string(),
@@ -371,11 +365,7 @@ impl Shard {
             } => {
                 let acks_all = acks_all_timeout_ms.map(Duration::from_millis);
                 let result = match self.registry.get(&topic, partition) {
-                    Some(local) => {
-                        local
-                            .append_as_leader(BytesMut::from(batches), acks_all)
-                            .await
-                    }
+                    Some(local) => local.append_as_leader(batches, acks_all).await,
                     None => Err(PartitionError::unknown(&topic, partition)),
                 };
                 let _ = reply.send(result);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_channel::oneshot;
 use futures_lite::StreamExt;
 use sluice_shard::{
@@ -57,7 +57,7 @@ async fn exercise(shard: &Shard, partition: i32, batches: &[Bytes]) -> Observed 
     let mut base_offsets = Vec::new();
     for produced in batches {
         let outcome = shard
-            .append(TOPIC, partition, produced.clone())
+            .append(TOPIC, partition, BytesMut::from(&produced[..]))
             .await
             .unwrap();
         base_offsets.push(outcome.base_offset);
@@ -70,7 +70,9 @@ async fn exercise(shard: &Shard, partition: i32, batches: &[Bytes]) -> Observed 
         .list_offset(TOPIC, partition, OffsetQuery::Latest)
         .await
         .unwrap();
-    let unknown = shard.append(TOPIC, 99, batches[0].clone()).await;
+    let unknown = shard
+        .append(TOPIC, 99, BytesMut::from(&batches[0][..]))
+        .await;
     Observed {
         base_offsets,
         read_back: read.records,

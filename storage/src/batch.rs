@@ -33,7 +33,9 @@ mod varint;
 
 pub use builder::{BatchBuilder, ZSTD_LEVEL};
 pub use fuzz::fuzz_one;
-pub use record::{decode_records, Record, RecordHeader, DECOMPRESSED_BYTES_MAX};
+pub use record::{
+    decode_records, decode_records_shared, Record, RecordHeader, DECOMPRESSED_BYTES_MAX,
+};
 
 use bytes::{Buf, BufMut};
 

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use sluice_net::{
     Connection, ControlDecode, ControlEncode, EpochQuery, ErrorCode, FetchPartition,
     FetchPartitionResult, FetchRequest, FetchResponse, FrameHeader, Message, NetError,
@@ -262,7 +262,7 @@ impl LeaderLink {
         &mut self,
         request: &Req,
         timeout: Duration,
-    ) -> Result<(Resp, Bytes), ExchangeError>
+    ) -> Result<(Resp, BytesMut), ExchangeError>
     where
         Req: Message + ControlEncode,
         Resp: Message + ControlDecode,
@@ -568,7 +568,7 @@ async fn fetch_round(
     );
     let (response, payload): (FetchResponse, _) =
         stoppable(server, fetcher, link.exchange(&request, timeout)).await?;
-    let payloads = response.partition_payloads(&payload)?;
+    let payloads = response.partition_payloads_mut(payload)?;
     for (result, records) in response.partitions.iter().zip(payloads) {
         let key = (result.topic.clone(), result.partition);
         let Some((_, partition, generation, _)) =
@@ -598,7 +598,7 @@ async fn apply_fetched(
     partition: &Partition,
     generation: u64,
     result: &FetchPartitionResult,
-    records: Bytes,
+    records: BytesMut,
 ) {
     match ErrorCode::from_i16(result.error) {
         Some(ErrorCode::None) => {
@@ -639,7 +639,7 @@ async fn append_fetched(
     partition: &Partition,
     generation: u64,
     result: &FetchPartitionResult,
-    records: Bytes,
+    records: BytesMut,
 ) -> Result<(), PartitionError> {
     let Ok(_exclusive) = partition.role_lock().acquire_permit(1).await else {
         return Ok(());
@@ -649,7 +649,7 @@ async fn append_fetched(
     }
     if !records.is_empty() {
         let bytes = records.len() as u64;
-        partition.append_replicated(BytesMut::from(records)).await?;
+        partition.append_replicated(records).await?;
         server.shard.metrics().replicated_bytes.add(bytes);
     }
     partition.set_follower_high_watermark(result.high_watermark);

@@ -16,12 +16,11 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use sluice_net::{
     ErrorCode, Frame, FrameHeader, ProducePartitionResult, ProduceRequest, ProduceResponse,
 };
 use sluice_shard::ProtocolErrorKind;
-use sluice_storage::batch::BatchIter;
 
 use super::handlers::{self, Body, Outcome, Outgoing};
 use super::ShardServer;
@@ -86,7 +85,7 @@ pub async fn handle(server: &Rc<ShardServer>, header: FrameHeader, frame: Frame)
 }
 
 /// Splits the payload into each partition's bytes; the byte counts must cover it exactly.
-fn split_payload(request: &ProduceRequest, payload: Bytes) -> Result<Vec<Bytes>, String> {
+fn split_payload(request: &ProduceRequest, payload: BytesMut) -> Result<Vec<BytesMut>, String> {
     let total: u64 = request
         .partitions
         .iter()
@@ -99,7 +98,7 @@ fn split_payload(request: &ProduceRequest, payload: Bytes) -> Result<Vec<Bytes>,
         ));
     }
     request
-        .partition_payloads(&payload)
+        .partition_payloads_mut(payload)
         .map_err(|error| error.to_string())
 }
 
@@ -143,7 +142,7 @@ fn failed(
 async fn append_all(
     server: &Rc<ShardServer>,
     request: &ProduceRequest,
-    payloads: Vec<Bytes>,
+    payloads: Vec<BytesMut>,
 ) -> Vec<ProducePartitionResult> {
     let acks_all =
         (request.acks == ACKS_ALL).then(|| Duration::from_millis(u64::from(request.timeout_ms)));
@@ -171,18 +170,12 @@ async fn append_one(
     server: &ShardServer,
     topic: String,
     partition: i32,
-    batches: Bytes,
+    batches: BytesMut,
     acks_all: Option<Duration>,
 ) -> ProducePartitionResult {
-    // The frame bound is the tightest bound every batch must meet here; the owning log
-    // enforces the topic's own batch_bytes_max when it validates again before writing.
-    if let Err((code, message)) = validate(
-        server,
-        &batches,
-        server.shared.config.limits.frame_bytes_max,
-    ) {
-        return failed(&topic, partition, code, Some(message));
-    }
+    // The owning log validates every batch (sizes, header, CRC) before writing anything, and
+    // its errors map to the same codes and metrics; validating here as well would checksum
+    // every produced byte twice.
     let length = batches.len() as u64;
     let appended = server
         .shard
@@ -205,31 +198,4 @@ async fn append_one(
             failed(&topic, partition, code, Some(error.to_string()))
         }
     }
-}
-
-/// Checks that `batches` is one or more whole, valid record batches (header, size, CRC).
-fn validate(
-    server: &ShardServer,
-    batches: &[u8],
-    batch_bytes_max: usize,
-) -> Result<(), (ErrorCode, String)> {
-    if batches.is_empty() {
-        server
-            .metrics()
-            .protocol_error(ProtocolErrorKind::InvalidRequest);
-        return Err((
-            ErrorCode::InvalidRequest,
-            "the partition carries no record batch".to_string(),
-        ));
-    }
-    for batch in BatchIter::new(batches, batch_bytes_max) {
-        if let Err(error) = batch {
-            let (code, kind) = handlers::batch_error_code(&error);
-            if let Some(kind) = kind {
-                server.metrics().protocol_error(kind);
-            }
-            return Err((code, error.to_string()));
-        }
-    }
-    Ok(())
 }

@@ -90,7 +90,7 @@ impl RawClient {
         assert!(frame.header.is_response());
         assert_eq!(frame.header.correlation_id, correlation_id);
         let body = frame.decode::<Resp>().unwrap();
-        (body, frame.payload)
+        (body, frame.payload.freeze())
     }
 
     /// One request, one response.

@@ -152,7 +152,7 @@ async fn serve(state: Rc<FakeState>, listener: usize, mut connection: Connection
                     .set(state.produce_drops_left.get() - 1);
                 return;
             }
-            let response = produce(&state, listener, &request, &frame.payload);
+            let response = produce(&state, listener, &request, &frame.payload.clone().freeze());
             if request.acks == 0 {
                 continue;
             }

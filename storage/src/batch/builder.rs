@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::varint::{put_varint, put_varlong};
+use super::varint::{put_varint, put_varlong, varint_len, varlong_len};
 use super::{
     write_crc, BatchError, Compression, BATCH_HEADER_BYTES, CRC_COVERED_START, LOG_OVERHEAD_BYTES,
     MAGIC_V2,
@@ -29,10 +29,9 @@ pub struct BatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
-    /// Encoded records, uncompressed.
-    records: Vec<u8>,
-    /// The body of the record being encoded, reused between pushes.
-    scratch: Vec<u8>,
+    /// Room for the batch header, then the encoded records, uncompressed. Records are encoded
+    /// straight into their final place, so an uncompressed batch is built without copying.
+    records: BytesMut,
     records_count: usize,
     base_timestamp: i64,
     max_timestamp: i64,
@@ -43,13 +42,20 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     /// A builder for `Compression::None` or `Compression::Zstd`; other codecs make `build` fail.
     pub fn new(compression: Compression) -> Self {
+        BatchBuilder::with_capacity(compression, 0)
+    }
+
+    /// A builder whose buffer holds `capacity_bytes` of batch before it grows; producers pass
+    /// their batch size so filling a batch never reallocates (and copies) it.
+    pub fn with_capacity(compression: Compression, capacity_bytes: usize) -> Self {
+        let mut records = BytesMut::with_capacity(capacity_bytes.max(BATCH_HEADER_BYTES));
+        records.resize(BATCH_HEADER_BYTES, 0);
         BatchBuilder {
             compression,
             producer_id: NO_PRODUCER_ID,
             producer_epoch: NO_PRODUCER_EPOCH,
             base_sequence: NO_SEQUENCE,
-            records: Vec::new(),
-            scratch: Vec::new(),
+            records,
             records_count: 0,
             base_timestamp: 0,
             max_timestamp: 0,
@@ -102,17 +108,18 @@ impl BatchBuilder {
         // Both casts are in range: checked against FIELD_BYTES_MAX above.
         let offset_delta = self.records_count as i32;
         let timestamp_delta = timestamp_ms.wrapping_sub(self.base_timestamp);
-        self.encode_body(timestamp_delta, offset_delta, key, value, headers);
-        if self.scratch.len() > FIELD_BYTES_MAX {
-            self.oversized_bytes.get_or_insert(self.scratch.len());
+        let body_bytes = body_len(timestamp_delta, offset_delta, key, value, headers);
+        if body_bytes > FIELD_BYTES_MAX {
+            self.oversized_bytes.get_or_insert(body_bytes);
             return;
         }
-        put_varint(&mut self.records, self.scratch.len() as i32);
-        self.records.extend_from_slice(&self.scratch);
+        // In range: checked just above.
+        put_varint(&mut self.records, body_bytes as i32);
+        self.encode_body(timestamp_delta, offset_delta, key, value, headers);
         self.records_count += 1;
     }
 
-    /// Encodes a record's body (everything after its length) into `scratch`.
+    /// Encodes a record's body (everything after its length) at the end of `records`.
     fn encode_body(
         &mut self,
         timestamp_delta: i64,
@@ -121,8 +128,7 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[(&str, Option<&[u8]>)],
     ) {
-        let body = &mut self.scratch;
-        body.clear();
+        let body = &mut self.records;
         body.put_i8(0);
         put_varlong(body, timestamp_delta);
         put_varint(body, offset_delta);
@@ -143,7 +149,7 @@ impl BatchBuilder {
     /// Size of the batch if it were built uncompressed: header plus encoded records. Producers
     /// use it to cap batches before compression.
     pub fn uncompressed_bytes(&self) -> usize {
-        BATCH_HEADER_BYTES + self.records.len()
+        self.records.len()
     }
 
     /// True when no record has been pushed.
@@ -152,8 +158,18 @@ impl BatchBuilder {
     }
 
     /// Builds the batch: base offset 0, leader epoch -1, producer id/epoch/sequence -1 unless
-    /// set, CRC computed, max timestamp the largest pushed.
-    pub fn build(self) -> Result<BytesMut, BatchError> {
+    /// set, CRC computed, max timestamp the largest pushed. Uncompressed, the batch is the
+    /// builder's own buffer (no copy).
+    pub fn build(mut self) -> Result<BytesMut, BatchError> {
+        self.check_buildable()?;
+        if self.compression == Compression::None {
+            let batch_length = self.batch_length(self.records.len())?;
+            let mut batch = std::mem::take(&mut self.records);
+            self.put_header(&mut &mut batch[..BATCH_HEADER_BYTES], batch_length);
+            let crc = crc32c::crc32c(&batch[CRC_COVERED_START..]);
+            write_crc(&mut batch, crc);
+            return Ok(batch);
+        }
         let mut out = BytesMut::new();
         self.build_into(&mut out)?;
         Ok(out)
@@ -161,35 +177,22 @@ impl BatchBuilder {
 
     /// Appends the batch to `out` and returns the bytes written. On error `out` is unchanged.
     pub fn build_into(self, out: &mut BytesMut) -> Result<usize, BatchError> {
-        if let Some(bytes) = self.oversized_bytes {
-            return Err(BatchError::TooLarge {
-                bytes,
-                max: FIELD_BYTES_MAX,
-            });
-        }
-        if self.is_empty() {
-            return Err(BatchError::EmptyBatch);
-        }
+        self.check_buildable()?;
         let compressed;
         let payload: &[u8] = match self.compression {
-            Compression::None => &self.records,
+            Compression::None => &self.records[BATCH_HEADER_BYTES..],
             Compression::Zstd => {
-                compressed = zstd::bulk::compress(&self.records, ZSTD_LEVEL).map_err(|source| {
-                    BatchError::Compression {
+                compressed = zstd::bulk::compress(&self.records[BATCH_HEADER_BYTES..], ZSTD_LEVEL)
+                    .map_err(|source| BatchError::Compression {
                         operation: "zstd compression",
                         source,
-                    }
-                })?;
+                    })?;
                 &compressed
             }
             other => return Err(BatchError::UnsupportedCompression(other)),
         };
         let total = BATCH_HEADER_BYTES + payload.len();
-        let batch_length =
-            i32::try_from(total - LOG_OVERHEAD_BYTES).map_err(|_| BatchError::TooLarge {
-                bytes: total,
-                max: FIELD_BYTES_MAX,
-            })?;
+        let batch_length = self.batch_length(total)?;
         let start = out.len();
         out.reserve(total);
         self.put_header(out, batch_length);
@@ -201,8 +204,30 @@ impl BatchBuilder {
         Ok(total)
     }
 
+    /// Fails when a pushed field was too long or nothing was pushed.
+    fn check_buildable(&self) -> Result<(), BatchError> {
+        if let Some(bytes) = self.oversized_bytes {
+            return Err(BatchError::TooLarge {
+                bytes,
+                max: FIELD_BYTES_MAX,
+            });
+        }
+        if self.is_empty() {
+            return Err(BatchError::EmptyBatch);
+        }
+        Ok(())
+    }
+
+    /// The batchLength field of a batch of `total` bytes.
+    fn batch_length(&self, total: usize) -> Result<i32, BatchError> {
+        i32::try_from(total - LOG_OVERHEAD_BYTES).map_err(|_| BatchError::TooLarge {
+            bytes: total,
+            max: FIELD_BYTES_MAX,
+        })
+    }
+
     /// Writes the 61-byte header with a zero CRC, which `build_into` fills in afterwards.
-    fn put_header(&self, out: &mut BytesMut, batch_length: i32) {
+    fn put_header(&self, out: &mut impl BufMut, batch_length: i32) {
         // records_count is below FIELD_BYTES_MAX (push refuses more) and above 0 (checked).
         let records_count = self.records_count as i32;
         out.put_i64(0);
@@ -221,14 +246,44 @@ impl BatchBuilder {
     }
 }
 
+/// Encoded size of a record body (everything after its length varint).
+fn body_len(
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, Option<&[u8]>)],
+) -> usize {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(header_key, header_value)| {
+            nullable_len(Some(header_key.as_bytes())) + nullable_len(*header_value)
+        })
+        .sum();
+    1 + varlong_len(timestamp_delta)
+        + varint_len(offset_delta)
+        + nullable_len(key)
+        + nullable_len(value)
+        + varint_len(headers.len() as i32)
+        + header_bytes
+}
+
+/// Encoded size of a nullable byte string whose length fits an i32.
+fn nullable_len(value: Option<&[u8]>) -> usize {
+    match value {
+        None => varint_len(-1),
+        Some(bytes) => varint_len(bytes.len() as i32) + bytes.len(),
+    }
+}
+
 /// Appends a nullable byte string: varint length (-1 for null) then the bytes. Callers have
 /// checked the length fits an i32.
-fn put_nullable(out: &mut Vec<u8>, value: Option<&[u8]>) {
+fn put_nullable(out: &mut impl BufMut, value: Option<&[u8]>) {
     match value {
         None => put_varint(out, -1),
         Some(bytes) => {
             put_varint(out, bytes.len() as i32);
-            out.extend_from_slice(bytes);
+            out.put_slice(bytes);
         }
     }
 }

@@ -60,6 +60,20 @@ pub struct RecordHeader {
 /// The CRC is not re-checked here (the caller validated the batch), but nothing in the bytes can
 /// make this read out of bounds or allocate more than the input justifies.
 pub fn decode_records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
+    decode_with(batch, |range| Bytes::copy_from_slice(&batch[range]))
+}
+
+/// [`decode_records`] for a batch already in shared memory: the keys, values and headers of an
+/// uncompressed batch are slices of `batch` (no copy).
+pub fn decode_records_shared(batch: &Bytes) -> Result<Vec<Record>, BatchError> {
+    decode_with(batch, |range| batch.slice(range))
+}
+
+/// Decodes `batch`, taking the bytes of an uncompressed batch's records from `uncompressed`.
+fn decode_with(
+    batch: &[u8],
+    uncompressed: impl FnOnce(std::ops::Range<usize>) -> Bytes,
+) -> Result<Vec<Record>, BatchError> {
     let header = BatchHeader::parse(batch)?;
     let total = header.total_bytes();
     if total > batch.len() {
@@ -68,10 +82,9 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
             available: batch.len(),
         });
     }
-    let payload = &batch[BATCH_HEADER_BYTES..total];
     let records = match header.compression()? {
-        Compression::None => Bytes::copy_from_slice(payload),
-        Compression::Zstd => Bytes::from(zstd_decompress(payload)?),
+        Compression::None => uncompressed(BATCH_HEADER_BYTES..total),
+        Compression::Zstd => Bytes::from(zstd_decompress(&batch[BATCH_HEADER_BYTES..total])?),
         other => return Err(BatchError::UnsupportedCompression(other)),
     };
     parse_records(&header, records)

@@ -29,19 +29,16 @@ fn put_unsigned(out: &mut impl BufMut, mut value: u64) {
 }
 
 /// Number of bytes `put_varint(value)` writes.
-#[cfg(test)]
 pub(crate) fn varint_len(value: i32) -> usize {
     let zigzag = ((value << 1) ^ (value >> 31)) as u32;
     unsigned_len(u64::from(zigzag))
 }
 
 /// Number of bytes `put_varlong(value)` writes.
-#[cfg(test)]
 pub(crate) fn varlong_len(value: i64) -> usize {
     unsigned_len(((value << 1) ^ (value >> 63)) as u64)
 }
 
-#[cfg(test)]
 fn unsigned_len(value: u64) -> usize {
     let bits = 64 - value.leading_zeros() as usize;
     bits.div_ceil(7).max(1)
