@@ -26,8 +26,9 @@ MESSAGE_BYTES="${MESSAGE_BYTES:-1024}"
 CASES="${CASES:-3 1}"
 PORT_BASE="${LOCAL_CLUSTER_PORT_BASE:-19100}"
 REPORT_DIR="${REPORT_DIR:-target/bench-cluster/$(date -u +%Y%m%dT%H%M%SZ)}"
-SLUICE=target/release/sluice
-LOADGEN=target/release/sluice-loadgen
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+SLUICE="$TARGET_DIR/release/sluice"
+LOADGEN="$TARGET_DIR/release/sluice-loadgen"
 # deploy/local-cluster.sh puts broker 1's native port at LOCAL_CLUSTER_PORT_BASE + 10.
 BOOTSTRAP="127.0.0.1:$((PORT_BASE + 10))"
 # Longest the consumers may take to drain after the producers stop, seconds.
