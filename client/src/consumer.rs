@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use glommio::Task;
 use sluice_net::api::ErrorCode;
 use sluice_net::messages::{FetchPartition, FetchRequest, FetchResponse};
 
@@ -38,13 +39,36 @@ struct Fetched {
     next_position: i64,
 }
 
+/// Assigned partition indexes grouped by the broker address that owns them.
+type RouteGroups = HashMap<String, Vec<usize>>;
+
+/// Fetch requests of one round in flight: each broker's task with the partitions it covers.
+type RoundRequests = Vec<(
+    Vec<usize>,
+    Task<Result<(FetchResponse, Bytes), ClientError>>,
+)>;
+
+/// A round sent ahead, from the positions a poll just advanced to, while the caller processes
+/// what that poll returned (as Kafka's consumer pipelines fetches). Used only if the positions
+/// are still the same when the next poll starts; dropped (cancelled) otherwise.
+struct Prefetch {
+    positions: Vec<i64>,
+    requests: RoundRequests,
+}
+
 /// Reads records from explicitly assigned partitions (consumer groups come later). It is
 /// `!Send` and lives on the executor of its `Client`. Positions advance only when a poll
 /// returns successfully, so a failed poll loses nothing: the next one fetches the same records.
+/// After a poll that returned records, the next round of fetches is already sent, so the
+/// broker reads the next data while the caller handles this data.
 pub struct Consumer {
     client: Rc<Client>,
     config: ConsumerConfig,
     assigned: Vec<Assigned>,
+    prefetch: Option<Prefetch>,
+    /// Long-poll wait of a prefetch: the last poll's timeout within `fetch_max_wait_ms`, so a
+    /// caller polling with short timeouts is not held up by a prefetch waiting longer.
+    prefetch_wait_ms: u32,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -64,6 +88,8 @@ impl Consumer {
             client,
             config,
             assigned: Vec::new(),
+            prefetch: None,
+            prefetch_wait_ms: 0,
         }
     }
 
@@ -88,6 +114,7 @@ impl Consumer {
             }
         }
         let positions = self.resolve(&wanted, start).await?;
+        self.prefetch = None;
         let mut topics: HashMap<String, Rc<str>> = HashMap::new();
         self.assigned = wanted
             .into_iter()
@@ -122,6 +149,7 @@ impl Consumer {
         if let Some(&position) = positions.first() {
             self.assigned[index].position = position;
         }
+        self.prefetch = None;
         Ok(())
     }
 
@@ -196,23 +224,51 @@ impl Consumer {
     /// position in the first batch are skipped); empty on timeout.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
+        self.prefetch_wait_ms = u32::try_from(timeout.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(self.config.fetch_max_wait_ms);
         loop {
             let fetched = self.fetch_round(deadline).await?;
-            let mut records = Vec::new();
-            for partition in &fetched {
-                let assigned = &self.assigned[partition.index];
-                records.extend(decode_from(
-                    &assigned.topic,
-                    assigned.partition,
-                    &partition.batches,
-                    assigned.position,
-                )?);
-            }
+            let starts: Vec<i64> = fetched
+                .iter()
+                .map(|partition| self.assigned[partition.index].position)
+                .collect();
+            // Advancing first sends the prefetch, so the broker works while this decodes.
             self.advance(&fetched);
+            let records = match self.decode(&fetched, &starts) {
+                Ok(records) => records,
+                Err(error) => {
+                    // Nothing of this poll was returned: fetch the same records again.
+                    self.prefetch = None;
+                    for (partition, start) in fetched.iter().zip(starts) {
+                        self.assigned[partition.index].position = start;
+                    }
+                    return Err(error);
+                }
+            };
             if !records.is_empty() || Instant::now() >= deadline {
                 return Ok(records);
             }
         }
+    }
+
+    /// The records of `fetched`, each partition's from its position `starts[i]` on.
+    fn decode(
+        &self,
+        fetched: &[Fetched],
+        starts: &[i64],
+    ) -> Result<Vec<ConsumerRecord>, ClientError> {
+        let mut records = Vec::new();
+        for (partition, &start) in fetched.iter().zip(starts) {
+            let assigned = &self.assigned[partition.index];
+            records.extend(decode_from(
+                &assigned.topic,
+                assigned.partition,
+                &partition.batches,
+                start,
+            )?);
+        }
+        Ok(records)
     }
 
     /// Like `poll`, but returns whole batches undecoded (the first may start before the
@@ -222,6 +278,9 @@ impl Consumer {
         timeout: Duration,
     ) -> Result<Vec<FetchedBatches>, ClientError> {
         let deadline = Instant::now() + timeout;
+        self.prefetch_wait_ms = u32::try_from(timeout.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(self.config.fetch_max_wait_ms);
         loop {
             let fetched = self.fetch_round(deadline).await?;
             self.advance(&fetched);
@@ -241,10 +300,33 @@ impl Consumer {
         }
     }
 
+    /// Moves the positions past what was fetched and, when something was, sends the next
+    /// round right away (see [`Prefetch`]).
     fn advance(&mut self, fetched: &[Fetched]) {
         for partition in fetched {
             self.assigned[partition.index].position = partition.next_position;
         }
+        if fetched
+            .iter()
+            .any(|partition| !partition.batches.is_empty())
+        {
+            let (groups, unrouted) = self.route_groups();
+            // A partition without a route is left to the next poll's own round, which counts
+            // the failure and recovers.
+            if unrouted.is_empty() {
+                self.prefetch = Some(Prefetch {
+                    positions: self.positions(),
+                    requests: self.send_round(groups, self.prefetch_wait_ms),
+                });
+            }
+        }
+    }
+
+    fn positions(&self) -> Vec<i64> {
+        self.assigned
+            .iter()
+            .map(|assigned| assigned.position)
+            .collect()
     }
 
     /// One round of fetches, all brokers in parallel. Partitions failing with retriable errors
@@ -256,33 +338,20 @@ impl Consumer {
             glommio::timer::sleep(remaining).await;
             return Ok(Vec::new());
         }
-        let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut failed = false;
-        for index in 0..self.assigned.len() {
-            let assigned = &self.assigned[index];
-            match self.client.route(&assigned.topic, assigned.partition) {
-                Ok(addr) => groups.entry(addr).or_default().push(index),
-                Err(error) => {
+        let (requests, mut failed) = match self.prefetch.take() {
+            Some(prefetch) if prefetch.positions == self.positions() => (prefetch.requests, false),
+            _ => {
+                let wait_ms = u32::try_from(remaining.as_millis())
+                    .unwrap_or(u32::MAX)
+                    .min(self.config.fetch_max_wait_ms);
+                let (groups, unrouted) = self.route_groups();
+                let failed = !unrouted.is_empty();
+                for (index, error) in unrouted {
                     self.note_failure(index, error)?;
-                    failed = true;
                 }
+                (self.send_round(groups, wait_ms), failed)
             }
-        }
-        let wait_ms = u32::try_from(remaining.as_millis())
-            .unwrap_or(u32::MAX)
-            .min(self.config.fetch_max_wait_ms);
-        let timeout = self.client.request_timeout() + Duration::from_millis(u64::from(wait_ms));
-        let requests: Vec<_> = groups
-            .into_iter()
-            .map(|(addr, indexes)| {
-                let request = self.fetch_request(&indexes, wait_ms);
-                let client = Rc::clone(&self.client);
-                let task = glommio::spawn_local(async move {
-                    client.fetch_from(&addr, &request, timeout).await
-                });
-                (indexes, task)
-            })
-            .collect();
+        };
         let mut fetched = Vec::new();
         for (indexes, task) in requests {
             match task.await {
@@ -301,6 +370,36 @@ impl Consumer {
             self.recover(deadline).await;
         }
         Ok(fetched)
+    }
+
+    /// The assigned partitions grouped by the broker address that owns them, and the
+    /// partitions that have no route now.
+    fn route_groups(&self) -> (RouteGroups, Vec<(usize, ClientError)>) {
+        let mut groups = RouteGroups::new();
+        let mut unrouted = Vec::new();
+        for (index, assigned) in self.assigned.iter().enumerate() {
+            match self.client.route(&assigned.topic, assigned.partition) {
+                Ok(addr) => groups.entry(addr).or_default().push(index),
+                Err(error) => unrouted.push((index, error)),
+            }
+        }
+        (groups, unrouted)
+    }
+
+    /// Sends one fetch per broker of `groups`, long-polling up to `wait_ms`.
+    fn send_round(&self, groups: RouteGroups, wait_ms: u32) -> RoundRequests {
+        let timeout = self.client.request_timeout() + Duration::from_millis(u64::from(wait_ms));
+        groups
+            .into_iter()
+            .map(|(addr, indexes)| {
+                let request = self.fetch_request(&indexes, wait_ms);
+                let client = Rc::clone(&self.client);
+                let task = glommio::spawn_local(async move {
+                    client.fetch_from(&addr, &request, timeout).await
+                });
+                (indexes, task)
+            })
+            .collect()
     }
 
     fn fetch_request(&self, indexes: &[usize], wait_ms: u32) -> FetchRequest {

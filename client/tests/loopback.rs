@@ -285,6 +285,18 @@ fn consumer_skips_records_before_position() {
             .collect();
         assert_eq!(got, expected);
         assert_eq!(consumer.position("t", 0), Some(10));
+
+        // The poll above sent a prefetch from offset 10; a seek must discard it.
+        consumer.seek("t", 0, SeekTo::Offset(5)).await.unwrap();
+        let again: Vec<i64> = consumer
+            .poll(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .iter()
+            .map(|record| record.offset)
+            .collect();
+        assert_eq!(again, (5..10).collect::<Vec<i64>>());
+        assert_eq!(consumer.position("t", 0), Some(10));
         assert!(consumer
             .poll(Duration::from_millis(50))
             .await

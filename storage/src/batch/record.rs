@@ -90,6 +90,10 @@ fn decode_with(
     parse_records(&header, records)
 }
 
+/// Largest ratio of decompressed to compressed size reserved up front from a zstd frame's
+/// declared content size; output beyond it still decodes, growing the buffer as it goes.
+const ZSTD_RESERVE_RATIO_MAX: usize = 32;
+
 /// Decompresses a zstd block, refusing output past `DECOMPRESSED_BYTES_MAX`.
 fn zstd_decompress(payload: &[u8]) -> Result<Vec<u8>, BatchError> {
     let failed = |source| BatchError::Compression {
@@ -100,7 +104,17 @@ fn zstd_decompress(payload: &[u8]) -> Result<Vec<u8>, BatchError> {
     decoder
         .window_log_max(ZSTD_WINDOW_LOG_MAX)
         .map_err(failed)?;
-    let mut out = Vec::new();
+    // Start with room for the size the frame declares (zstd writes it), so the output does not
+    // regrow and move; the declaration is untrusted, hence bounded by the input's size too.
+    let declared = zstd::zstd_safe::get_frame_content_size(payload)
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    let reserve = usize::try_from(declared)
+        .unwrap_or(usize::MAX)
+        .min(DECOMPRESSED_BYTES_MAX)
+        .min(payload.len().saturating_mul(ZSTD_RESERVE_RATIO_MAX));
+    let mut out = Vec::with_capacity(reserve);
     // Reading one byte past the limit tells "exactly at the limit" from "over it".
     let limit = DECOMPRESSED_BYTES_MAX as u64 + 1;
     decoder.take(limit).read_to_end(&mut out).map_err(failed)?;

@@ -4,7 +4,7 @@
 
 use std::{fs::File, rc::Rc};
 
-use super::{blocking, LogInner};
+use super::{blocking, LogInner, RECOVERY_POINT_CHECKPOINT_MS};
 use crate::{
     checkpoint::EpochCache,
     config::FlushPolicy,
@@ -402,7 +402,13 @@ impl LogInner {
             self.check_open()?;
             self.roll_if_due(0, 0, now_ms).await?;
         }
-        self.write_recovery_point(self.flushed.get()).await
+        let last = self.state.borrow().recovery_point_checkpointed_ms;
+        if last.is_some_and(|last| now_ms.saturating_sub(last) < RECOVERY_POINT_CHECKPOINT_MS) {
+            return Ok(());
+        }
+        self.write_recovery_point(self.flushed.get()).await?;
+        self.state.borrow_mut().recovery_point_checkpointed_ms = Some(now_ms);
+        Ok(())
     }
 }
 
