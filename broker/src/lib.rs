@@ -338,15 +338,7 @@ fn launch_cluster(
     startup_reports: std::sync::mpsc::Receiver<ShardStartup>,
     joining: Joining,
 ) -> Result<Launched, BrokerError> {
-    let shard_count = shared.metrics.len();
-    let shards = start_shards(config, shard_count, shared.clone())?;
-    let shard_addrs = match await_startup(&shards, shard_count, &startup_reports) {
-        Ok(addrs) => addrs,
-        Err(reason) => {
-            let _ = close_shards(shards);
-            return Err(BrokerError::Startup(reason));
-        }
-    };
+    let (shards, shard_addrs) = start_and_await_shards(config, &shared, &startup_reports)?;
     let mut cluster_config = ClusterConfig::new(
         config.cluster.etcd.clone(),
         &config.cluster.name,
@@ -426,15 +418,7 @@ fn launch(
     store: EmbeddedMetadataStore,
     control_requests: std::sync::mpsc::Receiver<ControlRequest>,
 ) -> Result<Launched, BrokerError> {
-    let shard_count = shared.metrics.len();
-    let shards = start_shards(config, shard_count, shared.clone())?;
-    let shard_addrs = match await_startup(&shards, shard_count, &startup_reports) {
-        Ok(addrs) => addrs,
-        Err(reason) => {
-            let _ = close_shards(shards);
-            return Err(BrokerError::Startup(reason));
-        }
-    };
+    let (shards, shard_addrs) = start_and_await_shards(config, &shared, &startup_reports)?;
     let _ = shared
         .shard_ports
         .set(shard_addrs.iter().map(SocketAddr::port).collect());
@@ -453,6 +437,27 @@ fn launch(
                 what: "control",
                 source,
             })
+        }
+    }
+}
+
+/// The broker's shard executors, each ending with its server's result.
+type Shards = ShardSet<Result<(), BrokerError>>;
+
+/// Starts one shard per configured core and waits until each listens; closes them all again
+/// when one fails to start.
+fn start_and_await_shards(
+    config: &BrokerConfig,
+    shared: &Arc<ServerShared>,
+    startup_reports: &std::sync::mpsc::Receiver<ShardStartup>,
+) -> Result<(Shards, Vec<SocketAddr>), BrokerError> {
+    let shard_count = shared.metrics.len();
+    let shards = start_shards(config, shard_count, shared.clone())?;
+    match await_startup(&shards, shard_count, startup_reports) {
+        Ok(addrs) => Ok((shards, addrs)),
+        Err(reason) => {
+            let _ = close_shards(shards);
+            Err(BrokerError::Startup(reason))
         }
     }
 }

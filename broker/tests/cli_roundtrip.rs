@@ -1,10 +1,12 @@
 //! The `sluice` CLI's client commands (`topic`, `produce`, `consume`) run as child processes
 //! against an in-process broker on ephemeral ports.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
+mod e2e_support;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use e2e_support::sluice_cli as sluice;
 use sluice_broker::{Broker, BrokerConfig, BrokerHandle};
 
 fn start_broker(data_dir: &std::path::Path) -> BrokerHandle {
@@ -17,27 +19,6 @@ fn start_broker(data_dir: &std::path::Path) -> BrokerHandle {
         ..BrokerConfig::default()
     };
     Broker::start(config).expect("cannot start the broker")
-}
-
-/// Runs `sluice ARGS` with `stdin` as its input.
-fn sluice(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env_remove("SLUICE_BOOTSTRAP")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot run the sluice binary");
-    if let Some(mut input) = child.stdin.take() {
-        // A command that fails early stops reading stdin; its exit status and stderr say why,
-        // so a broken pipe here is not the test's concern.
-        let _ = input.write_all(stdin);
-    }
-    child
-        .wait_with_output()
-        .expect("cannot wait for the sluice binary")
 }
 
 fn text(bytes: &[u8]) -> String {

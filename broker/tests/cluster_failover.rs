@@ -43,21 +43,6 @@ fn producer_options(
     }
 }
 
-/// Panics with the first few failures when any message failed for good.
-fn assert_all_acknowledged(outcomes: &[Outcome]) {
-    let failed: Vec<&Outcome> = outcomes
-        .iter()
-        .filter(|outcome| outcome.result.is_err())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} messages failed although the producer retries through a failover; first: {:?}",
-        failed.len(),
-        outcomes.len(),
-        &failed[..failed.len().min(5)]
-    );
-}
-
 // Proves a SIGKILLed leader loses no acknowledged message: etcd + 3 brokers, a topic of 3
 // partitions with replication factor 3 and min.insync.replicas 2, an acks=all producer of
 // numbered messages; partition 0's leader is killed mid-stream; a new leader from the ISR takes

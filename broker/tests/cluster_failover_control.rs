@@ -47,17 +47,7 @@ fn finish_and_check(
     first_fault: Instant,
 ) {
     let outcomes = producer.finish();
-    let failed: Vec<&Outcome> = outcomes
-        .iter()
-        .filter(|outcome| outcome.result.is_err())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} messages failed although the producer retries; first: {:?}",
-        failed.len(),
-        outcomes.len(),
-        &failed[..failed.len().min(5)]
-    );
+    assert_all_acknowledged(&outcomes);
     for partition in 0..PARTITIONS {
         let (leader, high_watermark) = cluster.wait_settled(topic, partition);
         let consumed = read_partition(cluster.client_config(), topic, partition, high_watermark);

@@ -305,14 +305,7 @@ impl Partition {
                     timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 });
             }
-            let woken = self.subscribe();
-            futures_lite::future::or(
-                async {
-                    let _ = woken.await;
-                },
-                glommio::timer::sleep(left),
-            )
-            .await;
+            self.wait_for_change(left).await;
         }
     }
 
@@ -514,6 +507,18 @@ impl Partition {
         receiver
     }
 
+    /// Waits until the partition's offsets move (see `subscribe`) or `left` passes.
+    async fn wait_for_change(&self, left: Duration) {
+        let woken = self.subscribe();
+        futures_lite::future::or(
+            async {
+                let _ = woken.await;
+            },
+            glommio::timer::sleep(left),
+        )
+        .await;
+    }
+
     fn watched(&self, visibility: Visibility) -> i64 {
         match visibility {
             Visibility::Committed => self.high_watermark(),
@@ -540,14 +545,7 @@ impl Partition {
             if left.is_zero() || self.generation.get() != generation {
                 return self.watched(visibility) > offset;
             }
-            let woken = self.subscribe();
-            futures_lite::future::or(
-                async {
-                    let _ = woken.await;
-                },
-                glommio::timer::sleep(left),
-            )
-            .await;
+            self.wait_for_change(left).await;
             if self.watched(visibility) > offset {
                 return true;
             }

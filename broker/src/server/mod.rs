@@ -376,22 +376,23 @@ fn admit(server: &Rc<ShardServer>, stream: TcpStream) {
     .detach();
 }
 
+/// Sleeps for `duration`; false (at once) when the shard aborts its work meanwhile.
+pub(crate) async fn sleep_unless_aborted(server: &ShardServer, duration: Duration) -> bool {
+    futures_lite::future::or(
+        async {
+            glommio::timer::sleep(duration).await;
+            true
+        },
+        async {
+            server.abort.wait().await;
+            false
+        },
+    )
+    .await
+}
+
 async fn maintain(server: Rc<ShardServer>) {
-    loop {
-        let slept = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(Duration::from_millis(MAINTENANCE_INTERVAL_MS)).await;
-                true
-            },
-            async {
-                server.abort.wait().await;
-                false
-            },
-        )
-        .await;
-        if !slept {
-            return;
-        }
+    while sleep_unless_aborted(&server, Duration::from_millis(MAINTENANCE_INTERVAL_MS)).await {
         server.shard.maintenance(now_ms()).await;
     }
 }

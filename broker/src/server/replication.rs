@@ -63,21 +63,7 @@ pub async fn check_loop(server: Rc<ShardServer>) {
     let interval = Duration::from_millis(
         (lag_max_ms / 4).clamp(ISR_CHECK_INTERVAL_MS_MIN, ISR_CHECK_INTERVAL_MS_MAX),
     );
-    loop {
-        let slept = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(interval).await;
-                true
-            },
-            async {
-                server.abort.wait().await;
-                false
-            },
-        )
-        .await;
-        if !slept {
-            return;
-        }
+    while super::sleep_unless_aborted(&server, interval).await {
         let mut lags = Vec::new();
         for partition in server.shard.registry().all() {
             propose_isr_change(&server, &partition);

@@ -23,4 +23,4 @@ pub use netns::NetnsLink;
 pub use traffic::{
     message_value, read_partition, send_once, NumberedProducer, Outcome, ProducerOptions,
 };
-pub use verify::{check_history, HistorySummary};
+pub use verify::{assert_all_acknowledged, check_history, HistorySummary};

@@ -22,6 +22,22 @@ pub struct HistorySummary {
     pub unacknowledged_present: usize,
 }
 
+/// Panics with the first few failures when any message failed for good (the producers of these
+/// tests retry through every failover, so none may).
+pub fn assert_all_acknowledged(outcomes: &[Outcome]) {
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|outcome| outcome.result.is_err())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} messages failed although the producer retries through a failover; first: {:?}",
+        failed.len(),
+        outcomes.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
 /// Checks the records of `partition` read from its first offset (`consumed`) against what the
 /// producers were told (`outcomes`, every message sent to any partition, each number once),
 /// where `first_fault` is when the first fault was injected. Panics, naming the offset and
