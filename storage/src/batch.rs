@@ -29,7 +29,7 @@
 mod builder;
 mod fuzz;
 mod record;
-mod varint;
+pub(crate) mod varint;
 
 pub use builder::{BatchBuilder, ZSTD_LEVEL};
 pub use fuzz::fuzz_one;

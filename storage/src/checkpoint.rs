@@ -43,7 +43,7 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Reads a checkpoint file's entry lines; `Ok(None)` when the file does not exist.
-fn read_entries(path: &Path) -> io::Result<Option<Vec<Vec<i64>>>> {
+pub(crate) fn read_entries(path: &Path) -> io::Result<Option<Vec<Vec<i64>>>> {
     let text = match std::fs::metadata(path) {
         Ok(meta) if meta.len() > CHECKPOINT_BYTES_MAX => {
             return Err(invalid(format!("{} bytes is too large", meta.len())));
@@ -82,7 +82,7 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
-fn encode(entries: &[String]) -> Vec<u8> {
+pub(crate) fn encode(entries: &[String]) -> Vec<u8> {
     let mut text = format!("{CHECKPOINT_VERSION}\n{}\n", entries.len());
     for entry in entries {
         text.push_str(entry);

@@ -102,6 +102,14 @@ pub enum StorageError {
     /// The log was closed or deleted.
     #[error("the partition log is closed")]
     Closed,
+    /// A record without a key was appended to a compacted log; nothing was written.
+    #[error("record at offset delta {offset_delta} of the batch at byte {position} has no key; a compacted topic requires a key on every record")]
+    MissingKey {
+        /// Byte position of the batch inside the appended buffer.
+        position: usize,
+        /// Offset delta of the keyless record inside its batch.
+        offset_delta: i64,
+    },
 }
 
 /// For callers that check a batch themselves and use `?`: the batch is taken to start the

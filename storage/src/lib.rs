@@ -2,6 +2,7 @@
 //! written and read through glommio's io_uring reactor. See ARCHITECTURE.md for the map.
 
 pub mod batch;
+pub mod compaction;
 pub mod config;
 pub mod error;
 pub mod log;
@@ -12,7 +13,10 @@ mod recovery;
 mod segment;
 mod tail_cache;
 
-pub use config::{FlushPolicy, LogConfig, RecoveryPolicy, WriteMode};
+pub use compaction::{CleanStats, Cleanability, LogCleaner};
+pub use config::{
+    CleanerConfig, CleanupPolicy, FlushPolicy, LogConfig, Ratio, RecoveryPolicy, WriteMode,
+};
 pub use error::StorageError;
 pub use log::{
     AppendInfo, FileSlice, PartitionLog, ReadSlice, APPEND_BYTES_MAX, APPEND_INFLIGHT_BYTES_MAX,

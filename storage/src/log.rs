@@ -13,6 +13,7 @@
 
 mod admin;
 mod append;
+mod cleaning;
 mod read;
 
 use std::{
@@ -27,6 +28,7 @@ use glommio::sync::Semaphore;
 
 use crate::{
     checkpoint::{self, EpochCache, LEADER_EPOCH_FILE, RECOVERY_POINT_FILE},
+    compaction::CleaningState,
     config::{LogConfig, WriteMode},
     error::StorageError,
     recovery::{self, CLEAN_SHUTDOWN_FILE},
@@ -126,6 +128,8 @@ pub(crate) struct LogInner {
     log_end: Cell<i64>,
     flushed: Cell<i64>,
     closed: Cell<bool>,
+    /// The cleaner's checkpoint and whether segments may have offset gaps (compacted logs).
+    cleaning: RefCell<CleaningState>,
 }
 
 /// Mutable state of a log. Segments and the published end are changed only when an append is
@@ -232,6 +236,7 @@ impl PartitionLog {
             log_end: Cell::new(end),
             flushed: Cell::new(end),
             closed: Cell::new(false),
+            cleaning: RefCell::new(recovered.cleaning),
         };
         Ok(PartitionLog {
             inner: Rc::new(inner),
@@ -241,12 +246,16 @@ impl PartitionLog {
     /// Leader append: validates every batch first (nothing is written if any is bad), assigns
     /// contiguous offsets from the log end offset, stamps `leader_epoch`, and writes all batches
     /// as one write. Returns once the bytes are in the file (and fsynced under
-    /// `FlushPolicy::EveryAppend`).
+    /// `FlushPolicy::EveryAppend`). A compacted log refuses records without a key
+    /// (`StorageError::MissingKey`), as Kafka does: the cleaner could never tell them apart.
     pub async fn append(
         &self,
         batches: bytes::BytesMut,
         leader_epoch: i32,
     ) -> Result<AppendInfo, StorageError> {
+        if self.inner.config.cleanup_policy.compacts() {
+            crate::compaction::require_keys(&batches, self.inner.config.batch_bytes_max)?;
+        }
         LogInner::append(
             &self.inner,
             batches,
@@ -299,7 +308,8 @@ impl PartitionLog {
 
     /// Removes every batch whose last offset is at or past `offset`. Truncation keeps whole
     /// batches, as Kafka does: when `offset` falls inside a batch that whole batch goes and the
-    /// log end becomes its base offset (at most `offset`). At or past the log end nothing
+    /// log end becomes its base offset (at most `offset`; in a compacted log an `offset` inside
+    /// a gap the cleaner left ends the log where the next surviving batch started). At or past the log end nothing
     /// happens; at or below the log start the log is emptied and restarts at `offset`. Epochs
     /// starting at or after the new end are dropped from the leader-epoch cache.
     pub async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {

@@ -17,6 +17,7 @@ use std::{
 use crate::{
     batch::{validate_batch, BatchHeader, BATCH_HEADER_BYTES},
     checkpoint::{self, EpochCache, LEADER_EPOCH_FILE, RECOVERY_POINT_FILE, TEMP_SUFFIX},
+    compaction::{self, CleaningState},
     config::{LogConfig, RecoveryPolicy, BATCH_BYTES_MAX_LIMIT, SEGMENT_BYTES_MAX_LIMIT},
     error::StorageError,
     index::{OffsetIndex, SegmentIndex, TimeIndex},
@@ -36,6 +37,8 @@ pub(crate) struct Recovered {
     /// Segments in offset order; never empty, the last is the active one.
     pub segments: Vec<Segment>,
     pub epochs: EpochCache,
+    /// The cleaner's checkpoint, and whether batches may leave offset gaps.
+    pub cleaning: CleaningState,
 }
 
 /// Where and why a scan stopped before the end of a file.
@@ -57,6 +60,11 @@ struct Scan {
 pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError> {
     std::fs::create_dir_all(dir)
         .map_err(|source| StorageError::io("create log directory", dir, source))?;
+    // A cleaning interrupted by a crash is finished (or its leftovers removed) before the
+    // segments are listed, so the listing sees either the old or the cleaned segments.
+    compaction::finish_interrupted_swap(dir)?;
+    let cleaning = CleaningState::load(dir, config);
+    let gaps_allowed = cleaning.gaps_allowed;
     let bases = list_segments(dir)?;
     let marker = dir.join(CLEAN_SHUTDOWN_FILE);
     let clean = marker.exists();
@@ -69,7 +77,13 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
     for (at, &base) in bases.iter().enumerate() {
         let next_base = bases.get(at + 1).copied();
         let trusted = clean || next_base.is_some_and(|next| next <= recovery_point);
-        match recover_segment(dir, config, base, next_base, trusted, &mut state)? {
+        let place = Place {
+            base,
+            next_base,
+            trusted,
+            gaps_allowed,
+        };
+        match recover_segment(dir, config, place, &mut state)? {
             Next::Continue => {}
             Next::CutHere => {
                 delete_segments(dir, &bases[at + 1..])?;
@@ -87,13 +101,26 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
             .map_err(|source| StorageError::io("create segment", &segment.path, source))?;
         state.segments.push(segment);
     }
-    let epochs = recover_epochs(dir, &state)?;
+    let epochs = recover_epochs(dir, &state, gaps_allowed)?;
     finish(dir, &state, clean, &marker)?;
     set_roll_base(&mut state.segments);
     Ok(Recovered {
         segments: state.segments,
         epochs,
+        cleaning,
     })
+}
+
+/// Where a segment sits in the log and how far it may be trusted.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    base: i64,
+    /// Base offset of the next segment, `None` for the last one.
+    next_base: Option<i64>,
+    /// The recovery point (or a clean shutdown) vouches for it: its indexes may be used.
+    trusted: bool,
+    /// Batches may start past the offset expected of them (compacted logs).
+    gaps_allowed: bool,
 }
 
 /// What recovery has gathered so far.
@@ -119,11 +146,15 @@ enum Next {
 fn recover_segment(
     dir: &Path,
     config: &LogConfig,
-    base: i64,
-    next_base: Option<i64>,
-    trusted: bool,
+    place: Place,
     state: &mut Walk,
 ) -> Result<Next, StorageError> {
+    let Place {
+        base,
+        next_base,
+        trusted,
+        gaps_allowed,
+    } = place;
     if let Some(previous) = state.segments.last() {
         if previous.next_offset != base {
             let reason = format!(
@@ -136,7 +167,7 @@ fn recover_segment(
         }
     }
     if trusted {
-        match load_trusted(dir, base, next_base, config.index_interval_bytes) {
+        match load_trusted(dir, place, config.index_interval_bytes) {
             Ok(segment) => {
                 state.segments.push(segment);
                 return Ok(Next::Continue);
@@ -146,7 +177,7 @@ fn recover_segment(
             }
         }
     }
-    let scan = scan_segment(dir, base, config.index_interval_bytes)?;
+    let scan = scan_segment(dir, base, config.index_interval_bytes, gaps_allowed)?;
     state.touched.push(scan.segment.path.clone());
     state.epochs_seen.extend(scan.epochs);
     let next = match scan.stop {
@@ -211,7 +242,7 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, StorageError> {
     Ok(logs)
 }
 
-fn remove_file(path: &Path) -> Result<(), StorageError> {
+pub(crate) fn remove_file(path: &Path) -> Result<(), StorageError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -272,12 +303,10 @@ pub(crate) fn write_index_files(files: &[(PathBuf, Vec<u8>)]) -> Result<(), Stor
 /// may be, index entries increase and stay inside the file, the last entry points at a batch
 /// with the matching base offset, and the batches after it end exactly at the end of the file
 /// (and at `next_base` when a later segment exists).
-fn load_trusted(
-    dir: &Path,
-    base: i64,
-    next_base: Option<i64>,
-    index_interval_bytes: u32,
-) -> Result<Segment, String> {
+fn load_trusted(dir: &Path, place: Place, index_interval_bytes: u32) -> Result<Segment, String> {
+    let Place {
+        base, next_base, ..
+    } = place;
     let mut segment = Segment::new(dir, base, index_interval_bytes);
     let size = std::fs::metadata(&segment.path)
         .map_err(|error| error.to_string())?
@@ -299,7 +328,7 @@ fn load_trusted(
     segment.index = SegmentIndex::from_parts(offsets, times, index_interval_bytes);
     let path = segment.path.clone();
     let file = File::open(&path).map_err(|error| error.to_string())?;
-    let mut reader = HeaderReader::new(&file, &path, size);
+    let mut reader = HeaderReader::new(&file, &path, size).allowing_gaps(place.gaps_allowed);
     while position < size {
         let header = reader
             .header_at(position, expected)
@@ -352,7 +381,12 @@ impl ScanReader<'_> {
 
 /// Validates every batch of a segment file (CRC included), rebuilding its indexes. A
 /// zero-filled tail (direct mode pads and preallocates) is the end of the log and is cut off.
-fn scan_segment(dir: &Path, base: i64, index_interval_bytes: u32) -> Result<Scan, StorageError> {
+fn scan_segment(
+    dir: &Path,
+    base: i64,
+    index_interval_bytes: u32,
+    gaps_allowed: bool,
+) -> Result<Scan, StorageError> {
     let mut segment = Segment::new(dir, base, index_interval_bytes);
     let path = segment.path.clone();
     let file =
@@ -373,7 +407,11 @@ fn scan_segment(dir: &Path, base: i64, index_interval_bytes: u32) -> Result<Scan
         if position >= file_len {
             break None;
         }
-        match next_batch(&mut reader, position, file_len, segment.next_offset)? {
+        let expected = Expected {
+            offset: segment.next_offset,
+            gaps_allowed,
+        };
+        match next_batch(&mut reader, position, file_len, expected)? {
             Ok(header) => {
                 segment.observe(&header, position);
                 epochs.push((header.partition_leader_epoch, header.base_offset));
@@ -399,12 +437,20 @@ fn scan_segment(dir: &Path, base: i64, index_interval_bytes: u32) -> Result<Scan
     })
 }
 
+/// The base offset the next batch of a scan must carry: exactly `offset`, or where gaps are
+/// allowed (compacted logs) at least `offset`.
+#[derive(Debug, Clone, Copy)]
+struct Expected {
+    offset: i64,
+    gaps_allowed: bool,
+}
+
 /// The valid batch at `position`, or why there is none.
 fn next_batch(
     reader: &mut ScanReader<'_>,
     position: u64,
     file_len: u64,
-    expected: i64,
+    expected: Expected,
 ) -> Result<Result<BatchHeader, String>, StorageError> {
     let available = file_len - position;
     let head = reader.bytes(
@@ -437,10 +483,11 @@ fn next_batch(
         Ok(header) => header,
         Err(error) => return Ok(Err(error.to_string())),
     };
-    if header.base_offset != expected {
+    let gap = expected.gaps_allowed && header.base_offset > expected.offset;
+    if header.base_offset != expected.offset && !gap {
         return Ok(Err(format!(
-            "batch has base offset {}, expected {expected}",
-            header.base_offset
+            "batch has base offset {}, expected {}",
+            header.base_offset, expected.offset
         )));
     }
     Ok(Ok(header))
@@ -469,12 +516,16 @@ fn is_zero_from(
 /// The leader-epoch cache made consistent with the recovered log: loaded from its checkpoint
 /// (or rebuilt from batch headers when that is unreadable), cut at the log end, extended with
 /// epochs seen in scanned batches, and trimmed to the log start. Rewritten when it changed.
-fn recover_epochs(dir: &Path, state: &Walk) -> Result<EpochCache, StorageError> {
+fn recover_epochs(
+    dir: &Path,
+    state: &Walk,
+    gaps_allowed: bool,
+) -> Result<EpochCache, StorageError> {
     let (mut epochs, mut changed) = match EpochCache::read(dir) {
         Ok(epochs) => (epochs, false),
         Err(error) => {
             tracing::warn!(dir = %dir.display(), %error, "leader epoch checkpoint unreadable; rebuilding it from the log");
-            (epochs_from_headers(&state.segments)?, true)
+            (epochs_from_headers(&state.segments, gaps_allowed)?, true)
         }
     };
     let (start, end) = match (state.segments.first(), state.segments.last()) {
@@ -495,12 +546,16 @@ fn recover_epochs(dir: &Path, state: &Walk) -> Result<EpochCache, StorageError> 
 
 /// Epoch transitions read from every batch header of the log (no CRC check: the segments were
 /// already recovered).
-fn epochs_from_headers(segments: &[Segment]) -> Result<EpochCache, StorageError> {
+fn epochs_from_headers(
+    segments: &[Segment],
+    gaps_allowed: bool,
+) -> Result<EpochCache, StorageError> {
     let mut epochs = EpochCache::default();
     for segment in segments {
         let file = File::open(&segment.path)
             .map_err(|source| StorageError::io("open segment", &segment.path, source))?;
-        let mut reader = HeaderReader::new(&file, &segment.path, segment.size);
+        let mut reader =
+            HeaderReader::new(&file, &segment.path, segment.size).allowing_gaps(gaps_allowed);
         let (mut position, mut expected) = (0, segment.base_offset);
         while position < segment.size {
             let header = reader.header_at(position, expected)?;

@@ -173,6 +173,8 @@ pub(crate) struct HeaderReader<'a> {
     size: u64,
     window: Vec<u8>,
     window_start: u64,
+    /// A batch may start past the offset expected of it (compacted logs, see `compaction`).
+    gaps_allowed: bool,
 }
 
 impl<'a> HeaderReader<'a> {
@@ -184,11 +186,19 @@ impl<'a> HeaderReader<'a> {
             size,
             window: Vec::new(),
             window_start: 0,
+            gaps_allowed: false,
         }
     }
 
-    /// The header of the batch at `position`, checked to carry `expected_base` and to end
-    /// inside the valid bytes.
+    /// Lets batches start past the offset expected of them: a compacted log has gaps where the
+    /// cleaner removed whole batches. Offsets must still increase.
+    pub(crate) fn allowing_gaps(mut self, gaps_allowed: bool) -> HeaderReader<'a> {
+        self.gaps_allowed = gaps_allowed;
+        self
+    }
+
+    /// The header of the batch at `position`, checked to carry `expected_base` (or, where gaps
+    /// are allowed, a larger base offset) and to end inside the valid bytes.
     pub(crate) fn header_at(
         &mut self,
         position: u64,
@@ -196,7 +206,8 @@ impl<'a> HeaderReader<'a> {
     ) -> Result<BatchHeader, StorageError> {
         let header = BatchHeader::parse(self.bytes_at(position)?)
             .map_err(|error| StorageError::corrupt(self.path, position, error.to_string()))?;
-        if header.base_offset != expected_base {
+        let gap = self.gaps_allowed && header.base_offset > expected_base;
+        if header.base_offset != expected_base && !gap {
             return Err(StorageError::corrupt(
                 self.path,
                 position,

@@ -56,6 +56,15 @@ impl TailCache {
     /// Adds the newest append. A chunk bigger than the whole cache empties it, so the invariant
     /// that the cache is a contiguous suffix of the log holds.
     pub(crate) fn push(&mut self, chunk: Chunk) {
+        if self
+            .chunks
+            .back()
+            .is_some_and(|last| chunk.base_offset > last.next_offset)
+        {
+            // A follower of a compacted log appends past the gaps its leader's cleaner left;
+            // the cache restarts there so its chunks stay contiguous.
+            self.clear();
+        }
         if let Some(last) = self.chunks.back() {
             assert_eq!(
                 last.next_offset, chunk.base_offset,

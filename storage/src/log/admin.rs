@@ -1,12 +1,16 @@
 //! Structural changes of a log, all under the append lock with no append in flight: rolling the
-//! active segment, truncation, retention, and the periodic maintenance that drives time-based
-//! flushes and rolls.
+//! active segment, truncation, retention, the swap of cleaned segments (compaction), and the
+//! periodic maintenance that drives time-based flushes and rolls.
 
 use std::{fs::File, rc::Rc};
 
 use super::{blocking, LogInner, RECOVERY_POINT_CHECKPOINT_MS};
 use crate::{
     checkpoint::EpochCache,
+    compaction::{
+        swap::{self, SwapManifest},
+        CleanedSegment,
+    },
     config::FlushPolicy,
     error::StorageError,
     recovery,
@@ -18,7 +22,7 @@ use crate::{
 
 impl LogInner {
     /// True when the next append of `len` bytes and `offsets` offsets must go to a new segment:
-    /// the active one would pass `segment_bytes_max`, is older than `segment_ms_max`, or its
+    /// the active one would pass `segment_bytes_max`, is older than `roll_ms_max()`, or its
     /// relative offsets would no longer fit in u32. An empty segment never rolls.
     fn roll_due(&self, len: u64, offsets: i64, now_ms: i64) -> bool {
         let state = self.state.borrow();
@@ -29,7 +33,7 @@ impl LogInner {
             return false;
         }
         let size_due = writer.submitted() + len > self.config.segment_bytes_max;
-        let age_ms_max = i64::try_from(self.config.segment_ms_max).unwrap_or(i64::MAX);
+        let age_ms_max = i64::try_from(self.config.roll_ms_max()).unwrap_or(i64::MAX);
         let time_due = active
             .roll_base_ms
             .is_some_and(|base| now_ms.saturating_sub(base) >= age_ms_max);
@@ -170,7 +174,8 @@ impl LogInner {
         } else {
             state.handles.get(segment.base_offset, &segment.path)?
         };
-        let mut reader = HeaderReader::new(&file, &segment.path, segment.size);
+        let mut reader = HeaderReader::new(&file, &segment.path, segment.size)
+            .allowing_gaps(self.gaps_allowed());
         let (position, header) = segment.locate(&mut reader, offset)?;
         Ok((at, position, header.base_offset))
     }
@@ -230,7 +235,8 @@ impl LogInner {
         segment.size = walk;
         segment.next_offset = expected;
         let path = segment.path.clone();
-        let mut reader = HeaderReader::new(&state.active_read, &path, position);
+        let mut reader = HeaderReader::new(&state.active_read, &path, position)
+            .allowing_gaps(self.gaps_allowed());
         while walk < position {
             let header = reader.header_at(walk, expected)?;
             segment.observe(&header, walk);
@@ -361,6 +367,9 @@ impl LogInner {
     /// How many of the oldest closed segments retention deletes: a prefix of segments each
     /// newer-than-nothing by `retention_ms` or beyond `retention_bytes` (Kafka's rules).
     fn expired_segments(&self, now_ms: i64) -> usize {
+        if !self.config.cleanup_policy.deletes() {
+            return 0;
+        }
         let state = self.state.borrow();
         let mut remaining: u64 = state.segments.iter().map(|segment| segment.size).sum();
         let closed = state.segments.len().saturating_sub(1);
@@ -409,6 +418,131 @@ impl LogInner {
         self.write_recovery_point(self.flushed.get()).await?;
         self.state.borrow_mut().recovery_point_checkpointed_ms = Some(now_ms);
         Ok(())
+    }
+}
+
+impl LogInner {
+    /// Replaces the closed segments `cleaned` was made from by the cleaned segment, following
+    /// the crash-safe protocol of `compaction::swap`. Under the append lock, so no roll,
+    /// truncation or retention runs meanwhile; appends already in flight only touch the active
+    /// segment, which a swap never does. `Ok(false)` when the segments changed since they were
+    /// read: the cleaned file is then removed and nothing else changes.
+    pub(super) async fn swap_cleaned(&self, cleaned: CleanedSegment) -> Result<bool, StorageError> {
+        let _lock = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        self.check_open()?;
+        let Some((at, end_offset)) = self.locate_replaced(&cleaned)? else {
+            let path = cleaned.cleaned_path.clone();
+            let _ = blocking(move || std::fs::remove_file(path)).await;
+            return Ok(false);
+        };
+        let base = cleaned.segment.base_offset;
+        let manifest = SwapManifest {
+            base_offset: base,
+            end_offset,
+        };
+        let dir = self.dir.clone();
+        blocking(move || {
+            swap::write_manifest(&dir, manifest)?;
+            swap::remove_indexes(&dir, base)
+        })
+        .await?;
+        // Opened before the rename, so this descriptor is the cleaned file whatever happens.
+        let read = File::open(&cleaned.cleaned_path)
+            .map(Rc::new)
+            .map_err(|source| {
+                StorageError::io("open cleaned segment", &cleaned.cleaned_path, source)
+            })?;
+        let files = match self.switch_segments(cleaned, at, read) {
+            Ok(files) => files,
+            Err(error) => {
+                // Nothing was switched: the manifest must not make a later recovery finish a
+                // swap that did not happen.
+                let dir = self.dir.clone();
+                let _ = blocking(move || std::fs::remove_file(dir.join(swap::SWAP_MANIFEST_FILE)))
+                    .await;
+                return Err(error);
+            }
+        };
+        let dir = self.dir.clone();
+        blocking(move || {
+            recovery::write_index_files(&files)?;
+            swap::complete(&dir, manifest)
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// Where the segments a cleaned segment replaces sit (index of the first, and the base
+    /// offset of the segment after the last), or `None` when they are no longer all there with
+    /// the sizes they were read at, or one of them is the active segment.
+    fn locate_replaced(
+        &self,
+        cleaned: &CleanedSegment,
+    ) -> Result<Option<(usize, i64)>, StorageError> {
+        let state = self.state.borrow();
+        let Some(&(first_base, _)) = cleaned.replaces.first() else {
+            return Ok(None);
+        };
+        let Ok(at) = state
+            .segments
+            .binary_search_by_key(&first_base, |segment| segment.base_offset)
+        else {
+            return Ok(None);
+        };
+        let count = cleaned.replaces.len();
+        let Some(following) = state.segments.get(at + count) else {
+            return Ok(None);
+        };
+        let unchanged = state.segments[at..at + count]
+            .iter()
+            .zip(&cleaned.replaces)
+            .all(|(segment, &(base, size))| segment.base_offset == base && segment.size == size);
+        if !unchanged {
+            return Ok(None);
+        }
+        let replaced_end = state.segments[at + count - 1].next_offset;
+        if cleaned.segment.next_offset != replaced_end || following.base_offset != replaced_end {
+            return Err(StorageError::corrupt(
+                &cleaned.cleaned_path,
+                0,
+                format!(
+                    "cleaned segment ends at offset {}, the segments it replaces at {replaced_end}",
+                    cleaned.segment.next_offset
+                ),
+            ));
+        }
+        Ok(Some((at, following.base_offset)))
+    }
+
+    /// Renames the cleaned file over the first replaced segment and swaps the in-memory
+    /// segments, in one step with no await so no reader sees one without the other. Returns
+    /// the new segment's index files to write.
+    fn switch_segments(
+        &self,
+        cleaned: CleanedSegment,
+        at: usize,
+        read: Rc<File>,
+    ) -> Result<Vec<(std::path::PathBuf, Vec<u8>)>, StorageError> {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        std::fs::rename(&cleaned.cleaned_path, &cleaned.segment.path).map_err(|source| {
+            StorageError::io("rename cleaned segment", &cleaned.cleaned_path, source)
+        })?;
+        let base = cleaned.segment.base_offset;
+        let count = cleaned.replaces.len();
+        for (replaced, _) in &cleaned.replaces {
+            state.handles.remove(*replaced);
+        }
+        let _replaced: Vec<Segment> = state
+            .segments
+            .splice(at..at + count, std::iter::once(cleaned.segment))
+            .collect();
+        state.handles.insert(base, read);
+        Ok(recovery::sealed_index_files(&mut state.segments[at]))
     }
 }
 

@@ -134,12 +134,18 @@ impl LogInner {
             if epoch >= 0 {
                 latest = Some(epoch);
             }
-            if matches!(kind, AppendKind::Replicated) && header.base_offset != next {
-                return Err(StorageError::NonContiguous {
-                    expected: next,
-                    found: header.base_offset,
-                    position: meta.position,
-                });
+            if matches!(kind, AppendKind::Replicated) {
+                // A compacted leader's log has gaps where its cleaner removed batches, and a
+                // follower copies them as they are.
+                let gap = self.gaps_allowed() && header.base_offset > next;
+                if header.base_offset != next && !gap {
+                    return Err(StorageError::NonContiguous {
+                        expected: next,
+                        found: header.base_offset,
+                        position: meta.position,
+                    });
+                }
+                next = header.base_offset;
             }
             header.base_offset = next;
             header.partition_leader_epoch = epoch;

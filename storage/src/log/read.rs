@@ -49,7 +49,8 @@ impl LogInner {
         } else {
             state.handles.get(segment.base_offset, &segment.path)?
         };
-        let mut reader = HeaderReader::new(&file, &segment.path, segment.size);
+        let mut reader = HeaderReader::new(&file, &segment.path, segment.size)
+            .allowing_gaps(self.gaps_allowed());
         let (position, first) = segment.locate(&mut reader, offset)?;
         let read_end = segment.read_end(&mut reader, position, &first, max_bytes, limit_offset)?;
         if read_end == position {
@@ -148,6 +149,7 @@ impl LogInner {
                 size: segment.size,
                 position,
                 expected,
+                gaps_allowed: self.gaps_allowed(),
             }
         };
         let found = search.run(timestamp_ms).await?;
@@ -162,6 +164,7 @@ struct TimestampSearch {
     size: u64,
     position: u64,
     expected: i64,
+    gaps_allowed: bool,
 }
 
 impl TimestampSearch {
@@ -175,10 +178,11 @@ impl TimestampSearch {
             size,
             mut position,
             mut expected,
+            gaps_allowed,
             ..
         } = self;
         blocking(move || {
-            let mut reader = HeaderReader::new(&file, &path, size);
+            let mut reader = HeaderReader::new(&file, &path, size).allowing_gaps(gaps_allowed);
             while position < size {
                 let header = reader.header_at(position, expected)?;
                 if header.max_timestamp >= timestamp_ms {
