@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::{
     checkpoint::CleanerCheckpoint,
+    crash_point,
     filter::{filter_batch, FilterOutcome, Filtered},
     io::{CleanedWriter, SegmentBatches},
     offset_map::OffsetMap,
@@ -91,7 +92,7 @@ impl LogCleaner {
                 "a segment swap failed earlier; reopen the log to finish it before cleaning",
             ));
         }
-        let mapped = self.build_offset_map(&view, &range, &mut stats).await?;
+        let mapped = self.build_offset_map(&range, &mut stats).await?;
         let before = view.checkpoint.clone().unwrap_or(CleanerCheckpoint {
             cleaned_offset: range.first_dirty,
             tombstone_rounds: Vec::new(),
@@ -112,6 +113,7 @@ impl LogCleaner {
         if stats.abandoned {
             return Ok(stats);
         }
+        crash_point::reached(crash_point::BEFORE_CHECKPOINT);
         let after = before.after_round(round.map_end, horizon, kept_tombstone_max, now_ms);
         log.write_cleaner_checkpoint(after).await?;
         stats.cleaned_offset = round.map_end;
@@ -122,7 +124,6 @@ impl LogCleaner {
     /// full; also notes the newest batch of every producer seen.
     async fn build_offset_map(
         &self,
-        view: &CleaningView,
         range: &CleanRange,
         stats: &mut CleanStats,
     ) -> Result<Mapped, StorageError> {
@@ -136,7 +137,7 @@ impl LogCleaner {
             if segment.next_offset <= range.first_dirty {
                 continue;
             }
-            let full = self.map_segment(view, segment, range.first_dirty, &mut mapped, stats);
+            let full = self.map_segment(segment, range.first_dirty, &mut mapped, stats);
             if full.await? {
                 break;
             }
@@ -149,7 +150,6 @@ impl LogCleaner {
     /// first batch that did not fit).
     async fn map_segment(
         &self,
-        view: &CleaningView,
         segment: &SegmentView,
         first_dirty: i64,
         mapped: &mut Mapped,
@@ -159,7 +159,6 @@ impl LogCleaner {
             &segment.path,
             segment.size,
             segment.base_offset,
-            view.config.write_mode,
             &self.throttle,
         )
         .await?;
@@ -251,7 +250,6 @@ impl LogCleaner {
         let written = self
             .write_group(
                 &mut writer,
-                view,
                 group,
                 last.next_offset,
                 round,
@@ -278,6 +276,7 @@ impl LogCleaner {
             });
         }
         let (segment, cleaned_path) = writer.finish().await?;
+        crash_point::reached(crash_point::CLEANED_WRITTEN);
         let cleaned = CleanedSegment {
             segment,
             cleaned_path,
@@ -301,7 +300,6 @@ impl LogCleaner {
     async fn write_group(
         &self,
         writer: &mut CleanedWriter,
-        view: &CleaningView,
         group: &[SegmentView],
         group_end: i64,
         round: &Round,
@@ -313,7 +311,6 @@ impl LogCleaner {
                 &source.path,
                 source.size,
                 source.base_offset,
-                view.config.write_mode,
                 &self.throttle,
             )
             .await?;

@@ -26,17 +26,15 @@ const READ_CHUNK_BYTES: usize = 1 << 20;
 /// Buffer of the cleaned-segment writer.
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
 
-/// A segment file opened for reading in the log's write mode: O_DIRECT in direct mode (the
-/// cleaner's reads then do not push the tail of hot logs out of the page cache), buffered
-/// otherwise (a buffered log's closed segments are usually still cached).
-enum ReadFile {
-    Direct(DmaFile),
-    Buffered(BufferedFile),
-}
-
 /// The batches of one closed segment, read in order.
+///
+/// Reads are buffered in both write modes. O_DIRECT reads would keep the cleaner from
+/// pushing hot data out of the page cache, but glommio 0.9 decides whether a device supports
+/// polled I/O by reading from the first file opened with O_DIRECT, and the log's first such
+/// file is an empty new segment whose read "succeeds" at once; every O_DIRECT read after that
+/// goes to the poll ring and fails with EOPNOTSUPP on devices without poll queues.
 pub(crate) struct SegmentBatches<'t> {
-    file: ReadFile,
+    file: BufferedFile,
     path: PathBuf,
     size: u64,
     position: u64,
@@ -54,16 +52,11 @@ impl<'t> SegmentBatches<'t> {
         path: &Path,
         size: u64,
         base_offset: i64,
-        mode: WriteMode,
         throttle: &'t IoThrottle,
     ) -> Result<SegmentBatches<'t>, StorageError> {
-        let opened = |error| StorageError::io("open segment for cleaning", path, error);
-        let file = match mode {
-            WriteMode::Direct => ReadFile::Direct(DmaFile::open(path).await.map_err(opened)?),
-            WriteMode::Buffered => {
-                ReadFile::Buffered(BufferedFile::open(path).await.map_err(opened)?)
-            }
-        };
+        let file = BufferedFile::open(path)
+            .await
+            .map_err(|error| StorageError::io("open segment for cleaning", path, error))?;
         Ok(SegmentBatches {
             file,
             path: path.to_path_buf(),
@@ -131,10 +124,7 @@ impl<'t> SegmentBatches<'t> {
         }
         let want = (self.size - position).min(len.max(READ_CHUNK_BYTES) as u64) as usize;
         let failed = |error| StorageError::io("read segment for cleaning", &self.path, error);
-        let read = match &self.file {
-            ReadFile::Direct(file) => file.read_at(position, want).await.map_err(failed)?,
-            ReadFile::Buffered(file) => file.read_at(position, want).await.map_err(failed)?,
-        };
+        let read = self.file.read_at(position, want).await.map_err(failed)?;
         if read.len() < len {
             return Err(StorageError::corrupt(
                 &self.path,
@@ -153,10 +143,7 @@ impl<'t> SegmentBatches<'t> {
     /// Closes the file.
     pub(crate) async fn close(self) {
         // A failed close of a read-only descriptor loses nothing.
-        let _ = match self.file {
-            ReadFile::Direct(file) => file.close().await,
-            ReadFile::Buffered(file) => file.close().await,
-        };
+        let _ = self.file.close().await;
     }
 }
 

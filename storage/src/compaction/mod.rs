@@ -26,6 +26,8 @@
 
 pub(crate) mod checkpoint;
 mod cleaner;
+#[doc(hidden)]
+pub mod crash_point;
 mod filter;
 mod io;
 mod offset_map;

@@ -113,6 +113,7 @@ pub(crate) fn complete(dir: &Path, manifest: SwapManifest) -> Result<(), Storage
     };
     // The deletions are durable before the manifest that would redo them goes.
     sync(dir)?;
+    super::crash_point::reached(super::crash_point::REPLACED_DELETED);
     remove_file(&dir.join(SWAP_MANIFEST_FILE))?;
     sync(dir)
 }

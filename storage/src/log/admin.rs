@@ -8,6 +8,7 @@ use super::{blocking, LogInner, RECOVERY_POINT_CHECKPOINT_MS};
 use crate::{
     checkpoint::EpochCache,
     compaction::{
+        crash_point,
         swap::{self, SwapManifest},
         CleanedSegment,
     },
@@ -450,6 +451,7 @@ impl LogInner {
             swap::remove_indexes(&dir, base)
         })
         .await?;
+        crash_point::reached(crash_point::MANIFEST_WRITTEN);
         // Opened before the rename, so this descriptor is the cleaned file whatever happens.
         let read = File::open(&cleaned.cleaned_path)
             .map(Rc::new)
@@ -467,9 +469,11 @@ impl LogInner {
                 return Err(error);
             }
         };
+        crash_point::reached(crash_point::RENAMED);
         let dir = self.dir.clone();
         blocking(move || {
             recovery::write_index_files(&files)?;
+            crash_point::reached(crash_point::INDEXES_WRITTEN);
             swap::complete(&dir, manifest)
         })
         .await?;
@@ -542,6 +546,10 @@ impl LogInner {
             .splice(at..at + count, std::iter::once(cleaned.segment))
             .collect();
         state.handles.insert(base, read);
+        // Cached appends of the replaced segments hold records the cleaning removed.
+        if let Some(following) = state.segments.get(at + 1) {
+            state.tail.drop_before(following.base_offset);
+        }
         Ok(recovery::sealed_index_files(&mut state.segments[at]))
     }
 }

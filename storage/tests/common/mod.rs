@@ -2,6 +2,8 @@
 #![allow(dead_code, clippy::unwrap_used)]
 // Helpers unwrap freely: a failure is a test failure.
 
+pub mod compaction;
+
 use std::{future::Future, path::Path};
 
 use bytes::BytesMut;
