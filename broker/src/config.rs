@@ -11,7 +11,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sluice_storage::{FlushPolicy, LogConfig, RecoveryPolicy, WriteMode};
+use sluice_storage::{CleanerConfig, FlushPolicy, LogConfig, RecoveryPolicy, WriteMode};
 
 /// Errors of reading and checking the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -98,11 +98,18 @@ pub struct StorageSettings {
     pub tail_cache_bytes_max: usize,
     /// `truncate-tail` or `refuse`.
     pub recovery: RecoverySetting,
+    /// Bytes per second each shard's log cleaner may read and write together.
+    pub log_cleaner_io_bytes_per_second_max: u64,
+    /// Memory of each shard's cleaner for its key -> newest offset map, bytes.
+    pub log_cleaner_offset_map_bytes_max: usize,
+    /// Pause of a shard's cleaner when no compacted log needs cleaning, milliseconds.
+    pub log_cleaner_backoff_ms: u64,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
         let log = LogConfig::default();
+        let cleaner = CleanerConfig::default();
         let (flush_bytes_max, flush_ms_max) = match log.flush {
             FlushPolicy::Interval {
                 flush_bytes_max,
@@ -129,6 +136,9 @@ impl Default for StorageSettings {
             batch_bytes_max: log.batch_bytes_max,
             tail_cache_bytes_max: log.tail_cache_bytes_max,
             recovery: RecoverySetting::TruncateTail,
+            log_cleaner_io_bytes_per_second_max: cleaner.io_bytes_per_second_max,
+            log_cleaner_offset_map_bytes_max: cleaner.offset_map_bytes_max,
+            log_cleaner_backoff_ms: cleaner.backoff_ms,
         }
     }
 }
@@ -166,6 +176,21 @@ impl StorageSettings {
             retention_bytes: optional("retention_bytes", self.retention_bytes)?,
             tail_cache_bytes_max: self.tail_cache_bytes_max,
             ..LogConfig::default()
+        };
+        config.validate().map_err(|error| ConfigError::Invalid {
+            key: "storage",
+            value: String::new(),
+            reason: error.to_string(),
+        })?;
+        Ok(config)
+    }
+
+    /// The settings of each shard's log cleaner (checked by `CleanerConfig::validate`).
+    pub fn cleaner_config(&self) -> Result<CleanerConfig, ConfigError> {
+        let config = CleanerConfig {
+            io_bytes_per_second_max: self.log_cleaner_io_bytes_per_second_max,
+            offset_map_bytes_max: self.log_cleaner_offset_map_bytes_max,
+            backoff_ms: self.log_cleaner_backoff_ms,
         };
         config.validate().map_err(|error| ConfigError::Invalid {
             key: "storage",
@@ -449,6 +474,18 @@ pub struct StorageOverlay {
     #[arg(long, env = "SLUICE_RECOVERY")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery: Option<RecoverySetting>,
+    /// Log cleaner I/O budget per shard, bytes per second.
+    #[arg(long, env = "SLUICE_LOG_CLEANER_IO_BYTES_PER_SECOND_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_cleaner_io_bytes_per_second_max: Option<u64>,
+    /// Log cleaner offset map per shard, bytes.
+    #[arg(long, env = "SLUICE_LOG_CLEANER_OFFSET_MAP_BYTES_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_cleaner_offset_map_bytes_max: Option<usize>,
+    /// Log cleaner pause when nothing needs cleaning, ms.
+    #[arg(long, env = "SLUICE_LOG_CLEANER_BACKOFF_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_cleaner_backoff_ms: Option<u64>,
 }
 
 /// The `[limits]` keys of a [`ConfigOverlay`].
@@ -515,7 +552,8 @@ impl ConfigOverlay {
             admin_addr, shards, cpus, pin);
         overlay!(self.storage, lower.storage; write_mode, segment_bytes_max, segment_ms_max,
             flush_bytes_max, flush_ms_max, flush_every_append, retention_ms, retention_bytes,
-            batch_bytes_max, tail_cache_bytes_max, recovery);
+            batch_bytes_max, tail_cache_bytes_max, recovery, log_cleaner_io_bytes_per_second_max,
+            log_cleaner_offset_map_bytes_max, log_cleaner_backoff_ms);
         overlay!(self.limits, lower.limits; frame_bytes_max, connection_inflight_requests_max,
             fetch_max_wait_ms_max, connections_max, partitions_max, mesh_queue_depth_max,
             shutdown_drain_ms_max);
@@ -570,7 +608,8 @@ impl BrokerConfig {
         let storage = overlay.storage;
         set!(self.storage, storage; write_mode, segment_bytes_max, segment_ms_max, flush_bytes_max,
             flush_ms_max, flush_every_append, retention_ms, retention_bytes, batch_bytes_max,
-            tail_cache_bytes_max, recovery);
+            tail_cache_bytes_max, recovery, log_cleaner_io_bytes_per_second_max,
+            log_cleaner_offset_map_bytes_max, log_cleaner_backoff_ms);
         let limits = overlay.limits;
         set!(self.limits, limits; frame_bytes_max, connection_inflight_requests_max,
             fetch_max_wait_ms_max, connections_max, partitions_max, mesh_queue_depth_max,
@@ -592,6 +631,7 @@ impl BrokerConfig {
     /// Checks every setting, naming the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.storage.log_config()?;
+        self.storage.cleaner_config()?;
         let limits = &self.limits;
         let frame_bytes_min = sluice_net::FRAME_HEADER_BYTES;
         if limits.frame_bytes_max < frame_bytes_min || limits.frame_bytes_max > u32::MAX as usize {
@@ -718,6 +758,11 @@ impl BrokerConfig {
                 batch_bytes_max: Some(storage.batch_bytes_max),
                 tail_cache_bytes_max: Some(storage.tail_cache_bytes_max),
                 recovery: Some(storage.recovery),
+                log_cleaner_io_bytes_per_second_max: Some(
+                    storage.log_cleaner_io_bytes_per_second_max,
+                ),
+                log_cleaner_offset_map_bytes_max: Some(storage.log_cleaner_offset_map_bytes_max),
+                log_cleaner_backoff_ms: Some(storage.log_cleaner_backoff_ms),
             },
             limits: LimitsOverlay {
                 frame_bytes_max: Some(limits.frame_bytes_max),

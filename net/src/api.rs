@@ -172,6 +172,11 @@ pub enum ErrorCode {
     /// The request's leader epoch is older than the broker's.
     #[error("the leader epoch in the request is older than the broker's")]
     FencedLeaderEpoch = 74,
+    /// A record the topic cannot accept (a record without a key in a compacted topic).
+    #[error(
+        "a record is invalid for this topic (a compacted topic requires a key on every record)"
+    )]
+    InvalidRecord = 87,
     /// An unexpected error on the server.
     #[error("unexpected server error")]
     UnknownServerError = -1,
@@ -179,7 +184,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every error code this build knows.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
         ErrorCode::CorruptMessage,
@@ -204,6 +209,7 @@ impl ErrorCode {
         ErrorCode::InvalidRequest,
         ErrorCode::KafkaStorageError,
         ErrorCode::FencedLeaderEpoch,
+        ErrorCode::InvalidRecord,
         ErrorCode::UnknownServerError,
     ];
 

@@ -13,10 +13,13 @@
 //! - [`shard`]: [`Shard`], one shard's state, and the routing of partition operations to their
 //!   owner, locally or as an owned [`ShardRequest`] over the mesh.
 //! - [`metrics`]: per-shard counters and latency histograms the admin thread reads lock-free.
+//! - `cleaner`: [`Shard::clean_dirtiest_log`], one round of the shard's log cleaner over the
+//!   compacted logs it owns.
 //!
 //! **Invariant:** a partition's state is touched only by its owning executor; nothing on the
 //! data path takes a lock.
 
+mod cleaner;
 pub mod error;
 pub mod executor;
 pub mod message;

@@ -214,6 +214,20 @@ pub struct ShardMetrics {
     pub isr_expands: Counter,
     /// Bytes of record batches appended as a follower (replicated from leaders).
     pub replicated_bytes: Counter,
+    /// Cleaning rounds of compacted logs this shard's cleaner ran.
+    pub cleaner_runs: Counter,
+    /// Cleaning rounds that failed (the log is retried after the cleaner's backoff).
+    pub cleaner_errors: Counter,
+    /// Bytes the cleaner read from segments.
+    pub cleaner_bytes_read: Counter,
+    /// Bytes the cleaner wrote to cleaned segments.
+    pub cleaner_bytes_written: Counter,
+    /// Segments replaced by cleaned ones.
+    pub cleaner_segments_rewritten: Counter,
+    /// Records the cleaner removed (superseded records and expired tombstones).
+    pub cleaner_records_removed: Counter,
+    /// Time spent in cleaning rounds, milliseconds.
+    pub cleaner_time_ms: Counter,
     protocol_errors: [Counter; ProtocolErrorKind::ALL.len()],
     /// The follower lag of every partition this shard leads, replaced whole by the shard's
     /// periodic replication check (never on the data path), read by the admin thread.
@@ -241,6 +255,13 @@ impl ShardMetrics {
             isr_shrinks: Counter::default(),
             isr_expands: Counter::default(),
             replicated_bytes: Counter::default(),
+            cleaner_runs: Counter::default(),
+            cleaner_errors: Counter::default(),
+            cleaner_bytes_read: Counter::default(),
+            cleaner_bytes_written: Counter::default(),
+            cleaner_segments_rewritten: Counter::default(),
+            cleaner_records_removed: Counter::default(),
+            cleaner_time_ms: Counter::default(),
             protocol_errors: Default::default(),
             replica_lag: Mutex::new(Vec::new()),
         }
@@ -310,7 +331,7 @@ fn render_replica_lag(out: &mut String, shards: &[Arc<ShardMetrics>]) {
 
 type CounterField = fn(&ShardMetrics) -> u64;
 
-const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 15] = [
+const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 22] = [
     (
         "sluice_produce_requests_total",
         "counter",
@@ -397,6 +418,48 @@ const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 15] = [
         "counter",
         "Record batch bytes appended as a follower.",
         |m| m.replicated_bytes.get(),
+    ),
+    (
+        "sluice_log_cleaner_runs_total",
+        "counter",
+        "Cleaning rounds of compacted logs.",
+        |m| m.cleaner_runs.get(),
+    ),
+    (
+        "sluice_log_cleaner_errors_total",
+        "counter",
+        "Cleaning rounds that failed.",
+        |m| m.cleaner_errors.get(),
+    ),
+    (
+        "sluice_log_cleaner_bytes_read_total",
+        "counter",
+        "Bytes the log cleaner read.",
+        |m| m.cleaner_bytes_read.get(),
+    ),
+    (
+        "sluice_log_cleaner_bytes_written_total",
+        "counter",
+        "Bytes the log cleaner wrote to cleaned segments.",
+        |m| m.cleaner_bytes_written.get(),
+    ),
+    (
+        "sluice_log_cleaner_segments_rewritten_total",
+        "counter",
+        "Segments replaced by cleaned ones.",
+        |m| m.cleaner_segments_rewritten.get(),
+    ),
+    (
+        "sluice_log_cleaner_records_removed_total",
+        "counter",
+        "Records removed by the log cleaner (superseded, or expired tombstones).",
+        |m| m.cleaner_records_removed.get(),
+    ),
+    (
+        "sluice_log_cleaner_time_ms_total",
+        "counter",
+        "Milliseconds spent cleaning logs.",
+        |m| m.cleaner_time_ms.get(),
     ),
 ];
 

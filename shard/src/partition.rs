@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_channel::oneshot;
 use glommio::sync::Semaphore;
-use sluice_storage::{LogConfig, PartitionLog, ReadSlice, StorageError};
+use sluice_storage::{CleanupPolicy, LogConfig, PartitionLog, Ratio, ReadSlice, StorageError};
 
 use crate::error::{PartitionError, ShardError};
 use crate::message::{AppendOutcome, OffsetQuery, PartitionState, Reader, Visibility};
@@ -736,13 +736,18 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
 
 /// The topic configuration keys a topic may set: each overrides a [`LogConfig`] setting, except
 /// `min.insync.replicas`, which overrides the broker's default for acks=all writes.
-pub const TOPIC_CONFIG_KEYS: [&str; 6] = [
+pub const TOPIC_CONFIG_KEYS: [&str; 11] = [
     "retention.ms",
     "retention.bytes",
     "segment.bytes",
     "segment.ms",
     "max.message.bytes",
     "min.insync.replicas",
+    "cleanup.policy",
+    "delete.retention.ms",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
 ];
 
 /// The topic config key of the ISR size acks=all writes need.
@@ -760,6 +765,8 @@ pub fn topic_min_insync_replicas(configs: &[(String, String)]) -> Option<usize> 
 
 /// The log config of a topic: `base` with the topic's configuration entries applied.
 /// `retention.ms` and `retention.bytes` take -1 for "no limit", as in Kafka.
+/// `cleanup.policy` is `delete`, `compact` or `compact,delete`; `min.cleanable.dirty.ratio` a
+/// number in [0, 1]; the other keys are integers.
 pub fn topic_log_config(
     base: &LogConfig,
     configs: &[(String, String)],
@@ -771,6 +778,23 @@ pub fn topic_log_config(
             value: value.clone(),
             reason: reason.to_string(),
         };
+        match key.as_str() {
+            "cleanup.policy" => {
+                config.cleanup_policy = CleanupPolicy::parse(value)
+                    .ok_or_else(|| invalid("must be delete, compact or compact,delete"))?;
+                continue;
+            }
+            "min.cleanable.dirty.ratio" => {
+                config.min_cleanable_dirty_ratio = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(Ratio::new)
+                    .ok_or_else(|| invalid("must be a number in [0, 1]"))?;
+                continue;
+            }
+            _ => {}
+        }
         let number: i64 = value
             .trim()
             .parse()
@@ -788,6 +812,9 @@ pub fn topic_log_config(
             "retention.bytes" => config.retention_bytes = optional()?,
             "segment.bytes" => config.segment_bytes_max = positive()?,
             "segment.ms" => config.segment_ms_max = positive()?,
+            "delete.retention.ms" => config.delete_retention_ms = positive()?,
+            "min.compaction.lag.ms" => config.min_compaction_lag_ms = positive()?,
+            "max.compaction.lag.ms" => config.max_compaction_lag_ms = positive()?,
             "max.message.bytes" => {
                 config.batch_bytes_max =
                     usize::try_from(positive()?).map_err(|_| invalid("too large"))?;
@@ -1033,11 +1060,58 @@ mod tests {
         assert_eq!(config.segment_bytes_max, 65_536);
         assert_eq!(config.write_mode, base.write_mode);
 
-        let unknown = vec![("cleanup.policy".to_string(), "compact".to_string())];
+        let unknown = vec![("flush.messages".to_string(), "1".to_string())];
         let error = topic_log_config(&base, &unknown).unwrap_err().to_string();
-        assert!(error.contains("cleanup.policy"), "{error}");
+        assert!(error.contains("flush.messages"), "{error}");
         let negative = vec![("segment.ms".to_string(), "-5".to_string())];
         let error = topic_log_config(&base, &negative).unwrap_err().to_string();
         assert!(error.contains("segment.ms"), "{error}");
+    }
+
+    // Proves the compaction keys set their LogConfig settings, and that a bad policy, a ratio
+    // outside [0, 1] and a minimum lag above the maximum are refused naming the key.
+    #[test]
+    fn compaction_configs_apply_and_are_checked() {
+        let base = LogConfig::default();
+        let entries = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect()
+        };
+        let config = topic_log_config(
+            &base,
+            &entries(&[
+                ("cleanup.policy", "compact,delete"),
+                ("delete.retention.ms", "1000"),
+                ("min.cleanable.dirty.ratio", "0.25"),
+                ("min.compaction.lag.ms", "10"),
+                ("max.compaction.lag.ms", "60000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.cleanup_policy, CleanupPolicy::CompactDelete);
+        assert_eq!(config.delete_retention_ms, 1000);
+        assert_eq!(config.min_cleanable_dirty_ratio, Ratio::new(0.25).unwrap());
+        assert_eq!(
+            (config.min_compaction_lag_ms, config.max_compaction_lag_ms),
+            (10, 60_000)
+        );
+        for (key, value) in [
+            ("cleanup.policy", "shred"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("delete.retention.ms", "-1"),
+        ] {
+            let error = topic_log_config(&base, &entries(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(key), "{error}");
+        }
+        let inverted = entries(&[
+            ("min.compaction.lag.ms", "5000"),
+            ("max.compaction.lag.ms", "10"),
+        ]);
+        let error = topic_log_config(&base, &inverted).unwrap_err().to_string();
+        assert!(error.contains("min_compaction_lag_ms"), "{error}");
     }
 }

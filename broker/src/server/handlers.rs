@@ -213,6 +213,10 @@ pub fn partition_error_code(error: &PartitionError) -> (ErrorCode, Option<Protoc
             ),
             // The partition is being deleted or the broker is shutting down.
             StorageError::Closed => (ErrorCode::NotLeaderOrFollower, None),
+            StorageError::MissingKey { .. } => (
+                ErrorCode::InvalidRecord,
+                Some(ProtocolErrorKind::InvalidRequest),
+            ),
             _ => (ErrorCode::KafkaStorageError, None),
         },
         PartitionError::NotLeaderOrFollower { .. } => (ErrorCode::NotLeaderOrFollower, None),

@@ -20,12 +20,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::StreamExt;
 use glommio::net::{TcpListener, TcpStream};
+use glommio::{Latency, Shares};
 use sluice_net::SpliceStats;
 use sluice_shard::shard::FORWARDED_INFLIGHT_MAX_DEFAULT;
 use sluice_shard::{
     PartitionRegistry, Shard, ShardContext, ShardControl, ShardId, ShardMetrics, ShardTable,
 };
-use sluice_storage::LogConfig;
+use sluice_storage::{LogCleaner, LogConfig};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::BrokerConfig;
@@ -37,6 +38,11 @@ use trigger::Trigger;
 
 /// How often each shard runs log maintenance (time-based flush and roll, retention), in ms.
 pub const MAINTENANCE_INTERVAL_MS: u64 = 1000;
+
+/// Shares of each shard's log-cleaner task queue. Requests run in glommio's default queue
+/// (1000 shares), so a busy shard gives the cleaner about a tenth of its CPU, and an idle one
+/// all it wants.
+const CLEANER_SHARES: usize = 100;
 
 /// Pause after a failed accept (for example EMFILE) before trying again, in ms, so a persistent
 /// error does not spin the executor.
@@ -222,6 +228,7 @@ pub async fn run_shard(
     });
     let _accepting = glommio::spawn_local(accept_all(server.clone(), listeners));
     let _maintenance = glommio::spawn_local(maintain(server.clone()));
+    let _cleaning = start_cleaner(&server);
     let _replication = server
         .shared
         .isr
@@ -394,6 +401,47 @@ pub(crate) async fn sleep_unless_aborted(server: &ShardServer, duration: Duratio
 async fn maintain(server: Rc<ShardServer>) {
     while sleep_unless_aborted(&server, Duration::from_millis(MAINTENANCE_INTERVAL_MS)).await {
         server.shard.maintenance(now_ms()).await;
+    }
+}
+
+/// Starts this shard's log cleaner in a task queue of its own with fewer shares than the
+/// request path; `None` (logged) when it cannot start, which leaves compacted logs uncleaned
+/// but everything else serving.
+fn start_cleaner(server: &Rc<ShardServer>) -> Option<glommio::Task<()>> {
+    let cleaner = server
+        .shared
+        .config
+        .storage
+        .cleaner_config()
+        .map_err(|error| error.to_string())
+        .and_then(|config| LogCleaner::new(config).map_err(|error| error.to_string()));
+    let queue = glommio::executor().create_task_queue(
+        Shares::Static(CLEANER_SHARES),
+        Latency::NotImportant,
+        "log-cleaner",
+    );
+    let started = cleaner.and_then(|cleaner| {
+        glommio::spawn_local_into(clean_logs(server.clone(), cleaner), queue)
+            .map_err(|error| error.to_string())
+    });
+    match started {
+        Ok(task) => Some(task),
+        Err(error) => {
+            tracing::error!(shard = server.shard.id().0, %error, "log cleaner not started");
+            None
+        }
+    }
+}
+
+/// One cleaning round after another while logs need it; the cleaner's backoff otherwise.
+async fn clean_logs(server: Rc<ShardServer>, cleaner: LogCleaner) {
+    let backoff = Duration::from_millis(cleaner.config().backoff_ms);
+    loop {
+        let progressed = server.shard.clean_dirtiest_log(&cleaner, now_ms()).await;
+        let pause = if progressed { Duration::ZERO } else { backoff };
+        if !sleep_unless_aborted(&server, pause).await {
+            return;
+        }
     }
 }
 

@@ -282,7 +282,21 @@ impl LogCleaner {
             cleaned_path,
             replaces: group.iter().map(|s| (s.base_offset, s.size)).collect(),
         };
-        let swapped = log.swap_cleaned(cleaned).await?;
+        let cleaned_path = cleaned.cleaned_path.clone();
+        let swapped = match log.swap_cleaned(cleaned).await {
+            Ok(swapped) => swapped,
+            Err(error) => {
+                // Without a manifest the cleaned file is nobody's; with one, recovery needs it.
+                let dir = view.dir.clone();
+                let _ = crate::log::blocking(move || {
+                    if !swap::manifest_present(&dir) {
+                        let _ = std::fs::remove_file(cleaned_path);
+                    }
+                })
+                .await;
+                return Err(error);
+            }
+        };
         if swapped {
             stats.bytes_written += group_stats.bytes_written;
             stats.segments_rewritten += group.len() as u64;

@@ -118,6 +118,16 @@ pub(crate) fn complete(dir: &Path, manifest: SwapManifest) -> Result<(), Storage
     sync(dir)
 }
 
+/// Takes back a swap that failed before the in-memory switch: removes the manifest, durably,
+/// and only then the cleaned file (a manifest without its cleaned file tells recovery the
+/// rename happened).
+pub(crate) fn undo(dir: &Path, manifest: SwapManifest) -> Result<(), StorageError> {
+    remove_file(&dir.join(SWAP_MANIFEST_FILE))?;
+    checkpoint::sync_dir(dir)
+        .map_err(|source| StorageError::io("fsync log directory", dir, source))?;
+    remove_file(&cleaned_path(dir, manifest.base_offset))
+}
+
 /// Recovery: finishes a swap that passed its commit point, or removes a cleaning's leftovers.
 pub(crate) fn finish_interrupted_swap(dir: &Path) -> Result<(), StorageError> {
     let manifest_path = dir.join(SWAP_MANIFEST_FILE);

@@ -440,32 +440,21 @@ impl LogInner {
             let _ = blocking(move || std::fs::remove_file(path)).await;
             return Ok(false);
         };
-        let base = cleaned.segment.base_offset;
         let manifest = SwapManifest {
-            base_offset: base,
+            base_offset: cleaned.segment.base_offset,
             end_offset,
         };
-        let dir = self.dir.clone();
-        blocking(move || {
-            swap::write_manifest(&dir, manifest)?;
-            swap::remove_indexes(&dir, base)
-        })
-        .await?;
-        crash_point::reached(crash_point::MANIFEST_WRITTEN);
-        // Opened before the rename, so this descriptor is the cleaned file whatever happens.
-        let read = File::open(&cleaned.cleaned_path)
-            .map(Rc::new)
-            .map_err(|source| {
-                StorageError::io("open cleaned segment", &cleaned.cleaned_path, source)
-            })?;
-        let files = match self.switch_segments(cleaned, at, read) {
+        let switched = match self.commit_swap(&cleaned, manifest).await {
+            Ok(read) => self.switch_segments(cleaned, at, read),
+            Err(error) => Err(error),
+        };
+        let files = match switched {
             Ok(files) => files,
             Err(error) => {
                 // Nothing was switched: the manifest must not make a later recovery finish a
-                // swap that did not happen.
+                // swap that did not happen (the replaced segments may change meanwhile).
                 let dir = self.dir.clone();
-                let _ = blocking(move || std::fs::remove_file(dir.join(swap::SWAP_MANIFEST_FILE)))
-                    .await;
+                let _ = blocking(move || swap::undo(&dir, manifest)).await;
                 return Err(error);
             }
         };
@@ -478,6 +467,28 @@ impl LogInner {
         })
         .await?;
         Ok(true)
+    }
+
+    /// Writes the swap manifest (the commit point) and drops the replaced first segment's
+    /// indexes; returns a read descriptor of the cleaned file, opened before the rename so it
+    /// is the cleaned file whatever happens next.
+    async fn commit_swap(
+        &self,
+        cleaned: &CleanedSegment,
+        manifest: SwapManifest,
+    ) -> Result<Rc<File>, StorageError> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            swap::write_manifest(&dir, manifest)?;
+            swap::remove_indexes(&dir, manifest.base_offset)
+        })
+        .await?;
+        crash_point::reached(crash_point::MANIFEST_WRITTEN);
+        File::open(&cleaned.cleaned_path)
+            .map(Rc::new)
+            .map_err(|source| {
+                StorageError::io("open cleaned segment", &cleaned.cleaned_path, source)
+            })
     }
 
     /// Where the segments a cleaned segment replaces sit (index of the first, and the base
