@@ -287,3 +287,108 @@ fn cleaning_stops_at_the_bound_and_the_active_segment() {
         });
     }
 }
+
+// Proves a follower of a compacted log accepts the gaps its leader's cleaner left (and then
+// serves the same batches at the same offsets), while a log with the delete policy still
+// refuses a replicated batch that does not continue it.
+#[test]
+fn replicated_gaps_are_accepted_only_by_compacted_logs() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let leader = PartitionLog::open(path.join("leader"), compact_config(mode))
+                .await
+                .unwrap();
+            let batches: Vec<(Vec<KeyValue>, bool)> = (0..200u8)
+                .map(|round| {
+                    let key = if round % 25 == 0 {
+                        vec![b'k', round]
+                    } else {
+                        b"hot".to_vec()
+                    };
+                    (vec![(key, Some(vec![round; 30]))], round % 2 == 0)
+                })
+                .collect();
+            write_model(&leader, &batches).await;
+            roll(&leader).await;
+            let end = leader.log_end_offset();
+            cleaner(1 << 20)
+                .clean(&leader, end, now_ms())
+                .await
+                .unwrap();
+            let follower = PartitionLog::open(path.join("follower"), compact_config(mode))
+                .await
+                .unwrap();
+            let strict = LogConfig {
+                cleanup_policy: CleanupPolicy::Delete,
+                ..compact_config(mode)
+            };
+            let plain = PartitionLog::open(path.join("plain"), strict)
+                .await
+                .unwrap();
+            let mut refused = false;
+            for (header, bytes) in read_all(&leader).await {
+                let mut copy = bytes::BytesMut::from(&bytes[..]);
+                follower.append_replicated(copy.clone()).await.unwrap();
+                if header.base_offset > plain.log_end_offset() && !refused {
+                    let error = plain.append_replicated(copy.split()).await.unwrap_err();
+                    assert!(
+                        matches!(error, StorageError::NonContiguous { .. }),
+                        "{error:?}"
+                    );
+                    refused = true;
+                } else if !refused {
+                    plain.append_replicated(copy).await.unwrap();
+                }
+            }
+            assert!(
+                refused,
+                "{mode:?}: the cleaned leader should have had a gap"
+            );
+            assert_eq!(follower.log_end_offset(), end);
+            assert_eq!(
+                read_all(&follower).await,
+                read_all(&leader).await,
+                "{mode:?}"
+            );
+            for log in [leader, follower, plain] {
+                log.close().await.unwrap();
+            }
+        });
+    }
+}
+
+// Proves retention deletes nothing under cleanup.policy=compact but still deletes old segments
+// under compact,delete, whose log is also compacted.
+#[test]
+fn retention_applies_only_with_the_delete_policy() {
+    for (policy, deletes) in [
+        (CleanupPolicy::Compact, false),
+        (CleanupPolicy::CompactDelete, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let config = LogConfig {
+                cleanup_policy: policy,
+                retention_ms: Some(1),
+                ..compact_config(sluice_storage::WriteMode::Buffered)
+            };
+            let log = PartitionLog::open(&path, config).await.unwrap();
+            let batches: Vec<(Vec<KeyValue>, bool)> = (0..100u8)
+                .map(|i| (vec![(vec![i], Some(vec![i; 50]))], false))
+                .collect();
+            write_model(&log, &batches).await;
+            roll(&log).await;
+            let deleted = log.apply_retention(now_ms() + 60_000).await.unwrap();
+            assert_eq!(
+                deleted > 0,
+                deletes,
+                "{policy:?}: deleted {deleted} segments"
+            );
+            assert_eq!(log.log_start_offset() > 0, deletes, "{policy:?}");
+            log.close().await.unwrap();
+        });
+    }
+}

@@ -91,6 +91,9 @@ impl PartitionLog {
     /// high watermark) at `now_ms`; `None` when the log is not compacted, is closed, or has
     /// nothing cleanable.
     pub fn cleanability(&self, upper_offset: i64, now_ms: i64) -> Option<Cleanability> {
+        if !self.compacted() {
+            return None;
+        }
         let view = self.cleaning_view().ok()?;
         let range = plan::clean_range(&view, upper_offset, now_ms);
         plan::cleanability(&view, &range, now_ms)

@@ -20,6 +20,11 @@ impl LogInner {
 }
 
 impl PartitionLog {
+    /// True when the log's cleanup policy compacts it.
+    pub(crate) fn compacted(&self) -> bool {
+        self.inner.config.cleanup_policy.compacts()
+    }
+
     /// A snapshot of the log for a cleaning decision.
     pub(crate) fn cleaning_view(&self) -> Result<CleaningView, StorageError> {
         self.inner.check_open()?;
