@@ -1,6 +1,10 @@
 //! [`LogCleaner`]: one cleaning round of one log (see the module docs of `compaction`).
 
-use std::collections::HashMap;
+use std::{
+    cell::Cell,
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use super::{
     checkpoint::CleanerCheckpoint,
@@ -45,11 +49,18 @@ pub struct CleanStats {
     pub abandoned: bool,
 }
 
+/// Longest stretch of CPU work (decoding, mapping, filtering) a cleaning does before it lets
+/// the shard's other task queues run. glommio preempts a task queue only every 100 ms by
+/// default, far too long for the appends waiting behind it.
+const CPU_SLICE_US: u64 = 500;
+
 /// The cleaner of one shard: its settings and its I/O budget, shared by the rounds it runs one
 /// after the other over the logs the shard owns. Lives on that shard only.
 pub struct LogCleaner {
     config: CleanerConfig,
     throttle: IoThrottle,
+    /// Start of the current stretch of CPU work.
+    slice_start: Cell<Instant>,
 }
 
 impl LogCleaner {
@@ -59,7 +70,16 @@ impl LogCleaner {
         Ok(LogCleaner {
             throttle: IoThrottle::new(config.io_bytes_per_second_max),
             config,
+            slice_start: Cell::new(Instant::now()),
         })
+    }
+
+    /// Lets the shard's other task queues run once this stretch of work used its slice.
+    async fn yield_if_spent(&self) {
+        if self.slice_start.get().elapsed() >= Duration::from_micros(CPU_SLICE_US) {
+            glommio::executor().yield_task_queue_now().await;
+            self.slice_start.set(Instant::now());
+        }
     }
 
     /// The settings.
@@ -190,7 +210,7 @@ impl LogCleaner {
                     .producers
                     .insert(header.producer_id, header.base_offset);
             }
-            glommio::yield_if_needed().await;
+            self.yield_if_spent().await;
         }
         stats.bytes_read += batches.bytes_read();
         batches.close().await;
@@ -282,15 +302,15 @@ impl LogCleaner {
             cleaned_path,
             replaces: group.iter().map(|s| (s.base_offset, s.size)).collect(),
         };
-        let cleaned_path = cleaned.cleaned_path.clone();
         let swapped = match log.swap_cleaned(cleaned).await {
             Ok(swapped) => swapped,
             Err(error) => {
-                // Without a manifest the cleaned file is nobody's; with one, recovery needs it.
-                let dir = view.dir.clone();
+                // Without a manifest the cleaned files are nobody's; with one, recovery needs
+                // them.
+                let (dir, base) = (view.dir.clone(), first.base_offset);
                 let _ = crate::log::blocking(move || {
                     if !swap::manifest_present(&dir) {
-                        let _ = std::fs::remove_file(cleaned_path);
+                        let _ = swap::discard(&dir, base);
                     }
                 })
                 .await;
@@ -346,7 +366,7 @@ impl LogCleaner {
                     }
                     Filtered::Dropped => stats.batches_removed += 1,
                 }
-                glommio::yield_if_needed().await;
+                self.yield_if_spent().await;
             }
             stats.bytes_read += batches.bytes_read();
             batches.close().await;

@@ -18,8 +18,20 @@ use crate::{
     batch::{validate_batch, BatchHeader, BATCH_HEADER_BYTES},
     config::{WriteMode, BATCH_BYTES_MAX_LIMIT},
     error::StorageError,
+    recovery,
     segment::Segment,
 };
+
+/// Writes and fsyncs each (path, bytes) file; their directory entries are made durable by the
+/// swap that renames them into place.
+fn write_durably(files: &[(PathBuf, Vec<u8>)]) -> Result<(), StorageError> {
+    for (path, bytes) in files {
+        std::fs::write(path, bytes)
+            .and_then(|()| std::fs::File::open(path)?.sync_all())
+            .map_err(|source| StorageError::io("write cleaned index", path, source))?;
+    }
+    Ok(())
+}
 
 /// Bytes read at once from a segment being cleaned.
 const READ_CHUNK_BYTES: usize = 1 << 20;
@@ -225,12 +237,12 @@ impl CleanedWriter {
         Ok(())
     }
 
-    /// Closes the file with its exact length, durably; returns the segment's view and the
-    /// path of the cleaned file.
+    /// Closes the file with its exact length and writes its indexes beside it, all durably;
+    /// returns the segment's view and the path of the cleaned file.
     pub(crate) async fn finish(self) -> Result<(Segment, PathBuf), StorageError> {
         let CleanedWriter {
             sink,
-            segment,
+            mut segment,
             cleaned_path,
             ..
         } = self;
@@ -245,6 +257,17 @@ impl CleanedWriter {
         crate::log::blocking(move || std::fs::File::open(&path).and_then(|file| file.sync_all()))
             .await
             .map_err(|error| StorageError::io("fsync cleaned segment", &cleaned_path, error))?;
+        let dir = cleaned_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let index_files: Vec<(PathBuf, Vec<u8>)> =
+            swap::cleaned_index_paths(&dir, segment.base_offset)
+                .into_iter()
+                .zip(recovery::sealed_index_files(&mut segment))
+                .map(|(path, (_, bytes))| (path, bytes))
+                .collect();
+        crate::log::blocking(move || write_durably(&index_files)).await?;
         Ok((segment, cleaned_path))
     }
 

@@ -1,22 +1,27 @@
 //! The crash-safe swap of a cleaned segment for the segments it was made from (Kafka's
-//! `.cleaned` -> `.swap` -> rename protocol, with the replaced range written down instead of
-//! inferred from file names).
+//! `.cleaned` -> `.swap` -> rename protocol, with the replaced segments written down in a
+//! manifest instead of inferred from file names).
 //!
-//! 1. The cleaner writes `<base>.log.cleaned` and fsyncs it. A crash now leaves a `.cleaned`
-//!    file and no manifest: recovery deletes it, and the old segments are untouched.
-//! 2. Under the log's append lock, `cleaner-swap` is written atomically (temp file, fsync,
-//!    rename, directory fsync) naming `base` and `end`, the offset where the next segment
-//!    starts. This is the commit point: from here on, recovery finishes the swap.
-//! 3. The old indexes of `base` go, `<base>.log.cleaned` is renamed over `<base>.log` and the
-//!    in-memory segments are replaced, in one step with no await; the new indexes are written;
-//!    the old segments with base offsets in `(base, end)` are deleted; the directory is
-//!    fsynced; the manifest is removed.
+//! 1. The cleaner writes `<base>.log.cleaned` and its indexes (`<base>.index.cleaned`,
+//!    `<base>.timeindex.cleaned`) and fsyncs them.
+//! 2. It writes `cleaner-swap` atomically (temp file, fsync, rename, directory fsync), naming
+//!    the base offset and size of every segment the cleaned one replaces.
+//! 3. Under the log's append lock it checks those segments are still there as they were read,
+//!    then renames `<base>.log.cleaned` over `<base>.log` and replaces the in-memory segments,
+//!    in one step with no await. This rename is the commit point. No fsync happens under the
+//!    lock, so appends wait only for the check and the rename.
+//! 4. After the lock: the directory is fsynced (the rename is durable before anything is
+//!    deleted), the cleaned indexes are renamed into place, the other replaced segments are
+//!    deleted, the directory is fsynced again, and the manifest is removed.
 //!
-//! Recovery ([`finish_interrupted_swap`]) with a manifest present: drops the indexes of
-//! `base`, renames `<base>.log.cleaned` over `<base>.log` if it is still there, deletes every
-//! segment with a base offset in `(base, end)`, then removes the manifest. Without a manifest
-//! it deletes any `.cleaned` file. Either way the log holds the old segments or the cleaned
-//! one, never a mix, and the indexes of the cleaned segment are rebuilt by the scan.
+//! Recovery ([`finish_interrupted_swap`]) with a manifest: if `<base>.log.cleaned` is still
+//! there the rename did not happen (or did not reach the disk), and since nothing is deleted
+//! before the rename is durable the old segments are whole: the cleaned files go (a roll
+//! back). Otherwise the rename happened: the indexes of `<base>` go (the scan rebuilds them)
+//! and the other replaced segments are deleted, each only if it still has the size the
+//! manifest recorded. Without a manifest, `.cleaned` files are leftovers of a cleaning that
+//! never reached step 2 and go. Either way the log holds the old segments or the cleaned one,
+//! never a mix.
 //!
 //! **Invariant:** a cleaned segment ends at the same offset as the last segment it replaces,
 //! so segments stay contiguous and a swap never changes the log's offsets, only which records
@@ -27,6 +32,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use super::crash_point;
 use crate::{
     checkpoint,
     error::StorageError,
@@ -36,43 +42,55 @@ use crate::{
 
 /// File name of the swap manifest.
 pub(crate) const SWAP_MANIFEST_FILE: &str = "cleaner-swap";
-/// Suffix (after `.log`) of a cleaned segment not yet swapped in.
+/// Suffix of a cleaned segment not yet swapped in.
 const CLEANED_SUFFIX: &str = "log.cleaned";
+/// Suffixes of its offset and time indexes, written with it.
+const CLEANED_INDEX_SUFFIXES: [&str; 2] = ["index.cleaned", "timeindex.cleaned"];
 
-/// The segments a swap replaces: those with base offsets in `[base_offset, end_offset)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The segments one swap replaces, in order: (base offset, size in bytes). The first one's
+/// base offset is the cleaned segment's.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SwapManifest {
-    /// Base offset of the cleaned segment (and of the first segment it replaces).
-    pub base_offset: i64,
-    /// Base offset of the segment after the last one it replaces.
-    pub end_offset: i64,
+    pub replaces: Vec<(i64, u64)>,
 }
 
 impl SwapManifest {
-    fn encode(self) -> Vec<u8> {
-        checkpoint::encode(&[format!("{} {}", self.base_offset, self.end_offset)])
+    /// Base offset of the cleaned segment.
+    pub(crate) fn base_offset(&self) -> i64 {
+        self.replaces.first().map_or(0, |(base, _)| *base)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let lines: Vec<String> = self
+            .replaces
+            .iter()
+            .map(|(base, size)| format!("{base} {size}"))
+            .collect();
+        checkpoint::encode(&lines)
     }
 
     fn read(dir: &Path) -> io::Result<Option<SwapManifest>> {
         let Some(entries) = checkpoint::read_entries(&dir.join(SWAP_MANIFEST_FILE))? else {
             return Ok(None);
         };
-        match entries.as_slice() {
-            [entry] => match entry.as_slice() {
-                [base_offset, end_offset] if base_offset < end_offset => Ok(Some(SwapManifest {
-                    base_offset: *base_offset,
-                    end_offset: *end_offset,
-                })),
-                _ => Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the swap range must be two increasing offsets",
-                )),
-            },
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the swap manifest must hold one entry",
-            )),
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what);
+        let mut replaces = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let [base, size] = entry.as_slice() else {
+                return Err(invalid("each replaced segment is a base offset and a size"));
+            };
+            let size = u64::try_from(*size).map_err(|_| invalid("a negative segment size"))?;
+            if replaces.last().is_some_and(|(last, _)| last >= base) {
+                return Err(invalid(
+                    "replaced segments must have increasing base offsets",
+                ));
+            }
+            replaces.push((*base, size));
         }
+        if replaces.is_empty() {
+            return Err(invalid("the manifest names no segment"));
+        }
+        Ok(Some(SwapManifest { replaces }))
     }
 }
 
@@ -81,8 +99,17 @@ pub(crate) fn cleaned_path(dir: &Path, base_offset: i64) -> PathBuf {
     segment_path(dir, base_offset, CLEANED_SUFFIX)
 }
 
+/// `dir/<base>.index.cleaned` and `dir/<base>.timeindex.cleaned`.
+pub(crate) fn cleaned_index_paths(dir: &Path, base_offset: i64) -> [PathBuf; 2] {
+    CLEANED_INDEX_SUFFIXES.map(|suffix| segment_path(dir, base_offset, suffix))
+}
+
+fn sync(dir: &Path) -> Result<(), StorageError> {
+    checkpoint::sync_dir(dir).map_err(|source| StorageError::io("fsync log directory", dir, source))
+}
+
 /// Step 2: writes the manifest durably.
-pub(crate) fn write_manifest(dir: &Path, manifest: SwapManifest) -> Result<(), StorageError> {
+pub(crate) fn write_manifest(dir: &Path, manifest: &SwapManifest) -> Result<(), StorageError> {
     checkpoint::atomic_write(dir, SWAP_MANIFEST_FILE, &manifest.encode()).map_err(|source| {
         StorageError::io("write swap manifest", dir.join(SWAP_MANIFEST_FILE), source)
     })
@@ -93,42 +120,60 @@ pub(crate) fn manifest_present(dir: &Path) -> bool {
     dir.join(SWAP_MANIFEST_FILE).exists()
 }
 
-/// Removes the index files of the segment at `base_offset` (they describe the old file).
-pub(crate) fn remove_indexes(dir: &Path, base_offset: i64) -> Result<(), StorageError> {
-    let segment = Segment::new(dir, base_offset, 1);
-    remove_file(&segment.index_path())?;
-    remove_file(&segment.time_index_path())
-}
-
-/// The end of step 3: deletes the replaced segments after the first, then the manifest.
-pub(crate) fn complete(dir: &Path, manifest: SwapManifest) -> Result<(), StorageError> {
-    let replaced: Vec<i64> = list_logs(dir)?
-        .into_iter()
-        .filter(|base| *base > manifest.base_offset && *base < manifest.end_offset)
-        .collect();
-    delete_segments(dir, &replaced)?;
-    let sync = |dir: &Path| {
-        checkpoint::sync_dir(dir)
-            .map_err(|source| StorageError::io("fsync log directory", dir, source))
-    };
-    // The deletions are durable before the manifest that would redo them goes.
+/// Step 4, after the rename: makes it durable, installs the indexes, deletes the other
+/// replaced segments, removes the manifest.
+pub(crate) fn complete(dir: &Path, manifest: &SwapManifest) -> Result<(), StorageError> {
     sync(dir)?;
-    super::crash_point::reached(super::crash_point::REPLACED_DELETED);
+    let base = manifest.base_offset();
+    let segment = Segment::new(dir, base, 1);
+    let targets = [segment.index_path(), segment.time_index_path()];
+    for (from, to) in cleaned_index_paths(dir, base).iter().zip(&targets) {
+        std::fs::rename(from, to)
+            .map_err(|source| StorageError::io("rename cleaned index", from, source))?;
+    }
+    crash_point::reached(crash_point::INDEXES_WRITTEN);
+    delete_replaced(dir, manifest)?;
+    sync(dir)?;
+    crash_point::reached(crash_point::REPLACED_DELETED);
     remove_file(&dir.join(SWAP_MANIFEST_FILE))?;
     sync(dir)
 }
 
-/// Takes back a swap that failed before the in-memory switch: removes the manifest, durably,
-/// and only then the cleaned file (a manifest without its cleaned file tells recovery the
-/// rename happened).
-pub(crate) fn undo(dir: &Path, manifest: SwapManifest) -> Result<(), StorageError> {
-    remove_file(&dir.join(SWAP_MANIFEST_FILE))?;
-    checkpoint::sync_dir(dir)
-        .map_err(|source| StorageError::io("fsync log directory", dir, source))?;
-    remove_file(&cleaned_path(dir, manifest.base_offset))
+/// Deletes the replaced segments after the first, each only while it has the recorded size
+/// (a file of another size with that name is not the segment that was replaced).
+fn delete_replaced(dir: &Path, manifest: &SwapManifest) -> Result<(), StorageError> {
+    let doomed: Vec<i64> = manifest.replaces[1..]
+        .iter()
+        .filter(|(base, size)| {
+            let path = segment_path(dir, *base, LOG_SUFFIX);
+            std::fs::metadata(path).map_or(true, |meta| meta.len() == *size)
+        })
+        .map(|(base, _)| *base)
+        .collect();
+    delete_segments(dir, &doomed)
 }
 
-/// Recovery: finishes a swap that passed its commit point, or removes a cleaning's leftovers.
+/// Takes back a swap that did not reach its rename: removes the manifest, durably, and only
+/// then the cleaned files (a manifest without its cleaned file tells recovery the rename
+/// happened).
+pub(crate) fn undo(dir: &Path, base_offset: i64) -> Result<(), StorageError> {
+    remove_file(&dir.join(SWAP_MANIFEST_FILE))?;
+    sync(dir)?;
+    discard(dir, base_offset)
+}
+
+/// Removes a cleaned segment that will not be swapped in, and its indexes. Never while a
+/// manifest names it.
+pub(crate) fn discard(dir: &Path, base_offset: i64) -> Result<(), StorageError> {
+    remove_file(&cleaned_path(dir, base_offset))?;
+    for path in cleaned_index_paths(dir, base_offset) {
+        remove_file(&path)?;
+    }
+    Ok(())
+}
+
+/// Recovery: rolls back a swap that did not reach its rename, finishes one that did, and
+/// removes a cleaning's leftovers.
 pub(crate) fn finish_interrupted_swap(dir: &Path) -> Result<(), StorageError> {
     let manifest_path = dir.join(SWAP_MANIFEST_FILE);
     let manifest = SwapManifest::read(dir).map_err(|error| {
@@ -141,15 +186,21 @@ pub(crate) fn finish_interrupted_swap(dir: &Path) -> Result<(), StorageError> {
         )
     })?;
     if let Some(manifest) = manifest {
-        tracing::warn!(dir = %dir.display(), base = manifest.base_offset, end = manifest.end_offset, "finishing a segment swap interrupted by a crash");
-        remove_indexes(dir, manifest.base_offset)?;
-        let cleaned = cleaned_path(dir, manifest.base_offset);
-        if cleaned.exists() {
-            let target = segment_path(dir, manifest.base_offset, LOG_SUFFIX);
-            std::fs::rename(&cleaned, &target)
-                .map_err(|source| StorageError::io("rename cleaned segment", &cleaned, source))?;
+        let base = manifest.base_offset();
+        if cleaned_path(dir, base).exists() {
+            tracing::warn!(dir = %dir.display(), base, "rolling back a segment swap interrupted by a crash before its rename");
+            undo(dir, base)?;
+        } else {
+            tracing::warn!(dir = %dir.display(), base, "finishing a segment swap interrupted by a crash after its rename");
+            // The indexes beside the segment may be the replaced one's: the scan rebuilds them.
+            let segment = Segment::new(dir, base, 1);
+            remove_file(&segment.index_path())?;
+            remove_file(&segment.time_index_path())?;
+            delete_replaced(dir, &manifest)?;
+            sync(dir)?;
+            remove_file(&manifest_path)?;
+            sync(dir)?;
         }
-        complete(dir, manifest)?;
     }
     for leftover in list_cleaned(dir)? {
         tracing::info!(file = %leftover.display(), "removing an unfinished cleaned segment");
@@ -158,35 +209,19 @@ pub(crate) fn finish_interrupted_swap(dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Base offsets of the `.log` files in `dir`.
-fn list_logs(dir: &Path) -> Result<Vec<i64>, StorageError> {
-    Ok(entries(dir)?
-        .into_iter()
-        .filter_map(|(name, _)| match parse_segment_name(&name) {
-            Some((base, LOG_SUFFIX)) => Some(base),
-            _ => None,
-        })
-        .collect())
-}
-
-/// Paths of the `.log.cleaned` files in `dir`.
+/// Paths of the `.cleaned` files (segments and their indexes) in `dir`.
 fn list_cleaned(dir: &Path) -> Result<Vec<PathBuf>, StorageError> {
-    Ok(entries(dir)?
-        .into_iter()
-        .filter(|(name, _)| matches!(parse_segment_name(name), Some((_, CLEANED_SUFFIX))))
-        .map(|(_, path)| path)
-        .collect())
-}
-
-fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, StorageError> {
     let listing = |source| StorageError::io("list log directory", dir, source);
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(listing)? {
         let entry = entry.map_err(listing)?;
-        out.push((
-            entry.file_name().to_string_lossy().into_owned(),
-            entry.path(),
-        ));
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let cleaned = parse_segment_name(&name).is_some_and(|(_, suffix)| {
+            suffix == CLEANED_SUFFIX || CLEANED_INDEX_SUFFIXES.contains(&suffix)
+        });
+        if cleaned {
+            out.push(entry.path());
+        }
     }
     Ok(out)
 }
@@ -200,41 +235,75 @@ mod tests {
     }
 
     fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = entries(dir).unwrap().into_iter().map(|(n, _)| n).collect();
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         names
     }
 
-    // Proves recovery finishes a committed swap from either side of the rename: the cleaned
-    // file replaces the first segment, the other replaced segments go, later ones stay.
+    /// Segments 0 (3 bytes), 10 (4 bytes) and 20, a cleaned segment for 0..20 with indexes,
+    /// and the manifest naming 0 and 10.
+    fn swap_in_progress(dir: &Path) {
+        touch(dir, "00000000000000000000.log", b"old");
+        touch(dir, "00000000000000000000.index", b"old index");
+        touch(dir, "00000000000000000010.log", b"old2");
+        touch(dir, "00000000000000000020.log", b"next");
+        touch(dir, "00000000000000000000.log.cleaned", b"new");
+        touch(dir, "00000000000000000000.index.cleaned", b"");
+        touch(dir, "00000000000000000000.timeindex.cleaned", b"");
+        let manifest = SwapManifest {
+            replaces: vec![(0, 3), (10, 4)],
+        };
+        write_manifest(dir, &manifest).unwrap();
+    }
+
+    // Proves recovery rolls back a swap whose rename did not happen: the old segments and
+    // indexes stay, every cleaned file and the manifest go.
     #[test]
-    fn committed_swap_is_finished() {
-        for renamed in [false, true] {
+    fn swap_before_its_rename_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        swap_in_progress(dir);
+        finish_interrupted_swap(dir).unwrap();
+        assert_eq!(
+            names(dir),
+            vec![
+                "00000000000000000000.index",
+                "00000000000000000000.log",
+                "00000000000000000010.log",
+                "00000000000000000020.log"
+            ]
+        );
+        assert_eq!(
+            std::fs::read(dir.join("00000000000000000000.log")).unwrap(),
+            b"old"
+        );
+    }
+
+    // Proves recovery finishes a swap whose rename happened: the other replaced segments go
+    // (unless a file of another size took the name), stale indexes go, later segments stay.
+    #[test]
+    fn swap_after_its_rename_is_finished() {
+        for reused in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let dir = dir.path();
-            touch(dir, "00000000000000000000.log", b"old");
-            touch(dir, "00000000000000000000.index", b"stale");
-            touch(dir, "00000000000000000010.log", b"old2");
-            touch(dir, "00000000000000000010.index", b"");
-            touch(dir, "00000000000000000020.log", b"next");
-            if renamed {
-                touch(dir, "00000000000000000000.log", b"new");
-            } else {
-                touch(dir, "00000000000000000000.log.cleaned", b"new");
-            }
-            write_manifest(
-                dir,
-                SwapManifest {
-                    base_offset: 0,
-                    end_offset: 20,
-                },
+            swap_in_progress(dir);
+            std::fs::rename(
+                dir.join("00000000000000000000.log.cleaned"),
+                dir.join("00000000000000000000.log"),
             )
             .unwrap();
+            if reused {
+                touch(dir, "00000000000000000010.log", b"another file");
+            }
             finish_interrupted_swap(dir).unwrap();
-            assert_eq!(
-                names(dir),
-                vec!["00000000000000000000.log", "00000000000000000020.log"]
-            );
+            let mut expected = vec!["00000000000000000000.log", "00000000000000000020.log"];
+            if reused {
+                expected.insert(1, "00000000000000000010.log");
+            }
+            assert_eq!(names(dir), expected);
             assert_eq!(
                 std::fs::read(dir.join("00000000000000000000.log")).unwrap(),
                 b"new"
@@ -242,7 +311,7 @@ mod tests {
         }
     }
 
-    // Proves an uncommitted cleaning (no manifest) only loses its .cleaned file, and that an
+    // Proves an uncommitted cleaning (no manifest) only loses its .cleaned files, and that an
     // unreadable manifest refuses the open instead of guessing.
     #[test]
     fn uncommitted_cleaning_is_discarded() {
@@ -251,6 +320,7 @@ mod tests {
         touch(dir, "00000000000000000000.log", b"old");
         touch(dir, "00000000000000000010.log", b"old2");
         touch(dir, "00000000000000000000.log.cleaned", b"half");
+        touch(dir, "00000000000000000000.index.cleaned", b"half");
         finish_interrupted_swap(dir).unwrap();
         assert_eq!(
             names(dir),

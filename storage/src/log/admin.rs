@@ -424,80 +424,59 @@ impl LogInner {
 
 impl LogInner {
     /// Replaces the closed segments `cleaned` was made from by the cleaned segment, following
-    /// the crash-safe protocol of `compaction::swap`. Under the append lock, so no roll,
-    /// truncation or retention runs meanwhile; appends already in flight only touch the active
+    /// the crash-safe protocol of `compaction::swap`. Only the check and the rename run under
+    /// the append lock (no fsync there), so no roll, truncation or retention runs meanwhile and
+    /// appends wait as little as possible; appends already in flight only touch the active
     /// segment, which a swap never does. `Ok(false)` when the segments changed since they were
-    /// read: the cleaned file is then removed and nothing else changes.
+    /// read: the cleaned files are then removed and nothing else changes.
     pub(super) async fn swap_cleaned(&self, cleaned: CleanedSegment) -> Result<bool, StorageError> {
+        let manifest = SwapManifest {
+            replaces: cleaned.replaces.clone(),
+        };
+        let base = manifest.base_offset();
+        let (dir, written) = (self.dir.clone(), manifest.clone());
+        blocking(move || swap::write_manifest(&dir, &written)).await?;
+        crash_point::reached(crash_point::MANIFEST_WRITTEN);
+        match self.switch_under_lock(cleaned).await {
+            Ok(true) => {}
+            undone => {
+                let dir = self.dir.clone();
+                let _ = blocking(move || swap::undo(&dir, base)).await;
+                return undone;
+            }
+        }
+        crash_point::reached(crash_point::RENAMED);
+        let dir = self.dir.clone();
+        blocking(move || swap::complete(&dir, &manifest)).await?;
+        Ok(true)
+    }
+
+    /// Under the append lock: checks the replaced segments are as they were read, then renames
+    /// the cleaned file into place and switches the in-memory segments. `Ok(false)` when the
+    /// segments changed.
+    async fn switch_under_lock(&self, cleaned: CleanedSegment) -> Result<bool, StorageError> {
         let _lock = self
             .append_lock
             .acquire_permit(1)
             .await
             .map_err(|_| StorageError::Closed)?;
         self.check_open()?;
-        let Some((at, end_offset)) = self.locate_replaced(&cleaned)? else {
-            let path = cleaned.cleaned_path.clone();
-            let _ = blocking(move || std::fs::remove_file(path)).await;
+        let Some(at) = self.locate_replaced(&cleaned)? else {
             return Ok(false);
         };
-        let manifest = SwapManifest {
-            base_offset: cleaned.segment.base_offset,
-            end_offset,
-        };
-        let switched = match self.commit_swap(&cleaned, manifest).await {
-            Ok(read) => self.switch_segments(cleaned, at, read),
-            Err(error) => Err(error),
-        };
-        let files = match switched {
-            Ok(files) => files,
-            Err(error) => {
-                // Nothing was switched: the manifest must not make a later recovery finish a
-                // swap that did not happen (the replaced segments may change meanwhile).
-                let dir = self.dir.clone();
-                let _ = blocking(move || swap::undo(&dir, manifest)).await;
-                return Err(error);
-            }
-        };
-        crash_point::reached(crash_point::RENAMED);
-        let dir = self.dir.clone();
-        blocking(move || {
-            recovery::write_index_files(&files)?;
-            crash_point::reached(crash_point::INDEXES_WRITTEN);
-            swap::complete(&dir, manifest)
-        })
-        .await?;
-        Ok(true)
-    }
-
-    /// Writes the swap manifest (the commit point) and drops the replaced first segment's
-    /// indexes; returns a read descriptor of the cleaned file, opened before the rename so it
-    /// is the cleaned file whatever happens next.
-    async fn commit_swap(
-        &self,
-        cleaned: &CleanedSegment,
-        manifest: SwapManifest,
-    ) -> Result<Rc<File>, StorageError> {
-        let dir = self.dir.clone();
-        blocking(move || {
-            swap::write_manifest(&dir, manifest)?;
-            swap::remove_indexes(&dir, manifest.base_offset)
-        })
-        .await?;
-        crash_point::reached(crash_point::MANIFEST_WRITTEN);
-        File::open(&cleaned.cleaned_path)
+        // Opened before the rename, so this descriptor is the cleaned file whatever happens.
+        let read = File::open(&cleaned.cleaned_path)
             .map(Rc::new)
             .map_err(|source| {
                 StorageError::io("open cleaned segment", &cleaned.cleaned_path, source)
-            })
+            })?;
+        self.switch_segments(cleaned, at, read)?;
+        Ok(true)
     }
 
-    /// Where the segments a cleaned segment replaces sit (index of the first, and the base
-    /// offset of the segment after the last), or `None` when they are no longer all there with
-    /// the sizes they were read at, or one of them is the active segment.
-    fn locate_replaced(
-        &self,
-        cleaned: &CleanedSegment,
-    ) -> Result<Option<(usize, i64)>, StorageError> {
+    /// Where the first segment a cleaned segment replaces sits, or `None` when they are no
+    /// longer all there with the sizes they were read at, or one of them is the active segment.
+    fn locate_replaced(&self, cleaned: &CleanedSegment) -> Result<Option<usize>, StorageError> {
         let state = self.state.borrow();
         let Some(&(first_base, _)) = cleaned.replaces.first() else {
             return Ok(None);
@@ -530,18 +509,17 @@ impl LogInner {
                 ),
             ));
         }
-        Ok(Some((at, following.base_offset)))
+        Ok(Some(at))
     }
 
     /// Renames the cleaned file over the first replaced segment and swaps the in-memory
-    /// segments, in one step with no await so no reader sees one without the other. Returns
-    /// the new segment's index files to write.
+    /// segments, in one step with no await so no reader sees one without the other.
     fn switch_segments(
         &self,
         cleaned: CleanedSegment,
         at: usize,
         read: Rc<File>,
-    ) -> Result<Vec<(std::path::PathBuf, Vec<u8>)>, StorageError> {
+    ) -> Result<(), StorageError> {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         std::fs::rename(&cleaned.cleaned_path, &cleaned.segment.path).map_err(|source| {
@@ -561,7 +539,7 @@ impl LogInner {
         if let Some(following) = state.segments.get(at + 1) {
             state.tail.drop_before(following.base_offset);
         }
-        Ok(recovery::sealed_index_files(&mut state.segments[at]))
+        Ok(())
     }
 }
 
