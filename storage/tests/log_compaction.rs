@@ -392,3 +392,63 @@ fn retention_applies_only_with_the_delete_policy() {
         });
     }
 }
+
+// Proves the newest batch of each idempotent producer survives a cleaning that removed all its
+// records, as an empty batch with the same offsets, producer id, epoch and base sequence, while
+// the producer's older emptied batches go.
+#[test]
+fn the_newest_batch_of_a_producer_survives_emptied() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let log = PartitionLog::open(&path, compact_config(mode))
+                .await
+                .unwrap();
+            let mut producer_batches = Vec::new();
+            for sequence in 0..3 {
+                let mut builder =
+                    BatchBuilder::new(Compression::Zstd).with_producer(42, 3, sequence * 2);
+                builder.push(1, Some(b"shared"), Some(b"from the producer"), &[]);
+                builder.push(2, Some(b"other"), Some(b"from the producer"), &[]);
+                let info = log.append(builder.build().unwrap(), 1).await.unwrap();
+                producer_batches.push(info.base_offset);
+            }
+            // A plain writer supersedes both keys afterwards.
+            let batches = vec![(
+                vec![
+                    (b"shared".to_vec(), Some(b"newer".to_vec())),
+                    (b"other".to_vec(), Some(b"newer".to_vec())),
+                ],
+                false,
+            )];
+            write_model(&log, &batches).await;
+            roll(&log).await;
+            let end = log.log_end_offset();
+            cleaner(1 << 20).clean(&log, end, now_ms()).await.unwrap();
+            let kept: Vec<_> = read_all(&log)
+                .await
+                .into_iter()
+                .filter(|(header, _)| header.producer_id == 42)
+                .map(|(header, _)| header)
+                .collect();
+            assert_eq!(
+                kept.len(),
+                1,
+                "{mode:?}: only the producer's newest batch stays"
+            );
+            let newest = kept[0];
+            assert_eq!(newest.base_offset, producer_batches[2]);
+            assert_eq!(newest.last_offset(), producer_batches[2] + 1);
+            assert_eq!((newest.producer_epoch, newest.base_sequence), (3, 4));
+            assert_eq!(newest.records_count, 0);
+            let records = scan(&log).await;
+            assert_eq!(
+                records.len(),
+                2,
+                "{mode:?}: only the plain writer's records remain"
+            );
+            log.close().await.unwrap();
+        });
+    }
+}

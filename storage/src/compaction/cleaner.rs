@@ -2,7 +2,6 @@
 
 use std::{
     cell::Cell,
-    collections::HashMap,
     time::{Duration, Instant},
 };
 
@@ -124,7 +123,7 @@ impl LogCleaner {
         let horizon = before.tombstone_horizon(now_ms, view.config.delete_retention_ms);
         let round = Round {
             map: mapped.map,
-            producers: mapped.producers,
+
             first_dirty: range.first_dirty,
             map_end: mapped.end,
             horizon,
@@ -149,7 +148,6 @@ impl LogCleaner {
     ) -> Result<Mapped, StorageError> {
         let mut mapped = Mapped {
             map: OffsetMap::new(self.config.offset_map_bytes_max),
-            producers: HashMap::new(),
             // A checkpoint past the cleanable range (the high watermark went back) stays.
             end: range.end_offset().max(range.first_dirty),
         };
@@ -207,8 +205,8 @@ impl LogCleaner {
             }
             if header.producer_id >= 0 {
                 mapped
-                    .producers
-                    .insert(header.producer_id, header.base_offset);
+                    .map
+                    .note_producer(header.producer_id, header.base_offset);
             }
             self.yield_if_spent().await;
         }
@@ -259,6 +257,8 @@ impl LogCleaner {
         let (Some(first), Some(last)) = (group.first(), group.last()) else {
             return Ok(GroupOutcome::default());
         };
+        // A log closed or deleted meanwhile gets no new files in its directory.
+        log.check_open()?;
         let mut writer = CleanedWriter::create(
             &view.dir,
             first.base_offset,
@@ -378,8 +378,6 @@ impl LogCleaner {
 /// The offset map of one round and where it stops.
 struct Mapped {
     map: OffsetMap,
-    /// Producer id -> base offset of its newest batch in the mapped range.
-    producers: HashMap<i64, i64>,
     /// One past the last mapped offset.
     end: i64,
 }
@@ -387,7 +385,6 @@ struct Mapped {
 /// Everything that decides the fate of a record in one round.
 struct Round {
     map: OffsetMap,
-    producers: HashMap<i64, i64>,
     first_dirty: i64,
     /// Batches at or past this were not mapped and are copied as they are.
     map_end: i64,
@@ -419,8 +416,8 @@ impl Round {
         if header.producer_id < 0 {
             return false;
         }
-        match self.producers.get(&header.producer_id) {
-            Some(&newest) => newest == header.base_offset,
+        match self.map.newest_batch_of(header.producer_id) {
+            Some(newest) => newest == header.base_offset,
             None => header.base_offset < self.first_dirty,
         }
     }

@@ -10,10 +10,13 @@ use std::collections::HashMap;
 /// length, the offset, and the allocator's rounding.
 pub(crate) const ENTRY_OVERHEAD_BYTES: usize = 64;
 
-/// Newest offset of every key seen, within a byte budget.
+/// Newest offset of every key seen, and newest batch of every producer seen, within a byte
+/// budget.
 #[derive(Debug)]
 pub(crate) struct OffsetMap {
     entries: HashMap<Box<[u8]>, i64>,
+    /// Producer id -> base offset of its newest batch.
+    producers: HashMap<i64, i64>,
     bytes: usize,
     bytes_max: usize,
 }
@@ -23,6 +26,7 @@ impl OffsetMap {
     pub(crate) fn new(bytes_max: usize) -> OffsetMap {
         OffsetMap {
             entries: HashMap::new(),
+            producers: HashMap::new(),
             bytes: 0,
             bytes_max,
         }
@@ -47,6 +51,19 @@ impl OffsetMap {
         }
         self.bytes += Self::entry_bytes(key);
         self.entries.insert(key.into(), offset);
+    }
+
+    /// Records that producer `producer_id` wrote the batch at `base_offset` (batches arrive in
+    /// offset order). A new producer costs one entry's overhead of the budget.
+    pub(crate) fn note_producer(&mut self, producer_id: i64, base_offset: i64) {
+        if self.producers.insert(producer_id, base_offset).is_none() {
+            self.bytes += ENTRY_OVERHEAD_BYTES;
+        }
+    }
+
+    /// Base offset of the newest batch of `producer_id`, if the map saw one.
+    pub(crate) fn newest_batch_of(&self, producer_id: i64) -> Option<i64> {
+        self.producers.get(&producer_id).copied()
     }
 
     /// The newest offset of `key`, if the map saw it.
@@ -84,5 +101,13 @@ mod tests {
         assert_eq!(map.len(), 2);
         assert_eq!(map.bytes(), 2 * OffsetMap::entry_bytes(b"k1"));
         assert!(!map.has_room(1));
+        map.note_producer(5, 10);
+        map.note_producer(5, 20);
+        assert_eq!(map.newest_batch_of(5), Some(20));
+        assert_eq!(map.newest_batch_of(6), None);
+        assert_eq!(
+            map.bytes(),
+            2 * OffsetMap::entry_bytes(b"k1") + ENTRY_OVERHEAD_BYTES
+        );
     }
 }

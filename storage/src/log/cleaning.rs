@@ -20,6 +20,11 @@ impl LogInner {
 }
 
 impl PartitionLog {
+    /// `Err(Closed)` once the log is closed or deleted.
+    pub(crate) fn check_open(&self) -> Result<(), StorageError> {
+        self.inner.check_open()
+    }
+
     /// True when the log's cleanup policy compacts it.
     pub(crate) fn compacted(&self) -> bool {
         self.inner.config.cleanup_policy.compacts()
