@@ -8,4 +8,7 @@ ensure_build_tools
 # The cluster tests start a real etcd (Debian's etcd-server) and cut links with network namespaces.
 scripts/etcd.sh install
 command -v ip >/dev/null 2>&1 || ensure_apt iproute2
+# The storage power-loss test mounts a FUSE filesystem (as root, no helper binary needed); a
+# container may lack the device node even when the kernel has FUSE.
+[ -e /dev/fuse ] || mknod -m 666 /dev/fuse c 10 229
 cargo test --workspace --all-targets "$@"

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sluice_storage::{CleanerConfig, FlushPolicy, LogConfig, RecoveryPolicy, WriteMode};
+use sluice_storage::{CleanerConfig, Durability, LogConfig, RecoveryPolicy, WriteMode};
 
 /// Errors of reading and checking the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,21 @@ pub enum WriteModeSetting {
     Direct,
 }
 
+/// Durability setting (`durable` or `interval`): what an acknowledgement promises. See
+/// `DURABILITY_HELP` and the README for the exact meaning of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DurabilitySetting {
+    /// Acknowledged only once fsynced (group commit); nothing is visible before.
+    Durable,
+    /// Acknowledged once written; fsync every flush_bytes_max bytes or flush_ms_max ms.
+    Interval,
+}
+
+/// What an acknowledgement means in each durability mode (the `--durability` help, the README
+/// and `deploy/sluice.toml` say the same).
+pub const DURABILITY_HELP: &str = "What an acknowledgement means. durable: a produce is acknowledged (acks=1 on the leader; acks=all once every in-sync replica has it, each replica counting it only once it is durable there) only after its batches are written and fsynced on the leader: group commit, one fdatasync per partition per round shared by every append written meanwhile; records are not visible to consumers or followers before that, so a power loss loses nothing acknowledged. interval: acknowledged once written (page cache, or the device's volatile cache with O_DIRECT) and visible at once; the broker fsyncs when flush_bytes_max bytes are unflushed or the oldest is flush_ms_max old, so a killed process loses nothing acknowledged but a power loss loses what was acknowledged since the last completed fsync. A failed fsync takes the partition offline (KAFKA_STORAGE_ERROR) in both modes; it is never retried.";
+
 /// Recovery policy setting (`truncate-tail` or `refuse`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -82,12 +97,12 @@ pub struct StorageSettings {
     pub segment_bytes_max: u64,
     /// Segment roll age, milliseconds.
     pub segment_ms_max: u64,
-    /// Unflushed bytes that trigger an fsync.
+    /// `durable` or `interval`: what an acknowledgement promises.
+    pub durability: DurabilitySetting,
+    /// Interval durability: unflushed bytes that trigger an fsync.
     pub flush_bytes_max: u64,
-    /// Age of the oldest unflushed byte that triggers an fsync, milliseconds.
+    /// Interval durability: age of the oldest unflushed byte that triggers an fsync, ms.
     pub flush_ms_max: u64,
-    /// Fsync every append before acknowledging it (overrides the two above).
-    pub flush_every_append: bool,
     /// Delete closed segments older than this, milliseconds; -1 keeps them forever.
     pub retention_ms: i64,
     /// Delete the oldest closed segments while a partition is larger than this; -1 = no limit.
@@ -110,12 +125,16 @@ impl Default for StorageSettings {
     fn default() -> Self {
         let log = LogConfig::default();
         let cleaner = CleanerConfig::default();
-        let (flush_bytes_max, flush_ms_max) = match log.flush {
-            FlushPolicy::Interval {
+        let (durability, flush_bytes_max, flush_ms_max) = match log.durability {
+            Durability::Interval {
                 flush_bytes_max,
                 flush_ms_max,
-            } => (flush_bytes_max, flush_ms_max),
-            FlushPolicy::EveryAppend => (64 << 20, 1000),
+            } => (DurabilitySetting::Interval, flush_bytes_max, flush_ms_max),
+            Durability::Durable => (
+                DurabilitySetting::Durable,
+                sluice_storage::config::FLUSH_BYTES_MAX_DEFAULT,
+                sluice_storage::config::FLUSH_MS_MAX_DEFAULT,
+            ),
         };
         StorageSettings {
             write_mode: match log.write_mode {
@@ -124,9 +143,9 @@ impl Default for StorageSettings {
             },
             segment_bytes_max: log.segment_bytes_max,
             segment_ms_max: log.segment_ms_max,
+            durability,
             flush_bytes_max,
             flush_ms_max,
-            flush_every_append: matches!(log.flush, FlushPolicy::EveryAppend),
             retention_ms: log
                 .retention_ms
                 .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
@@ -160,13 +179,12 @@ impl StorageSettings {
                 WriteModeSetting::Buffered => WriteMode::Buffered,
                 WriteModeSetting::Direct => WriteMode::Direct,
             },
-            flush: if self.flush_every_append {
-                FlushPolicy::EveryAppend
-            } else {
-                FlushPolicy::Interval {
+            durability: match self.durability {
+                DurabilitySetting::Durable => Durability::Durable,
+                DurabilitySetting::Interval => Durability::Interval {
                     flush_bytes_max: self.flush_bytes_max,
                     flush_ms_max: self.flush_ms_max,
-                }
+                },
             },
             recovery: match self.recovery {
                 RecoverySetting::TruncateTail => RecoveryPolicy::TruncateTail,
@@ -442,18 +460,18 @@ pub struct StorageOverlay {
     #[arg(long, env = "SLUICE_SEGMENT_MS_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub segment_ms_max: Option<u64>,
-    /// Unflushed bytes that trigger an fsync.
+    /// durable or interval: what an acknowledgement promises (see the long help).
+    #[arg(long, env = "SLUICE_DURABILITY", long_help = DURABILITY_HELP)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<DurabilitySetting>,
+    /// Interval durability: unflushed bytes that trigger an fsync.
     #[arg(long, env = "SLUICE_FLUSH_BYTES_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flush_bytes_max: Option<u64>,
-    /// Unflushed age that triggers an fsync, ms.
+    /// Interval durability: unflushed age that triggers an fsync, ms.
     #[arg(long, env = "SLUICE_FLUSH_MS_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flush_ms_max: Option<u64>,
-    /// Fsync every append before acknowledging it (true/false).
-    #[arg(long, env = "SLUICE_FLUSH_EVERY_APPEND")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub flush_every_append: Option<bool>,
     /// Retention by age, ms (-1 = forever).
     #[arg(long, env = "SLUICE_RETENTION_MS", allow_hyphen_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -551,7 +569,7 @@ impl ConfigOverlay {
         overlay!(self, lower; node_id, data_dir, native_addr, advertised_host, shard_port_base,
             admin_addr, shards, cpus, pin);
         overlay!(self.storage, lower.storage; write_mode, segment_bytes_max, segment_ms_max,
-            flush_bytes_max, flush_ms_max, flush_every_append, retention_ms, retention_bytes,
+            durability, flush_bytes_max, flush_ms_max, retention_ms, retention_bytes,
             batch_bytes_max, tail_cache_bytes_max, recovery, log_cleaner_io_bytes_per_second_max,
             log_cleaner_offset_map_bytes_max, log_cleaner_backoff_ms);
         overlay!(self.limits, lower.limits; frame_bytes_max, connection_inflight_requests_max,
@@ -607,7 +625,7 @@ impl BrokerConfig {
         }
         let storage = overlay.storage;
         set!(self.storage, storage; write_mode, segment_bytes_max, segment_ms_max, flush_bytes_max,
-            flush_ms_max, flush_every_append, retention_ms, retention_bytes, batch_bytes_max,
+            flush_ms_max, durability, retention_ms, retention_bytes, batch_bytes_max,
             tail_cache_bytes_max, recovery, log_cleaner_io_bytes_per_second_max,
             log_cleaner_offset_map_bytes_max, log_cleaner_backoff_ms);
         let limits = overlay.limits;
@@ -752,7 +770,7 @@ impl BrokerConfig {
                 segment_ms_max: Some(storage.segment_ms_max),
                 flush_bytes_max: Some(storage.flush_bytes_max),
                 flush_ms_max: Some(storage.flush_ms_max),
-                flush_every_append: Some(storage.flush_every_append),
+                durability: Some(storage.durability),
                 retention_ms: Some(storage.retention_ms),
                 retention_bytes: Some(storage.retention_bytes),
                 batch_bytes_max: Some(storage.batch_bytes_max),

@@ -463,7 +463,16 @@ async fn read_loop(shared: Rc<Shared>, frame_bytes_max: usize) {
 
 /// One socket read into the decoder's buffer; `None` when the connection is being stopped.
 async fn fill(shared: &Shared, decoder: &mut FrameDecoder) -> Option<std::io::Result<usize>> {
-    let want = decoder.read_bytes_hint(READ_BYTES_MIN, READ_BYTES_MAX);
+    // What the socket already holds goes straight into uninitialised buffer space (no zero
+    // fill); only when it is empty does the read wait through the reactor.
+    let wanted = decoder.bytes_wanted().clamp(READ_BYTES_MIN, READ_BYTES_MAX);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&*shared.stream.borrow());
+    match decoder.read_available(fd, wanted) {
+        Ok(Some(got)) => return Some(Ok(got)),
+        Ok(None) => {}
+        Err(error) => return Some(Err(error)),
+    }
+    let want = decoder.read_bytes_hint(READ_BYTES_MIN, READ_BYTES_MIN);
     let buffer = decoder.buffer_mut();
     let filled = buffer.len();
     buffer.resize(filled + want, 0);

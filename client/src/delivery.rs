@@ -138,6 +138,18 @@ impl DeliveryFuture {
     pub fn is_done(&self) -> bool {
         self.outcome.is_done()
     }
+
+    /// A future of the same record, for comparing batches with [`DeliveryFuture::same_batch`]
+    /// while this one is awaited elsewhere.
+    pub fn clone_for_batch(&self) -> DeliveryFuture {
+        DeliveryFuture::new(self.outcome.clone(), self.index, self.timestamp_ms)
+    }
+
+    /// True when both records are in the same batch, so they are answered together with the
+    /// same outcome: a caller tracking many records can await one future per batch.
+    pub fn same_batch(&self, other: &DeliveryFuture) -> bool {
+        Rc::ptr_eq(&self.outcome, &other.outcome)
+    }
 }
 
 impl Future for DeliveryFuture {

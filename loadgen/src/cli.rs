@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use sluice_broker::config::WriteModeSetting;
+use sluice_broker::config::{DurabilitySetting, WriteModeSetting};
 
 use crate::embedded::EmbeddedOptions;
 use crate::error::LoadgenError;
@@ -74,9 +74,12 @@ pub struct Cli {
     /// Embedded broker: storage write mode.
     #[arg(long, value_enum, requires = "embedded")]
     pub write_mode: Option<WriteModeSetting>,
-    /// Embedded broker: longest a written byte waits for fsync, in ms.
+    /// Embedded broker: longest a written byte waits for fsync, in ms (interval durability).
     #[arg(long, value_name = "MS", requires = "embedded")]
     pub flush_ms: Option<u64>,
+    /// Embedded broker: durability (durable: acknowledged once fsynced; interval: once written).
+    #[arg(long, value_enum, requires = "embedded")]
+    pub durability: Option<DurabilitySetting>,
     /// Embedded broker: keep its data directory after the run.
     #[arg(long, requires = "embedded")]
     pub keep_data: bool,
@@ -264,6 +267,7 @@ impl Cli {
                 cpus: self.broker_cpus.clone().map(|list| list.0),
                 write_mode: self.write_mode,
                 flush_ms: self.flush_ms,
+                durability: self.durability,
                 keep_data: self.keep_data,
             })
         } else {

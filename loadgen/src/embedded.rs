@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use sluice_broker::config::{BrokerConfig, WriteModeSetting};
+use sluice_broker::config::{BrokerConfig, DurabilitySetting, WriteModeSetting};
 use sluice_broker::{Broker, BrokerHandle};
 
 use crate::error::LoadgenError;
@@ -21,6 +21,8 @@ pub struct EmbeddedOptions {
     pub write_mode: Option<WriteModeSetting>,
     /// Longest a written byte may wait for fsync, in ms; `None` = the broker's default.
     pub flush_ms: Option<u64>,
+    /// Durability; `None` = the broker's default.
+    pub durability: Option<DurabilitySetting>,
     /// Keep the data directory after the run (its path is printed).
     pub keep_data: bool,
 }
@@ -128,6 +130,9 @@ fn broker_config(options: &EmbeddedOptions, data_dir: PathBuf) -> BrokerConfig {
     if let Some(flush_ms) = options.flush_ms {
         config.storage.flush_ms_max = flush_ms;
     }
+    if let Some(durability) = options.durability {
+        config.storage.durability = durability;
+    }
     config
 }
 
@@ -137,14 +142,15 @@ fn broker_info(config: &BrokerConfig, options: &EmbeddedOptions) -> BrokerInfo {
         WriteModeSetting::Buffered => ("buffered", "written to the page cache"),
         WriteModeSetting::Direct => ("direct", "written to the device with O_DIRECT"),
     };
-    let durability = if storage.flush_every_append {
-        format!("acknowledged after fsync of every append ({write_mode} writes)")
-    } else {
-        format!(
-            "acknowledged once {written}; fsync every {} ms or {} bytes, whichever comes first \
-             (single node: acks=all means appended on this broker)",
+    let durability = match storage.durability {
+        DurabilitySetting::Durable => {
+            format!("durable: acknowledged and visible once {written} and fsynced (group commit)")
+        }
+        DurabilitySetting::Interval => format!(
+            "interval: acknowledged once {written}; fsync every {} ms or {} bytes, whichever \
+             comes first",
             storage.flush_ms_max, storage.flush_bytes_max
-        )
+        ),
     };
     BrokerInfo {
         mode: "embedded".to_string(),

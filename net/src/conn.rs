@@ -153,7 +153,23 @@ impl Connection {
 
     /// Reads once from the socket into the decoder's buffer; returns the bytes read (0 at EOF).
     async fn fill_decoder(&mut self) -> Result<usize, NetError> {
-        let want = self.decoder.read_bytes_hint(READ_BYTES_MIN, READ_BYTES_MAX);
+        let wanted = self
+            .decoder
+            .bytes_wanted()
+            .clamp(READ_BYTES_MIN, READ_BYTES_MAX);
+        let fd = self.stream.as_raw_fd();
+        match self.decoder.read_available(fd, wanted) {
+            Ok(Some(got)) => return Ok(got),
+            Ok(None) => {}
+            Err(source) => {
+                return Err(NetError::Socket {
+                    operation: "read frame",
+                    source,
+                })
+            }
+        }
+        // The socket is empty: wait for data through the reactor, into a small zero-filled read.
+        let want = self.decoder.read_bytes_hint(READ_BYTES_MIN, READ_BYTES_MIN);
         let mut guard = ReadGuard::new(self.decoder.buffer_mut(), want);
         let got = self
             .stream

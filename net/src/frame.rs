@@ -297,13 +297,42 @@ impl FrameDecoder {
     }
 
     /// How many bytes the next socket read should ask for: what the head frame still needs,
-    /// at least `min`, at most `max`, and at most twice what the previous read returned. The
-    /// read buffer is zero-filled before each read, so asking for far more than the socket
-    /// delivers (a large frame arrives in pieces of the socket buffer's size) wastes a memset
-    /// of the difference on every read.
+    /// at least `min`, at most `max`, and at most twice what the previous read returned. Reads
+    /// that wait through the reactor zero-fill their buffer first, so asking for far more than
+    /// the socket delivers would waste a memset of the difference; `read_available` reads into
+    /// uninitialised memory and is not limited by this.
     pub fn read_bytes_hint(&self, min: usize, max: usize) -> usize {
         let cap = self.last_read_bytes.saturating_mul(2).clamp(min, max);
         self.bytes_wanted().clamp(min, cap)
+    }
+
+    /// Reads what the socket `fd` already holds, up to `len` bytes, straight into the receive
+    /// buffer's uninitialised spare capacity: no zero fill, no copy. Never blocks:
+    /// `Ok(None)` when the socket has nothing now (the caller then waits through the reactor),
+    /// `Ok(Some(0))` at end of stream. Records the read for `read_bytes_hint`.
+    pub fn read_available(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        len: usize,
+    ) -> std::io::Result<Option<usize>> {
+        self.buffer.reserve(len);
+        let spare = self.buffer.spare_capacity_mut();
+        let len = len.min(spare.len());
+        // SAFETY: `spare` is writable memory of at least `len` bytes owned by the buffer; recv
+        // writes at most `len` bytes into it and nothing else of ours.
+        let got = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) };
+        if got < 0 {
+            let error = std::io::Error::last_os_error();
+            return match error.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(error),
+            };
+        }
+        let got = got as usize;
+        // SAFETY: recv initialised exactly `got` (at most `len`) bytes after the current length.
+        unsafe { self.buffer.set_len(self.buffer.len() + got) };
+        self.last_read_bytes = got;
+        Ok(Some(got))
     }
 
     /// Records how many bytes the last socket read returned, for `read_bytes_hint`.

@@ -200,6 +200,8 @@ pub struct ShardMetrics {
     pub forwarded_served: Counter,
     /// Partitions this shard owns.
     pub partitions: Gauge,
+    /// Partitions whose log is offline after a failed fsync (answering KAFKA_STORAGE_ERROR).
+    pub partitions_offline: Gauge,
     /// Connections accepted.
     pub connections_accepted: Counter,
     /// Connections open now.
@@ -248,6 +250,7 @@ impl ShardMetrics {
             forwarded_requests: Counter::default(),
             forwarded_served: Counter::default(),
             partitions: Gauge::default(),
+            partitions_offline: Gauge::default(),
             connections_accepted: Counter::default(),
             connections_active: Gauge::default(),
             connections_rejected: Counter::default(),
@@ -331,7 +334,7 @@ fn render_replica_lag(out: &mut String, shards: &[Arc<ShardMetrics>]) {
 
 type CounterField = fn(&ShardMetrics) -> u64;
 
-const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 22] = [
+const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 23] = [
     (
         "sluice_produce_requests_total",
         "counter",
@@ -385,6 +388,12 @@ const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 22] = [
         "gauge",
         "Partitions owned by the shard.",
         |m| m.partitions.get(),
+    ),
+    (
+        "sluice_partitions_offline",
+        "gauge",
+        "Partitions offline after a failed fsync (their log is reopened at the next start).",
+        |m| m.partitions_offline.get(),
     ),
     (
         "sluice_connections_accepted_total",

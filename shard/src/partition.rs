@@ -210,8 +210,13 @@ impl Partition {
         PartitionError::not_leader(&self.topic, self.partition, self.leader_now())
     }
 
-    /// Refuses client requests (produce, consumer fetch, offsets) unless this replica leads.
+    /// Refuses client requests (produce, consumer fetch, offsets) unless this replica leads
+    /// and its log is online (a log offline after a failed fsync answers a storage error:
+    /// KAFKA_STORAGE_ERROR, as Kafka does for a failed log directory).
     pub fn check_leader(&self) -> Result<(), PartitionError> {
+        if let Some(offline) = self.log.offline() {
+            return Err(self.error(offline));
+        }
         match &*self.role.borrow() {
             Role::Standalone | Role::Leader(_) => Ok(()),
             Role::Follower { .. } | Role::Offline { .. } => Err(self.not_leader()),
@@ -523,6 +528,18 @@ impl Partition {
         match visibility {
             Visibility::Committed => self.high_watermark(),
             Visibility::LogEnd => self.log.log_end_offset(),
+        }
+    }
+
+    /// Resolves once the watched offset is above `offset` or the role changed, with no timer of
+    /// its own: for callers that bound the wait themselves (a fetch waiting on many partitions
+    /// arms one timer for all of them, not one per partition, since every timer armed and
+    /// cancelled is reactor work on each wake-up).
+    pub async fn moved_past(&self, visibility: Visibility, offset: i64) {
+        let generation = self.generation.get();
+        while self.watched(visibility) <= offset && self.generation.get() == generation {
+            // Woken by the next append, high watermark move, role change or removal.
+            let _ = self.subscribe().await;
         }
     }
 

@@ -459,8 +459,14 @@ impl Shard {
     /// then retention. Errors are logged, not returned: one failing partition must not stop the
     /// upkeep of the others.
     pub async fn maintenance(&self, now_ms: i64) {
+        let mut offline = 0;
         for partition in self.registry.all() {
             let log = partition.log();
+            if log.offline().is_some() {
+                // Reported once, when it failed; it stays offline until the broker restarts.
+                offline += 1;
+                continue;
+            }
             match log.maintenance(now_ms).await {
                 // A log closed meanwhile (the partition was removed or the shard is shutting
                 // down) has nothing left to maintain.
@@ -484,6 +490,7 @@ impl Shard {
                 }
             }
         }
+        self.metrics.partitions_offline.set(offline);
     }
 
     /// Flushes and closes every log this shard owns (clean-shutdown markers).

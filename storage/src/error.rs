@@ -99,6 +99,19 @@ pub enum StorageError {
         /// The base offset this append had been given.
         base_offset: i64,
     },
+    /// The log is offline: an fsync (or another operation after which the bytes on disk are
+    /// unknown) failed. Failed fsyncs are never retried, since the kernel may already have
+    /// dropped the pages it could not write ("fsyncgate"); nothing is appended, acknowledged or
+    /// read until the log is reopened, which recovers it from what is really on disk.
+    #[error("the partition log in {dir} is offline after a failed {operation}: {reason}")]
+    Offline {
+        /// The log's directory.
+        dir: PathBuf,
+        /// What failed ("fsync segment", "fsync log directory").
+        operation: &'static str,
+        /// The operating system's error.
+        reason: String,
+    },
     /// The log was closed or deleted.
     #[error("the partition log is closed")]
     Closed,

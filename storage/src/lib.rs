@@ -5,17 +5,19 @@ pub mod batch;
 pub mod compaction;
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod log;
 
 mod checkpoint;
 mod index;
 mod recovery;
+pub use recovery::RecoverySummary;
 mod segment;
 mod tail_cache;
 
 pub use compaction::{CleanStats, Cleanability, LogCleaner};
 pub use config::{
-    CleanerConfig, CleanupPolicy, FlushPolicy, LogConfig, Ratio, RecoveryPolicy, WriteMode,
+    CleanerConfig, CleanupPolicy, Durability, LogConfig, Ratio, RecoveryPolicy, WriteMode,
 };
 pub use error::StorageError;
 pub use log::{

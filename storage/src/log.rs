@@ -4,20 +4,28 @@
 //! tasks as `Rc<PartitionLog>`; every method takes `&self`. State sits in a `RefCell` that is
 //! never borrowed across an `.await`. Appends take an executor-local semaphore only while they
 //! are validated against the log and given offsets; their writes then run in their own tasks,
-//! several in flight at once, and are published (made readable) strictly in offset order.
+//! several in flight at once, and are published (made readable: the log end offset moves)
+//! strictly in offset order, under `Durability::Durable` only once an fdatasync covers them.
 //!
-//! **Invariant:** a read sees only batches whose bytes are completely written.
+//! **Invariant:** a read sees only batches whose bytes are completely written, and under
+//! `Durability::Durable` only batches that are durable; an append returns no sooner.
+//! **Invariant:** after a failed fsync the log is offline: nothing more is appended,
+//! acknowledged or read until it is reopened.
 //! **Invariant:** a failed append leaves the log as it was (same end offset, same bytes);
 //! appends in flight behind it fail with `StorageError::Aborted`.
-//! **Invariant:** every segment except the last is immutable, fsynced, and has its index files.
+//! **Invariant:** every segment except the last is immutable; once its background seal is done
+//! (before the next roll, truncation or close) it is fsynced and has its index files.
 
 mod admin;
 mod append;
 mod cleaning;
+mod commit;
 mod read;
+mod roll;
 
 use std::{
     cell::{Cell, RefCell},
+    collections::VecDeque,
     fs::File,
     path::{Path, PathBuf},
     rc::Rc,
@@ -31,6 +39,7 @@ use crate::{
     compaction::CleaningState,
     config::{LogConfig, WriteMode},
     error::StorageError,
+    recovery::RecoverySummary,
     recovery::{self, CLEAN_SHUTDOWN_FILE},
     segment::{
         writer::{Completion, SegmentWriter},
@@ -130,6 +139,10 @@ pub(crate) struct LogInner {
     closed: Cell<bool>,
     /// The cleaner's checkpoint and whether segments may have offset gaps (compacted logs).
     cleaning: RefCell<CleaningState>,
+    /// Set by a failed fsync: (what failed, the error). Never cleared; the log is reopened.
+    offline: RefCell<Option<(&'static str, String)>>,
+    /// What recovery found when the log opened.
+    recovered: RecoverySummary,
 }
 
 /// Mutable state of a log. Segments and the published end are changed only when an append is
@@ -149,8 +162,22 @@ pub(crate) struct LogState {
     reserved_epochs: EpochCache,
     /// Offset the next reservation starts at (log end plus appends in flight).
     next_offset: i64,
-    /// Completion of the newest append in flight.
+    /// Written-in-order completion of the newest append in flight.
     last_completion: Option<Rc<Completion>>,
+    /// Published-or-failed completion of the newest append in flight.
+    last_published: Option<Rc<Completion>>,
+    /// Written appends waiting, in offset order, to be published.
+    unpublished: VecDeque<append::Written>,
+    /// A commit task (durable mode) is running.
+    sync_running: bool,
+    /// The directory must be fsynced before anything more counts as durable (a roll renamed
+    /// or created the active segment).
+    dir_sync_pending: bool,
+    /// The next segment, prepared ahead of the roll.
+    prepared: Option<roll::PreparedSegment>,
+    preparing: bool,
+    /// Finished when the background seal of the last rolled segment is done.
+    sealing: Option<Rc<Completion>>,
     /// A write failed: the file must be rewound before the next append.
     poisoned: bool,
     /// Bumped by every rewind and truncation, so a flush that raced one does not advance the
@@ -168,6 +195,50 @@ pub(crate) struct LogState {
     recovery_point_checkpointed_ms: Option<i64>,
 }
 
+impl LogState {
+    /// The state of a log just recovered: `segments` (the last active, written by `writer`),
+    /// ending at `end`.
+    fn new(
+        segments: Vec<Segment>,
+        writer: SegmentWriter,
+        active_read: Rc<File>,
+        config: &LogConfig,
+        epochs: EpochCache,
+        end: i64,
+    ) -> LogState {
+        let tail_bytes_max = match config.write_mode {
+            WriteMode::Direct => config.tail_cache_bytes_max,
+            WriteMode::Buffered => 0,
+        };
+        LogState {
+            segments,
+            writer: Some(writer),
+            active_read,
+            handles: ReadHandles::new(config.read_handles_max),
+            tail: TailCache::new(tail_bytes_max),
+            reserved_epochs: epochs.clone(),
+            epochs,
+            next_offset: end,
+            last_completion: None,
+            last_published: None,
+            unpublished: VecDeque::new(),
+            sync_running: false,
+            dir_sync_pending: false,
+            prepared: None,
+            preparing: false,
+            sealing: None,
+            poisoned: false,
+            generation: 0,
+            published_bytes: 0,
+            flushed_bytes: 0,
+            unflushed_since_ms: None,
+            background_flush: false,
+            checkpointed_recovery_point: end,
+            recovery_point_checkpointed_ms: None,
+        }
+    }
+}
+
 impl PartitionLog {
     /// Opens (creating when missing) the log in `dir`, recovering it as the config says.
     pub async fn open(
@@ -180,6 +251,7 @@ impl PartitionLog {
             let (dir, config) = (dir.clone(), config.clone());
             blocking(move || recovery::recover(&dir, &config)).await?
         };
+        let summary = recovered.summary.clone();
         let segments = recovered.segments;
         let (start, end, active_path, active_size) = match (segments.first(), segments.last()) {
             (Some(first), Some(last)) => (
@@ -196,34 +268,23 @@ impl PartitionLog {
                 ))
             }
         };
-        let writer =
+        let mut writer =
             SegmentWriter::open(&active_path, config.write_mode, active_size, false).await?;
+        writer.set_zero_fill(matches!(
+            config.durability,
+            crate::config::Durability::Durable
+        ));
         let active_read = Rc::new(File::open(&active_path).map_err(|source| {
             StorageError::io("open segment for reading", &active_path, source)
         })?);
-        let tail_bytes_max = match config.write_mode {
-            WriteMode::Direct => config.tail_cache_bytes_max,
-            WriteMode::Buffered => 0,
-        };
-        let state = LogState {
+        let state = LogState::new(
             segments,
-            writer: Some(writer),
+            writer,
             active_read,
-            handles: ReadHandles::new(config.read_handles_max),
-            tail: TailCache::new(tail_bytes_max),
-            reserved_epochs: recovered.epochs.clone(),
-            epochs: recovered.epochs,
-            next_offset: end,
-            last_completion: None,
-            poisoned: false,
-            generation: 0,
-            published_bytes: 0,
-            flushed_bytes: 0,
-            unflushed_since_ms: None,
-            background_flush: false,
-            checkpointed_recovery_point: end,
-            recovery_point_checkpointed_ms: None,
-        };
+            &config,
+            recovered.epochs,
+            end,
+        );
         let inner = LogInner {
             dir,
             config,
@@ -237,6 +298,8 @@ impl PartitionLog {
             flushed: Cell::new(end),
             closed: Cell::new(false),
             cleaning: RefCell::new(recovered.cleaning),
+            offline: RefCell::new(None),
+            recovered: summary,
         };
         Ok(PartitionLog {
             inner: Rc::new(inner),
@@ -245,9 +308,10 @@ impl PartitionLog {
 
     /// Leader append: validates every batch first (nothing is written if any is bad), assigns
     /// contiguous offsets from the log end offset, stamps `leader_epoch`, and writes all batches
-    /// as one write. Returns once the bytes are in the file (and fsynced under
-    /// `FlushPolicy::EveryAppend`). A compacted log refuses records without a key
-    /// (`StorageError::MissingKey`), as Kafka does: the cleaner could never tell them apart.
+    /// as one write. Returns once the bytes are in the file, and under `Durability::Durable`
+    /// once they are durable (an fdatasync covered them); not before they are readable.
+    /// A compacted log refuses records without a key (`StorageError::MissingKey`), as Kafka
+    /// does: the cleaner could never tell them apart.
     pub async fn append(
         &self,
         batches: bytes::BytesMut,
@@ -323,14 +387,16 @@ impl PartitionLog {
         self.inner.apply_retention(now_ms).await
     }
 
-    /// Waits for appends in flight, fsyncs, and returns the flushed offset.
+    /// Waits for appends in flight, fsyncs (interval durability), and returns the flushed
+    /// offset.
     pub async fn flush(&self) -> Result<i64, StorageError> {
         self.inner.flush_all().await
     }
 
     /// Periodic work the owner calls: time-based flush and roll, recovery-point checkpoint.
+    /// Nothing here holds appends for long: a roll is a rename of the segment prepared ahead.
     pub async fn maintenance(&self, now_ms: i64) -> Result<(), StorageError> {
-        self.inner.maintenance(now_ms).await
+        LogInner::maintenance(&self.inner, now_ms).await
     }
 
     /// Flushes, writes the indexes and checkpoints, closes the files and writes the
@@ -368,6 +434,17 @@ impl PartitionLog {
     /// Every offset below this is fsynced.
     pub fn flushed_offset(&self) -> i64 {
         self.inner.flushed.get()
+    }
+
+    /// Why the log is offline (a failed fsync), or `None` while it is healthy. An offline log
+    /// answers every operation with `StorageError::Offline` until it is reopened.
+    pub fn offline(&self) -> Option<StorageError> {
+        self.inner.offline_error()
+    }
+
+    /// What recovery found when the log was opened (torn bytes it cut, segments it scanned).
+    pub fn recovered(&self) -> &RecoverySummary {
+        &self.inner.recovered
     }
 
     /// Newest leader epoch recorded in the log.
@@ -415,9 +492,11 @@ impl PartitionLog {
 impl LogInner {
     fn check_open(&self) -> Result<(), StorageError> {
         if self.closed.get() {
-            Err(StorageError::Closed)
-        } else {
-            Ok(())
+            return Err(StorageError::Closed);
+        }
+        match self.offline_error() {
+            Some(error) => Err(error),
+            None => Ok(()),
         }
     }
 
@@ -472,13 +551,39 @@ impl LogInner {
             .acquire_permit(1)
             .await
             .map_err(|_| StorageError::Closed)?;
-        self.check_open()?;
+        if self.closed.get() {
+            return Err(StorageError::Closed);
+        }
+        if let Some(error) = self.offline_error() {
+            // An offline log only lets go of its files: no index, checkpoint or clean-shutdown
+            // marker vouches for bytes whose state on disk is unknown, so the next open scans.
+            self.closed.set(true);
+            let mut state = self.state.borrow_mut();
+            state.tail.clear();
+            state.handles.clear();
+            state.writer = None;
+            state.prepared = None;
+            return Err(error);
+        }
         self.settle().await?;
+        self.await_seal().await;
+        // A background extension must not write zeros past the length close cuts the file to.
+        let extension = {
+            let state = self.state.borrow();
+            state
+                .writer
+                .as_ref()
+                .and_then(|writer| writer.extension_in_flight())
+        };
+        if let Some(extension) = extension {
+            extension.wait().await;
+        }
         self.closed.set(true);
         let (writer, files, size) = {
             let mut state = self.state.borrow_mut();
             state.tail.clear();
             state.handles.clear();
+            state.prepared = None;
             let writer = state.writer.take();
             let active = state.segments.last_mut().ok_or(StorageError::Closed)?;
             (writer, recovery::sealed_index_files(active), active.size)

@@ -39,6 +39,20 @@ pub(crate) struct Recovered {
     pub epochs: EpochCache,
     /// The cleaner's checkpoint, and whether batches may leave offset gaps.
     pub cleaning: CleaningState,
+    pub summary: RecoverySummary,
+}
+
+/// What recovery did to a log when it opened, for operators and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoverySummary {
+    /// The log had a clean-shutdown marker: nothing was scanned.
+    pub clean: bool,
+    /// Segments whose batches were read and CRC-checked.
+    pub segments_scanned: usize,
+    /// Where the log was cut at a torn or corrupt batch: the segment file and byte position.
+    pub cut_at: Option<(PathBuf, u64)>,
+    /// Bytes removed by that cut (the torn batch and whatever followed it in its file).
+    pub bytes_cut: u64,
 }
 
 /// Where and why a scan stopped before the end of a file.
@@ -74,6 +88,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
         checkpoint::read_recovery_point(dir).unwrap_or(i64::MIN)
     };
     let mut state = Walk::default();
+    state.summary.clean = clean;
     for (at, &base) in bases.iter().enumerate() {
         let next_base = bases.get(at + 1).copied();
         let trusted = clean || next_base.is_some_and(|next| next <= recovery_point);
@@ -108,6 +123,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
         segments: state.segments,
         epochs,
         cleaning,
+        summary: state.summary,
     })
 }
 
@@ -131,6 +147,7 @@ struct Walk {
     epochs_seen: Vec<(i32, i64)>,
     /// Segment files that were scanned or cut, to fsync before the recovery point moves.
     touched: Vec<PathBuf>,
+    summary: RecoverySummary,
 }
 
 /// What happens to the segments after the one just recovered.
@@ -178,12 +195,18 @@ fn recover_segment(
         }
     }
     let scan = scan_segment(dir, base, config.index_interval_bytes, gaps_allowed)?;
+    state.summary.segments_scanned += 1;
     state.touched.push(scan.segment.path.clone());
     state.epochs_seen.extend(scan.epochs);
     let next = match scan.stop {
         Some(stop) => {
             corruption(config, &scan.segment.path, stop.position, &stop.reason)?;
+            let file_len = std::fs::metadata(&scan.segment.path)
+                .map_err(|source| StorageError::io("stat segment", &scan.segment.path, source))?
+                .len();
             cut_file(&scan.segment.path, stop.position)?;
+            state.summary.cut_at = Some((scan.segment.path.clone(), stop.position));
+            state.summary.bytes_cut = file_len.saturating_sub(stop.position);
             Next::CutHere
         }
         None => Next::Continue,

@@ -179,7 +179,7 @@ fn tail_cache_serves_newest_bytes() {
     }
 }
 
-// Proves flush() and FlushPolicy::EveryAppend move the flushed offset to the log end, and
+// Proves flush() and durable acknowledgement move the flushed offset to the log end, and
 // maintenance() rolls the active segment once it is older than segment_ms_max.
 #[test]
 fn flush_policies_and_time_roll() {
@@ -188,7 +188,7 @@ fn flush_policies_and_time_roll() {
         let path = dir.path().to_path_buf();
         run(async move {
             let mut every = config(mode);
-            every.flush = sluice_storage::FlushPolicy::EveryAppend;
+            every.durability = sluice_storage::Durability::Durable;
             every.segment_ms_max = 60_000;
             let log = PartitionLog::open(&path, every).await.unwrap();
             for i in 0..5 {

@@ -7,9 +7,10 @@
 //! `min.insync.replicas`, and otherwise answered once the high watermark passes the batches
 //! (every in-sync replica has them), or with RequestTimedOut after the request's `timeout_ms`.
 //! A single-node broker's in-sync replica set is the leader alone, so there acks=all is
-//! answered at the same moment as acks=1; durability against power loss is then the flush
-//! policy's (`flush_every_append`, or flush_bytes_max / flush_ms_max), and a killed process
-//! loses nothing acknowledged, since the bytes are already in the page cache or on the device.
+//! answered at the same moment as acks=1. What the answer promises is the `durability`
+//! setting's: `durable` answers only once the batches are fsynced (and the log shows them to
+//! nobody before), `interval` once they are written (see `config::DURABILITY_HELP`); either way
+//! a killed process loses nothing acknowledged.
 //! acks=0 gets no response at all. Only the partition's leader accepts writes; any other
 //! broker answers NotLeaderOrFollower.
 

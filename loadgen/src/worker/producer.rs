@@ -107,6 +107,17 @@ struct AckState {
     failed: Cell<u64>,
 }
 
+/// Messages sent one after another into the same client batch: they are acknowledged
+/// together, so one task awaits one delivery future for all of them (a task and a waker per
+/// message cost more than sending the message). The task starts with the group's first
+/// message; later messages join its list while the batch is still open, which is always before
+/// the batch can be answered, so every latency is taken when the answer arrives.
+struct AckGroup {
+    /// A delivery future of the group's batch, to compare with the next message's.
+    first: DeliveryFuture,
+    messages: Rc<RefCell<Vec<InFlight>>>,
+}
+
 /// One message in flight: what its acknowledgement task needs to record.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
@@ -156,6 +167,7 @@ impl ProducerTask {
         ));
         let mut next_sequence = vec![0u64; partitions as usize];
         let mut burst = 0;
+        let mut group: Option<AckGroup> = None;
         while local.control().producing() {
             let now_ns = local.control().now_ns();
             match pacer.poll(now_ns) {
@@ -182,7 +194,9 @@ impl ProducerTask {
                         sequence,
                         bytes: value.len() as u64,
                     };
-                    self.send_one(&local, &state, key, value, flight).await;
+                    group = self
+                        .send_one(&local, &state, key, value, flight, group)
+                        .await;
                     burst += 1;
                     if burst >= SEND_BURST_MAX {
                         burst = 0;
@@ -192,9 +206,12 @@ impl ProducerTask {
                 }
             }
         }
+        drop(group);
         self.finish(&local, &state, pacer.sent()).await
     }
 
+    /// Sends one message; returns the acknowledgement group it joined (a message whose batch
+    /// differs from the open group's closes that group and starts its own).
     async fn send_one(
         &self,
         local: &Rc<ExecutorLocal>,
@@ -202,7 +219,8 @@ impl ProducerTask {
         key: Option<bytes::Bytes>,
         value: bytes::Bytes,
         flight: InFlight,
-    ) {
+        group: Option<AckGroup>,
+    ) -> Option<AckGroup> {
         {
             let mut window = local.window.borrow_mut();
             window.counters.sent += 1;
@@ -219,8 +237,13 @@ impl ProducerTask {
         match self.producer.send(record).await {
             Ok(delivery) => {
                 state.outstanding.set(state.outstanding.get() + 1);
-                glommio::spawn_local(acknowledge(delivery, local.clone(), state.clone(), flight))
-                    .detach();
+                match group {
+                    Some(open) if open.first.same_batch(&delivery) => {
+                        open.messages.borrow_mut().push(flight);
+                        Some(open)
+                    }
+                    _ => Some(start_group(delivery, flight, local, state)),
+                }
             }
             Err(error) => {
                 state.failed.set(state.failed.get() + 1);
@@ -230,6 +253,7 @@ impl ProducerTask {
                     &error,
                 );
                 glommio::timer::sleep(Duration::from_millis(SEND_ERROR_BACKOFF_MS)).await;
+                group
             }
         }
     }
@@ -273,39 +297,66 @@ impl ProducerTask {
     }
 }
 
+/// Starts a group with its first message: the task awaiting the batch's answer runs from now.
+fn start_group(
+    delivery: DeliveryFuture,
+    flight: InFlight,
+    local: &Rc<ExecutorLocal>,
+    state: &Rc<AckState>,
+) -> AckGroup {
+    let messages = Rc::new(RefCell::new(vec![flight]));
+    let first = delivery.clone_for_batch();
+    glommio::spawn_local(acknowledge(
+        delivery,
+        messages.clone(),
+        local.clone(),
+        state.clone(),
+    ))
+    .detach();
+    AckGroup { first, messages }
+}
+
+/// Records the outcome of every message of a group once its batch is answered.
 async fn acknowledge(
     delivery: DeliveryFuture,
+    messages: Rc<RefCell<Vec<InFlight>>>,
     local: Rc<ExecutorLocal>,
     state: Rc<AckState>,
-    flight: InFlight,
 ) {
     let result = delivery.await;
     let now_ns = local.control().now_ns();
+    let messages = messages.take();
+    let count = messages.len() as u64;
     match result {
         Ok(_) => {
+            let mut acked_bytes = 0;
             {
                 let mut window = local.window.borrow_mut();
-                window.counters.acked += 1;
-                window.counters.acked_bytes += flight.bytes;
-                window
-                    .publish_latency
-                    .record_span_ns(flight.intended_ns, now_ns);
+                let mut sets = state.acked.borrow_mut();
+                for flight in &messages {
+                    window
+                        .publish_latency
+                        .record_span_ns(flight.intended_ns, now_ns);
+                    if let Some(set) = sets.get_mut(flight.partition as usize) {
+                        set.insert(flight.sequence);
+                    }
+                    acked_bytes += flight.bytes;
+                }
+                window.counters.acked += count;
+                window.counters.acked_bytes += acked_bytes;
             }
-            if let Some(set) = state.acked.borrow_mut().get_mut(flight.partition as usize) {
-                set.insert(flight.sequence);
+            for flight in &messages {
+                local.count_acked(flight.bytes);
             }
-            local.count_acked(flight.bytes);
         }
         Err(error) => {
-            state.failed.set(state.failed.get() + 1);
-            local.window.borrow_mut().counters.failed += 1;
-            local.note_error(
-                &format!("delivery to partition {}", flight.partition),
-                &error,
-            );
+            state.failed.set(state.failed.get() + count);
+            local.window.borrow_mut().counters.failed += count;
+            let partition = messages.first().map_or(-1, |flight| flight.partition);
+            local.note_error(&format!("delivery to partition {partition}"), &error);
         }
     }
-    state.outstanding.set(state.outstanding.get() - 1);
+    state.outstanding.set(state.outstanding.get() - count);
 }
 
 #[cfg(test)]

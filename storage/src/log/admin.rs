@@ -12,105 +12,13 @@ use crate::{
         swap::{self, SwapManifest},
         CleanedSegment,
     },
-    config::FlushPolicy,
+    config::Durability,
     error::StorageError,
     recovery,
-    segment::{
-        writer::{FileHandle, SegmentWriter},
-        HeaderReader, Segment,
-    },
+    segment::{writer::FileHandle, HeaderReader, Segment},
 };
 
 impl LogInner {
-    /// True when the next append of `len` bytes and `offsets` offsets must go to a new segment:
-    /// the active one would pass `segment_bytes_max`, is older than `roll_ms_max()`, or its
-    /// relative offsets would no longer fit in u32. An empty segment never rolls.
-    fn roll_due(&self, len: u64, offsets: i64, now_ms: i64) -> bool {
-        let state = self.state.borrow();
-        let (Some(writer), Some(active)) = (state.writer.as_ref(), state.segments.last()) else {
-            return false;
-        };
-        if writer.submitted() == 0 {
-            return false;
-        }
-        let size_due = writer.submitted() + len > self.config.segment_bytes_max;
-        let age_ms_max = i64::try_from(self.config.roll_ms_max()).unwrap_or(i64::MAX);
-        let time_due = active
-            .roll_base_ms
-            .is_some_and(|base| now_ms.saturating_sub(base) >= age_ms_max);
-        let relative_end = state.next_offset.saturating_add(offsets) - active.base_offset;
-        let offsets_due = relative_end > i64::from(u32::MAX);
-        size_due || time_due || offsets_due
-    }
-
-    /// Rolls when due (the caller holds the append lock).
-    pub(super) async fn roll_if_due(
-        &self,
-        len: u64,
-        offsets: i64,
-        now_ms: i64,
-    ) -> Result<(), StorageError> {
-        if !self.roll_due(len, offsets, now_ms) {
-            return Ok(());
-        }
-        self.settle().await?;
-        if self.roll_due(len, offsets, now_ms) {
-            self.roll().await?;
-        }
-        Ok(())
-    }
-
-    /// Closes the active segment (exact length, fsynced, indexes written) and starts a new one
-    /// at the log end offset. The caller holds the append lock and has settled.
-    async fn roll(&self) -> Result<(), StorageError> {
-        let (handle, path, size, old_base, new_base, files) = {
-            let mut state = self.state.borrow_mut();
-            let new_base = state.next_offset;
-            let (Some(writer), Some(active)) = (state.writer.as_ref(), state.segments.last())
-            else {
-                return Err(StorageError::Closed);
-            };
-            let (handle, path) = (writer.handle(), writer.path().to_path_buf());
-            let (size, old_base) = (active.size, active.base_offset);
-            let Some(active) = state.segments.last_mut() else {
-                return Err(StorageError::Closed);
-            };
-            let files = recovery::sealed_index_files(active);
-            (handle, path, size, old_base, new_base, files)
-        };
-        if let FileHandle::Direct(_) = handle {
-            handle.truncate(&path, size).await?;
-            if let Some(writer) = self.state.borrow_mut().writer.as_mut() {
-                writer.rewind(size, false)?;
-            }
-        }
-        handle.fdatasync(&path).await?;
-        blocking(move || recovery::write_index_files(&files)).await?;
-        let segment = Segment::new(&self.dir, new_base, self.config.index_interval_bytes);
-        let writer = SegmentWriter::open(&segment.path, self.config.write_mode, 0, true).await?;
-        let read = open_read(&segment)?;
-        self.sync_dir().await?;
-        let old_writer = {
-            let mut state = self.state.borrow_mut();
-            let state = &mut *state;
-            let old_read = std::mem::replace(&mut state.active_read, read);
-            state.handles.insert(old_base, old_read);
-            state.segments.push(segment);
-            state.flushed_bytes = state.published_bytes;
-            state.unflushed_since_ms = None;
-            state.writer.replace(writer)
-        };
-        // Everything before the new segment is fsynced: this segment just now, older ones when
-        // they rolled.
-        self.flushed.set(self.flushed.get().max(new_base));
-        if let Some(old_writer) = old_writer {
-            let handle = old_writer.handle();
-            drop(old_writer);
-            handle.close(&path).await?;
-        }
-        self.write_recovery_point(new_base).await
-    }
-
     /// See [`super::PartitionLog::truncate_to`].
     pub(super) async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
         let _lock = self
@@ -120,6 +28,7 @@ impl LogInner {
             .map_err(|_| StorageError::Closed)?;
         self.check_open()?;
         self.settle().await?;
+        self.await_seal().await;
         if offset >= self.log_end.get() {
             return Ok(());
         }
@@ -145,8 +54,7 @@ impl LogInner {
             })
             .await
             .map_err(|source| StorageError::io("truncate segment", &path, source))?;
-            let writer =
-                SegmentWriter::open(&path, self.config.write_mode, position, false).await?;
+            let writer = self.open_writer(&path, position, false).await?;
             self.state.borrow_mut().writer = Some(writer);
         } else {
             let (handle, path) = self.active_handle()?;
@@ -294,7 +202,7 @@ impl LogInner {
         // The new empty segment is created before the old ones go: a crash in between leaves
         // it first, and recovery drops the old segments after it (they no longer follow it).
         let segment = Segment::new(&self.dir, offset, self.config.index_interval_bytes);
-        let writer = SegmentWriter::open(&segment.path, self.config.write_mode, 0, true).await?;
+        let writer = self.open_writer(&segment.path, 0, true).await?;
         let read = open_read(&segment)?;
         let dir = self.dir.clone();
         let stale_indexes = vec![segment.index_path(), segment.time_index_path()];
@@ -334,6 +242,7 @@ impl LogInner {
             .await
             .map_err(|_| StorageError::Closed)?;
         self.check_open()?;
+        self.await_seal().await;
         let count = self.expired_segments(now_ms);
         if count == 0 {
             return Ok(0);
@@ -394,9 +303,9 @@ impl LogInner {
     }
 
     /// See [`super::PartitionLog::maintenance`].
-    pub(super) async fn maintenance(&self, now_ms: i64) -> Result<(), StorageError> {
+    pub(super) async fn maintenance(self: &Rc<Self>, now_ms: i64) -> Result<(), StorageError> {
         self.check_open()?;
-        if let FlushPolicy::Interval { flush_ms_max, .. } = self.config.flush {
+        if let Durability::Interval { flush_ms_max, .. } = self.config.durability {
             let since = self.state.borrow().unflushed_since_ms;
             let age_ms_max = i64::try_from(flush_ms_max).unwrap_or(i64::MAX);
             if since.is_some_and(|since| now_ms.saturating_sub(since) >= age_ms_max) {
@@ -461,6 +370,9 @@ impl LogInner {
             .await
             .map_err(|_| StorageError::Closed)?;
         self.check_open()?;
+        // The segment rolled last may still be being sealed (cut, indexes written) in the
+        // background; a swap replaces only sealed segments.
+        self.await_seal().await;
         let Some(at) = self.locate_replaced(&cleaned)? else {
             return Ok(false);
         };

@@ -1,5 +1,8 @@
 //! The append path: validate, reserve offsets under the append lock, write in a task of its
-//! own (several in flight), publish in order, fsync as the flush policy says.
+//! own (several in flight), queue the written append in offset order, and publish it (move the
+//! log end offset, which is what readers, the high watermark and followers see) as the
+//! durability says: at once under `Interval`, after the group commit's fdatasync covering it
+//! under `Durable` (see `commit.rs`).
 
 use std::rc::Rc;
 
@@ -9,7 +12,7 @@ use glommio::sync::StaticPermit;
 use super::{now_ms, AppendInfo, LogInner, APPEND_BYTES_MAX, APPEND_INFLIGHT_BYTES_MAX};
 use crate::{
     batch::{stamp, BatchHeader, BatchIter},
-    config::FlushPolicy,
+    config::Durability,
     error::StorageError,
     segment::writer::{succeeded, BlockFate, Completion, FinishOnDrop, Prepared, TailCover},
     tail_cache::Chunk,
@@ -26,7 +29,7 @@ pub(super) enum AppendKind {
 
 /// One batch of an append: its header as written and its position inside the append.
 #[derive(Debug, Clone, Copy)]
-struct BatchMeta {
+pub(super) struct BatchMeta {
     header: BatchHeader,
     position: usize,
 }
@@ -39,8 +42,42 @@ pub(super) struct PendingAppend {
     batches: Vec<BatchMeta>,
     bytes: u64,
     segment_base: i64,
+    /// Finished once this append's bytes, and every earlier append's, are written.
     completion: Rc<Completion>,
     previous: Option<Rc<Completion>>,
+    /// Finished once this append is published (true) or failed (false).
+    published: Rc<Completion>,
+    previous_published: Option<Rc<Completion>>,
+}
+
+/// An append whose bytes are written, queued in offset order until it is published.
+pub(super) struct Written {
+    segment_base: i64,
+    position: u64,
+    batches: Vec<BatchMeta>,
+    bytes: u64,
+    tail_after: Vec<u8>,
+    cached: Option<bytes::Bytes>,
+    published: Rc<Completion>,
+}
+
+/// What an append of these batches reports.
+fn append_info(batches: &[BatchMeta]) -> AppendInfo {
+    let base_offset = batches.first().map_or(0, |meta| meta.header.base_offset);
+    let last_offset = batches
+        .last()
+        .map_or(base_offset - 1, |meta| meta.header.last_offset());
+    let max_timestamp = batches
+        .iter()
+        .map(|meta| meta.header.max_timestamp)
+        .max()
+        .unwrap_or(i64::MIN);
+    AppendInfo {
+        base_offset,
+        last_offset,
+        max_timestamp,
+        log_end_offset: last_offset + 1,
+    }
 }
 
 /// Checks every batch of an append (header, size limit, CRC) before anything is written.
@@ -101,7 +138,8 @@ impl LogInner {
                 .await?;
             self.assign_offsets(&mut batches, &mut metas, kind)?;
             self.reserve_epochs(&metas).await?;
-            self.preallocate(batches.len() as u64).await;
+            self.prepare_space(batches.len() as u64).await;
+            self.prepare_next_segment_if_due();
             self.reserve(batches, metas)
         };
         // The write and publish run in their own task so that a caller dropping this future
@@ -184,28 +222,33 @@ impl LogInner {
         Ok(())
     }
 
-    /// Direct mode: extends the file ahead of the writes. Best effort: without it the writes
-    /// still work, only slower, so a failure is logged and ignored.
-    async fn preallocate(&self, len: u64) {
-        let wanted = {
-            let state = self.state.borrow();
-            state
-                .writer
-                .as_ref()
-                .and_then(|writer| writer.preallocation(len, self.config.segment_bytes_max))
+    /// Direct mode: keeps prepared space ahead of the writes by starting a background
+    /// extension when the write position nears its end. An append waits only when its bytes
+    /// would land in space an extension is still preparing (appends outran it). Preparation is
+    /// best effort: without it the writes still work, only slower, so a failure is logged.
+    async fn prepare_space(self: &Rc<Self>, len: u64) {
+        let (extension, wait) = {
+            let mut state = self.state.borrow_mut();
+            match state.writer.as_mut() {
+                Some(writer) => writer.plan_extension(len, self.config.segment_bytes_max),
+                None => (None, None),
+            }
         };
-        let Some((file, target)) = wanted else {
-            return;
-        };
-        match file.pre_allocate(target, false).await {
-            Ok(()) => {
-                if let Some(writer) = self.state.borrow_mut().writer.as_mut() {
-                    writer.preallocated(target);
+        if let Some(extension) = extension {
+            let log = self.clone();
+            glommio::spawn_local(async move {
+                let (epoch, to, result) = extension.run().await;
+                if let Err(error) = &result {
+                    tracing::debug!(dir = %log.dir.display(), %error, "segment space preparation failed");
                 }
-            }
-            Err(error) => {
-                tracing::debug!(dir = %self.dir.display(), %error, "preallocation failed")
-            }
+                if let Some(writer) = log.state.borrow_mut().writer.as_mut() {
+                    writer.extended(epoch, to, result.is_ok());
+                }
+            })
+            .detach();
+        }
+        if let Some(wait) = wait {
+            wait.wait().await;
         }
     }
 
@@ -226,6 +269,8 @@ impl LogInner {
         let prepared = writer.prepare(batches, keep);
         let completion = Completion::new();
         let previous = state.last_completion.replace(completion.clone());
+        let published = Completion::new();
+        let previous_published = state.last_published.replace(published.clone());
         if let Some(last) = batches_meta.last() {
             state.next_offset = last.header.last_offset() + 1;
         }
@@ -237,16 +282,20 @@ impl LogInner {
             segment_base,
             completion,
             previous,
+            published,
+            previous_published,
         }
     }
 
-    /// Runs one append's writes, then publishes it (or fails it and every append behind it).
+    /// Runs one append's writes, queues it in order, and waits until it is published (or
+    /// fails it and every append behind it).
     async fn complete(
         self: Rc<Self>,
         pending: PendingAppend,
         _slots: [StaticPermit; 2],
     ) -> Result<AppendInfo, StorageError> {
-        let guard = FinishOnDrop(pending.completion.clone());
+        let written_guard = FinishOnDrop(pending.completion.clone());
+        let published_guard = FinishOnDrop(pending.published.clone());
         let base_offset = pending
             .batches
             .first()
@@ -259,6 +308,8 @@ impl LogInner {
             segment_base,
             completion,
             previous,
+            published,
+            previous_published,
         } = pending;
         let Prepared {
             plan,
@@ -278,12 +329,36 @@ impl LogInner {
         if let Err(error) = result {
             self.state.borrow_mut().poisoned = true;
             completion.finish(false);
+            // Failed appends finish in order too, so the last one failing means every earlier
+            // one is settled (published or failed) and a rewind cannot cut queued bytes.
+            succeeded(previous_published).await;
+            published.finish(false);
             return Err(error);
         }
-        let info = self.publish(segment_base, position, &batches, bytes, tail_after, cached);
+        let info = append_info(&batches);
+        self.state.borrow_mut().unpublished.push_back(Written {
+            segment_base,
+            position,
+            batches,
+            bytes,
+            tail_after,
+            cached,
+            published: published.clone(),
+        });
         completion.finish(true);
-        drop(guard);
-        self.after_publish(info.log_end_offset).await?;
+        drop(written_guard);
+        match self.config.durability {
+            Durability::Interval { .. } => self.publish_queued(usize::MAX),
+            Durability::Durable => self.request_commit(),
+        }
+        let is_published = published.wait().await;
+        drop(published_guard);
+        if !is_published {
+            return Err(self
+                .offline_error()
+                .unwrap_or(StorageError::Aborted { base_offset }));
+        }
+        self.after_publish().await?;
         Ok(info)
     }
 
@@ -314,16 +389,35 @@ impl LogInner {
         }
     }
 
+    /// Publishes the first `count` queued appends in order (fewer when fewer are queued).
+    pub(super) fn publish_queued(&self, count: usize) {
+        if self.offline_error().is_some() {
+            self.fail_queued();
+            return;
+        }
+        let ready: Vec<Written> = {
+            let mut state = self.state.borrow_mut();
+            let count = count.min(state.unpublished.len());
+            state.unpublished.drain(..count).collect()
+        };
+        for written in ready {
+            let published = written.published.clone();
+            self.publish(written);
+            published.finish(true);
+        }
+    }
+
     /// Makes a written append visible: indexes, epochs, tail cache, log end offset.
-    fn publish(
-        &self,
-        segment_base: i64,
-        position: u64,
-        batches: &[BatchMeta],
-        bytes: u64,
-        tail_after: Vec<u8>,
-        cached: Option<bytes::Bytes>,
-    ) -> AppendInfo {
+    fn publish(&self, written: Written) {
+        let Written {
+            segment_base,
+            position,
+            batches,
+            bytes,
+            tail_after,
+            cached,
+            ..
+        } = written;
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         let Some(segment) = state.segments.last_mut() else {
@@ -334,13 +428,11 @@ impl LogInner {
             "append published into another segment"
         );
         assert_eq!(segment.size, position, "appends must be published in order");
-        let mut max_timestamp = i64::MIN;
-        for meta in batches {
+        for meta in &batches {
             segment.observe(&meta.header, position + meta.position as u64);
             state
                 .epochs
                 .assign(meta.header.partition_leader_epoch, meta.header.base_offset);
-            max_timestamp = max_timestamp.max(meta.header.max_timestamp);
         }
         segment.roll_base_ms.get_or_insert_with(now_ms);
         let base_offset = batches.first().map_or(0, |meta| meta.header.base_offset);
@@ -357,90 +449,56 @@ impl LogInner {
             });
         }
         state.published_bytes += bytes;
-        state.unflushed_since_ms.get_or_insert_with(now_ms);
-        self.log_end.set(next_offset);
-        AppendInfo {
-            base_offset,
-            last_offset: next_offset - 1,
-            max_timestamp,
-            log_end_offset: next_offset,
+        if matches!(self.config.durability, Durability::Interval { .. }) {
+            state.unflushed_since_ms.get_or_insert_with(now_ms);
         }
+        self.log_end.set(next_offset);
     }
 
-    /// Applies the flush policy after a publish: fsync now (every append) or start a
-    /// background fsync once enough bytes are unflushed.
-    async fn after_publish(self: &Rc<Self>, end: i64) -> Result<(), StorageError> {
-        match self.config.flush {
-            FlushPolicy::EveryAppend => {
-                if self.flushed.get() < end {
-                    self.sync_published().await?;
+    /// Interval durability: starts a background fsync once enough bytes are unflushed.
+    async fn after_publish(self: &Rc<Self>) -> Result<(), StorageError> {
+        let Durability::Interval {
+            flush_bytes_max, ..
+        } = self.config.durability
+        else {
+            return Ok(());
+        };
+        let start = {
+            let mut state = self.state.borrow_mut();
+            let due = state.published_bytes - state.flushed_bytes >= flush_bytes_max;
+            let start = due && !state.background_flush;
+            state.background_flush |= start;
+            start
+        };
+        if start {
+            let log = self.clone();
+            glommio::spawn_local(async move {
+                match log.sync_published().await {
+                    // A close that overtook the flush fsynced everything itself.
+                    Ok(_) | Err(StorageError::Closed) => {}
+                    Err(error) => {
+                        tracing::warn!(dir = %log.dir.display(), %error, "background flush failed");
+                    }
                 }
-            }
-            FlushPolicy::Interval {
-                flush_bytes_max, ..
-            } => {
-                let start = {
-                    let mut state = self.state.borrow_mut();
-                    let due = state.published_bytes - state.flushed_bytes >= flush_bytes_max;
-                    let start = due && !state.background_flush;
-                    state.background_flush |= start;
-                    start
-                };
-                if start {
-                    let log = self.clone();
-                    glommio::spawn_local(async move {
-                        match log.sync_published().await {
-                            // A close that overtook the flush fsynced everything itself.
-                            Ok(_) | Err(StorageError::Closed) => {}
-                            Err(error) => {
-                                tracing::warn!(dir = %log.dir.display(), %error, "background flush failed");
-                            }
-                        }
-                        log.state.borrow_mut().background_flush = false;
-                    })
-                    .detach();
-                }
-            }
+                log.state.borrow_mut().background_flush = false;
+            })
+            .detach();
         }
         Ok(())
     }
 
-    /// Fsyncs the active segment and advances the flushed offset to what was published when
-    /// the fsync started (earlier segments were fsynced when they rolled).
-    pub(super) async fn sync_published(&self) -> Result<i64, StorageError> {
-        let (handle, path, end, bytes, generation) = {
-            let state = self.state.borrow();
-            let Some(writer) = state.writer.as_ref() else {
-                return Err(StorageError::Closed);
-            };
-            (
-                writer.handle(),
-                writer.path().to_path_buf(),
-                self.log_end.get(),
-                state.published_bytes,
-                state.generation,
-            )
-        };
-        handle.fdatasync(&path).await?;
-        let mut state = self.state.borrow_mut();
-        if state.generation == generation && end > self.flushed.get() {
-            self.flushed.set(end);
-            state.flushed_bytes = state.flushed_bytes.max(bytes);
-            if state.flushed_bytes == state.published_bytes {
-                state.unflushed_since_ms = None;
-            }
-        }
-        Ok(self.flushed.get())
-    }
-
-    /// Waits for every append in flight, then fsyncs.
+    /// Waits for every append in flight, then (interval durability) fsyncs.
     pub(super) async fn flush_all(&self) -> Result<i64, StorageError> {
         self.check_open()?;
-        let last = self.state.borrow().last_completion.clone();
+        let last = self.state.borrow().last_published.clone();
         if let Some(last) = last {
             last.wait().await;
         }
-        let flushed = self.sync_published().await?;
+        self.check_open()?;
+        let flushed = match self.config.durability {
+            Durability::Durable => self.flushed.get(),
+            Durability::Interval { .. } => self.sync_published().await?,
+        };
         let roll_checkpoint_due = {
             let state = self.state.borrow();
             state
@@ -454,15 +512,27 @@ impl LogInner {
         Ok(flushed)
     }
 
-    /// Waits for every append in flight (the caller holds the append lock, so no new one
-    /// starts) and, when a write failed, cuts the file back to the last published byte.
+    /// Waits for every append in flight to be published or failed (the caller holds the
+    /// append lock, so no new one starts) and, when a write failed, cuts the file back to the
+    /// last published byte.
     pub(super) async fn settle(&self) -> Result<(), StorageError> {
-        let last = self.state.borrow().last_completion.clone();
+        let last = self.state.borrow().last_published.clone();
         if let Some(last) = last {
             last.wait().await;
         }
+        self.check_open()?;
         if !self.state.borrow().poisoned {
             return Ok(());
+        }
+        let extension = {
+            let state = self.state.borrow();
+            state
+                .writer
+                .as_ref()
+                .and_then(|writer| writer.extension_in_flight())
+        };
+        if let Some(extension) = extension {
+            extension.wait().await;
         }
         let (handle, path, size) = {
             let state = self.state.borrow();
@@ -485,5 +555,12 @@ impl LogInner {
         state.generation += 1;
         tracing::warn!(file = %path.display(), size, "rewound the active segment after a failed write");
         Ok(())
+    }
+}
+
+impl Written {
+    /// Fails the append (it is never published).
+    pub(super) fn failed(self) {
+        self.published.finish(false);
     }
 }

@@ -9,7 +9,7 @@ use std::{future::Future, path::Path};
 use bytes::BytesMut;
 use sluice_storage::{
     batch::{BatchBuilder, BatchHeader, Compression},
-    FlushPolicy, LogConfig, PartitionLog, ReadSlice, WriteMode,
+    Durability, LogConfig, PartitionLog, ReadSlice, WriteMode,
 };
 
 /// Both write modes; every log test runs in each.
@@ -30,7 +30,7 @@ pub fn config(mode: WriteMode) -> LogConfig {
         index_interval_bytes: 512,
         batch_bytes_max: 1 << 20,
         write_mode: mode,
-        flush: FlushPolicy::Interval {
+        durability: Durability::Interval {
             flush_bytes_max: 1 << 20,
             flush_ms_max: 1000,
         },

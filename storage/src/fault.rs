@@ -1,0 +1,110 @@
+//! Fault injection for tests: make the next fsync of a log fail, or tear the next write of a log
+//! and kill the process in the middle of it.
+//!
+//! Compiled only with the `fault-injection` feature (the crate's own tests and the crates that
+//! test partition failures enable it); without it every hook is an empty inline function, so
+//! the data path carries nothing. Rules match files by a path prefix (a log's directory) and
+//! fire once.
+
+#[cfg(feature = "fault-injection")]
+mod enabled {
+    use std::{
+        io,
+        path::{Path, PathBuf},
+        sync::Mutex,
+    };
+
+    /// What an armed rule does when it fires.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Fault {
+        /// The next fsync of a matching file fails with this errno (the fsync is not issued).
+        SyncError(i32),
+        /// The next write of a matching file writes only its first half (synchronously and
+        /// durably), then the process kills itself with SIGKILL: a torn write at a crash.
+        TearWriteAndDie,
+    }
+
+    static RULES: Mutex<Vec<(PathBuf, Fault)>> = Mutex::new(Vec::new());
+
+    fn take(path: &Path, wanted: impl Fn(&Fault) -> bool) -> Option<Fault> {
+        let mut rules = RULES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let at = rules
+            .iter()
+            .position(|(prefix, fault)| path.starts_with(prefix) && wanted(fault))?;
+        Some(rules.remove(at).1)
+    }
+
+    /// Arms: the next fsync of a file under `prefix` fails with `errno`.
+    pub fn fail_next_sync(prefix: impl Into<PathBuf>, errno: i32) {
+        let mut rules = RULES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        rules.push((prefix.into(), Fault::SyncError(errno)));
+    }
+
+    /// Arms: the next write of a file under `prefix` is torn and the process dies in it.
+    pub fn tear_next_write_and_die(prefix: impl Into<PathBuf>) {
+        let mut rules = RULES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        rules.push((prefix.into(), Fault::TearWriteAndDie));
+    }
+
+    /// Removes every armed rule.
+    pub fn clear() {
+        RULES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
+    pub(crate) fn before_sync(path: &Path) -> io::Result<()> {
+        match take(path, |fault| matches!(fault, Fault::SyncError(_))) {
+            Some(Fault::SyncError(errno)) => Err(io::Error::from_raw_os_error(errno)),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn before_write(path: &Path, position: u64, data: &[u8]) {
+        if take(path, |fault| *fault == Fault::TearWriteAndDie).is_none() {
+            return;
+        }
+        use std::os::unix::fs::FileExt;
+        let half = &data[..data.len() / 2];
+        let torn = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|file| {
+                file.write_all_at(half, position)
+                    .and_then(|()| file.sync_all())
+            });
+        if let Err(error) = torn {
+            eprintln!(
+                "fault injection: torn write to {} failed: {error}",
+                path.display()
+            );
+        }
+        // SAFETY: kill(2) with our own pid and a valid signal number has no memory effects.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+pub use enabled::{clear, fail_next_sync, tear_next_write_and_die};
+
+#[cfg(feature = "fault-injection")]
+pub(crate) use enabled::{before_sync, before_write};
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn before_sync(_path: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn before_write(_path: &std::path::Path, _position: u64, _data: &[u8]) {}
