@@ -16,6 +16,7 @@ use std::time::Duration;
 use sluice_shard::metrics::render_prometheus;
 use sluice_shard::ShardMetrics;
 
+use crate::groups::metrics::GroupMetrics;
 use crate::replication::ClusterMetrics;
 use crate::server::handlers::API_NAMES;
 
@@ -47,13 +48,18 @@ impl AdminServer {
     pub fn start(
         addr: SocketAddr,
         metrics: Vec<Arc<ShardMetrics>>,
+        groups: Vec<Arc<GroupMetrics>>,
         cluster: ClusterMetricsSlot,
     ) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
-        let sources = Sources { metrics, cluster };
+        let sources = Sources {
+            metrics,
+            groups,
+            cluster,
+        };
         let thread = std::thread::Builder::new()
             .name("sluice-admin".to_string())
             .spawn(move || serve(listener, &sources, stopping))?;
@@ -77,6 +83,7 @@ impl AdminServer {
 /// What the endpoint reports from.
 struct Sources {
     metrics: Vec<Arc<ShardMetrics>>,
+    groups: Vec<Arc<GroupMetrics>>,
     cluster: ClusterMetricsSlot,
 }
 
@@ -138,6 +145,7 @@ fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
     match (method, path) {
         ("GET", "/metrics") => {
             let mut body = render_prometheus(metrics, &API_NAMES);
+            crate::groups::metrics::render(&mut body, &sources.groups);
             body.push_str(&format!(
                 "# HELP sluice_shards Shards (executors) running.\n# TYPE sluice_shards gauge\nsluice_shards {}\n",
                 metrics.len()

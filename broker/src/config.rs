@@ -7,6 +7,7 @@
 //! so `[storage] write_mode` is `--write-mode` and `SLUICE_WRITE_MODE`. One exception:
 //! `[cluster] name` is `--cluster` and `SLUICE_CLUSTER` (a bare `--name` would say nothing).
 
+pub use crate::groups::config::{GroupSettings, GroupsOverlay};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
@@ -328,6 +329,8 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// Cluster mode and replication.
     pub cluster: ClusterSettings,
+    /// Consumer groups and `__consumer_offsets`.
+    pub groups: GroupSettings,
 }
 
 impl Default for BrokerConfig {
@@ -345,6 +348,7 @@ impl Default for BrokerConfig {
             storage: StorageSettings::default(),
             limits: Limits::default(),
             cluster: ClusterSettings::default(),
+            groups: GroupSettings::default(),
         }
     }
 }
@@ -402,6 +406,10 @@ pub struct ConfigOverlay {
     #[command(flatten)]
     #[serde(default)]
     pub cluster: ClusterOverlay,
+    /// `[groups]` keys.
+    #[command(flatten)]
+    #[serde(default)]
+    pub groups: GroupsOverlay,
 }
 
 /// The `[cluster]` keys of a [`ConfigOverlay`]. One exception to the naming rule: the TOML key
@@ -578,6 +586,7 @@ impl ConfigOverlay {
         overlay!(self.cluster, lower.cluster; etcd, name, broker_session_ttl_s,
             replica_lag_time_max_ms, min_insync_replicas, replica_fetch_max_bytes,
             replica_fetch_wait_max_ms);
+        self.groups = self.groups.over(lower.groups);
         self
     }
 }
@@ -642,6 +651,7 @@ impl BrokerConfig {
         }
         set!(self.cluster, cluster; name, broker_session_ttl_s, replica_lag_time_max_ms,
             min_insync_replicas, replica_fetch_max_bytes, replica_fetch_wait_max_ms);
+        self.groups.apply(overlay.groups);
         self.validate()?;
         Ok(self)
     }
@@ -695,7 +705,8 @@ impl BrokerConfig {
                 ));
             }
         }
-        self.validate_cluster()
+        self.validate_cluster()?;
+        self.groups.validate()
     }
 
     fn validate_cluster(&self) -> Result<(), ConfigError> {
@@ -792,6 +803,7 @@ impl BrokerConfig {
                 shutdown_drain_ms_max: Some(limits.shutdown_drain_ms_max),
             },
             cluster: self.cluster_overlay(),
+            groups: self.groups.to_overlay(),
         }
     }
 

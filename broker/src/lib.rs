@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod groups;
 pub mod metadata;
 pub mod replication;
 pub mod server;
@@ -39,6 +40,7 @@ pub use metadata::{EmbeddedMetadataStore, MetadataError, MetadataStore, TopicRec
 use admin::{AdminServer, ClusterMetricsSlot};
 use cluster::{ClusterConfig, ClusterError, ClusterHandle};
 use control::{table_from_store, ControlClient, ControlPlane, ControlRequest};
+use groups::metrics::GroupMetrics;
 use replication::{
     spawn_isr_worker, spawn_watcher, ClusterControl, ClusterMetrics, IsrCommand,
     ISR_QUEUE_DEPTH_MAX,
@@ -120,6 +122,7 @@ pub struct BrokerHandle {
     native_addr: SocketAddr,
     shard_addrs: Vec<SocketAddr>,
     metrics: Vec<Arc<ShardMetrics>>,
+    group_metrics: Vec<Arc<GroupMetrics>>,
     running: Option<Running>,
 }
 
@@ -217,6 +220,39 @@ fn choose_backend(
     Ok((Backend::Embedded(store), table, cluster_id))
 }
 
+/// Every shard's metrics and group metrics, by shard id.
+fn shard_metrics(shard_count: usize) -> (Vec<Arc<ShardMetrics>>, Vec<Arc<GroupMetrics>>) {
+    (0..shard_count)
+        .map(|index| {
+            let id = u32::try_from(index).unwrap_or(u32::MAX);
+            (
+                Arc::new(ShardMetrics::new(ShardId(id))),
+                Arc::new(GroupMetrics::new(id)),
+            )
+        })
+        .unzip()
+}
+
+/// Starts the admin endpoint when the config asks for one.
+fn start_admin(
+    config: &BrokerConfig,
+    metrics: &[Arc<ShardMetrics>],
+    group_metrics: &[Arc<GroupMetrics>],
+    cluster_metrics: &ClusterMetricsSlot,
+) -> Result<Option<AdminServer>, BrokerError> {
+    let Some(addr) = config.admin_addr else {
+        return Ok(None);
+    };
+    AdminServer::start(
+        addr,
+        metrics.to_vec(),
+        group_metrics.to_vec(),
+        cluster_metrics.clone(),
+    )
+    .map(Some)
+    .map_err(|source| BrokerError::Bind { addr, source })
+}
+
 /// Where the metadata lives.
 enum Backend {
     /// Single node: `<data_dir>/__cluster/metadata.json`.
@@ -237,20 +273,9 @@ impl Broker {
         let shard_count = config.shard_count();
         let (backend, table, cluster_id) = choose_backend(&config, shard_count)?;
         let (native_addr, reservation) = reserve_native_addr(config.native_addr)?;
-        let metrics: Vec<Arc<ShardMetrics>> = (0..shard_count)
-            .map(|index| {
-                let id = ShardId(u32::try_from(index).unwrap_or(u32::MAX));
-                Arc::new(ShardMetrics::new(id))
-            })
-            .collect();
+        let (metrics, group_metrics) = shard_metrics(shard_count);
         let cluster_metrics: ClusterMetricsSlot = Arc::new(OnceLock::new());
-        let admin = match config.admin_addr {
-            Some(addr) => Some(
-                AdminServer::start(addr, metrics.clone(), cluster_metrics.clone())
-                    .map_err(|source| BrokerError::Bind { addr, source })?,
-            ),
-            None => None,
-        };
+        let admin = start_admin(&config, &metrics, &group_metrics, &cluster_metrics)?;
         let (control, control_requests) = ControlPlane::channel();
         let (isr, isr_requests) = match backend {
             Backend::Cluster => {
@@ -267,6 +292,7 @@ impl Broker {
             native_addr,
             shard_ports: OnceLock::new(),
             metrics: metrics.clone(),
+            group_metrics: group_metrics.clone(),
             control: control.clone(),
             connections_open: AtomicUsize::new(0),
             initial_table: table,
@@ -303,6 +329,7 @@ impl Broker {
             native_addr,
             shard_addrs,
             metrics,
+            group_metrics,
             running: Some(Running {
                 shards,
                 control,
@@ -578,6 +605,11 @@ impl BrokerHandle {
     /// Every shard's metrics, by shard id.
     pub fn metrics(&self) -> &[Arc<ShardMetrics>] {
         &self.metrics
+    }
+
+    /// Every shard's consumer-group metrics, by shard id.
+    pub fn group_metrics(&self) -> &[Arc<GroupMetrics>] {
+        &self.group_metrics
     }
 
     /// Graceful shutdown: stop accepting, finish in-flight requests (bounded by

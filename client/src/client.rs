@@ -415,7 +415,10 @@ impl Client {
 
     /// Sends a request to the first broker that answers: known brokers first, then the
     /// bootstrap list. Only connection failures move on to the next broker.
-    async fn request_any<Req, Resp>(&self, request: &Req) -> Result<(Resp, Bytes), ClientError>
+    pub(crate) async fn request_any<Req, Resp>(
+        &self,
+        request: &Req,
+    ) -> Result<(Resp, Bytes), ClientError>
     where
         Req: Message + ControlEncode,
         Resp: Message + ControlDecode,

@@ -133,6 +133,29 @@ pub enum ClientError {
         /// What is wrong.
         reason: String,
     },
+
+    /// An offset commit was refused because the group rebalanced meanwhile (this member's
+    /// generation is over); the member rejoins, and the partitions' new owners resume from
+    /// the last commit that succeeded.
+    #[error("commit of group {group} failed: {reason}")]
+    CommitFailed {
+        /// The group.
+        group: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A partition assigned to a group member has no committed offset and
+    /// `auto_offset_reset` is `none`.
+    #[error("group {group} has no committed offset for {topic}-{partition} and auto_offset_reset is none")]
+    NoCommittedOffset {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
 }
 
 impl ClientError {
@@ -212,6 +235,19 @@ impl ClientError {
             },
             ClientError::Config { reason } => ClientError::Config {
                 reason: reason.clone(),
+            },
+            ClientError::CommitFailed { group, reason } => ClientError::CommitFailed {
+                group: group.clone(),
+                reason: reason.clone(),
+            },
+            ClientError::NoCommittedOffset {
+                group,
+                topic,
+                partition,
+            } => ClientError::NoCommittedOffset {
+                group: group.clone(),
+                topic: topic.clone(),
+                partition: *partition,
             },
             ClientError::InvalidResponse { op, reason } => ClientError::InvalidResponse {
                 op,

@@ -17,6 +17,9 @@
 //!   and retry up to `retries_max` times with backoff. Retries may write a batch twice until
 //!   idempotent produce lands; records of one partition stay in order.
 //! - Consumer: explicit assignment, one fetch per owning shard per round, long polling.
+//! - Group member ([`GroupConsumer`]): subscribes, joins its group through the group's
+//!   coordinator (FindCoordinator, a connection of its own), heartbeats, commits; the leader
+//!   member assigns partitions (range, round-robin, cooperative-sticky).
 //!
 //! **Invariant:** every queue is bounded: requests in flight per connection, produce requests
 //! per connection (`inflight_requests_max`), unsent record bytes (`buffer_bytes_max`), commands
@@ -31,6 +34,7 @@ mod consumer;
 mod delivery;
 mod error;
 mod fetch;
+pub mod group;
 mod metadata;
 mod notify;
 mod partitioner;
@@ -44,6 +48,10 @@ pub use consumer::Consumer;
 pub use delivery::{DeliveryFuture, RecordMetadata};
 pub use error::ClientError;
 pub use fetch::{ConsumerRecord, FetchedBatches};
+pub use group::{
+    Assignor, AutoOffsetReset, GroupAdmin, GroupConsumer, GroupConsumerConfig, GroupInfo,
+    GroupMemberInfo, RebalanceListener, RebalanceStats,
+};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Producer, ProducerRecord};
 /// The batch codec setting of `ProducerConfig::compression`.

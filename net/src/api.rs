@@ -23,11 +23,34 @@ pub enum ApiKey {
     ListOffsets = 6,
     /// End offset of a leader epoch (follower truncation, KIP-101/279).
     OffsetForLeaderEpoch = 7,
+    // 8 is reserved for InitProducerId (idempotent producers).
+    /// Where a group's coordinator is: broker and shard port.
+    FindCoordinator = 9,
+    /// Join a consumer group (a long poll answered when the rebalance's join phase ends).
+    JoinGroup = 10,
+    /// The leader hands out the assignment; every member gets its own (a long poll).
+    SyncGroup = 11,
+    /// A group member is alive; the answer says whether to rejoin.
+    Heartbeat = 12,
+    /// Members leave a group.
+    LeaveGroup = 13,
+    /// Commit a group's offsets.
+    OffsetCommit = 14,
+    /// Read a group's committed offsets.
+    OffsetFetch = 15,
+    /// The groups a broker coordinates.
+    ListGroups = 16,
+    /// Groups' state and members.
+    DescribeGroups = 17,
+    /// Delete empty groups with their offsets.
+    DeleteGroups = 18,
+    /// Delete some of a group's committed offsets.
+    OffsetDelete = 19,
 }
 
 impl ApiKey {
-    /// Every api key, in wire-value order.
-    pub const ALL: [ApiKey; 8] = [
+    /// Every api key, in wire-value order (8 is reserved, so the index is not the wire value).
+    pub const ALL: [ApiKey; 19] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -36,6 +59,17 @@ impl ApiKey {
         ApiKey::Fetch,
         ApiKey::ListOffsets,
         ApiKey::OffsetForLeaderEpoch,
+        ApiKey::FindCoordinator,
+        ApiKey::JoinGroup,
+        ApiKey::SyncGroup,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroups,
+        ApiKey::DeleteGroups,
+        ApiKey::OffsetDelete,
     ];
 
     /// The wire value of this key.
@@ -48,10 +82,29 @@ impl TryFrom<u16> for ApiKey {
     type Error = NetError;
 
     fn try_from(value: u16) -> Result<Self, Self::Error> {
-        ApiKey::ALL
-            .get(usize::from(value))
-            .copied()
-            .ok_or(NetError::UnknownApi(value))
+        let api = match value {
+            0 => ApiKey::ApiVersions,
+            1 => ApiKey::Metadata,
+            2 => ApiKey::CreateTopics,
+            3 => ApiKey::DeleteTopics,
+            4 => ApiKey::Produce,
+            5 => ApiKey::Fetch,
+            6 => ApiKey::ListOffsets,
+            7 => ApiKey::OffsetForLeaderEpoch,
+            9 => ApiKey::FindCoordinator,
+            10 => ApiKey::JoinGroup,
+            11 => ApiKey::SyncGroup,
+            12 => ApiKey::Heartbeat,
+            13 => ApiKey::LeaveGroup,
+            14 => ApiKey::OffsetCommit,
+            15 => ApiKey::OffsetFetch,
+            16 => ApiKey::ListGroups,
+            17 => ApiKey::DescribeGroups,
+            18 => ApiKey::DeleteGroups,
+            19 => ApiKey::OffsetDelete,
+            _ => return Err(NetError::UnknownApi(value)),
+        };
+        Ok(api)
     }
 }
 
@@ -63,7 +116,7 @@ impl std::fmt::Display for ApiKey {
 
 /// The version ranges this build implements, `(api, min, max)` inclusive, one entry per api in
 /// wire-value order. ApiVersions answers with exactly this table.
-static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 8] = [
+static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 19] = [
     (ApiKey::ApiVersions, 0, 0),
     (ApiKey::Metadata, 0, 0),
     (ApiKey::CreateTopics, 0, 0),
@@ -72,6 +125,17 @@ static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 8] = [
     (ApiKey::Fetch, 0, 0),
     (ApiKey::ListOffsets, 0, 0),
     (ApiKey::OffsetForLeaderEpoch, 0, 0),
+    (ApiKey::FindCoordinator, 0, 0),
+    (ApiKey::JoinGroup, 0, 0),
+    (ApiKey::SyncGroup, 0, 0),
+    (ApiKey::Heartbeat, 0, 0),
+    (ApiKey::LeaveGroup, 0, 0),
+    (ApiKey::OffsetCommit, 0, 0),
+    (ApiKey::OffsetFetch, 0, 0),
+    (ApiKey::ListGroups, 0, 0),
+    (ApiKey::DescribeGroups, 0, 0),
+    (ApiKey::DeleteGroups, 0, 0),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The version ranges this build implements: `(api, min, max)`, inclusive.
@@ -148,6 +212,39 @@ pub enum ErrorCode {
     /// `acks` is not 0, 1 or -1.
     #[error("acks must be 0, 1 or -1")]
     InvalidRequiredAcks = 21,
+    /// An offset commit's metadata is longer than the broker allows.
+    #[error("the offset metadata is larger than the broker allows")]
+    OffsetMetadataTooLarge = 12,
+    /// The group coordinator is loading its groups: retry soon.
+    #[error("the group coordinator is loading; retry")]
+    CoordinatorLoadInProgress = 14,
+    /// The group coordinator is not available: find it again and retry.
+    #[error("the group coordinator is not available; retry")]
+    CoordinatorNotAvailable = 15,
+    /// This shard is not the group's coordinator: find the coordinator again.
+    #[error("this is not the group's coordinator")]
+    NotCoordinator = 16,
+    /// The generation is not the group's current one.
+    #[error("the generation is not the group's current generation")]
+    IllegalGeneration = 22,
+    /// The member's protocol type or protocols do not match the group's.
+    #[error("the protocol type or protocols are not compatible with the group's")]
+    InconsistentGroupProtocol = 23,
+    /// The group id is empty or too long.
+    #[error("the group id is invalid")]
+    InvalidGroupId = 24,
+    /// The member id is not known to the group (evicted, or never joined).
+    #[error("the member id is not known to the group")]
+    UnknownMemberId = 25,
+    /// The session timeout is outside the broker's bounds.
+    #[error("the session timeout is outside the broker's allowed range")]
+    InvalidSessionTimeout = 26,
+    /// The group is rebalancing: rejoin.
+    #[error("the group is rebalancing; rejoin")]
+    RebalanceInProgress = 27,
+    /// The offset commit is too large to write.
+    #[error("the offset commit is too large to write")]
+    InvalidCommitOffsetSize = 28,
     /// The requested api version is not implemented.
     #[error("the api version is not supported")]
     UnsupportedVersion = 35,
@@ -166,12 +263,33 @@ pub enum ErrorCode {
     /// The request is malformed or inconsistent.
     #[error("the request is invalid")]
     InvalidRequest = 42,
+    /// A configured bound refuses the request.
+    #[error("the request breaks a configured bound")]
+    PolicyViolation = 44,
     /// The partition's log is on a failed disk.
     #[error("the broker's storage for this partition failed")]
     KafkaStorageError = 56,
+    /// The group still has members.
+    #[error("the group is not empty")]
+    NonEmptyGroup = 68,
+    /// The group does not exist.
+    #[error("the group does not exist")]
+    GroupIdNotFound = 69,
     /// The request's leader epoch is older than the broker's.
     #[error("the leader epoch in the request is older than the broker's")]
     FencedLeaderEpoch = 74,
+    /// The member must rejoin with the member id the answer carries (KIP-394).
+    #[error("the member must rejoin with the member id it was given")]
+    MemberIdRequired = 79,
+    /// The group has reached its maximum size.
+    #[error("the group has reached its maximum size")]
+    GroupMaxSizeReached = 81,
+    /// Another member with the same group.instance.id replaced this one.
+    #[error("another member with the same group.instance.id replaced this one")]
+    FencedInstanceId = 82,
+    /// The group's members subscribe to the topic whose offsets were to be deleted.
+    #[error("the group is subscribed to the topic")]
+    GroupSubscribedToTopic = 86,
     /// A record the topic cannot accept (a record without a key in a compacted topic).
     #[error(
         "a record is invalid for this topic (a compacted topic requires a key on every record)"
@@ -184,7 +302,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every error code this build knows.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 44] = [
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
         ErrorCode::CorruptMessage,
@@ -195,20 +313,38 @@ impl ErrorCode {
         ErrorCode::RequestTimedOut,
         ErrorCode::MessageTooLarge,
         ErrorCode::StaleControllerEpoch,
+        ErrorCode::OffsetMetadataTooLarge,
         ErrorCode::NetworkException,
+        ErrorCode::CoordinatorLoadInProgress,
+        ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::NotCoordinator,
         ErrorCode::InvalidTopic,
         ErrorCode::RecordListTooLarge,
         ErrorCode::NotEnoughReplicas,
         ErrorCode::NotEnoughReplicasAfterAppend,
         ErrorCode::InvalidRequiredAcks,
+        ErrorCode::IllegalGeneration,
+        ErrorCode::InconsistentGroupProtocol,
+        ErrorCode::InvalidGroupId,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::InvalidSessionTimeout,
+        ErrorCode::RebalanceInProgress,
+        ErrorCode::InvalidCommitOffsetSize,
         ErrorCode::UnsupportedVersion,
         ErrorCode::TopicAlreadyExists,
         ErrorCode::InvalidPartitions,
         ErrorCode::InvalidReplicationFactor,
         ErrorCode::InvalidConfig,
         ErrorCode::InvalidRequest,
+        ErrorCode::PolicyViolation,
         ErrorCode::KafkaStorageError,
+        ErrorCode::NonEmptyGroup,
+        ErrorCode::GroupIdNotFound,
         ErrorCode::FencedLeaderEpoch,
+        ErrorCode::MemberIdRequired,
+        ErrorCode::GroupMaxSizeReached,
+        ErrorCode::FencedInstanceId,
+        ErrorCode::GroupSubscribedToTopic,
         ErrorCode::InvalidRecord,
         ErrorCode::UnknownServerError,
     ];
@@ -247,6 +383,9 @@ impl ErrorCode {
                 | ErrorCode::NotEnoughReplicasAfterAppend
                 | ErrorCode::KafkaStorageError
                 | ErrorCode::FencedLeaderEpoch
+                | ErrorCode::CoordinatorLoadInProgress
+                | ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::NotCoordinator
         )
     }
 }

@@ -38,6 +38,17 @@ message!(Produce: ProduceRequest, ProduceResponse);
 message!(Fetch: FetchRequest, FetchResponse);
 message!(ListOffsets: ListOffsetsRequest, ListOffsetsResponse);
 message!(OffsetForLeaderEpoch: OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse);
+message!(FindCoordinator: FindCoordinatorRequest, FindCoordinatorResponse);
+message!(JoinGroup: JoinGroupRequest, JoinGroupResponse);
+message!(SyncGroup: SyncGroupRequest, SyncGroupResponse);
+message!(Heartbeat: HeartbeatRequest, HeartbeatResponse);
+message!(LeaveGroup: LeaveGroupRequest, LeaveGroupResponse);
+message!(OffsetCommit: OffsetCommitRequest, OffsetCommitResponse);
+message!(OffsetFetch: OffsetFetchRequest, OffsetFetchResponse);
+message!(ListGroups: ListGroupsRequest, ListGroupsResponse);
+message!(DescribeGroups: DescribeGroupsRequest, DescribeGroupsResponse);
+message!(DeleteGroups: DeleteGroupsRequest, DeleteGroupsResponse);
+message!(OffsetDelete: OffsetDeleteRequest, OffsetDeleteResponse);
 
 /// Asks which apis and versions the broker implements.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -413,6 +424,415 @@ pub struct EpochAnswer {
 pub struct OffsetForLeaderEpochResponse {
     /// One answer per query.
     pub partitions: Vec<EpochAnswer>,
+}
+
+// Consumer groups (Kafka's classic group protocol). Fields follow Kafka's; the broker maps them
+// to the coordinator's own types (`sluice-group`). Error fields are ErrorCode wire values.
+
+/// `key_type` of a FindCoordinator for a consumer group.
+pub const COORDINATOR_KEY_GROUP: i8 = 0;
+
+/// Asks where a group's coordinator is.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FindCoordinatorRequest {
+    /// The group id.
+    pub key: String,
+    /// [`COORDINATOR_KEY_GROUP`].
+    pub key_type: i8,
+}
+
+/// Where a group's coordinator is: the broker leading the group's partition of
+/// `__consumer_offsets`, and the shard (core) that owns it there.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FindCoordinatorResponse {
+    /// ErrorCode wire value (COORDINATOR_NOT_AVAILABLE while none is elected or the topic is
+    /// being created).
+    pub error: i16,
+    /// Detail for an error.
+    pub message: Option<String>,
+    /// The coordinator's broker id.
+    pub node_id: i32,
+    /// Its host.
+    pub host: String,
+    /// Its shared native port.
+    pub port: u16,
+    /// The shard that owns the group's partition.
+    pub shard: u32,
+    /// That shard's own port (0 when unknown).
+    pub shard_port: u16,
+    /// The partition of `__consumer_offsets` that holds the group.
+    pub partition: i32,
+}
+
+/// One protocol a joining member supports.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GroupProtocolMeta {
+    /// The protocol (assignor) name.
+    pub name: String,
+    /// Its metadata (for "consumer": Kafka's ConsumerProtocolSubscription bytes).
+    pub metadata: Vec<u8>,
+}
+
+/// Joins a group. The answer comes when the rebalance's join phase ends.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JoinGroupRequest {
+    /// The group.
+    pub group_id: String,
+    /// Removed after this long without a heartbeat, ms.
+    pub session_timeout_ms: i32,
+    /// How long a rebalance waits for this member to rejoin, ms.
+    pub rebalance_timeout_ms: i32,
+    /// The member id; empty on the first join (the answer is MEMBER_ID_REQUIRED with one).
+    pub member_id: String,
+    /// group.instance.id of a static member.
+    pub group_instance_id: Option<String>,
+    /// The protocol type ("consumer").
+    pub protocol_type: String,
+    /// Supported protocols, preferred first.
+    pub protocols: Vec<GroupProtocolMeta>,
+    /// The client's id.
+    pub client_id: String,
+}
+
+/// A member as the leader sees it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JoinGroupMemberMeta {
+    /// The member id.
+    pub member_id: String,
+    /// Its group.instance.id.
+    pub group_instance_id: Option<String>,
+    /// Its metadata for the selected protocol.
+    pub metadata: Vec<u8>,
+}
+
+/// The answer to JoinGroup.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JoinGroupResponse {
+    /// ErrorCode wire value.
+    pub error: i16,
+    /// Detail for an error.
+    pub message: Option<String>,
+    /// The generation joined, -1 on error.
+    pub generation_id: i32,
+    /// The group's protocol type.
+    pub protocol_type: Option<String>,
+    /// The selected protocol.
+    pub protocol_name: Option<String>,
+    /// The leader's member id.
+    pub leader: String,
+    /// This member's id.
+    pub member_id: String,
+    /// Every member with its metadata, for the leader only.
+    pub members: Vec<JoinGroupMemberMeta>,
+}
+
+/// One member's assignment.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GroupAssignmentMeta {
+    /// The member id.
+    pub member_id: String,
+    /// Its assignment (for "consumer": Kafka's ConsumerProtocolAssignment bytes).
+    pub assignment: Vec<u8>,
+}
+
+/// SyncGroup: the leader sends every member's assignment; every member gets its own back.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SyncGroupRequest {
+    /// The group.
+    pub group_id: String,
+    /// The generation joined.
+    pub generation_id: i32,
+    /// The member id.
+    pub member_id: String,
+    /// group.instance.id of a static member.
+    pub group_instance_id: Option<String>,
+    /// The protocol type, checked against the group's.
+    pub protocol_type: Option<String>,
+    /// The protocol name, checked against the group's.
+    pub protocol_name: Option<String>,
+    /// The leader's assignments; empty from the others.
+    pub assignments: Vec<GroupAssignmentMeta>,
+}
+
+/// The answer to SyncGroup.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SyncGroupResponse {
+    /// ErrorCode wire value.
+    pub error: i16,
+    /// The group's protocol type.
+    pub protocol_type: Option<String>,
+    /// The group's protocol.
+    pub protocol_name: Option<String>,
+    /// This member's assignment.
+    pub assignment: Vec<u8>,
+}
+
+/// A group member is alive.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct HeartbeatRequest {
+    /// The group.
+    pub group_id: String,
+    /// The member's generation.
+    pub generation_id: i32,
+    /// The member id.
+    pub member_id: String,
+    /// group.instance.id of a static member.
+    pub group_instance_id: Option<String>,
+}
+
+/// The answer to Heartbeat (REBALANCE_IN_PROGRESS: rejoin).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct HeartbeatResponse {
+    /// ErrorCode wire value.
+    pub error: i16,
+}
+
+/// One member leaving.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LeavingMemberMeta {
+    /// The member id (empty to name a static member by instance id).
+    pub member_id: String,
+    /// group.instance.id of a static member.
+    pub group_instance_id: Option<String>,
+}
+
+/// Members leave a group.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LeaveGroupRequest {
+    /// The group.
+    pub group_id: String,
+    /// The members.
+    pub members: Vec<LeavingMemberMeta>,
+}
+
+/// The outcome for one leaving member.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LeftMemberResult {
+    /// The member id as sent.
+    pub member_id: String,
+    /// The group.instance.id as sent.
+    pub group_instance_id: Option<String>,
+    /// ErrorCode wire value.
+    pub error: i16,
+}
+
+/// The answer to LeaveGroup.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LeaveGroupResponse {
+    /// ErrorCode wire value for the whole request.
+    pub error: i16,
+    /// One per member.
+    pub members: Vec<LeftMemberResult>,
+}
+
+/// One partition's offset to commit.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CommitPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The offset of the next record to read.
+    pub offset: i64,
+    /// The leader epoch of the last record read, -1 when unknown.
+    pub leader_epoch: i32,
+    /// Free-form metadata.
+    pub metadata: Option<String>,
+}
+
+/// Commits a group's offsets.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OffsetCommitRequest {
+    /// The group.
+    pub group_id: String,
+    /// The member's generation, -1 for a standalone consumer.
+    pub generation_id: i32,
+    /// The member id, empty for a standalone consumer.
+    pub member_id: String,
+    /// group.instance.id of a static member.
+    pub group_instance_id: Option<String>,
+    /// The offsets.
+    pub partitions: Vec<CommitPartition>,
+}
+
+/// The outcome for one partition.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GroupPartitionResult {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// ErrorCode wire value.
+    pub error: i16,
+}
+
+/// The answer to OffsetCommit.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OffsetCommitResponse {
+    /// One per partition, in request order.
+    pub partitions: Vec<GroupPartitionResult>,
+}
+
+/// A topic partition.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TopicPartitionMeta {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+}
+
+/// Reads a group's committed offsets.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OffsetFetchRequest {
+    /// The group.
+    pub group_id: String,
+    /// The partitions, or `None` for every partition with a committed offset.
+    pub partitions: Option<Vec<TopicPartitionMeta>>,
+}
+
+/// A committed offset.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CommittedOffsetMeta {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The committed offset, -1 when none.
+    pub offset: i64,
+    /// The committed leader epoch, -1 when unknown.
+    pub leader_epoch: i32,
+    /// The committed metadata.
+    pub metadata: Option<String>,
+    /// ErrorCode wire value.
+    pub error: i16,
+}
+
+/// The answer to OffsetFetch.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OffsetFetchResponse {
+    /// ErrorCode wire value for the whole request.
+    pub error: i16,
+    /// The offsets.
+    pub partitions: Vec<CommittedOffsetMeta>,
+}
+
+/// Lists the groups a broker coordinates.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ListGroupsRequest {
+    /// Only groups in these states (Kafka's state names); every state when empty.
+    pub states: Vec<String>,
+}
+
+/// One listed group.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GroupListing {
+    /// The group.
+    pub group_id: String,
+    /// Its protocol type.
+    pub protocol_type: String,
+    /// Its state (Kafka's name).
+    pub state: String,
+}
+
+/// The answer to ListGroups.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ListGroupsResponse {
+    /// ErrorCode wire value.
+    pub error: i16,
+    /// The groups.
+    pub groups: Vec<GroupListing>,
+}
+
+/// Describes groups.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DescribeGroupsRequest {
+    /// The groups.
+    pub groups: Vec<String>,
+}
+
+/// One member of a described group.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GroupMemberDescription {
+    /// The member id.
+    pub member_id: String,
+    /// Its group.instance.id.
+    pub group_instance_id: Option<String>,
+    /// The client id.
+    pub client_id: String,
+    /// The client host.
+    pub client_host: String,
+    /// Its metadata for the selected protocol.
+    pub metadata: Vec<u8>,
+    /// Its assignment (empty unless the group is Stable).
+    pub assignment: Vec<u8>,
+}
+
+/// One described group.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GroupDescription {
+    /// ErrorCode wire value (GROUP_ID_NOT_FOUND for an unknown group).
+    pub error: i16,
+    /// The group.
+    pub group_id: String,
+    /// Its state (Kafka's name).
+    pub state: String,
+    /// Its protocol type.
+    pub protocol_type: String,
+    /// Its protocol.
+    pub protocol: String,
+    /// Its generation.
+    pub generation_id: i32,
+    /// The members.
+    pub members: Vec<GroupMemberDescription>,
+}
+
+/// The answer to DescribeGroups.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DescribeGroupsResponse {
+    /// One per requested group.
+    pub groups: Vec<GroupDescription>,
+}
+
+/// Deletes empty groups.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DeleteGroupsRequest {
+    /// The groups.
+    pub groups: Vec<String>,
+}
+
+/// The outcome for one group.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GroupResult {
+    /// The group.
+    pub group_id: String,
+    /// ErrorCode wire value.
+    pub error: i16,
+}
+
+/// The answer to DeleteGroups.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DeleteGroupsResponse {
+    /// One per requested group.
+    pub results: Vec<GroupResult>,
+}
+
+/// Deletes some of a group's committed offsets.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OffsetDeleteRequest {
+    /// The group.
+    pub group_id: String,
+    /// The partitions.
+    pub partitions: Vec<TopicPartitionMeta>,
+}
+
+/// The answer to OffsetDelete.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OffsetDeleteResponse {
+    /// ErrorCode wire value for the whole request.
+    pub error: i16,
+    /// One per partition.
+    pub partitions: Vec<GroupPartitionResult>,
 }
 
 /// Cuts `payload` into consecutive slices of the given lengths, refusing counts that do not add

@@ -289,6 +289,110 @@ proptest! {
         assert_round_trip(&epoch_response, &carrier);
     }
 
+    // Every consumer-group request and response, with arbitrary field values, decodes to
+    // exactly the value that was encoded.
+    #[test]
+    fn group_message_types_round_trip(
+        carrier in carrier(),
+        group in text(),
+        member in text(),
+        instance in option::of(text()),
+        numbers in (any::<i32>(), any::<i32>(), any::<i16>(), any::<i64>()),
+        blobs in vec(vec(any::<u8>(), 0..64), 0..4),
+        names in vec(text(), 0..4),
+    ) {
+        let (generation_id, partition, error, offset) = numbers;
+        let protocols = names.iter().zip(&blobs).map(|(name, metadata)| GroupProtocolMeta {
+            name: name.clone(), metadata: metadata.clone(),
+        }).collect();
+        let partitions: Vec<TopicPartitionMeta> = names.iter().map(|topic| TopicPartitionMeta {
+            topic: topic.clone(), partition,
+        }).collect();
+        let results: Vec<GroupPartitionResult> = names.iter().map(|topic| GroupPartitionResult {
+            topic: topic.clone(), partition, error,
+        }).collect();
+        assert_round_trip(&FindCoordinatorRequest { key: group.clone(), key_type: 0 }, &carrier);
+        assert_round_trip(&FindCoordinatorResponse {
+            error, message: instance.clone(), node_id: partition, host: member.clone(),
+            port: carrier.version, shard: carrier.correlation_id, shard_port: 7, partition,
+        }, &carrier);
+        assert_round_trip(&JoinGroupRequest {
+            group_id: group.clone(), session_timeout_ms: generation_id, rebalance_timeout_ms: partition,
+            member_id: member.clone(), group_instance_id: instance.clone(),
+            protocol_type: "consumer".into(), protocols, client_id: member.clone(),
+        }, &carrier);
+        assert_round_trip(&JoinGroupResponse {
+            error, message: None, generation_id, protocol_type: instance.clone(),
+            protocol_name: Some(group.clone()), leader: member.clone(), member_id: member.clone(),
+            members: blobs.iter().map(|metadata| JoinGroupMemberMeta {
+                member_id: member.clone(), group_instance_id: instance.clone(), metadata: metadata.clone(),
+            }).collect(),
+        }, &carrier);
+        assert_round_trip(&SyncGroupRequest {
+            group_id: group.clone(), generation_id, member_id: member.clone(),
+            group_instance_id: instance.clone(), protocol_type: None, protocol_name: instance.clone(),
+            assignments: blobs.iter().map(|assignment| GroupAssignmentMeta {
+                member_id: member.clone(), assignment: assignment.clone(),
+            }).collect(),
+        }, &carrier);
+        assert_round_trip(&SyncGroupResponse {
+            error, protocol_type: None, protocol_name: instance.clone(),
+            assignment: blobs.first().cloned().unwrap_or_default(),
+        }, &carrier);
+        assert_round_trip(&HeartbeatRequest {
+            group_id: group.clone(), generation_id, member_id: member.clone(), group_instance_id: instance.clone(),
+        }, &carrier);
+        assert_round_trip(&HeartbeatResponse { error }, &carrier);
+        assert_round_trip(&LeaveGroupRequest {
+            group_id: group.clone(),
+            members: vec![LeavingMemberMeta { member_id: member.clone(), group_instance_id: instance.clone() }],
+        }, &carrier);
+        assert_round_trip(&LeaveGroupResponse {
+            error,
+            members: vec![LeftMemberResult { member_id: member.clone(), group_instance_id: instance.clone(), error }],
+        }, &carrier);
+        assert_round_trip(&OffsetCommitRequest {
+            group_id: group.clone(), generation_id, member_id: member.clone(), group_instance_id: instance.clone(),
+            partitions: names.iter().map(|topic| CommitPartition {
+                topic: topic.clone(), partition, offset, leader_epoch: generation_id, metadata: instance.clone(),
+            }).collect(),
+        }, &carrier);
+        assert_round_trip(&OffsetCommitResponse { partitions: results.clone() }, &carrier);
+        assert_round_trip(&OffsetFetchRequest { group_id: group.clone(), partitions: Some(partitions.clone()) }, &carrier);
+        assert_round_trip(&OffsetFetchRequest { group_id: group.clone(), partitions: None }, &carrier);
+        assert_round_trip(&OffsetFetchResponse {
+            error,
+            partitions: names.iter().map(|topic| CommittedOffsetMeta {
+                topic: topic.clone(), partition, offset, leader_epoch: generation_id,
+                metadata: instance.clone(), error,
+            }).collect(),
+        }, &carrier);
+        assert_round_trip(&ListGroupsRequest { states: names.clone() }, &carrier);
+        assert_round_trip(&ListGroupsResponse {
+            error,
+            groups: names.iter().map(|name| GroupListing {
+                group_id: name.clone(), protocol_type: group.clone(), state: member.clone(),
+            }).collect(),
+        }, &carrier);
+        assert_round_trip(&DescribeGroupsRequest { groups: names.clone() }, &carrier);
+        assert_round_trip(&DescribeGroupsResponse {
+            groups: vec![GroupDescription {
+                error, group_id: group.clone(), state: "Stable".into(), protocol_type: "consumer".into(),
+                protocol: member.clone(), generation_id,
+                members: blobs.iter().map(|blob| GroupMemberDescription {
+                    member_id: member.clone(), group_instance_id: instance.clone(), client_id: group.clone(),
+                    client_host: member.clone(), metadata: blob.clone(), assignment: blob.clone(),
+                }).collect(),
+            }],
+        }, &carrier);
+        assert_round_trip(&DeleteGroupsRequest { groups: names.clone() }, &carrier);
+        assert_round_trip(&DeleteGroupsResponse {
+            results: names.iter().map(|name| GroupResult { group_id: name.clone(), error }).collect(),
+        }, &carrier);
+        assert_round_trip(&OffsetDeleteRequest { group_id: group.clone(), partitions }, &carrier);
+        assert_round_trip(&OffsetDeleteResponse { error, partitions: results }, &carrier);
+    }
+
     // Arbitrary streams (random bytes, or runs of plausible headers with lying lengths and
     // random bodies) cut at arbitrary points never panic the decoder or the control validator,
     // and every byte fed is accounted for: returned in a frame or still buffered.
@@ -372,11 +476,20 @@ fn api_versions_answer_matches_supported_versions() {
 // and unknown numbers are reported rather than guessed.
 #[test]
 fn api_keys_and_error_codes_map_to_wire_numbers() {
-    for (index, api) in ApiKey::ALL.iter().enumerate() {
-        assert_eq!(usize::from(api.code()), index);
-        assert_eq!(ApiKey::try_from(api.code()).unwrap(), *api);
+    for api in ApiKey::ALL {
+        assert_eq!(ApiKey::try_from(api.code()).unwrap(), api);
     }
+    let codes: Vec<u16> = ApiKey::ALL.iter().map(|api| api.code()).collect();
+    let expected: Vec<u16> = (0..=19).filter(|code| *code != 8).collect();
+    assert_eq!(
+        codes, expected,
+        "wire values in order; 8 is reserved for InitProducerId"
+    );
     assert!(matches!(ApiKey::try_from(8), Err(NetError::UnknownApi(8))));
+    assert!(matches!(
+        ApiKey::try_from(20),
+        Err(NetError::UnknownApi(20))
+    ));
     assert!(matches!(
         ApiKey::try_from(u16::MAX),
         Err(NetError::UnknownApi(u16::MAX))
@@ -387,6 +500,13 @@ fn api_keys_and_error_codes_map_to_wire_numbers() {
         (ErrorCode::InvalidRequest, 42),
         (ErrorCode::KafkaStorageError, 56),
         (ErrorCode::FencedLeaderEpoch, 74),
+        (ErrorCode::NotCoordinator, 16),
+        (ErrorCode::IllegalGeneration, 22),
+        (ErrorCode::UnknownMemberId, 25),
+        (ErrorCode::RebalanceInProgress, 27),
+        (ErrorCode::MemberIdRequired, 79),
+        (ErrorCode::FencedInstanceId, 82),
+        (ErrorCode::GroupSubscribedToTopic, 86),
         (ErrorCode::UnknownServerError, -1),
     ];
     for (code, number) in kafka {

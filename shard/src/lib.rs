@@ -36,11 +36,12 @@ pub use executor::{
 };
 pub use message::{
     AppendOutcome, OffsetQuery, PartitionState, Reader, RemoteRead, ShardRequest, Visibility,
+    ALL_COORDINATORS,
 };
 pub use metrics::{PartitionLag, ProtocolErrorKind, ShardMetrics};
 pub use partition::{Partition, PartitionRegistry, Role, RoleView};
 pub use replica::{IsrChangeKind, IsrProposal, LeaderState, ReplicaInfo, NO_LEADER};
-pub use shard::{Route, Shard};
+pub use shard::{GroupAnswer, GroupService, Route, Shard};
 pub use table::{shard_for, BrokerAddress, ClusterView, ShardId, ShardTable, TopicAssignment};
 
 /// Milliseconds since the Unix epoch by the wall clock (the clock replication decisions use).

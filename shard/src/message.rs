@@ -157,7 +157,24 @@ pub enum ShardRequest {
         /// below the one asked about.
         reply: Reply<Option<(i32, i64)>>,
     },
+    /// A consumer-group request for the coordinator of partition `partition` of
+    /// `__consumer_offsets` on this shard (any shard can receive a group request; Kafka
+    /// clients cannot pick the shard). JoinGroup and SyncGroup are long polls: the answer comes
+    /// when the rebalance moves. `partition` [`ALL_COORDINATORS`] asks every coordinator of the
+    /// shard (ListGroups). Touches: the shard's group service (its coordinators, and through
+    /// them the partition's log for the writes they ask for).
+    Group {
+        /// The partition of `__consumer_offsets`, or [`ALL_COORDINATORS`].
+        partition: i32,
+        /// The request.
+        request: sluice_group::GroupRequest,
+        /// Answered with the coordinator's answer.
+        reply: oneshot::Sender<sluice_group::GroupResponse>,
+    },
 }
+
+/// The `partition` of a [`ShardRequest::Group`] that asks every coordinator of the shard.
+pub const ALL_COORDINATORS: i32 = -1;
 
 impl ShardRequest {
     /// A short name of the operation, for errors and logs.
@@ -168,6 +185,7 @@ impl ShardRequest {
             ShardRequest::WaitForData { .. } => "wait",
             ShardRequest::ListOffset { .. } => "list offset",
             ShardRequest::EpochEnd { .. } => "epoch end",
+            ShardRequest::Group { .. } => "group",
         }
     }
 }

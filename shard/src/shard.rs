@@ -12,6 +12,7 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
 use glommio::Task;
 
+use sluice_group::{GroupErrorCode, GroupRequest, GroupResponse};
 use sluice_storage::StorageError;
 
 use crate::error::{PartitionError, ShardError};
@@ -38,6 +39,17 @@ pub enum Route {
     Unknown,
 }
 
+/// The future a [`GroupService`] answers with (it lives on the shard's executor).
+pub type GroupAnswer = std::pin::Pin<Box<dyn std::future::Future<Output = GroupResponse>>>;
+
+/// The consumer-group coordinators of one shard, as the broker provides them: group requests
+/// forwarded by other shards are handed to it ([`ShardRequest::Group`]).
+pub trait GroupService {
+    /// Serves `request` for partition `partition` of `__consumer_offsets` (or every
+    /// coordinator of the shard for [`crate::message::ALL_COORDINATORS`]).
+    fn serve(&self, partition: i32, request: GroupRequest) -> GroupAnswer;
+}
+
 /// The state of one shard: its copy of the shard table, its partitions, its mesh senders and its
 /// metrics. Exists once per shard, shared by that shard's tasks as `Rc<Shard>`.
 pub struct Shard {
@@ -48,6 +60,8 @@ pub struct Shard {
     senders: Senders<ShardRequest>,
     metrics: Arc<ShardMetrics>,
     forwarded_permits: Rc<Semaphore>,
+    /// The group coordinators of this shard, set once by the broker at startup.
+    group_service: RefCell<Option<Rc<dyn GroupService>>>,
 }
 
 impl Shard {
@@ -68,7 +82,42 @@ impl Shard {
             senders,
             metrics,
             forwarded_permits: Rc::new(Semaphore::new(forwarded_inflight_max.max(1) as u64)),
+            group_service: RefCell::new(None),
         })
+    }
+
+    /// Installs the service that answers group requests forwarded to this shard.
+    pub fn set_group_service(&self, service: Rc<dyn GroupService>) {
+        *self.group_service.borrow_mut() = Some(service);
+    }
+
+    /// Sends a group request to shard `owner` (its coordinator of `partition`) and waits for
+    /// the answer, however long the coordinator holds it (JoinGroup and SyncGroup are long
+    /// polls). Dropping the future drops the answer, not the request.
+    pub async fn group_request(
+        &self,
+        owner: ShardId,
+        partition: i32,
+        request: GroupRequest,
+    ) -> Result<GroupResponse, PartitionError> {
+        let (reply, answer) = oneshot::channel();
+        let failed = || PartitionError::Forward {
+            shard: owner.0,
+            operation: "group",
+        };
+        self.metrics.forwarded_requests.increment();
+        self.senders
+            .send_to(
+                owner.index(),
+                ShardRequest::Group {
+                    partition,
+                    request,
+                    reply,
+                },
+            )
+            .await
+            .map_err(|_| failed())?;
+        answer.await.map_err(|_| failed())
     }
 
     /// This shard.
@@ -338,7 +387,9 @@ impl Shard {
 
     async fn dispatch(self: &Rc<Self>, request: ShardRequest) {
         self.metrics.forwarded_served.increment();
-        if let ShardRequest::WaitForData { .. } = request {
+        // Waits for data and group requests (long polls) hold no forwarded permit: they do
+        // no I/O while they wait, and each is bounded by its requester's in-flight limit.
+        if let ShardRequest::WaitForData { .. } | ShardRequest::Group { .. } = request {
             let shard = self.clone();
             glommio::spawn_local(async move { shard.serve(request).await }).detach();
             return;
@@ -426,7 +477,25 @@ impl Shard {
                 };
                 let _ = reply.send(result);
             }
+            group @ ShardRequest::Group { .. } => self.serve_group(group).await,
         }
+    }
+
+    async fn serve_group(&self, request: ShardRequest) {
+        let ShardRequest::Group {
+            partition,
+            request,
+            reply,
+        } = request
+        else {
+            return;
+        };
+        let service = self.group_service.borrow().clone();
+        let response = match service {
+            Some(service) => service.serve(partition, request).await,
+            None => request.error_response(GroupErrorCode::NotCoordinator),
+        };
+        let _ = reply.send(response);
     }
 
     async fn serve_read(

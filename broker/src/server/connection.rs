@@ -47,7 +47,7 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream) {
     let (queue, responses) = local_channel::new_bounded(inflight_max);
     let permits = Rc::new(Semaphore::new(inflight_max as u64));
     let writing = glommio::spawn_local(write_loop(server.clone(), writer, responses));
-    read_loop(&server, reader, queue, permits).await;
+    read_loop(&server, reader, queue, permits, peer).await;
     writing.await;
     tracing::debug!(?peer, "connection closed");
 }
@@ -57,6 +57,7 @@ async fn read_loop(
     mut reader: Connection,
     queue: LocalSender<Pending>,
     permits: Rc<Semaphore>,
+    peer: Option<std::net::SocketAddr>,
 ) {
     loop {
         let next = futures_lite::future::or(async { Some(reader.read_frame().await) }, async {
@@ -94,7 +95,7 @@ async fn read_loop(
         // Detached: a handler is never cancelled half-way (an append runs to completion even if
         // the connection goes away); its answer is simply dropped then.
         glommio::spawn_local(async move {
-            let outcome = handlers::handle(&handling, frame).await;
+            let outcome = handlers::handle(&handling, frame, peer).await;
             let _ = answer_sender.send(outcome);
         })
         .detach();
@@ -181,6 +182,7 @@ async fn write_response(
         Body::Produce(body) => writer.write_frame(header, &body, &[]).await,
         Body::ListOffsets(body) => writer.write_frame(header, &body, &[]).await,
         Body::OffsetForLeaderEpoch(body) => writer.write_frame(header, &body, &[]).await,
+        Body::Group(body) => body.write(header, writer).await,
         Body::Fetch(body, parts) => {
             let result = writer.write_frame_parts(header, &body, &parts).await;
             let mut memory_bytes = 0u64;

@@ -18,7 +18,7 @@ use sluice_shard::{
 };
 use sluice_storage::StorageError;
 
-use super::{fetch, produce, ShardServer};
+use super::{fetch, groups, produce, ShardServer};
 use crate::control::ControlRequest;
 
 /// A response body, one variant per api.
@@ -39,6 +39,8 @@ pub enum Body {
     ListOffsets(ListOffsetsResponse),
     /// OffsetForLeaderEpoch.
     OffsetForLeaderEpoch(OffsetForLeaderEpochResponse),
+    /// A consumer-group api.
+    Group(groups::GroupBody),
 }
 
 /// A response ready to be written.
@@ -61,7 +63,7 @@ pub enum Outcome {
 }
 
 /// The api names that label the latency histograms, by api key.
-pub const API_NAMES: [&str; 8] = [
+pub const API_NAMES: [&str; 20] = [
     "api_versions",
     "metadata",
     "create_topics",
@@ -70,10 +72,27 @@ pub const API_NAMES: [&str; 8] = [
     "fetch",
     "list_offsets",
     "offset_for_leader_epoch",
+    "init_producer_id",
+    "find_coordinator",
+    "join_group",
+    "sync_group",
+    "heartbeat",
+    "leave_group",
+    "offset_commit",
+    "offset_fetch",
+    "list_groups",
+    "describe_groups",
+    "delete_groups",
+    "offset_delete",
 ];
 
-/// Runs the handler of `frame`'s api (the reader already checked the api key is known).
-pub async fn handle(server: &Rc<ShardServer>, frame: Frame) -> Outcome {
+/// Runs the handler of `frame`'s api (the reader already checked the api key is known);
+/// `peer` is the client's address (group members are described by it).
+pub async fn handle(
+    server: &Rc<ShardServer>,
+    frame: Frame,
+    peer: Option<std::net::SocketAddr>,
+) -> Outcome {
     let header = frame.header.response();
     let Ok(api) = ApiKey::try_from(frame.header.api) else {
         return Outcome::Close;
@@ -113,6 +132,19 @@ pub async fn handle(server: &Rc<ShardServer>, frame: Frame) -> Outcome {
             Ok(request) => Ok(Body::OffsetForLeaderEpoch(epochs(server, request).await)),
             Err(error) => Err(error),
         },
+        ApiKey::FindCoordinator
+        | ApiKey::JoinGroup
+        | ApiKey::SyncGroup
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch
+        | ApiKey::ListGroups
+        | ApiKey::DescribeGroups
+        | ApiKey::DeleteGroups
+        | ApiKey::OffsetDelete => groups::handle(server, api, &frame, peer)
+            .await
+            .map(Body::Group),
     };
     match result {
         Ok(body) => Outcome::Respond(Outgoing { header, body }),
@@ -181,6 +213,20 @@ pub fn error_response(
         ApiKey::OffsetForLeaderEpoch => Body::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse {
             partitions: vec![epoch_answer("", -1, code, -1, -1)],
         }),
+        ApiKey::FindCoordinator
+        | ApiKey::JoinGroup
+        | ApiKey::SyncGroup
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch
+        | ApiKey::ListGroups
+        | ApiKey::DescribeGroups
+        | ApiKey::DeleteGroups
+        | ApiKey::OffsetDelete => match groups::error_body(api, code, message) {
+            Some(body) => Body::Group(body),
+            None => return Outcome::Close,
+        },
     };
     Outcome::Respond(Outgoing { header, body })
 }
@@ -440,6 +486,31 @@ async fn create_topics(server: &ShardServer, request: CreateTopicsRequest) -> Cr
 }
 
 async fn delete_topics(server: &ShardServer, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    // The internal topic holds every group's offsets: as in Kafka, clients cannot delete it.
+    if request
+        .names
+        .iter()
+        .any(|name| name == sluice_group::CONSUMER_OFFSETS_TOPIC)
+    {
+        server
+            .metrics()
+            .protocol_error(ProtocolErrorKind::InvalidRequest);
+        let results = request
+            .names
+            .iter()
+            .map(|name| {
+                topic_result(
+                    name,
+                    ErrorCode::InvalidTopic,
+                    Some(format!(
+                        "{} is internal and cannot be deleted",
+                        sluice_group::CONSUMER_OFFSETS_TOPIC
+                    )),
+                )
+            })
+            .collect();
+        return DeleteTopicsResponse { results };
+    }
     let names = request.names.clone();
     let results = ask_control(server, names, |reply| ControlRequest::DeleteTopics {
         names: request.names,

@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod fetch;
 pub mod follower;
+pub mod groups;
 pub mod handlers;
 pub mod produce;
 pub mod replication;
@@ -31,6 +32,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::BrokerConfig;
 use crate::control::ControlClient;
+use crate::groups::GroupManager;
 use crate::replication::IsrClient;
 use crate::BrokerError;
 use follower::Followers;
@@ -73,6 +75,8 @@ pub struct ServerShared {
     pub shard_ports: OnceLock<Vec<u16>>,
     /// Every shard's metrics, by shard id.
     pub metrics: Vec<Arc<ShardMetrics>>,
+    /// Every shard's consumer-group metrics, by shard id.
+    pub group_metrics: Vec<Arc<crate::groups::metrics::GroupMetrics>>,
     /// The control plane's queue.
     pub control: ControlClient,
     /// Connections open across all shards (bounded by `connections_max`). Touched only when a
@@ -109,6 +113,8 @@ pub struct ShardServer {
     pub abort: Trigger,
     /// Cluster mode: the replica fetchers of the partitions this shard follows.
     pub followers: Followers,
+    /// The group coordinators of the partitions of `__consumer_offsets` this shard leads.
+    pub groups: Rc<GroupManager>,
     connections: Cell<usize>,
     splice_seen: Cell<SpliceStats>,
 }
@@ -199,6 +205,11 @@ pub async fn run_shard(
         metrics,
         FORWARDED_INFLIGHT_MAX_DEFAULT,
     );
+    let groups = GroupManager::new(
+        &shared.config.groups,
+        shared.group_metrics[id.index()].clone(),
+    );
+    shard.set_group_service(groups.clone());
     let _mesh = shard.serve_mesh(receivers);
     let listeners = match start_listening(&shard, &shared).await {
         Ok((listeners, own_addr)) => {
@@ -223,12 +234,15 @@ pub async fn run_shard(
         stop: Trigger::default(),
         abort: Trigger::default(),
         followers: Followers::default(),
+        groups,
         connections: Cell::new(0),
         splice_seen: Cell::new(SpliceStats::default()),
     });
     let _accepting = glommio::spawn_local(accept_all(server.clone(), listeners));
+    server.groups.reconcile(&server.shard);
     let _maintenance = glommio::spawn_local(maintain(server.clone()));
     let _cleaning = start_cleaner(&server);
+    let _group_metrics = glommio::spawn_local(refresh_group_metrics(server.clone()));
     let _replication = server
         .shared
         .isr
@@ -254,6 +268,7 @@ async fn obey(
                 let applied = server.shard.apply_table(table).await;
                 if !server.stop.is_fired() {
                     server.followers.reconcile(server);
+                    server.groups.reconcile(&server.shard);
                 }
                 let _ = reply.send(applied);
             }
@@ -398,6 +413,22 @@ pub(crate) async fn sleep_unless_aborted(server: &ShardServer, duration: Duratio
     .await
 }
 
+/// How often each shard refreshes its group gauges, in ms (the lag every
+/// `GROUP_LAG_REFRESH_TICKS` refreshes).
+const GROUP_METRICS_REFRESH_MS: u64 = 1000;
+const GROUP_LAG_REFRESH_TICKS: u64 = 5;
+
+async fn refresh_group_metrics(server: Rc<ShardServer>) {
+    let mut ticks = 0u64;
+    while sleep_unless_aborted(&server, Duration::from_millis(GROUP_METRICS_REFRESH_MS)).await {
+        server.groups.refresh_gauges();
+        ticks += 1;
+        if ticks.is_multiple_of(GROUP_LAG_REFRESH_TICKS) {
+            server.groups.refresh_lag(&server.shard).await;
+        }
+    }
+}
+
 async fn maintain(server: Rc<ShardServer>) {
     while sleep_unless_aborted(&server, Duration::from_millis(MAINTENANCE_INTERVAL_MS)).await {
         server.shard.maintenance(now_ms()).await;
@@ -468,6 +499,7 @@ async fn close(server: &ShardServer) -> Result<(), sluice_shard::ShardError> {
     server.stop.fire();
     server.abort.fire();
     server.followers.stop_all();
+    server.groups.stop_all();
     let result = server.shard.close().await;
     if let Err(error) = &result {
         tracing::error!(shard = server.shard.id().0, %error, "closing logs failed");
