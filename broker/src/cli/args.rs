@@ -1,7 +1,7 @@
 //! Command-line arguments of the client commands, and the parsers of their values.
 
 use clap::{Args, Subcommand, ValueEnum};
-use sluice_client::{Acks, Compression, SeekTo};
+use sluice_client::{Acks, Assignor, Compression, SeekTo};
 
 /// Default bootstrap broker: the broker's default native address.
 pub const BOOTSTRAP_DEFAULT: &str = "127.0.0.1:9192";
@@ -144,8 +144,158 @@ pub struct ConsumeArgs {
     /// Print `partition<TAB>offset<TAB>value` instead of the value alone.
     #[arg(long)]
     pub print_offsets: bool,
+    /// Read as a member of this consumer group: only the partitions the group assigns, from
+    /// its committed offsets (`--from` applies where it has none: earliest or latest), and
+    /// commit what was printed (periodically, on exit and on Ctrl-C).
+    #[arg(long, conflicts_with = "partition")]
+    pub group: Option<String>,
+    /// With --group: the member is removed when the group hears nothing from it for this long.
+    #[arg(long, default_value_t = 45_000, requires = "group")]
+    pub session_timeout_ms: u64,
+    /// With --group: how the group's partitions are assigned.
+    #[arg(long, value_enum, default_value_t = AssignorArg::Range, requires = "group")]
+    pub assignor: AssignorArg,
+    /// With --group: commit what was printed this often, ms.
+    #[arg(long, default_value_t = 5_000, requires = "group")]
+    pub commit_interval_ms: u64,
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+/// A consumer-group assignor.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssignorArg {
+    /// Consecutive partitions per member (Kafka's range).
+    Range,
+    /// Partitions dealt in turn (Kafka's roundrobin).
+    Roundrobin,
+    /// Sticky and incremental (Kafka's cooperative-sticky, KIP-429).
+    CooperativeSticky,
+}
+
+impl From<AssignorArg> for Assignor {
+    fn from(choice: AssignorArg) -> Assignor {
+        match choice {
+            AssignorArg::Range => Assignor::Range,
+            AssignorArg::Roundrobin => Assignor::RoundRobin,
+            AssignorArg::CooperativeSticky => Assignor::CooperativeSticky,
+        }
+    }
+}
+
+/// `sluice group ...` (the shape of Kafka's consumer-groups tool).
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum GroupCommand {
+    /// List every consumer group, one name per line.
+    List(ConnectArgs),
+    /// Show a group's state and, per partition, its committed offset, the log end, the lag and
+    /// the member that owns it.
+    Describe(GroupNameArgs),
+    /// Set a group's committed offsets of a topic (refused while the group has members).
+    ResetOffsets(ResetOffsetsArgs),
+    /// Delete a group and its committed offsets (refused while it has members).
+    Delete(GroupNameArgs),
+}
+
+/// A command that names one group.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct GroupNameArgs {
+    /// The group.
+    pub group: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `sluice group reset-offsets`
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(false)))]
+pub struct ResetOffsetsArgs {
+    /// The group.
+    pub group: String,
+    /// The topic whose offsets are set.
+    #[arg(long)]
+    pub topic: String,
+    /// Only this partition (default: every partition of the topic).
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// The first offset each partition still holds.
+    #[arg(long, group = "target")]
+    pub to_earliest: bool,
+    /// The log end: skip everything produced so far.
+    #[arg(long, group = "target")]
+    pub to_latest: bool,
+    /// This offset (clamped to the partition's log start and end).
+    #[arg(long, group = "target", value_name = "OFFSET")]
+    pub to_offset: Option<i64>,
+    /// The first message at or after this time, RFC 3339 (2026-12-01T00:00:00Z).
+    #[arg(long, group = "target", value_name = "DATETIME", value_parser = parse_datetime_ms)]
+    pub to_datetime: Option<i64>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Parses an RFC 3339 date-time (`2026-12-01T00:00:00Z`, fractional seconds and a `+HH:MM`
+/// offset allowed) into Unix milliseconds.
+pub fn parse_datetime_ms(text: &str) -> Result<i64, String> {
+    let bad = || format!("{text:?} is not an RFC 3339 date-time like 2026-12-01T00:00:00Z");
+    let (date, time) = text.split_once(['T', 't', ' ']).ok_or_else(bad)?;
+    let mut date_parts = date.splitn(3, '-');
+    let field = |parts: &mut std::str::SplitN<'_, char>| -> Result<i64, String> {
+        parts
+            .next()
+            .and_then(|part| part.parse().ok())
+            .ok_or_else(bad)
+    };
+    let (year, month, day) = (
+        field(&mut date_parts)?,
+        field(&mut date_parts)?,
+        field(&mut date_parts)?,
+    );
+    let (clock, offset_minutes) = split_zone(time).ok_or_else(bad)?;
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut clock_parts = hms.splitn(3, ':');
+    let (hour, minute, second) = (
+        field(&mut clock_parts)?,
+        field(&mut clock_parts)?,
+        field(&mut clock_parts)?,
+    );
+    let valid = (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && (0..24).contains(&hour)
+        && (0..60).contains(&minute)
+        && (0..=60).contains(&second)
+        && fraction.chars().all(|digit| digit.is_ascii_digit());
+    if !valid {
+        return Err(bad());
+    }
+    let millis: i64 = format!("{fraction:0<3}")[..3].parse().map_err(|_| bad())?;
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
+    Ok(seconds * 1_000 + millis)
+}
+
+/// Splits the zone off a time of day: `Z` or `±HH:MM`, as minutes east of UTC.
+fn split_zone(time: &str) -> Option<(&str, i64)> {
+    if let Some(clock) = time.strip_suffix(['Z', 'z']) {
+        return Some((clock, 0));
+    }
+    let position = time.rfind(['+', '-'])?;
+    let (clock, zone) = time.split_at(position);
+    let sign = if zone.starts_with('-') { -1 } else { 1 };
+    let (hours, minutes) = zone[1..].split_once(':')?;
+    let minutes = hours.parse::<i64>().ok()? * 60 + minutes.parse::<i64>().ok()?;
+    Some((clock, sign * minutes))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// Parses `--acks`: 0, 1, all (or -1).
@@ -219,6 +369,102 @@ mod tests {
         for bad in ["-1", "@", "@x", "first", ""] {
             assert!(parse_start(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    // Proves RFC 3339 date-times convert to Unix milliseconds (UTC, offsets, fractions) and
+    // that malformed ones are refused.
+    #[test]
+    fn datetimes_parse() {
+        assert_eq!(parse_datetime_ms("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(
+            parse_datetime_ms("2026-12-01T00:00:00Z"),
+            Ok(1_796_083_200_000)
+        );
+        assert_eq!(
+            parse_datetime_ms("2000-02-29T12:30:15.250Z"),
+            Ok(951_827_415_250)
+        );
+        assert_eq!(
+            parse_datetime_ms("2026-12-01T01:00:00+01:00"),
+            Ok(1_796_083_200_000)
+        );
+        for bad in [
+            "2026-12-01",
+            "2026-13-01T00:00:00Z",
+            "yesterday",
+            "2026-12-01T00:00Z",
+        ] {
+            assert!(parse_datetime_ms(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    // Proves the group command lines of the issue parse: consume with --group, and every
+    // `sluice group` subcommand, with exactly one reset target.
+    #[test]
+    fn group_command_lines_parse() {
+        let consume = parse(&[
+            "consume", "t", "--group", "g", "--from", "latest", "--count", "5",
+        ])
+        .unwrap();
+        let ClientCommand::Consume(consume) = consume else {
+            panic!("not a consume: {consume:?}");
+        };
+        assert_eq!(consume.group.as_deref(), Some("g"));
+        assert_eq!(consume.from, SeekTo::Latest);
+        assert!(parse(&["consume", "t", "--group", "g", "--partition", "1"]).is_err());
+        assert!(
+            parse(&["consume", "t", "--session-timeout-ms", "6000"]).is_err(),
+            "needs --group"
+        );
+        for line in [
+            &["group", "list"][..],
+            &["group", "describe", "g"],
+            &["group", "delete", "g"],
+            &[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-earliest",
+            ],
+            &[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-offset",
+                "7",
+                "--partition",
+                "2",
+            ],
+            &[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-datetime",
+                "2026-12-01T00:00:00Z",
+            ],
+        ] {
+            assert!(parse(line).is_ok(), "{line:?}");
+        }
+        assert!(
+            parse(&["group", "reset-offsets", "g", "--topic", "t"]).is_err(),
+            "no target"
+        );
+        assert!(parse(&[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest",
+            "--to-latest"
+        ])
+        .is_err());
     }
 
     // Proves --acks and --config accept exactly their documented forms.

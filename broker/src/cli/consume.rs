@@ -1,11 +1,23 @@
-//! `sluice consume`: a topic's messages to stdout.
+//! `sluice consume`: a topic's messages to stdout, from explicitly chosen partitions, or as a
+//! member of a consumer group (`--group`): then only the partitions the group assigns are read,
+//! from the group's committed offsets, and what was printed is committed (every
+//! `--commit-interval-ms`, when partitions move to another member, on exit and on Ctrl-C), so
+//! several such processes share the partitions and a restarted one resumes right after what
+//! was committed.
 
+use std::cell::Cell;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use sluice_client::{Consumer, ConsumerConfig, ConsumerRecord};
+use anyhow::{bail, Context as _};
+use sluice_client::{
+    AutoOffsetReset, Client, Consumer, ConsumerConfig, ConsumerRecord, GroupConsumer,
+    GroupConsumerConfig, RebalanceListener, SeekTo,
+};
 
 use super::args::ConsumeArgs;
 use super::connect;
@@ -39,6 +51,9 @@ pub(crate) fn write_record(
 /// Runs `sluice consume`.
 pub(crate) async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let client = connect(&args.connect).await?;
+    if let Some(group) = args.group.clone() {
+        return run_group(&args, client, &group).await;
+    }
     let topic = client
         .describe_topic(&args.topic)
         .await
@@ -108,6 +123,147 @@ async fn consume(
             if args.count.is_some_and(|count| printed >= count) {
                 break;
             }
+            write_record(out, record, args.print_offsets)?;
+            printed += 1;
+        }
+        out.flush()?;
+    }
+    out.flush()?;
+    Ok(printed)
+}
+
+/// Longest heartbeat interval of a `--group` member, ms (Kafka's default).
+const HEARTBEAT_INTERVAL_MS_MAX: u64 = 3_000;
+
+/// Reports assignment changes on stderr and marks them as activity (a member that just got
+/// partitions is not idle).
+struct AssignmentReporter {
+    topic: String,
+    last_activity: Rc<Cell<Instant>>,
+}
+
+impl AssignmentReporter {
+    fn report(&self, what: &str, partitions: &[(String, i32)]) {
+        if partitions.is_empty() {
+            return;
+        }
+        let list: Vec<String> = partitions
+            .iter()
+            .map(|(topic, partition)| format!("{topic}-{partition}"))
+            .collect();
+        eprintln!(
+            "{what} {} partition(s) of {}: {}",
+            list.len(),
+            self.topic,
+            list.join(",")
+        );
+        self.last_activity.set(Instant::now());
+    }
+}
+
+impl RebalanceListener for AssignmentReporter {
+    fn on_partitions_revoked(&mut self, partitions: &[(String, i32)]) {
+        self.report("revoked", partitions);
+    }
+
+    fn on_partitions_assigned(&mut self, partitions: &[(String, i32)]) {
+        self.report("assigned", partitions);
+    }
+}
+
+/// `sluice consume --group`: joins the group, prints what it is given, commits what it
+/// printed, and leaves the group when it stops (count reached, idle, or Ctrl-C).
+async fn run_group(
+    args: &ConsumeArgs,
+    client: Rc<Client>,
+    group: &str,
+) -> anyhow::Result<ExitCode> {
+    let auto_offset_reset = match args.from {
+        SeekTo::Earliest => AutoOffsetReset::Earliest,
+        SeekTo::Latest => AutoOffsetReset::Latest,
+        _ => bail!("with --group, --from is earliest or latest (it applies where the group has no committed offset)"),
+    };
+    client
+        .describe_topic(&args.topic)
+        .await
+        .with_context(|| format!("cannot read topic {}", args.topic))?;
+    let config = GroupConsumerConfig {
+        client_id: "sluice-consume".to_string(),
+        session_timeout_ms: args.session_timeout_ms,
+        heartbeat_interval_ms: (args.session_timeout_ms / 3).clamp(1, HEARTBEAT_INTERVAL_MS_MAX),
+        rebalance_timeout_ms: args.session_timeout_ms,
+        assignors: vec![args.assignor.into()],
+        auto_offset_reset,
+        enable_auto_commit: true,
+        auto_commit_interval_ms: args.commit_interval_ms.max(1),
+        ..GroupConsumerConfig::new(group)
+    };
+    let mut member = GroupConsumer::new(client, ConsumerConfig::default(), config)
+        .with_context(|| format!("cannot join group {group}"))?;
+    let last_activity = Rc::new(Cell::new(Instant::now()));
+    member.set_rebalance_listener(Box::new(AssignmentReporter {
+        topic: args.topic.clone(),
+        last_activity: last_activity.clone(),
+    }));
+    member.subscribe(vec![args.topic.clone()]);
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("cannot handle signals")?;
+    }
+    let mut out = BufWriter::with_capacity(STDOUT_BUFFER_BYTES, std::io::stdout().lock());
+    let consumed = consume_group(&mut member, args, &mut out, &stop, &last_activity).await;
+    // Commit what was printed and leave, also after an error or a broken pipe.
+    let closed = member.close().await;
+    let printed = match consumed {
+        Ok(printed) => printed,
+        Err(error) if is_broken_pipe(&error) => return Ok(ExitCode::SUCCESS),
+        Err(error) => return Err(error),
+    };
+    closed.with_context(|| format!("cannot commit the last offsets of group {group}"))?;
+    eprintln!(
+        "consumed {printed} messages from {} as group {group}",
+        args.topic
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Polls and prints until `--count` messages were printed, nothing happened for the idle
+/// timeout, or a signal asked to stop; returns how many were printed. Each poll returns at most
+/// what is still to print, so the commits cover exactly what was printed.
+async fn consume_group(
+    member: &mut GroupConsumer,
+    args: &ConsumeArgs,
+    out: &mut impl Write,
+    stop: &AtomicBool,
+    last_activity: &Cell<Instant>,
+) -> anyhow::Result<u64> {
+    let idle_timeout = args
+        .timeout_ms
+        .or(args.count.is_none().then_some(IDLE_TIMEOUT_MS_DEFAULT))
+        .map(Duration::from_millis);
+    let mut printed = 0_u64;
+    while args.count.is_none_or(|count| printed < count) && !stop.load(Ordering::Relaxed) {
+        let wait = match idle_timeout {
+            Some(idle) => {
+                let left = (last_activity.get() + idle).saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                left.min(POLL_WAIT_MAX)
+            }
+            None => POLL_WAIT_MAX,
+        };
+        let remaining = args.count.map_or(usize::MAX, |count| {
+            usize::try_from(count - printed).unwrap_or(usize::MAX)
+        });
+        let records = member
+            .poll_records(wait, remaining)
+            .await
+            .with_context(|| format!("cannot read topic {}", args.topic))?;
+        if !records.is_empty() {
+            last_activity.set(Instant::now());
+        }
+        for record in &records {
             write_record(out, record, args.print_offsets)?;
             printed += 1;
         }

@@ -1,10 +1,12 @@
 //! The `sluice` CLI's client commands: `topic create|list|describe|delete`, `produce`,
-//! `consume` and `cluster info`. Each runs the native client (`sluice-client`) on one glommio executor on the
+//! `consume` (alone, or as a member of a consumer group with `--group`), `group
+//! list|describe|reset-offsets|delete` and `cluster info`. Each runs the native client (`sluice-client`) on one glommio executor on the
 //! calling thread; errors are `anyhow` errors that say what could not be done and why.
 
 mod args;
 mod cluster;
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -16,8 +18,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 use sluice_client::{Client, ClientConfig, ClientError};
 
 pub use args::{
-    parse_acks, parse_config_entry, parse_start, CompressionArg, ConnectArgs, ConsumeArgs,
-    ProduceArgs, TopicCommand, TopicCreateArgs, TopicNameArgs,
+    parse_acks, parse_config_entry, parse_datetime_ms, parse_start, AssignorArg, CompressionArg,
+    ConnectArgs, ConsumeArgs, GroupCommand, GroupNameArgs, ProduceArgs, ResetOffsetsArgs,
+    TopicCommand, TopicCreateArgs, TopicNameArgs,
 };
 pub use cluster::ClusterCommand;
 
@@ -34,6 +37,9 @@ pub enum ClientCommand {
     /// Show the cluster: brokers, controller, under-replicated and offline partitions.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// List, describe or delete consumer groups, or reset their offsets.
+    #[command(subcommand)]
+    Group(GroupCommand),
 }
 
 /// Runs a client command to completion and returns the process exit code.
@@ -49,6 +55,7 @@ pub fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
             ClientCommand::Produce(args) => produce::run(args).await,
             ClientCommand::Consume(args) => consume::run(args).await,
             ClientCommand::Cluster(command) => cluster::run(command).await,
+            ClientCommand::Group(command) => group::run(command).await,
         }
     })
 }

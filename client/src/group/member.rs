@@ -110,6 +110,11 @@ pub struct GroupConsumer {
     heartbeat: Option<Task<()>>,
     last_auto_commit: Instant,
     committed: HashMap<TopicPartition, i64>,
+    /// Records fetched but not returned yet (`poll_records` returns at most its bound).
+    buffered: std::collections::VecDeque<ConsumerRecord>,
+    /// Per assigned partition, the offset after the last record returned: what commits and
+    /// `position` report.
+    returned: HashMap<TopicPartition, i64>,
     stats: RebalanceStats,
 }
 
@@ -156,6 +161,8 @@ impl GroupConsumer {
             heartbeat: None,
             last_auto_commit: Instant::now(),
             committed: HashMap::new(),
+            buffered: std::collections::VecDeque::new(),
+            returned: HashMap::new(),
             stats: RebalanceStats::default(),
         })
     }
@@ -197,9 +204,10 @@ impl GroupConsumer {
         self.stats
     }
 
-    /// The offset of the next record `poll` returns for an assigned partition.
+    /// The offset of the next record `poll` returns for an assigned partition (what a commit
+    /// of this partition stores).
     pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.consumer.position(topic, partition)
+        self.returned.get(&(topic.to_string(), partition)).copied()
     }
 
     /// Records left to read in an assigned partition: its log end (high watermark) minus the
@@ -231,6 +239,35 @@ impl GroupConsumer {
     /// commits automatically when due, then fetches from the assigned partitions until records
     /// arrive or `timeout` passes (empty then).
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        self.poll_records(timeout, usize::MAX).await
+    }
+
+    /// [`GroupConsumer::poll`] returning at most `max_records` records (Kafka's
+    /// `max.poll.records`); the rest are returned by the next polls. Positions, and so commits,
+    /// cover only what was returned.
+    pub async fn poll_records(
+        &mut self,
+        timeout: Duration,
+        max_records: usize,
+    ) -> Result<Vec<ConsumerRecord>, ClientError> {
+        let records = self.poll_fetched(timeout).await?;
+        self.buffered.extend(records);
+        let count = self.buffered.len().min(max_records.max(1));
+        let records: Vec<ConsumerRecord> = self.buffered.drain(..count).collect();
+        for record in &records {
+            self.returned.insert(
+                (record.topic.to_string(), record.partition),
+                record.offset + 1,
+            );
+        }
+        Ok(records)
+    }
+
+    /// Fetched records (the buffer first).
+    async fn poll_fetched(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(reason) = self.shared.fatal.borrow().clone() {
@@ -241,6 +278,10 @@ impl GroupConsumer {
             }
             if self.ensure_member(deadline).await? {
                 self.maybe_auto_commit().await;
+                if !self.buffered.is_empty() {
+                    // Records fetched earlier are returned first.
+                    return Ok(Vec::new());
+                }
                 let left = deadline.saturating_duration_since(Instant::now());
                 let slice = left.min(Duration::from_millis(
                     self.shared.config.heartbeat_interval_ms,
@@ -329,8 +370,8 @@ impl GroupConsumer {
         self.owned
             .iter()
             .filter_map(|(topic, partition)| {
-                let position = self.consumer.position(topic, *partition)?;
                 let key = (topic.clone(), *partition);
+                let position = *self.returned.get(&key)?;
                 let unchanged = self.committed.get(&key) == Some(&position);
                 (!changed_only || !unchanged).then(|| (topic.clone(), *partition, position))
             })
@@ -424,9 +465,9 @@ impl GroupConsumer {
             let offsets: Vec<(String, i32, i64)> = partitions
                 .iter()
                 .filter_map(|(topic, partition)| {
-                    self.consumer
-                        .position(topic, *partition)
-                        .map(|position| (topic.clone(), *partition, position))
+                    self.returned
+                        .get(&(topic.clone(), *partition))
+                        .map(|position| (topic.clone(), *partition, *position))
                 })
                 .collect();
             if !offsets.is_empty() {
@@ -459,9 +500,9 @@ impl GroupConsumer {
             self.shared.rejoin.set(true);
         }
         let mut positions = self.start_positions(&added).await?;
-        for (topic, partition) in &new {
-            if let Some(position) = self.consumer.position(topic, *partition) {
-                positions.push(((topic.clone(), *partition), position));
+        for partition in &new {
+            if let Some(position) = self.returned.get(partition) {
+                positions.push((partition.clone(), *position));
             }
         }
         self.owned = new.into_iter().collect();
@@ -529,8 +570,11 @@ impl GroupConsumer {
         Ok(positions)
     }
 
-    /// Makes the inner consumer read exactly `positions`.
+    /// Makes the inner consumer read exactly `positions` (records fetched but not returned are
+    /// dropped: they are fetched again from the positions).
     async fn reassign(&mut self, positions: &[(TopicPartition, i64)]) {
+        self.buffered.clear();
+        self.returned = positions.iter().cloned().collect();
         let partitions: Vec<TopicPartition> = positions
             .iter()
             .map(|(partition, _)| partition.clone())
@@ -566,7 +610,14 @@ impl GroupConsumer {
                 })
             }
         };
-        self.consumer.seek(topic, partition, to).await
+        self.consumer.seek(topic, partition, to).await?;
+        self.buffered
+            .retain(|record| !(&*record.topic == topic && record.partition == partition));
+        if let Some(position) = self.consumer.position(topic, partition) {
+            self.returned
+                .insert((topic.to_string(), partition), position);
+        }
+        Ok(())
     }
 }
 
