@@ -394,3 +394,101 @@ fn offsets_survive_a_restart_and_resume_exactly() {
     assert_eq!(all.len(), 300, "nothing repeated or skipped");
     broker.shutdown().unwrap();
 }
+
+/// Records in `topic`-`partition` from its log start to its end, read as a plain consumer.
+async fn count_records(client: &Rc<Client>, topic: &str, partition: i32) -> usize {
+    let end = client
+        .list_offset(topic, partition, sluice_client::OffsetSpec::Latest)
+        .await
+        .unwrap();
+    let mut consumer = sluice_client::Consumer::new(client.clone(), ConsumerConfig::default());
+    consumer
+        .assign(
+            vec![(topic.to_string(), partition)],
+            sluice_client::SeekTo::Earliest,
+        )
+        .await
+        .unwrap();
+    let mut count = 0;
+    while consumer.position(topic, partition).unwrap() < end {
+        count += consumer
+            .poll(Duration::from_millis(200))
+            .await
+            .unwrap()
+            .len();
+    }
+    count
+}
+
+// Proves `__consumer_offsets` is compacted and loads right after it: 2,000 commits of 4
+// partitions and a deleted group shrink to a handful of records once the cleaner ran (small
+// segments here), and after a restart the group's offsets are its newest commits and the
+// deleted group stays deleted.
+#[test]
+fn consumer_offsets_is_compacted_and_reloads_correctly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = group_config(dir.path(), 1);
+    config.groups.offsets_topic_partitions = 1;
+    config.groups.offsets_topic_segment_bytes = 4_096;
+    config.storage.log_cleaner_backoff_ms = 100;
+    let broker = Broker::start(config.clone()).unwrap();
+    let settings = client_config(&broker);
+    run(async move {
+        let client = Client::connect(settings).await.unwrap();
+        client.create_topic("t", 4, 1, Vec::new()).await.unwrap();
+        let admin = GroupAdmin::new(client.clone());
+        for round in 1..=500 {
+            let offsets: Vec<(String, i32, i64)> = (0..4)
+                .map(|partition| ("t".to_string(), partition, round))
+                .collect();
+            admin.commit_offsets("kept", &offsets).await.unwrap();
+        }
+        admin
+            .commit_offsets("gone", &[("t".to_string(), 0, 9)])
+            .await
+            .unwrap();
+        admin.delete_group("gone").await.unwrap();
+        let started = Instant::now();
+        loop {
+            let records = count_records(&client, "__consumer_offsets", 0).await;
+            if records < 100 {
+                break;
+            }
+            assert!(
+                started.elapsed() < WAIT_MAX,
+                "__consumer_offsets still holds {records} records"
+            );
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    broker.shutdown().unwrap();
+    let broker = Broker::start(config).unwrap();
+    let settings = client_config(&broker);
+    run(async move {
+        let client = Client::connect(settings).await.unwrap();
+        let admin = GroupAdmin::new(client.clone());
+        let committed = admin.committed_offsets("kept", None).await.unwrap();
+        let offsets: Vec<(i32, i64)> = committed
+            .iter()
+            .map(|offset| (offset.partition, offset.offset))
+            .collect();
+        assert_eq!(offsets, vec![(0, 500), (1, 500), (2, 500), (3, 500)]);
+        let error = admin.describe_group("gone").await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                sluice_client::ClientError::Broker {
+                    code: sluice_net::ErrorCode::GroupIdNotFound,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(admin
+            .committed_offsets("gone", None)
+            .await
+            .unwrap()
+            .is_empty());
+    });
+    broker.shutdown().unwrap();
+}

@@ -17,6 +17,9 @@ pub struct GroupSettings {
     /// Replicas of each partition of `__consumer_offsets` in cluster mode, capped at the live
     /// brokers when the topic is created (Kafka's `offsets.topic.replication.factor`).
     pub offsets_topic_replication_factor: i16,
+    /// Segment size of `__consumer_offsets` when the broker creates it, bytes (Kafka's
+    /// `offsets.topic.segment.bytes`): the cleaner compacts closed segments only.
+    pub offsets_topic_segment_bytes: u64,
     /// Longest an offset commit or group write waits for the in-sync replicas, ms (Kafka's
     /// `offsets.commit.timeout.ms`).
     pub offsets_commit_timeout_ms: u64,
@@ -45,6 +48,7 @@ impl Default for GroupSettings {
         GroupSettings {
             offsets_topic_partitions: 50,
             offsets_topic_replication_factor: 3,
+            offsets_topic_segment_bytes: 100 << 20,
             offsets_commit_timeout_ms: 5_000,
             group_members_max: coordinator.group_members_max,
             groups_per_coordinator_max: coordinator.groups_max,
@@ -94,6 +98,13 @@ impl GroupSettings {
                 "must be at least 1",
             ));
         }
+        if self.offsets_topic_segment_bytes < sluice_storage::config::SEGMENT_BYTES_MIN {
+            return Err(invalid(
+                "offsets_topic_segment_bytes",
+                self.offsets_topic_segment_bytes.to_string(),
+                "must be at least 1024",
+            ));
+        }
         if self.offsets_commit_timeout_ms == 0 {
             return Err(invalid(
                 "offsets_commit_timeout_ms",
@@ -116,6 +127,7 @@ impl GroupSettings {
         set!(
             offsets_topic_partitions,
             offsets_topic_replication_factor,
+            offsets_topic_segment_bytes,
             offsets_commit_timeout_ms,
             group_members_max,
             groups_per_coordinator_max,
@@ -132,6 +144,7 @@ impl GroupSettings {
         GroupsOverlay {
             offsets_topic_partitions: Some(self.offsets_topic_partitions),
             offsets_topic_replication_factor: Some(self.offsets_topic_replication_factor),
+            offsets_topic_segment_bytes: Some(self.offsets_topic_segment_bytes),
             offsets_commit_timeout_ms: Some(self.offsets_commit_timeout_ms),
             group_members_max: Some(self.group_members_max),
             groups_per_coordinator_max: Some(self.groups_per_coordinator_max),
@@ -156,6 +169,10 @@ pub struct GroupsOverlay {
     #[arg(long, env = "SLUICE_OFFSETS_TOPIC_REPLICATION_FACTOR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offsets_topic_replication_factor: Option<i16>,
+    /// Segment size of __consumer_offsets when created, bytes.
+    #[arg(long, env = "SLUICE_OFFSETS_TOPIC_SEGMENT_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offsets_topic_segment_bytes: Option<u64>,
     /// Wait for the ISR on offset commits and group writes, ms.
     #[arg(long, env = "SLUICE_OFFSETS_COMMIT_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -201,6 +218,7 @@ impl GroupsOverlay {
         merge!(
             offsets_topic_partitions,
             offsets_topic_replication_factor,
+            offsets_topic_segment_bytes,
             offsets_commit_timeout_ms,
             group_members_max,
             groups_per_coordinator_max,

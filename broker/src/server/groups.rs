@@ -228,8 +228,9 @@ fn offsets_partitions(server: &ShardServer) -> Option<i32> {
 
 /// Asks the control plane to create `__consumer_offsets` (once at a time per shard) with
 /// `offsets_topic_partitions` partitions and, in cluster mode, min(replication factor, live
-/// brokers) replicas. Time-based retention is off: the topic holds the newest offsets of idle
-/// groups for as long as they exist.
+/// brokers) replicas. As Kafka's, the topic is compacted (`cleanup.policy=compact`): it keeps
+/// the newest record of every key (a group's metadata, a partition's committed offset) and
+/// nothing is deleted for its age, so it stays bounded and idle groups keep their offsets.
 fn ensure_offsets_topic(server: &Rc<ShardServer>) {
     if !server.groups.begin_topic_creation() {
         return;
@@ -250,8 +251,11 @@ fn ensure_offsets_topic(server: &Rc<ShardServer>) {
         partitions: settings.offsets_topic_partitions,
         replication_factor,
         configs: vec![
-            ("retention.ms".to_string(), "-1".to_string()),
-            ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                settings.offsets_topic_segment_bytes.to_string(),
+            ),
         ],
     };
     let (reply, answer) = oneshot::channel::<Vec<TopicResult>>();
