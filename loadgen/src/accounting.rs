@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::report::{CountsReport, PartitionCounts};
+use crate::report::{CountsReport, GroupsReport, PartitionCounts};
 use crate::stats::SequenceSet;
 use crate::worker::ExecutorOutcome;
 
@@ -31,13 +31,18 @@ pub fn account(
     let mut received: BTreeMap<u32, BTreeMap<(i32, u32), SequenceSet>> = BTreeMap::new();
     let mut partitions: BTreeMap<(usize, i32), PartitionCounts> = BTreeMap::new();
     let mut foreign = 0;
+    let mut groups = GroupsReport::default();
     for consumer in outcomes.iter().flat_map(|outcome| &outcome.consumers) {
         foreign += consumer.foreign;
+        groups.rebalances += consumer.rebalances;
+        groups.rebalance_ms_total += consumer.rebalance_ms_total;
+        groups.rebalance_ms_max = groups.rebalance_ms_max.max(consumer.rebalance_ms_max);
         let merged = received.entry(consumer.subscription_id).or_default();
         for (key, set) in &consumer.received {
             let overlap = merged.entry(*key).or_default().union_with(set);
-            // Two consumers of one subscription never share a partition, so any overlap would be
-            // a message delivered twice to the subscription.
+            // Inside one group a partition has one owner at a time, so an overlap is a message
+            // delivered twice to the subscription (at-least-once: after a rebalance, the new
+            // owner re-reads what the old one had not committed).
             counts_for(&mut partitions, topics, consumer.topic_index, key.0).duplicates += overlap;
         }
         for (partition, count) in &consumer.consumed {
@@ -74,6 +79,7 @@ pub fn account(
         missing: partitions.iter().map(|p| p.missing).sum(),
         foreign,
         partitions,
+        groups,
     }
 }
 

@@ -1,4 +1,4 @@
-//! Connecting, and the topic administration done before and after a run.
+//! Connecting, and the topic and group administration done before and after a run.
 //!
 //! Administration runs on a short-lived glommio executor of its own (the client is `!Send` and
 //! needs a reactor), so the main thread stays a plain thread that only coordinates.
@@ -8,9 +8,10 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
-use sluice_client::{Client, ClientConfig};
+use sluice_client::{Client, ClientConfig, GroupAdmin, OffsetSpec};
 
 use crate::error::LoadgenError;
+use crate::plan::group_id;
 use crate::worker::EXECUTOR_IO_MEMORY_BYTES;
 
 /// Extra time past the client's own connect timeout before the load generator gives up on a
@@ -146,6 +147,88 @@ pub fn delete_topics(
             if let Err(error) = client.delete_topic(topic).await {
                 first_error
                     .get_or_insert(LoadgenError::client(format!("delete topic {topic}"), error));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    })
+}
+
+/// Sets the starting point of every subscription's consumer group: its committed offset of each
+/// partition is the partition's end now, so the group reads exactly what this run produces,
+/// however its members join and rebalance. (A group left over from an earlier run with the same
+/// `--topic` is reset the same way; that needs its old members gone.)
+pub fn commit_start_offsets(
+    bootstrap: &str,
+    connect_timeout: Duration,
+    topics: &[String],
+    subscriptions_per_topic: u32,
+) -> Result<(), LoadgenError> {
+    if subscriptions_per_topic == 0 {
+        return Ok(());
+    }
+    let topics = topics.to_vec();
+    with_admin_client(bootstrap, connect_timeout, move |client| async move {
+        let admin = GroupAdmin::new(client.clone());
+        for (topic_index, topic) in topics.iter().enumerate() {
+            let count = client
+                .partition_count(topic)
+                .await
+                .map_err(|error| LoadgenError::client(format!("partitions of {topic}"), error))?;
+            let mut offsets = Vec::new();
+            for partition in 0..count {
+                let end = client
+                    .list_offset(topic, partition, OffsetSpec::Latest)
+                    .await
+                    .map_err(|error| {
+                        LoadgenError::client(format!("end offset of {topic}/{partition}"), error)
+                    })?;
+                offsets.push((topic.clone(), partition, end));
+            }
+            for subscription in 0..subscriptions_per_topic {
+                let subscription_id = topic_index as u32 * subscriptions_per_topic + subscription;
+                let group = group_id(topic, subscription_id);
+                admin
+                    .commit_offsets(&group, &offsets)
+                    .await
+                    .map_err(|error| {
+                        LoadgenError::client(
+                            format!("set the start offsets of group {group}"),
+                            error,
+                        )
+                    })?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Deletes the subscriptions' consumer groups (after the run, with the topics); returns the
+/// first error but tries every group.
+pub fn delete_groups(
+    bootstrap: &str,
+    connect_timeout: Duration,
+    topics: &[String],
+    subscriptions_per_topic: u32,
+) -> Result<(), LoadgenError> {
+    if topics.is_empty() || subscriptions_per_topic == 0 {
+        return Ok(());
+    }
+    let topics = topics.to_vec();
+    with_admin_client(bootstrap, connect_timeout, move |client| async move {
+        let admin = GroupAdmin::new(client);
+        let mut first_error = None;
+        for (topic_index, topic) in topics.iter().enumerate() {
+            for subscription in 0..subscriptions_per_topic {
+                let group = group_id(
+                    topic,
+                    topic_index as u32 * subscriptions_per_topic + subscription,
+                );
+                if let Err(error) = admin.delete_group(&group).await {
+                    first_error.get_or_insert(LoadgenError::client(
+                        format!("delete group {group}"),
+                        error,
+                    ));
+                }
             }
         }
         first_error.map_or(Ok(()), Err)

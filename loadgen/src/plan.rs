@@ -1,9 +1,8 @@
 //! Who runs where: producers and consumers spread over the load generator's executors.
 //!
-//! The broker has no consumer groups yet, so a subscription is emulated by static assignment: its
-//! consumers split the topic's partitions among themselves (partition `p` goes to consumer
-//! `p mod consumers_per_subscription`), and every subscription reads every partition. This is what
-//! a group with a range-free, round-robin assignor would settle on, without rebalances.
+//! Each subscription is a real consumer group (see [`group_id`]): its consumers join it and the
+//! group's leader member assigns the topic's partitions among them, so every subscription reads
+//! every partition and, inside one, each partition has one consumer.
 
 use crate::workload::Workload;
 
@@ -30,8 +29,12 @@ pub struct ConsumerPlan {
     pub topic_index: usize,
     /// Position of this consumer in its subscription.
     pub consumer_index: u32,
-    /// Partitions it reads (static assignment).
-    pub partitions: Vec<i32>,
+}
+
+/// The consumer group of subscription `subscription_id` on `topic`: unique to the topic (so to
+/// the run, whose topic names are run-unique unless `--topic` is given).
+pub fn group_id(topic: &str, subscription_id: u32) -> String {
+    format!("{topic}-sub-{subscription_id}")
 }
 
 /// The share of the run one executor carries.
@@ -100,7 +103,7 @@ pub fn plan_producers(workload: &Workload) -> Vec<ProducerPlan> {
         .collect()
 }
 
-/// Every consumer of the run with its statically assigned partitions.
+/// Every consumer of the run, by subscription.
 pub fn plan_consumers(workload: &Workload) -> Vec<ConsumerPlan> {
     let mut consumers = Vec::new();
     for topic_index in 0..workload.topics as usize {
@@ -108,17 +111,10 @@ pub fn plan_consumers(workload: &Workload) -> Vec<ConsumerPlan> {
             let subscription_id =
                 topic_index as u32 * workload.subscriptions_per_topic + subscription;
             for consumer_index in 0..workload.consumers_per_subscription {
-                let partitions = (0..workload.partitions_per_topic)
-                    .filter(|partition| {
-                        partition % workload.consumers_per_subscription == consumer_index
-                    })
-                    .map(|partition| partition as i32)
-                    .collect();
                 consumers.push(ConsumerPlan {
                     subscription_id,
                     topic_index,
                     consumer_index,
-                    partitions,
                 });
             }
         }
@@ -130,36 +126,30 @@ pub fn plan_consumers(workload: &Workload) -> Vec<ConsumerPlan> {
 mod tests {
     use super::*;
 
-    // Proves static assignment gives every subscription every partition exactly once, and that
-    // consumers beyond the partition count get none, by planning 3 consumers over 7 partitions and
-    // 5 consumers over 2 partitions.
+    // Proves every subscription gets consumers_per_subscription consumers of its own topic, with
+    // subscription ids unique over topics, and that group ids differ per subscription.
     #[test]
-    fn each_subscription_covers_every_partition_once() {
-        for (partitions, consumers) in [(7, 3), (2, 5), (16, 1)] {
-            let workload = Workload {
-                topics: 2,
-                partitions_per_topic: partitions,
-                subscriptions_per_topic: 2,
-                consumers_per_subscription: consumers,
-                ..Workload::default()
-            };
-            let plans = plan_consumers(&workload);
-            assert_eq!(plans.len() as u32, 2 * 2 * consumers);
-            let idle = plans
+    fn each_subscription_has_its_consumers() {
+        let workload = Workload {
+            topics: 2,
+            partitions_per_topic: 7,
+            subscriptions_per_topic: 2,
+            consumers_per_subscription: 3,
+            ..Workload::default()
+        };
+        let plans = plan_consumers(&workload);
+        assert_eq!(plans.len(), 2 * 2 * 3);
+        for subscription_id in 0..4 {
+            let members: Vec<&ConsumerPlan> = plans
                 .iter()
-                .filter(|plan| plan.partitions.is_empty())
-                .count() as u32;
-            assert_eq!(idle, 4 * consumers.saturating_sub(partitions));
-            for subscription_id in 0..4 {
-                let mut seen: Vec<i32> = plans
-                    .iter()
-                    .filter(|plan| plan.subscription_id == subscription_id)
-                    .flat_map(|plan| plan.partitions.clone())
-                    .collect();
-                seen.sort_unstable();
-                assert_eq!(seen, (0..partitions as i32).collect::<Vec<_>>());
-            }
+                .filter(|plan| plan.subscription_id == subscription_id)
+                .collect();
+            assert_eq!(members.len(), 3);
+            assert!(members
+                .iter()
+                .all(|plan| plan.topic_index == subscription_id as usize / 2));
         }
+        assert_ne!(group_id("t", 0), group_id("t", 1));
     }
 
     // Proves producers and consumers are spread over the executors, none is lost, the rate is

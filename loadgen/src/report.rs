@@ -298,6 +298,22 @@ pub struct CountsReport {
     pub foreign: u64,
     /// Per partition.
     pub partitions: Vec<PartitionCounts>,
+    /// The subscriptions' consumer-group rebalances.
+    #[serde(default)]
+    pub groups: GroupsReport,
+}
+
+/// Rebalances the consumers took part in (each member counts its own; the first join of a
+/// group is a rebalance too), and how long they took from the member's side: from the poll
+/// that noticed the rebalance to the new assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GroupsReport {
+    /// Rebalances, summed over members.
+    pub rebalances: u64,
+    /// Their summed duration, ms.
+    pub rebalance_ms_total: u64,
+    /// The longest one, ms.
+    pub rebalance_ms_max: u64,
 }
 
 /// The correctness verdict.
@@ -353,6 +369,31 @@ impl Report {
     pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(path, text + "\n")
+    }
+
+    /// The message counts and group rebalances lines of the summary.
+    fn write_counts(&self, out: &mut String) {
+        let counts = &self.counts;
+        let _ = writeln!(
+            out,
+            "Messages: sent {} | acked {} | failed {} | consumed {} ({} subscription(s) per topic) | \
+             duplicates {} | missing {}",
+            counts.sent,
+            counts.acked,
+            counts.failed,
+            counts.consumed,
+            counts.subscriptions_per_topic,
+            counts.duplicates,
+            counts.missing
+        );
+        if counts.subscriptions_per_topic > 0 {
+            let groups = &counts.groups;
+            let _ = writeln!(
+                out,
+                "Groups: {} rebalance(s) over all members | {} ms in total | longest {} ms",
+                groups.rebalances, groups.rebalance_ms_total, groups.rebalance_ms_max
+            );
+        }
     }
 
     /// The summary table printed at the end of a run.
@@ -412,19 +453,7 @@ impl Report {
         if let Some(durability) = &self.broker.durability {
             let _ = writeln!(out, "Broker ({}): {durability}", self.broker.mode);
         }
-        let counts = &self.counts;
-        let _ = writeln!(
-            out,
-            "Messages: sent {} | acked {} | failed {} | consumed {} ({} subscription(s) per topic) | \
-             duplicates {} | missing {}",
-            counts.sent,
-            counts.acked,
-            counts.failed,
-            counts.consumed,
-            counts.subscriptions_per_topic,
-            counts.duplicates,
-            counts.missing
-        );
+        self.write_counts(&mut out);
         let _ = writeln!(out, "Correctness: {}", self.correctness.message);
         for note in &self.notes {
             let _ = writeln!(out, "Note: {note}");
@@ -513,13 +542,14 @@ pub(crate) mod test_support {
                     duplicates: 0,
                     missing: 0,
                 }],
+                groups: GroupsReport::default(),
             },
             correctness: Correctness {
                 checked: true,
                 passed: true,
                 message: "ok".to_string(),
             },
-            notes: vec!["static assignment".to_string()],
+            notes: vec!["each subscription is a consumer group".to_string()],
             errors: Vec::new(),
         }
     }

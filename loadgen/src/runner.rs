@@ -209,9 +209,18 @@ fn run_on_broker(
         partitions,
         options.topic.is_some(),
     )?;
+    let subscriptions = options.workload.subscriptions_per_topic;
+    admin::commit_start_offsets(bootstrap, options.connect_timeout, &topics, subscriptions)?;
     let measured = drive(options, bootstrap, &topics, pool);
     let mut errors = Vec::new();
     if !options.keep_topic {
+        // The groups go with the topics (their members left when the run ended).
+        if let Err(error) =
+            admin::delete_groups(bootstrap, options.connect_timeout, &topics, subscriptions)
+        {
+            tracing::warn!("{error}");
+            errors.push(error.to_string());
+        }
         let ours: Vec<String> = topics
             .iter()
             .zip(&created)
@@ -490,8 +499,8 @@ fn notes(workload: &Workload) -> Vec<String> {
     ];
     if workload.subscriptions_per_topic > 0 {
         notes.push(format!(
-            "Subscriptions are emulated by static assignment (the broker has no consumer groups yet): consumer c of \
-             a subscription reads the partitions p with p mod {} = c.",
+            "Each subscription is a consumer group of {} member(s) (range assignor), starting at the partitions' \
+             ends when the run began; rebalances and their duration are counted in counts.groups.",
             workload.consumers_per_subscription
         ));
     }

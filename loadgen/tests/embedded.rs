@@ -43,7 +43,8 @@ fn embedded_options(workload: Workload) -> RunOptions {
 }
 
 // Proves a short embedded run (3 s, 2 partitions, 500 msg/s) delivers every produced message
-// exactly once and the report's counts agree (sent == acked == consumed, no duplicates or
+// exactly once through a real consumer group (which counts its rebalance) and the report's
+// counts agree (sent == acked == consumed, no duplicates or
 // missing, per partition too), by running the library API and reading its report, including
 // after a JSON round trip.
 #[test]
@@ -72,6 +73,8 @@ fn embedded_run_consumes_every_message() {
         (0, 0, 0, 0)
     );
     assert_eq!(counts.partitions.len(), 2);
+    // The subscription is a real consumer group: its member joined it (one rebalance at least).
+    assert!(counts.groups.rebalances >= 1, "{:?}", counts.groups);
     for partition in &counts.partitions {
         assert!(
             partition.acked > 0,

@@ -62,6 +62,8 @@ pub struct RebalanceStats {
     pub rebalance_ms_total: u64,
     /// The last one's duration, ms.
     pub last_rebalance_ms: u64,
+    /// The longest one, ms.
+    pub rebalance_ms_max: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -516,6 +518,7 @@ impl GroupConsumer {
             self.stats.rebalances += 1;
             self.stats.rebalance_ms_total += elapsed;
             self.stats.last_rebalance_ms = elapsed;
+            self.stats.rebalance_ms_max = self.stats.rebalance_ms_max.max(elapsed);
         }
         if self.heartbeat.is_none() {
             let shared = self.shared.clone();

@@ -1,34 +1,44 @@
-//! A load generator consumer: reads its statically assigned partitions from where they ended when
-//! the run started, records end-to-end latency from each payload's intended send time, and keeps
-//! the sequences it saw for the exactly-once check.
+//! A load generator consumer: a member of its subscription's consumer group, reading the
+//! partitions the group assigns it from the group's committed offsets (set to the partitions'
+//! ends when the run started), recording end-to-end latency from each payload's intended send
+//! time, and keeping the sequences it saw for the exactly-once check.
 
 use std::rc::Rc;
 use std::time::Duration;
 
-use sluice_client::{Client, Consumer, ConsumerConfig, ConsumerRecord, OffsetSpec, SeekTo};
+use sluice_client::{
+    Assignor, AutoOffsetReset, Client, ConsumerConfig, ConsumerRecord, GroupConsumer,
+    GroupConsumerConfig,
+};
 
 use super::{ConsumerOutcome, ExecutorLocal};
 use crate::error::LoadgenError;
 use crate::payload::PayloadHeader;
-use crate::plan::ConsumerPlan;
+use crate::plan::{group_id, ConsumerPlan};
 
 /// Longest a consumer's poll waits for data, so it notices the end of the run promptly.
 pub const CONSUMER_POLL_TIMEOUT_MS: u64 = 100;
 /// Longest the broker holds a fetch open waiting for data (long polling).
 pub const CONSUMER_FETCH_WAIT_MS: u32 = 100;
+/// Session timeout of the load generator's group members, ms.
+pub const CONSUMER_SESSION_TIMEOUT_MS: u64 = 10_000;
+/// Heartbeat interval of the load generator's group members, ms.
+pub const CONSUMER_HEARTBEAT_INTERVAL_MS: u64 = 1_000;
+/// Rebalance timeout of the load generator's group members, ms.
+pub const CONSUMER_REBALANCE_TIMEOUT_MS: u64 = 30_000;
 /// Interval at which a paused consumer (backlog mode) checks whether it may start.
 const PAUSED_POLL_MS: u64 = 5;
 /// Pause after a failed poll, so a dead broker does not spin the CPU.
 const POLL_ERROR_BACKOFF_MS: u64 = 50;
 
-/// One consumer, assigned and positioned, ready to run on this executor.
+/// One consumer, subscribed, ready to run on this executor (it joins its group in its first
+/// poll).
 pub(super) struct ConsumerTask {
     plan: ConsumerPlan,
-    consumer: Option<Consumer>,
+    consumer: GroupConsumer,
 }
 
-/// Creates every consumer of this executor, assigns its partitions and positions it at each
-/// partition's current end, so it reads exactly what this run produces.
+/// Creates every consumer of this executor as a member of its subscription's group.
 pub(super) async fn prepare(
     client: &Rc<Client>,
     plans: &[ConsumerPlan],
@@ -37,49 +47,26 @@ pub(super) async fn prepare(
     let mut tasks = Vec::with_capacity(plans.len());
     for plan in plans {
         let topic = &local.shared.topics[plan.topic_index];
-        if plan.partitions.is_empty() {
-            tracing::warn!(
-                "consumer {} of subscription {} on {topic} has no partition: more consumers than partitions",
-                plan.consumer_index,
-                plan.subscription_id
-            );
-            tasks.push(ConsumerTask {
-                plan: plan.clone(),
-                consumer: None,
-            });
-            continue;
-        }
-        let config = ConsumerConfig {
+        let consumer_config = ConsumerConfig {
             fetch_max_wait_ms: CONSUMER_FETCH_WAIT_MS,
             ..ConsumerConfig::default()
         };
-        let mut consumer = Consumer::new(client.clone(), config);
-        let assignment = plan
-            .partitions
-            .iter()
-            .map(|partition| (topic.clone(), *partition))
-            .collect();
-        consumer
-            .assign(assignment, SeekTo::Earliest)
-            .await
-            .map_err(|error| LoadgenError::client(format!("assign {topic} partitions"), error))?;
-        for partition in &plan.partitions {
-            let end = client
-                .list_offset(topic, *partition, OffsetSpec::Latest)
-                .await
-                .map_err(|error| {
-                    LoadgenError::client(format!("list end offset of {topic}/{partition}"), error)
-                })?;
-            consumer
-                .seek(topic, *partition, SeekTo::Offset(end))
-                .await
-                .map_err(|error| {
-                    LoadgenError::client(format!("seek {topic}/{partition}"), error)
-                })?;
-        }
+        let group = group_id(topic, plan.subscription_id);
+        let config = GroupConsumerConfig {
+            client_id: format!("loadgen-{}-{}", plan.subscription_id, plan.consumer_index),
+            session_timeout_ms: CONSUMER_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms: CONSUMER_HEARTBEAT_INTERVAL_MS,
+            rebalance_timeout_ms: CONSUMER_REBALANCE_TIMEOUT_MS,
+            assignors: vec![Assignor::Range],
+            auto_offset_reset: AutoOffsetReset::Latest,
+            ..GroupConsumerConfig::new(group.clone())
+        };
+        let mut consumer = GroupConsumer::new(client.clone(), consumer_config, config)
+            .map_err(|error| LoadgenError::client(format!("join group {group}"), error))?;
+        consumer.subscribe(vec![topic.clone()]);
         tasks.push(ConsumerTask {
             plan: plan.clone(),
-            consumer: Some(consumer),
+            consumer,
         });
     }
     Ok(tasks)
@@ -93,9 +80,7 @@ impl ConsumerTask {
             topic_index: self.plan.topic_index,
             ..ConsumerOutcome::default()
         };
-        let Some(mut consumer) = self.consumer else {
-            return outcome;
-        };
+        let mut consumer = self.consumer;
         let topic = &local.shared.topics[self.plan.topic_index];
         let poll_timeout = Duration::from_millis(CONSUMER_POLL_TIMEOUT_MS);
         while !local.control().finishing() {
@@ -111,6 +96,13 @@ impl ConsumerTask {
                 }
             }
             glommio::yield_if_needed().await;
+        }
+        let stats = consumer.rebalance_stats();
+        outcome.rebalances = stats.rebalances;
+        outcome.rebalance_ms_total = stats.rebalance_ms_total;
+        outcome.rebalance_ms_max = stats.rebalance_ms_max;
+        if let Err(error) = consumer.close().await {
+            local.note_error(&format!("leave the group of {topic}"), &error);
         }
         outcome
     }

@@ -118,6 +118,12 @@ pub struct ConsumerOutcome {
     pub duplicates: HashMap<i32, u64>,
     /// Messages this run did not write (too short to carry a header).
     pub foreign: u64,
+    /// Rebalances of its group this consumer took part in.
+    pub rebalances: u64,
+    /// Their summed duration, ms.
+    pub rebalance_ms_total: u64,
+    /// The longest, ms.
+    pub rebalance_ms_max: u64,
 }
 
 /// An executor's bookkeeping at the end of the run.
