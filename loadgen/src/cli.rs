@@ -118,6 +118,20 @@ pub struct Cli {
     /// No progress lines, only the summary.
     #[arg(long)]
     pub quiet: bool,
+
+    /// Instead of the workload, time consumer groups: MEMBERS members of a fresh group forming
+    /// (to Stable), one of them leaving (to Stable again), then offset commits per second, on
+    /// a topic of the workload's partition count.
+    #[arg(long, value_name = "MEMBERS", value_parser = clap::value_parser!(u64).range(2..=1000))]
+    pub groups_bench: Option<u64>,
+    /// With --groups-bench: how long members commit, in seconds.
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 10,
+        requires = "groups_bench"
+    )]
+    pub groups_bench_commit_s: u64,
 }
 
 /// Flags that override the workload file, one per workload key.
@@ -322,6 +336,12 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 
 fn execute(cli: &Cli) -> Result<u8, LoadgenError> {
     let mut options = cli.run_options()?;
+    if let Some(members) = cli.groups_bench {
+        let commit = Duration::from_secs(cli.groups_bench_commit_s);
+        let report = crate::groups_bench::run_groups_bench_on(&options, members as usize, commit)?;
+        println!("{report}");
+        return Ok(EXIT_OK);
+    }
     options.workload.validate(&crate::runner::broker_limits())?;
     options.interrupt = interrupt_on_sigint()?;
     println!("{}", describe(&options));

@@ -14,6 +14,7 @@ pub mod control;
 pub mod coordinator;
 pub mod embedded;
 pub mod error;
+pub mod groups_bench;
 pub mod histogram;
 pub mod payload;
 pub mod plan;

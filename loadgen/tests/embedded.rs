@@ -256,3 +256,28 @@ fn sigint_to_binary_still_reports() {
     assert!(report.interrupted);
     assert!(report.counts.acked > 0);
 }
+
+// Proves the group bench measures what it says on a real (embedded) broker: 3 members of a
+// 6-partition topic form a Stable group, one leaves and the other two take every partition,
+// and commits go through; the figures are positive (their size is for benchmarks to judge).
+#[test]
+fn groups_bench_forms_rebalances_and_commits() {
+    let _guard = EMBEDDED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut workload = short_workload("it-groups-bench");
+    workload.partitions_per_topic = 6;
+    let options = embedded_options(workload);
+    let report =
+        sluice_loadgen::groups_bench::run_groups_bench_on(&options, 3, Duration::from_secs(1))
+            .unwrap();
+    assert_eq!((report.members, report.partitions), (3, 6));
+    assert!(
+        report.formation_ms > 0.0 && report.leave_ms > 0.0,
+        "{report}"
+    );
+    assert!(
+        report.commits_per_s > 0.0 && report.offsets_per_s >= report.commits_per_s,
+        "{report}"
+    );
+}
