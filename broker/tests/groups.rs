@@ -132,8 +132,16 @@ fn members_split_partitions_and_groups_each_read_everything() {
         for member in members {
             member.close().await.unwrap();
         }
+        // The second group's client does not know shards: every group request lands on the
+        // shared port's shard and is forwarded to the coordinating one when that is another.
+        let plain = Client::connect(ClientConfig {
+            shard_aware: false,
+            ..client.config().clone()
+        })
+        .await
+        .unwrap();
         let mut other = GroupConsumer::new(
-            client.clone(),
+            plain,
             ConsumerConfig::default(),
             member_config("auditors", Assignor::CooperativeSticky),
         )

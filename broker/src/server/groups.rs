@@ -287,7 +287,9 @@ fn ensure_offsets_topic(server: &Rc<ShardServer>) {
     .detach();
 }
 
-/// Serves `request` for `group_id` on the shard coordinating it.
+/// Serves `request` for `group_id` on the shard coordinating it: locally, or forwarded to the
+/// owning shard (`ShardRequest::Group`). The entry point of both protocol front ends for every
+/// group api but ListGroups ([`list_all`]); a request naming several groups is split by group.
 pub async fn route(
     server: &Rc<ShardServer>,
     group_id: &str,
@@ -655,7 +657,33 @@ async fn offset_fetch(
     }
 }
 
-/// Every group this broker coordinates, from every shard.
+/// Every group this broker coordinates, from every shard (in `states`, or all when empty).
+/// For both protocol front ends.
+pub async fn list_all(
+    server: &Rc<ShardServer>,
+    states: Vec<group::GroupState>,
+) -> Vec<group::ListedGroup> {
+    let list = GroupRequest::ListGroups(group::ListGroupsRequest { states });
+    let mut groups = Vec::new();
+    for index in 0..server.shard.shard_count() {
+        let shard = ShardId(index);
+        let answer = if shard == server.shard.id() {
+            server.groups.list_local(list.clone()).await
+        } else {
+            server
+                .shard
+                .group_request(shard, sluice_shard::ALL_COORDINATORS, list.clone())
+                .await
+                .unwrap_or_else(|_| list.error_response(GroupErrorCode::CoordinatorNotAvailable))
+        };
+        if let GroupResponse::ListGroups(answer) = answer {
+            groups.extend(answer.groups);
+        }
+    }
+    groups.sort_by(|left, right| left.group_id.cmp(&right.group_id));
+    groups
+}
+
 async fn list_groups(server: &Rc<ShardServer>, request: ListGroupsRequest) -> ListGroupsResponse {
     let mut states = Vec::with_capacity(request.states.len());
     for name in &request.states {
@@ -672,28 +700,15 @@ async fn list_groups(server: &Rc<ShardServer>, request: ListGroupsRequest) -> Li
             }
         }
     }
-    let list = GroupRequest::ListGroups(group::ListGroupsRequest { states });
-    let mut groups = Vec::new();
-    for index in 0..server.shard.shard_count() {
-        let shard = ShardId(index);
-        let answer = if shard == server.shard.id() {
-            server.groups.list_local(list.clone()).await
-        } else {
-            server
-                .shard
-                .group_request(shard, sluice_shard::ALL_COORDINATORS, list.clone())
-                .await
-                .unwrap_or_else(|_| list.error_response(GroupErrorCode::CoordinatorNotAvailable))
-        };
-        if let GroupResponse::ListGroups(answer) = answer {
-            groups.extend(answer.groups.into_iter().map(|listed| GroupListing {
-                group_id: listed.group_id,
-                protocol_type: listed.protocol_type,
-                state: listed.state.name().to_string(),
-            }));
-        }
-    }
-    groups.sort_by(|left, right| left.group_id.cmp(&right.group_id));
+    let groups = list_all(server, states)
+        .await
+        .into_iter()
+        .map(|listed| GroupListing {
+            group_id: listed.group_id,
+            protocol_type: listed.protocol_type,
+            state: listed.state.name().to_string(),
+        })
+        .collect();
     ListGroupsResponse {
         error: ErrorCode::None.code(),
         groups,
