@@ -500,3 +500,104 @@ fn consumer_offsets_is_compacted_and_reloads_correctly() {
     });
     broker.shutdown().unwrap();
 }
+
+/// Records what a member was told it lost and got.
+#[derive(Default)]
+struct Moves {
+    revoked: Vec<(String, i32)>,
+    assigned: Vec<(String, i32)>,
+}
+
+struct RecordingListener(Rc<std::cell::RefCell<Moves>>);
+
+impl sluice_client::RebalanceListener for RecordingListener {
+    fn on_partitions_revoked(&mut self, partitions: &[(String, i32)]) {
+        self.0.borrow_mut().revoked.extend_from_slice(partitions);
+    }
+
+    fn on_partitions_assigned(&mut self, partitions: &[(String, i32)]) {
+        self.0.borrow_mut().assigned.extend_from_slice(partitions);
+    }
+}
+
+// Proves cooperative-sticky rebalancing (KIP-429) end to end: a member owning all 4 partitions
+// gives up only the 2 that move when a second member joins (never the 2 it keeps), the
+// newcomer gets exactly those, and the two together read every message once.
+#[test]
+fn cooperative_members_give_up_only_what_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(group_config(dir.path(), 2)).unwrap();
+    let config = client_config(&broker);
+    run(async move {
+        let client = Client::connect(config).await.unwrap();
+        client.create_topic("jobs", 4, 1, Vec::new()).await.unwrap();
+        produce(&client, "jobs", 200).await;
+        let new_member = || {
+            let mut member = GroupConsumer::new(
+                client.clone(),
+                ConsumerConfig::default(),
+                member_config("crew", Assignor::CooperativeSticky),
+            )
+            .unwrap();
+            member.subscribe(vec!["jobs".to_string()]);
+            member
+        };
+        let first_moves = Rc::new(std::cell::RefCell::new(Moves::default()));
+        let mut first = new_member();
+        first.set_rebalance_listener(Box::new(RecordingListener(first_moves.clone())));
+        let mut seen = consume_all(std::slice::from_mut(&mut first), 200).await;
+        assert_eq!(first.assignment().len(), 4);
+        let mut members = vec![first, new_member()];
+        let started = Instant::now();
+        while members
+            .iter()
+            .map(|member| member.assignment().len())
+            .collect::<Vec<_>>()
+            != vec![2, 2]
+        {
+            assert!(started.elapsed() < WAIT_MAX, "the partitions never moved");
+            for member in &mut members {
+                assert!(member
+                    .poll(Duration::from_millis(50))
+                    .await
+                    .unwrap()
+                    .is_empty());
+            }
+        }
+        let moves = first_moves.borrow();
+        assert_eq!(
+            moves.revoked.len(),
+            2,
+            "only what moves is revoked: {:?}",
+            moves.revoked
+        );
+        let kept = members[0].assignment();
+        assert!(moves
+            .revoked
+            .iter()
+            .all(|partition| !kept.contains(partition)));
+        let mut given: Vec<(String, i32)> = members[1].assignment();
+        given.sort();
+        let mut revoked = moves.revoked.clone();
+        revoked.sort();
+        assert_eq!(given, revoked, "the newcomer got exactly what was revoked");
+        drop(moves);
+        produce(&client, "jobs", 200).await;
+        let more = consume_all(&mut members, 200).await;
+        seen.extend(more);
+        // Both rounds wrote m-0..m-199: each value is read exactly twice, once per round.
+        let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
+        for value in seen.iter().flatten() {
+            *counts.entry(value).or_default() += 1;
+        }
+        assert_eq!(counts.len(), 200);
+        assert!(
+            counts.values().all(|count| *count == 2),
+            "every message once"
+        );
+        for member in members {
+            member.close().await.unwrap();
+        }
+    });
+    broker.shutdown().unwrap();
+}

@@ -472,3 +472,78 @@ async fn timer_loop(slot: Rc<CoordinatorSlot>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_group::{HeartbeatRequest, OffsetFetchRequest, SyncGroupRequest};
+
+    // Proves what a request gets while its coordinator loads, as Kafka answers: a SyncGroup is
+    // told to rejoin, a heartbeat is let through, anything else gets
+    // COORDINATOR_LOAD_IN_PROGRESS.
+    #[test]
+    fn loading_answers_follow_kafka() {
+        let sync = GroupRequest::Sync(SyncGroupRequest {
+            group_id: "g".to_string(),
+            generation_id: 1,
+            member_id: "m".to_string(),
+            group_instance_id: None,
+            protocol_type: None,
+            protocol_name: None,
+            assignments: Vec::new(),
+        });
+        let heartbeat = GroupRequest::Heartbeat(HeartbeatRequest {
+            group_id: "g".to_string(),
+            generation_id: 1,
+            member_id: "m".to_string(),
+            group_instance_id: None,
+        });
+        let fetch = GroupRequest::OffsetFetch(OffsetFetchRequest {
+            group_id: "g".to_string(),
+            partitions: None,
+        });
+        assert!(
+            matches!(loading_answer(&sync), GroupResponse::Sync(answer) if answer.error == GroupErrorCode::RebalanceInProgress)
+        );
+        assert!(
+            matches!(loading_answer(&heartbeat), GroupResponse::Heartbeat(answer) if answer.error == GroupErrorCode::None)
+        );
+        assert!(
+            matches!(loading_answer(&fetch), GroupResponse::OffsetFetch(answer) if answer.error == GroupErrorCode::CoordinatorLoadInProgress)
+        );
+    }
+
+    // Proves Kafka's mapping of failed __consumer_offsets writes: leadership lost is
+    // NOT_COORDINATOR (find it again), replication trouble COORDINATOR_NOT_AVAILABLE (retry),
+    // an oversized write INVALID_COMMIT_OFFSET_SIZE.
+    #[test]
+    fn write_errors_map_as_kafka_does() {
+        let not_leader = PartitionError::not_leader("__consumer_offsets", 3, 2);
+        assert_eq!(
+            write_error_code(&not_leader),
+            GroupErrorCode::NotCoordinator
+        );
+        let timeout = PartitionError::ReplicationTimeout {
+            topic: "__consumer_offsets".to_string(),
+            partition: 3,
+            last_offset: 9,
+            timeout_ms: 5_000,
+        };
+        assert_eq!(
+            write_error_code(&timeout),
+            GroupErrorCode::CoordinatorNotAvailable
+        );
+        let short = PartitionError::NotEnoughReplicas {
+            topic: "__consumer_offsets".to_string(),
+            partition: 3,
+            isr: 1,
+            required: 2,
+        };
+        assert_eq!(
+            write_error_code(&short),
+            GroupErrorCode::CoordinatorNotAvailable
+        );
+        let closed = PartitionError::from_storage("__consumer_offsets", 3, StorageError::Closed);
+        assert_eq!(write_error_code(&closed), GroupErrorCode::NotCoordinator);
+    }
+}
