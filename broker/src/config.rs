@@ -655,7 +655,10 @@ impl BrokerConfig {
                 ports.len()
             ))
         } else if ports.contains(&0) {
-            Some("port 0 is not allowed in the list: leave the list empty for OS-picked ports".into())
+            Some(
+                "port 0 is not allowed in the list: leave the list empty for OS-picked ports"
+                    .into(),
+            )
         } else if ports.contains(&self.native_addr.port()) {
             Some("a shard port equals the native port".to_string())
         } else if (1..ports.len()).any(|index| ports[index..].contains(&ports[index - 1])) {
@@ -840,7 +843,8 @@ mod tests {
     fn shard_ports_give_each_shard_its_own_port() {
         assert!(BrokerConfig::default().shard_ports.is_empty());
         let with = |ports: &str| {
-            let text = format!("shards = 2\nnative_addr = \"127.0.0.1:9000\"\nshard_ports = {ports}\n");
+            let text =
+                format!("shards = 2\nnative_addr = \"127.0.0.1:9000\"\nshard_ports = {ports}\n");
             BrokerConfig::default().with(ConfigOverlay::from_toml(&text).unwrap())
         };
         let config = with("[9001, 9002]").unwrap();

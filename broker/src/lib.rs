@@ -180,6 +180,16 @@ fn advertised_host(config: &BrokerConfig, native_addr: SocketAddr) -> String {
     }
 }
 
+/// Fresh metrics for each shard, by shard id.
+fn shard_metrics(shard_count: usize) -> Vec<Arc<ShardMetrics>> {
+    (0..shard_count)
+        .map(|index| {
+            let id = ShardId(u32::try_from(index).unwrap_or(u32::MAX));
+            Arc::new(ShardMetrics::new(id))
+        })
+        .collect()
+}
+
 /// The metadata backend the config asks for, the shard table the shards start with, and the
 /// cluster id.
 fn choose_backend(
@@ -220,12 +230,7 @@ impl Broker {
         let (backend, table, cluster_id) = choose_backend(&config, shard_count)?;
         let native = bind_native_listeners(config.native_addr, shard_count)?;
         let native_addr = native.addr;
-        let metrics: Vec<Arc<ShardMetrics>> = (0..shard_count)
-            .map(|index| {
-                let id = ShardId(u32::try_from(index).unwrap_or(u32::MAX));
-                Arc::new(ShardMetrics::new(id))
-            })
-            .collect();
+        let metrics = shard_metrics(shard_count);
         let cluster_metrics: ClusterMetricsSlot = Arc::new(OnceLock::new());
         let admin = match config.admin_addr {
             Some(addr) => Some(

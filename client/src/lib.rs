@@ -13,10 +13,14 @@
 //!   requests in order and holds a fetch while it long-polls: an acknowledgement queued behind
 //!   one would wait that long.
 //! - Producer: per-partition batches closed at `batch_bytes_max` or after `linger_ms`; one
-//!   request per connection carries every ready partition; retriable errors refresh metadata
-//!   and retry up to `retries_max` times with backoff. Retries may write a batch twice until
-//!   idempotent produce lands; records of one partition stay in order.
-//! - Consumer: explicit assignment, one fetch per owning shard per round, long polling.
+//!   request per connection carries every ready partition; retriable errors (connection
+//!   errors included) refresh metadata and retry with backoff until `delivery_timeout_ms`,
+//!   going straight to the leader a NotLeaderOrFollower answer names. Retries may write a batch
+//!   twice until idempotent produce lands; records of one partition stay in order.
+//! - Consumer: explicit assignment, one fetch per owning shard per round, long polling; a
+//!   partition whose fetch fails with a retriable error backs off, the metadata is refreshed,
+//!   and reading resumes from the same position on the new leader.
+//! - Retry rules (`retry`) are pure functions of the error, the attempt count and the time.
 //!
 //! **Invariant:** every queue is bounded: requests in flight per connection, produce requests
 //! per connection (`inflight_requests_max`), unsent record bytes (`buffer_bytes_max`), commands
@@ -35,6 +39,7 @@ mod metadata;
 mod notify;
 mod partitioner;
 mod producer;
+mod retry;
 
 pub use client::Client;
 pub use config::{

@@ -52,6 +52,7 @@ pub fn error_result(topic: &str, partition: i32, code: ErrorCode) -> FetchPartit
         log_start_offset: -1,
         log_end_offset: -1,
         records_bytes: 0,
+        current_leader: -1,
     }
 }
 
@@ -125,6 +126,7 @@ async fn read_round(server: &ShardServer, request: &FetchRequest) -> Round {
                     log_end_offset: state.log_end_offset,
                     // A part is at most one read's max_bytes, itself bounded by a u32 field.
                     records_bytes: u32::try_from(length).unwrap_or(u32::MAX),
+                    current_leader: -1,
                 });
                 round.parts.extend(part);
             }
@@ -145,6 +147,7 @@ fn failed_result(
 ) -> FetchPartitionResult {
     let code = handlers::count_partition_error(server, error);
     let mut result = error_result(&wanted.topic, wanted.partition, code);
+    result.current_leader = handlers::leader_hint(error);
     if let PartitionError::OffsetOutOfRange {
         log_start_offset,
         log_end_offset,

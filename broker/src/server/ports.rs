@@ -74,7 +74,8 @@ pub fn bind_native_listeners(
     addr: SocketAddr,
     count: usize,
 ) -> Result<NativeListeners, BrokerError> {
-    let first = bind_socket(addr, true, true).map_err(|source| BrokerError::Bind { addr, source })?;
+    let first =
+        bind_socket(addr, true, true).map_err(|source| BrokerError::Bind { addr, source })?;
     let bound = bound_addr(&first, addr)?;
     let mut sockets = Vec::with_capacity(count.max(1));
     sockets.push(first);
@@ -225,7 +226,8 @@ pub fn bind_shard_listener(
     index: usize,
 ) -> Result<(Socket, SocketAddr), BrokerError> {
     let addr = shard_addr(shard_ports, native_addr, index);
-    let socket = bind_socket(addr, false, true).map_err(|source| BrokerError::Bind { addr, source })?;
+    let socket =
+        bind_socket(addr, false, true).map_err(|source| BrokerError::Bind { addr, source })?;
     let bound = bound_addr(&socket, addr)?;
     Ok((socket, bound))
 }
