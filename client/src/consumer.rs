@@ -37,6 +37,22 @@ struct Assigned {
     position: i64,
     /// Retriable fetch failures in a row, and the backoff they impose.
     retry: PartitionRetry,
+    /// The error of the last fetch, while fetches fail.
+    last_error: Option<String>,
+}
+
+/// An assigned partition whose fetches are failing with retriable errors (the consumer keeps
+/// retrying it in the background).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailingPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Fetches that failed in a row.
+    pub failures: u32,
+    /// The last fetch's error.
+    pub last_error: String,
 }
 
 /// What one fetch round got for one partition.
@@ -137,6 +153,7 @@ impl Consumer {
                 partition,
                 position,
                 retry: PartitionRetry::default(),
+                last_error: None,
             })
             .collect();
         Ok(())
@@ -173,6 +190,24 @@ impl Consumer {
         self.assigned
             .iter()
             .map(|assigned| (assigned.topic.to_string(), assigned.partition))
+            .collect()
+    }
+
+    /// The assigned partitions whose last fetch failed (with a retriable error: others fail
+    /// the poll), with the error; empty when every partition's last fetch succeeded. A caller
+    /// that stops reading when nothing arrives uses it to tell "caught up" from "cut off".
+    pub fn failing_partitions(&self) -> Vec<FailingPartition> {
+        self.assigned
+            .iter()
+            .filter_map(|assigned| {
+                let last_error = assigned.last_error.clone()?;
+                Some(FailingPartition {
+                    topic: assigned.topic.to_string(),
+                    partition: assigned.partition,
+                    failures: assigned.retry.failures,
+                    last_error,
+                })
+            })
             .collect()
     }
 
@@ -478,6 +513,7 @@ impl Consumer {
                         self.client.config().frame_bytes_max,
                     )?;
                     self.assigned[index].retry.succeeded();
+                    self.assigned[index].last_error = None;
                     fetched.push(Fetched {
                         index,
                         high_watermark: result.high_watermark,
@@ -519,6 +555,7 @@ impl Consumer {
             failures = assigned.retry.failures,
             "fetch failed"
         );
+        assigned.last_error = Some(error.to_string());
         assigned
             .retry
             .failed(error, Instant::now(), backoff, rand::random::<f64>())

@@ -45,7 +45,7 @@ pub use client::Client;
 pub use config::{
     Acks, ClientConfig, ConsumerConfig, OffsetSpec, Partitioner, ProducerConfig, SeekTo,
 };
-pub use consumer::Consumer;
+pub use consumer::{Consumer, FailingPartition};
 pub use delivery::{DeliveryFuture, RecordMetadata};
 pub use error::ClientError;
 pub use fetch::{ConsumerRecord, FetchedBatches};
