@@ -214,6 +214,9 @@ pub struct ShardMetrics {
     pub isr_expands: Counter,
     /// Bytes of record batches appended as a follower (replicated from leaders).
     pub replicated_bytes: Counter,
+    /// Fetches on this shard's connections waiting for data now (long polls parked after a
+    /// round found less than their `min_bytes`; Kafka's fetch purgatory size).
+    pub fetches_waiting: Gauge,
     protocol_errors: [Counter; ProtocolErrorKind::ALL.len()],
     /// The follower lag of every partition this shard leads, replaced whole by the shard's
     /// periodic replication check (never on the data path), read by the admin thread.
@@ -241,6 +244,7 @@ impl ShardMetrics {
             isr_shrinks: Counter::default(),
             isr_expands: Counter::default(),
             replicated_bytes: Counter::default(),
+            fetches_waiting: Gauge::default(),
             protocol_errors: Default::default(),
             replica_lag: Mutex::new(Vec::new()),
         }
@@ -310,7 +314,7 @@ fn render_replica_lag(out: &mut String, shards: &[Arc<ShardMetrics>]) {
 
 type CounterField = fn(&ShardMetrics) -> u64;
 
-const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 15] = [
+const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 16] = [
     (
         "sluice_produce_requests_total",
         "counter",
@@ -397,6 +401,12 @@ const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 15] = [
         "counter",
         "Record batch bytes appended as a follower.",
         |m| m.replicated_bytes.get(),
+    ),
+    (
+        "sluice_fetches_waiting",
+        "gauge",
+        "Fetches waiting for data (long polling).",
+        |m| m.fetches_waiting.get(),
     ),
 ];
 

@@ -91,7 +91,25 @@ pub async fn handle(
                 round.parts,
             ));
         }
+        let _waiting = WaitingFetch::start(server.metrics());
         wait_for_data(server, &request, &round.watermarks, deadline - now).await;
+    }
+}
+
+/// Counts a fetch in `fetches_waiting` while it is parked, and stops counting it when dropped
+/// (answered, or cancelled with its connection).
+struct WaitingFetch<'a>(&'a sluice_shard::ShardMetrics);
+
+impl<'a> WaitingFetch<'a> {
+    fn start(metrics: &'a sluice_shard::ShardMetrics) -> Self {
+        metrics.fetches_waiting.increment();
+        WaitingFetch(metrics)
+    }
+}
+
+impl Drop for WaitingFetch<'_> {
+    fn drop(&mut self) {
+        self.0.fetches_waiting.decrement();
     }
 }
 
