@@ -152,6 +152,10 @@ pub struct ProducerConfig {
     /// until then, after which the record fails with `DeliveryTimeout`. At least `linger_ms`
     /// plus the client's `request_timeout_ms`.
     pub delivery_timeout_ms: u64,
+    /// Sends of a batch after its first that failed with a retriable error, at most (Kafka's
+    /// `retries`); the delivery timeout bounds them too. 0: a failed send fails its records
+    /// with the broker's error at once.
+    pub retries_max: u32,
 }
 
 impl Default for ProducerConfig {
@@ -165,6 +169,7 @@ impl Default for ProducerConfig {
             buffer_bytes_max: 64 * 1024 * 1024,
             partitioner: Partitioner::Default,
             delivery_timeout_ms: 120_000,
+            retries_max: u32::MAX,
         }
     }
 }

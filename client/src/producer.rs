@@ -33,7 +33,7 @@ use crate::delivery::DeliveryFuture;
 use crate::error::ClientError;
 use crate::notify::Notify;
 use crate::partitioner::PartitionChooser;
-use crate::retry::{produce_retry, FailedBatch, RetryDecision};
+use crate::retry::{produce_retry, FailedBatch, ProduceRetryPolicy, RetryDecision};
 
 /// Estimated bytes a record adds to a batch beyond its key, value and header bytes (length,
 /// attributes, timestamp and offset deltas, field lengths), used to size batches and the buffer.
@@ -531,8 +531,11 @@ impl Shared {
             return;
         }
         let now = Instant::now();
-        let delivery_timeout = Duration::from_millis(self.config.delivery_timeout_ms);
-        let backoff = self.client.backoff_policy();
+        let policy = ProduceRetryPolicy {
+            delivery_timeout: Duration::from_millis(self.config.delivery_timeout_ms),
+            retries_max: self.config.retries_max,
+            backoff: self.client.backoff_policy(),
+        };
         let mut retry = Vec::new();
         let mut released = 0;
         for mut batch in partition.batches {
@@ -543,7 +546,7 @@ impl Shared {
                 created_at: batch.created_at,
             };
             let jitter = rand::random::<f64>();
-            match produce_retry(failed, error, now, delivery_timeout, backoff, jitter) {
+            match produce_retry(failed, error, now, policy, jitter) {
                 RetryDecision::RetryAt(at) => {
                     batch.not_before = Some(at);
                     batch.attempts += 1;

@@ -71,21 +71,33 @@ pub(crate) struct FailedBatch<'a> {
     pub(crate) created_at: Instant,
 }
 
+/// The producer's retry bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProduceRetryPolicy {
+    /// From the batch's first record to its last retry.
+    pub(crate) delivery_timeout: Duration,
+    /// Retries of one batch, at most.
+    pub(crate) retries_max: u32,
+    /// Waits between retries.
+    pub(crate) backoff: Backoff,
+}
+
 /// Decides whether a batch whose send failed with `error` at `now` is retried: only retriable
-/// errors are, and only while the retry would start before the batch's delivery deadline
-/// (`created_at + delivery_timeout`). A batch given up for its deadline fails with
-/// `DeliveryTimeout`, which names the last error.
+/// errors are, at most `retries_max` times, and only while the retry would start before the
+/// batch's delivery deadline (`created_at + delivery_timeout`). A batch given up for its
+/// deadline fails with `DeliveryTimeout`, which names the last error; one out of retries fails
+/// with the error itself.
 pub(crate) fn produce_retry(
     batch: FailedBatch<'_>,
     error: &ClientError,
     now: Instant,
-    delivery_timeout: Duration,
-    backoff: Backoff,
+    policy: ProduceRetryPolicy,
     jitter: f64,
 ) -> RetryDecision {
-    if !error.is_retriable() {
+    if !error.is_retriable() || batch.attempts >= policy.retries_max {
         return RetryDecision::Fail(error.duplicate());
     }
+    let (delivery_timeout, backoff) = (policy.delivery_timeout, policy.backoff);
     let deadline = batch.created_at + delivery_timeout;
     let retry_at = now + backoff.delay(batch.attempts, jitter);
     if retry_at >= deadline {
@@ -160,6 +172,14 @@ mod tests {
         max_ms: 1_000,
     };
 
+    fn policy(delivery_timeout: Duration) -> ProduceRetryPolicy {
+        ProduceRetryPolicy {
+            delivery_timeout,
+            retries_max: u32::MAX,
+            backoff: BACKOFF,
+        }
+    }
+
     fn not_leader() -> ClientError {
         ClientError::Broker {
             code: ErrorCode::NotLeaderOrFollower,
@@ -206,8 +226,7 @@ mod tests {
             batch(0, created),
             &not_leader(),
             early,
-            timeout,
-            BACKOFF,
+            policy(timeout),
             0.0,
         ) {
             RetryDecision::RetryAt(at) => assert_eq!(at, early + Duration::from_millis(100)),
@@ -219,22 +238,14 @@ mod tests {
             batch(1_000, created),
             &not_leader(),
             later,
-            timeout,
-            BACKOFF,
+            policy(timeout),
             0.0,
         ) {
             RetryDecision::RetryAt(at) => assert_eq!(at, later + Duration::from_secs(1)),
             other => panic!("expected a retry, got {other:?}"),
         }
         let late = created + Duration::from_millis(119_500);
-        match produce_retry(
-            batch(7, created),
-            &not_leader(),
-            late,
-            timeout,
-            BACKOFF,
-            0.0,
-        ) {
+        match produce_retry(batch(7, created), &not_leader(), late, policy(timeout), 0.0) {
             RetryDecision::Fail(ClientError::DeliveryTimeout {
                 topic,
                 partition,
@@ -250,8 +261,8 @@ mod tests {
         }
     }
 
-    // Proves non-retriable errors fail at once, whatever time is left, and that lost
-    // connections and timeouts count as retriable.
+    // Proves non-retriable errors fail at once, whatever time is left, that lost connections
+    // and timeouts count as retriable, and that a batch out of retries fails with its error.
     #[test]
     fn produce_fails_fatal_errors_at_once_and_retries_connection_errors() {
         let created = Instant::now();
@@ -260,14 +271,7 @@ mod tests {
             code: ErrorCode::MessageTooLarge,
             message: "produce t-0".into(),
         };
-        match produce_retry(
-            batch(0, created),
-            &too_large,
-            created,
-            timeout,
-            BACKOFF,
-            0.0,
-        ) {
+        match produce_retry(batch(0, created), &too_large, created, policy(timeout), 0.0) {
             RetryDecision::Fail(ClientError::Broker { code, .. }) => {
                 assert_eq!(code, ErrorCode::MessageTooLarge)
             }
@@ -285,11 +289,21 @@ mod tests {
             op: "produce".into(),
         };
         for error in [lost, refused, timed_out] {
-            let decision = produce_retry(batch(3, created), &error, created, timeout, BACKOFF, 0.5);
+            let decision = produce_retry(batch(3, created), &error, created, policy(timeout), 0.5);
             assert!(
                 matches!(decision, RetryDecision::RetryAt(_)),
                 "{error} must be retried: {decision:?}"
             );
+        }
+        let no_retries = ProduceRetryPolicy {
+            retries_max: 3,
+            ..policy(timeout)
+        };
+        match produce_retry(batch(3, created), &not_leader(), created, no_retries, 0.0) {
+            RetryDecision::Fail(ClientError::Broker { code, .. }) => {
+                assert_eq!(code, ErrorCode::NotLeaderOrFollower)
+            }
+            other => panic!("out of retries must fail with the error, got {other:?}"),
         }
     }
 
