@@ -6,6 +6,8 @@ pub mod config;
 pub mod error;
 pub mod log;
 
+mod fuzz_recovery;
+
 mod checkpoint;
 mod index;
 mod recovery;
@@ -14,6 +16,7 @@ mod tail_cache;
 
 pub use config::{FlushPolicy, LogConfig, RecoveryPolicy, WriteMode};
 pub use error::StorageError;
+pub use fuzz_recovery::{fuzz_recovery, RecoveryOutcome};
 pub use log::{
     AppendInfo, FileSlice, PartitionLog, ReadSlice, APPEND_BYTES_MAX, APPEND_INFLIGHT_BYTES_MAX,
     APPEND_INFLIGHT_MAX,
