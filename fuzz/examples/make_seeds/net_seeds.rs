@@ -104,15 +104,42 @@ pub fn frame_decoder() -> Vec<(&'static str, Vec<u8>)> {
     huge_control.extend_from_slice(&[0, 3, 0, 0, 0, 0, 0, 1, 0, 0]);
     huge_control.put_u32(2 * 1024 * 1024);
     vec![
-        ("frames-metadata.bin", with_prefix(BOUND_LARGE, 0, &metadata)),
-        ("frames-two-in-pieces.bin", with_prefix(BOUND_LARGE, 2, &two)),
-        ("frames-fetch-response.bin", with_prefix(BOUND_LARGE, 6, &fetch)),
-        ("partial-third-frame.bin", with_prefix(BOUND_LARGE, 4, &partial)),
-        ("error-frame-too-large.bin", with_prefix(BOUND_SMALLEST, 1, &produce)),
-        ("error-unknown-flags.bin", with_prefix(BOUND_LARGE, 3, &bad_flags)),
-        ("error-short-frame-len.bin", with_prefix(BOUND_LARGE, 0, &short_len)),
-        ("error-control-overrun.bin", with_prefix(BOUND_LARGE, 5, &control_overrun)),
-        ("error-control-too-large.bin", with_prefix(BOUND_LARGE, 7, &huge_control)),
+        (
+            "frames-metadata.bin",
+            with_prefix(BOUND_LARGE, 0, &metadata),
+        ),
+        (
+            "frames-two-in-pieces.bin",
+            with_prefix(BOUND_LARGE, 2, &two),
+        ),
+        (
+            "frames-fetch-response.bin",
+            with_prefix(BOUND_LARGE, 6, &fetch),
+        ),
+        (
+            "partial-third-frame.bin",
+            with_prefix(BOUND_LARGE, 4, &partial),
+        ),
+        (
+            "error-frame-too-large.bin",
+            with_prefix(BOUND_SMALLEST, 1, &produce),
+        ),
+        (
+            "error-unknown-flags.bin",
+            with_prefix(BOUND_LARGE, 3, &bad_flags),
+        ),
+        (
+            "error-short-frame-len.bin",
+            with_prefix(BOUND_LARGE, 0, &short_len),
+        ),
+        (
+            "error-control-overrun.bin",
+            with_prefix(BOUND_LARGE, 5, &control_overrun),
+        ),
+        (
+            "error-control-too-large.bin",
+            with_prefix(BOUND_LARGE, 7, &huge_control),
+        ),
     ]
 }
 
@@ -172,23 +199,68 @@ pub fn control_body() -> Vec<(&'static str, Vec<u8>)> {
     let last = flipped.len() - 3;
     flipped[last] ^= 0xff;
     vec![
-        ("valid-api-versions-request.bin", body_seed(0, &ApiVersionsRequest {})),
-        ("valid-metadata-request.bin", body_seed(1, &metadata_request())),
-        ("valid-create-topics-request.bin", body_seed(2, &create_topics())),
-        ("valid-delete-topics-request.bin", body_seed(3, &delete_topics())),
+        (
+            "valid-api-versions-request.bin",
+            body_seed(0, &ApiVersionsRequest {}),
+        ),
+        (
+            "valid-metadata-request.bin",
+            body_seed(1, &metadata_request()),
+        ),
+        (
+            "valid-create-topics-request.bin",
+            body_seed(2, &create_topics()),
+        ),
+        (
+            "valid-delete-topics-request.bin",
+            body_seed(3, &delete_topics()),
+        ),
         ("valid-produce-request.bin", produce_payload(4)),
-        ("valid-produce-request-bad-counts.bin", split_seed(4, &control(&produce_request(&[7, 7])), b"short")),
+        (
+            "valid-produce-request-bad-counts.bin",
+            split_seed(4, &control(&produce_request(&[7, 7])), b"short"),
+        ),
         ("valid-fetch-request.bin", body_seed(5, &fetch_request())),
-        ("valid-list-offsets-request.bin", body_seed(6, &list_offsets())),
-        ("valid-offset-for-leader-epoch-request.bin", body_seed(7, &epochs())),
-        ("valid-api-versions-response.bin", body_seed(8, &ApiVersionsResponse::from_supported())),
-        ("valid-metadata-response.bin", body_seed(9, &metadata_response())),
-        ("valid-create-topics-response.bin", body_seed(10, &topic_results_create())),
-        ("valid-delete-topics-response.bin", body_seed(11, &topic_results_delete())),
-        ("valid-produce-response.bin", body_seed(12, &produce_response())),
-        ("valid-fetch-response.bin", split_seed(13, &control(&fetch_response(&[3, 2])), b"aaabb")),
-        ("valid-list-offsets-response.bin", body_seed(14, &list_offsets_response())),
-        ("valid-offset-for-leader-epoch-response.bin", body_seed(15, &epoch_answers())),
+        (
+            "valid-list-offsets-request.bin",
+            body_seed(6, &list_offsets()),
+        ),
+        (
+            "valid-offset-for-leader-epoch-request.bin",
+            body_seed(7, &epochs()),
+        ),
+        (
+            "valid-api-versions-response.bin",
+            body_seed(8, &ApiVersionsResponse::from_supported()),
+        ),
+        (
+            "valid-metadata-response.bin",
+            body_seed(9, &metadata_response()),
+        ),
+        (
+            "valid-create-topics-response.bin",
+            body_seed(10, &topic_results_create()),
+        ),
+        (
+            "valid-delete-topics-response.bin",
+            body_seed(11, &topic_results_delete()),
+        ),
+        (
+            "valid-produce-response.bin",
+            body_seed(12, &produce_response()),
+        ),
+        (
+            "valid-fetch-response.bin",
+            split_seed(13, &control(&fetch_response(&[3, 2])), b"aaabb"),
+        ),
+        (
+            "valid-list-offsets-response.bin",
+            body_seed(14, &list_offsets_response()),
+        ),
+        (
+            "valid-offset-for-leader-epoch-response.bin",
+            body_seed(15, &epoch_answers()),
+        ),
         ("invalid-empty.bin", vec![1, WHOLE_CONTROL]),
         ("invalid-truncated-metadata-response.bin", truncated),
         ("invalid-flipped-metadata-request.bin", flipped),

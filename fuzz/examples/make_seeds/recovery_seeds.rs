@@ -48,7 +48,10 @@ pub fn recovery() -> Vec<(&'static str, Vec<u8>)> {
         ("recovered-clean-direct.bin", seed(both | DIRECT, &[])),
         (
             "recovered-garbled-index.bin",
-            seed(both, &[operation(1, FLIP, 3, 0xff), operation(3, FLIP, 9, 0x10)]),
+            seed(
+                both,
+                &[operation(1, FLIP, 3, 0xff), operation(3, FLIP, 9, 0x10)],
+            ),
         ),
         (
             "recovered-garbage-after-timeindex.bin",
@@ -66,7 +69,10 @@ pub fn recovery() -> Vec<(&'static str, Vec<u8>)> {
             "recovered-flipped-recovery-point.bin",
             seed(KEEP_RECOVERY_POINT, &[operation(16, FLIP, 2, 0x04)]),
         ),
-        ("scanned-torn-tail.bin", seed(0, &[operation(13, TRUNCATE, 100, 0)])),
+        (
+            "scanned-torn-tail.bin",
+            seed(0, &[operation(13, TRUNCATE, 100, 0)]),
+        ),
         (
             "scanned-zero-filled-tail.bin",
             seed(DIRECT, &[operation(13, ZERO_FILL, 120, 0)]),
@@ -75,7 +81,10 @@ pub fn recovery() -> Vec<(&'static str, Vec<u8>)> {
             "scanned-flipped-middle-segment.bin",
             seed(0, &[operation(7, FLIP, 70, 0x80)]),
         ),
-        ("refused-torn-tail.bin", seed(REFUSE, &[operation(13, TRUNCATE, 100, 0)])),
+        (
+            "refused-torn-tail.bin",
+            seed(REFUSE, &[operation(13, TRUNCATE, 100, 0)]),
+        ),
         (
             "refused-flipped-closed-segment.bin",
             seed(REFUSE, &[operation(4, FLIP, 70, 0x80)]),
