@@ -93,8 +93,8 @@ impl MetadataCache {
     /// Records that a broker answered NotLeaderOrFollower naming `leader` as the partition's
     /// leader. Until the metadata names another leader than the cached one, the partition
     /// routes to that broker's native port (which forwards to the owning shard: the shard on
-    /// the new leader is not known yet). A leader missing from the broker list, or the one
-    /// already cached, is ignored.
+    /// the new leader is not known yet). A leader missing from the broker list is ignored; the
+    /// leader the metadata already names drops any hint.
     pub(crate) fn note_leader(&mut self, topic: &str, partition: i32, leader: i32) {
         let Some(cached) = self
             .topics
@@ -104,15 +104,20 @@ impl MetadataCache {
         else {
             return;
         };
-        if cached == leader || !self.brokers.contains_key(&leader) {
+        let key = (topic.to_string(), partition);
+        if cached == leader {
+            // A broker named the leader the metadata names: any earlier hint was wrong.
+            self.leader_hints.remove(&key);
+            return;
+        }
+        if !self.brokers.contains_key(&leader) {
             return;
         }
         let hint = LeaderHint {
             leader,
             replaced: cached,
         };
-        self.leader_hints
-            .insert((topic.to_string(), partition), hint);
+        self.leader_hints.insert(key, hint);
     }
 
     /// The `host:port` serving `topic`/`partition`: a hinted leader's native port (see
@@ -251,6 +256,13 @@ mod tests {
         cache.note_leader("t", 0, 2);
         assert_eq!(cache.route("t", 0).unwrap(), "10.0.0.2:9292");
         assert_eq!(cache.route("t", 1).unwrap(), "10.0.0.1:9194");
+        cache.note_leader("t", 0, 1);
+        assert_eq!(
+            cache.route("t", 0).unwrap(),
+            "10.0.0.1:9193",
+            "naming the cached leader drops the hint"
+        );
+        cache.note_leader("t", 0, 2);
         cache.update(&with_two, true);
         assert_eq!(
             cache.route("t", 0).unwrap(),
