@@ -6,11 +6,12 @@
 //! (see `retry`); a NotLeaderOrFollower answer that names the new leader sends it there at
 //! once. If the broker had appended a batch before the failure, it is written twice.
 //! Idempotent produce (producer id and sequence numbers) will remove those duplicates; until
-//! then consumers must tolerate them. As with Kafka's non-idempotent producer, a request the
-//! client gave up on (timed out) may still be appended by the broker after its retry, so a
-//! retried batch can land after a later one only if the first attempt's request was still
-//! in the broker when the retry was answered; one request per partition in flight keeps every
-//! other ordering.
+//! then consumers must tolerate them.
+//!
+//! Ordering: a partition's batches are appended in the order they were sent, each retry before
+//! any later batch. One exception, as with Kafka's non-idempotent producer: a request the client
+//! gave up on (timed out, or its connection lost) may still be appended by the broker after its
+//! retry, and after later batches, leaving an out-of-order duplicate.
 //!
 //! **Invariant:** one produce request per partition is in flight at a time (see
 //! `accumulator`), so records of a partition are appended in the order they were sent.
