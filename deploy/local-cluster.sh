@@ -10,8 +10,10 @@
 #
 # Everything lives under target/local-cluster/: etcd/ (data, log, pid, endpoint) and
 # broker-N/ (data/, broker.log, broker.pid). Ports: broker N's native port is
-# LOCAL_CLUSTER_PORT_BASE + 10*N (its shards use the next ports), its admin port
-# LOCAL_CLUSTER_PORT_BASE + 100 + N.
+# LOCAL_CLUSTER_PORT_BASE + N, its admin port LOCAL_CLUSTER_PORT_BASE + 100 + N (N <= 99, so
+# the two ranges never meet); each shard's own port is picked by the OS, so no number of shards
+# can overlap another broker's port. Clients learn the shard ports from metadata; each broker
+# prints its ports at the top of its start in broker.log.
 #
 # Environment: LOCAL_CLUSTER_BROKERS (3), LOCAL_CLUSTER_SHARDS (1 per broker),
 # LOCAL_CLUSTER_PORT_BASE (19100), LOCAL_CLUSTER_NAME (local), SLUICE_BIN
@@ -31,11 +33,13 @@ STATE="$PWD/target/local-cluster"
 STOP_WAIT_TENTHS=300
 
 usage() {
-  sed -n '2,19p' "$0" >&2
+  sed -n '2,20p' "$0" >&2
   exit 2
 }
 
-native_port() { echo $((PORT_BASE + 10 * $1)); }
+# Native ports take PORT_BASE+1..PORT_BASE+99 and admin ports PORT_BASE+101..PORT_BASE+199.
+BROKERS_MAX=99
+native_port() { echo $((PORT_BASE + $1)); }
 admin_port() { echo $((PORT_BASE + 100 + $1)); }
 
 port_is_free() {
@@ -100,6 +104,10 @@ start_broker() {
 }
 
 up() {
+  if ! [[ "$BROKERS" =~ ^[0-9]+$ ]] || [ "$BROKERS" -lt 1 ] || [ "$BROKERS" -gt "$BROKERS_MAX" ]; then
+    echo "LOCAL_CLUSTER_BROKERS must be a number from 1 to $BROKERS_MAX" >&2
+    return 1
+  fi
   ensure_binary
   local endpoint
   endpoint=$(scripts/etcd.sh start "$STATE/etcd")

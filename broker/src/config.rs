@@ -312,9 +312,9 @@ pub struct BrokerConfig {
     /// Host name clients are told to connect to; `None`: the native address's IP, or this
     /// machine's host name when that is a wildcard address.
     pub advertised_host: Option<String>,
-    /// 0: shard `i` listens on native port + 1 + i (or an OS-picked port when the native port
-    /// is 0); otherwise on `shard_port_base + i`.
-    pub shard_port_base: u16,
+    /// Each shard's own port, by shard index; empty (the default): the OS picks a free port for
+    /// each shard. Clients learn the ports from metadata either way.
+    pub shard_ports: Vec<u16>,
     /// The admin HTTP endpoint (`/metrics`, `/health`); `None` turns it off.
     pub admin_addr: Option<SocketAddr>,
     /// Number of shards; 0 = one per CPU in `cpus`, or per usable CPU.
@@ -340,7 +340,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./sluice-data"),
             native_addr: SocketAddr::from(([127, 0, 0, 1], 9192)),
             advertised_host: None,
-            shard_port_base: 0,
+            shard_ports: Vec::new(),
             admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
             shards: 0,
             cpus: None,
@@ -374,10 +374,10 @@ pub struct ConfigOverlay {
     #[arg(long, env = "SLUICE_ADVERTISED_HOST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertised_host: Option<String>,
-    /// First per-shard port (0 = native port + 1).
-    #[arg(long, env = "SLUICE_SHARD_PORT_BASE")]
+    /// Each shard's own port, comma separated, one per shard (default: OS-picked).
+    #[arg(long, env = "SLUICE_SHARD_PORTS", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub shard_port_base: Option<u16>,
+    pub shard_ports: Option<Vec<u16>>,
     /// Admin HTTP address, host:port, or "off".
     #[arg(long, env = "SLUICE_ADMIN_ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -574,7 +574,7 @@ impl ConfigOverlay {
 
     /// This overlay with every key it leaves unset taken from `lower`.
     pub fn over(mut self, mut lower: ConfigOverlay) -> ConfigOverlay {
-        overlay!(self, lower; node_id, data_dir, native_addr, advertised_host, shard_port_base,
+        overlay!(self, lower; node_id, data_dir, native_addr, advertised_host, shard_ports,
             admin_addr, shards, cpus, pin);
         overlay!(self.storage, lower.storage; write_mode, segment_bytes_max, segment_ms_max,
             durability, flush_bytes_max, flush_ms_max, retention_ms, retention_bytes,
@@ -616,7 +616,7 @@ impl BrokerConfig {
                 $( if let Some(value) = $source.$field { $target.$field = value; } )+
             };
         }
-        set!(self, overlay; node_id, data_dir, shard_port_base, shards, pin);
+        set!(self, overlay; node_id, data_dir, shard_ports, shards, pin);
         if let Some(addr) = &overlay.native_addr {
             self.native_addr = parse_addr("native_addr", addr)?;
         }
@@ -696,6 +696,7 @@ impl BrokerConfig {
                 return Err(invalid(key, value, "must be at least 1"));
             }
         }
+        self.validate_shard_ports()?;
         if let Some(cpus) = &self.cpus {
             if cpus.is_empty() {
                 return Err(invalid(
@@ -707,6 +708,37 @@ impl BrokerConfig {
         }
         self.validate_cluster()?;
         self.groups.validate()
+    }
+
+    /// A `shard_ports` list must give every shard its own port.
+    fn validate_shard_ports(&self) -> Result<(), ConfigError> {
+        let ports = &self.shard_ports;
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let shard_count = self.shard_count();
+        let reason = if ports.len() != shard_count {
+            Some(format!(
+                "lists {} ports for {shard_count} shards: give one per shard, or none to let the \
+                 OS pick them",
+                ports.len()
+            ))
+        } else if ports.contains(&0) {
+            Some(
+                "port 0 is not allowed in the list: leave the list empty for OS-picked ports"
+                    .into(),
+            )
+        } else if ports.contains(&self.native_addr.port()) {
+            Some("a shard port equals the native port".to_string())
+        } else if (1..ports.len()).any(|index| ports[index..].contains(&ports[index - 1])) {
+            Some("a port is listed twice".to_string())
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(invalid("shard_ports", format!("{ports:?}"), reason)),
+            None => Ok(()),
+        }
     }
 
     fn validate_cluster(&self) -> Result<(), ConfigError> {
@@ -767,7 +799,7 @@ impl BrokerConfig {
             data_dir: Some(self.data_dir.clone()),
             native_addr: Some(self.native_addr.to_string()),
             advertised_host: self.advertised_host.clone(),
-            shard_port_base: Some(self.shard_port_base),
+            shard_ports: Some(self.shard_ports.clone()),
             admin_addr: Some(
                 self.admin_addr
                     .map_or("off".to_string(), |addr| addr.to_string()),
@@ -877,6 +909,28 @@ mod tests {
         config.storage.retention_ms = -1;
         let reread = ConfigOverlay::from_toml(&config.to_toml()).unwrap();
         assert_eq!(BrokerConfig::default().with(reread).unwrap(), config);
+    }
+
+    // Proves a shard_ports list gives each shard a distinct port other than the native port
+    // (count, zero, duplicate and native-port collisions are refused naming the key), an empty
+    // list (OS-picked ports) is the default, and a list reads back from the printed config.
+    #[test]
+    fn shard_ports_give_each_shard_its_own_port() {
+        assert!(BrokerConfig::default().shard_ports.is_empty());
+        let with = |ports: &str| {
+            let text =
+                format!("shards = 2\nnative_addr = \"127.0.0.1:9000\"\nshard_ports = {ports}\n");
+            BrokerConfig::default().with(ConfigOverlay::from_toml(&text).unwrap())
+        };
+        let config = with("[9001, 9002]").unwrap();
+        assert_eq!(config.shard_ports, vec![9001, 9002]);
+        let reread = ConfigOverlay::from_toml(&config.to_toml()).unwrap();
+        assert_eq!(BrokerConfig::default().with(reread).unwrap(), config);
+        for bad in ["[9001]", "[9001, 0]", "[9001, 9001]", "[9000, 9001]"] {
+            let error = with(bad).unwrap_err().to_string();
+            assert!(error.contains("shard_ports"), "{bad}: {error}");
+        }
+        assert!(with("[]").unwrap().shard_ports.is_empty());
     }
 
     // Proves the [cluster] section: the sample cluster config of deploy/ parses (etcd list,

@@ -45,7 +45,8 @@ use replication::{
     spawn_isr_worker, spawn_watcher, ClusterControl, ClusterMetrics, IsrCommand,
     ISR_QUEUE_DEPTH_MAX,
 };
-use server::{bind_socket, ServerShared, ShardStartup};
+use server::ports::bind_native_listeners;
+use server::{ServerShared, ShardStartup};
 use sluice_shard::ShardTable;
 
 /// Capacity of each shard's control inbox, messages.
@@ -182,25 +183,6 @@ fn advertised_host(config: &BrokerConfig, native_addr: SocketAddr) -> String {
     }
 }
 
-/// Picks the shared native address: a plain bind first (without SO_REUSEPORT, so a port another
-/// broker listens on is refused instead of silently shared), then a non-listening SO_REUSEPORT
-/// socket that holds the port until every shard has joined it.
-fn reserve_native_addr(addr: SocketAddr) -> Result<(SocketAddr, socket2::Socket), BrokerError> {
-    let bind_error = |source| BrokerError::Bind { addr, source };
-    let probe = bind_socket(addr, false, false).map_err(bind_error)?;
-    let bound = probe
-        .local_addr()
-        .ok()
-        .and_then(|local| local.as_socket())
-        .ok_or_else(|| bind_error(std::io::Error::other("bound socket has no address")))?;
-    drop(probe);
-    let reservation = bind_socket(bound, true, false).map_err(|source| BrokerError::Bind {
-        addr: bound,
-        source,
-    })?;
-    Ok((bound, reservation))
-}
-
 /// The metadata backend the config asks for, the shard table the shards start with, and the
 /// cluster id.
 fn choose_backend(
@@ -272,7 +254,8 @@ impl Broker {
         let lock = lock_data_dir(&config.data_dir)?;
         let shard_count = config.shard_count();
         let (backend, table, cluster_id) = choose_backend(&config, shard_count)?;
-        let (native_addr, reservation) = reserve_native_addr(config.native_addr)?;
+        let native = bind_native_listeners(config.native_addr, shard_count)?;
+        let native_addr = native.addr;
         let (metrics, group_metrics) = shard_metrics(shard_count);
         let cluster_metrics: ClusterMetricsSlot = Arc::new(OnceLock::new());
         let admin = start_admin(&config, &metrics, &group_metrics, &cluster_metrics)?;
@@ -291,6 +274,7 @@ impl Broker {
             cluster_id,
             native_addr,
             shard_ports: OnceLock::new(),
+            native_listeners: std::sync::Mutex::new(native.sockets.into_iter().map(Some).collect()),
             metrics: metrics.clone(),
             group_metrics: group_metrics.clone(),
             control: control.clone(),
@@ -323,7 +307,6 @@ impl Broker {
                 return Err(error);
             }
         };
-        drop(reservation);
         tracing::info!(%native_addr, shards = shard_count, ?shard_addrs, admin = ?admin.as_ref().map(AdminServer::addr), cluster = config.cluster.enabled(), "broker started");
         Ok(BrokerHandle {
             native_addr,

@@ -101,6 +101,72 @@ fn leader_sigkill_mid_stream_loses_no_acknowledged_message() {
     }
 }
 
+// Proves a consumer rides out its leader's SIGKILL: etcd + 3 brokers, a topic of 3 partitions
+// with replication factor 3 and min.insync.replicas 2, an acks=all producer of numbered messages
+// and a consumer polling every partition from the start; partition 0's leader is killed while
+// both run. No poll of the consumer fails; it moves to the new leader on its own and ends up
+// having read every acknowledged message at exactly its acknowledged offset, each offset once
+// and in order (the history check of the producer's outcomes, on what the consumer returned).
+#[test]
+fn consumer_polling_through_leader_sigkill_reads_every_acknowledged_message() {
+    const TOPIC: &str = "reads";
+    const PARTITIONS: i32 = 3;
+    let mut cluster = Cluster::start(ClusterSpec::default());
+    cluster.create_topic(TOPIC, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
+    let producer = NumberedProducer::start(producer_options(&cluster, TOPIC, PARTITIONS, 0));
+    let consumer = PollingConsumer::start(cluster.client_config(), TOPIC, PARTITIONS);
+    producer.wait_progress(
+        &[0; 3],
+        ACKED_PER_PHASE,
+        PROGRESS_WAIT,
+        "messages before the kill",
+    );
+    let ends_before: Vec<i64> = vec![i64::try_from(ACKED_PER_PHASE / 2).unwrap(); 3];
+    consumer.wait_positions(
+        &ends_before,
+        PROGRESS_WAIT,
+        "the consumer reading before the kill",
+    );
+
+    let victim = cluster.partition(TOPIC, 0).leader;
+    let acked_at_kill = producer.acked_all();
+    let killed_at = Instant::now();
+    cluster.kill(victim);
+    cluster.wait_partition(TOPIC, 0, "a new leader", |meta| {
+        meta.leader >= 0 && meta.leader != victim
+    });
+    producer.wait_progress(
+        &acked_at_kill,
+        ACKED_PER_PHASE,
+        PROGRESS_WAIT,
+        "messages after the kill",
+    );
+    let outcomes = producer.finish();
+    assert_all_acknowledged(&outcomes);
+    let ends: Vec<i64> = (0..PARTITIONS)
+        .map(|partition| {
+            outcomes
+                .iter()
+                .filter(|outcome| outcome.partition == partition)
+                .filter_map(|outcome| outcome.result.as_ref().ok())
+                .map(|offset| offset + 1)
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    consumer.wait_positions(&ends, PROGRESS_WAIT, "every acknowledged message consumed");
+    let (consumed, errors) = consumer.finish();
+    assert!(
+        errors.is_empty(),
+        "polls failed during the failover: {errors:?}"
+    );
+    for (partition, records) in consumed.iter().enumerate() {
+        let partition = i32::try_from(partition).unwrap();
+        let summary = check_history(partition, records, &outcomes, killed_at);
+        eprintln!("{TOPIC}-{partition} as consumed through the failover: {summary:?}");
+    }
+}
+
 // Proves a killed leader that restarts truncates its divergent tail, catches up and rejoins
 // the ISR with a log byte-identical to the leader's: with both followers SIGSTOPped the leader
 // appends records acknowledged with acks=1 only, then it is SIGKILLed and the followers resumed,
@@ -111,10 +177,12 @@ fn leader_sigkill_mid_stream_loses_no_acknowledged_message() {
 #[test]
 fn killed_leader_restarts_truncates_and_rejoins_isr() {
     const TOPIC: &str = "ledger";
-    // A long lag bound, so the followers stay in the ISR while they are stopped and one of them
-    // can be elected.
+    // A lag bound and a session TTL far longer than the followers stay stopped (ten acks=1
+    // sends, even on a loaded machine), so they stay registered and in the ISR, and one of
+    // them can be elected.
     let spec = ClusterSpec {
-        replica_lag_time_max_ms: 10_000,
+        session_ttl_s: 10,
+        replica_lag_time_max_ms: 30_000,
         ..ClusterSpec::default()
     };
     let mut cluster = Cluster::start(spec);

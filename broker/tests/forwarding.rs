@@ -81,14 +81,20 @@ fn foreign_partition_is_forwarded_and_own_is_not() {
     broker.shutdown().unwrap();
 }
 
-// Proves long polling: a fetch at the end of the log with min_bytes 1 waits and then returns
-// the batch produced while it waited, both for a partition the connection's shard owns and for
-// one it must forward (the wait itself runs on the owner).
+/// Longest the long-poll test waits for its fetch to be parked; a bound on a hang.
+const PARK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+// Proves long polling: a fetch at the end of the log with min_bytes 1 is parked (the broker's
+// `sluice_fetches_waiting` gauge shows it, so its first read found nothing) and then returns the
+// batch produced while it waited, both for a partition the connection's shard owns and for one
+// it must forward (the wait itself runs on the owner); once answered it is no longer counted.
 #[test]
 fn long_poll_returns_data_appended_while_waiting() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path(), 2);
     let shard_addrs = broker.shard_addrs();
+    let waiting = broker.metrics()[0].clone();
+    let admin = broker.admin_addr().unwrap();
     run(async move {
         let mut client = RawClient::connect(shard_addrs[0]).await;
         client.create_topic(TOPIC, 4).await;
@@ -99,8 +105,16 @@ fn long_poll_returns_data_appended_while_waiting() {
             let request = fetch_request(TOPIC, partition, 0, 20_000, 1);
             let correlation_id = poller.send(&request, &[]).await;
             let produced = batch(&format!("late-{owner}"), 1);
-            // Give the fetch a moment to start waiting; correctness does not depend on it.
-            glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            let deadline = std::time::Instant::now() + PARK_WAIT;
+            while waiting.fetches_waiting.get() == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the fetch was never parked"
+                );
+                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let (_, body) = http_get(admin, "/metrics");
+            assert_eq!(metric(&body, "sluice_fetches_waiting{shard=\"0\"}"), 1);
             let mut producer = RawClient::connect(shard_addrs[1]).await;
             producer.produce(TOPIC, partition, produced.clone()).await;
             let (response, payload): (FetchResponse, _) = poller.receive(correlation_id).await;
@@ -112,6 +126,14 @@ fn long_poll_returns_data_appended_while_waiting() {
                 "the fetch returned the batch appended while it waited"
             );
             assert!(same_batch(&batches[0].2, &produced));
+            let deadline = std::time::Instant::now() + PARK_WAIT;
+            while waiting.fetches_waiting.get() != 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "an answered fetch is still counted as waiting"
+                );
+                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            }
         }
     });
     broker.shutdown().unwrap();

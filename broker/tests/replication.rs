@@ -72,18 +72,28 @@ fn fully_in_sync(topic: &TopicMeta) -> bool {
         })
 }
 
-/// Sum of `sluice_replica_lag_messages` over every broker's admin endpoint.
-fn total_replica_lag(brokers: &[BrokerHandle]) -> u64 {
-    brokers
-        .iter()
-        .map(|broker| {
-            let (_, body) = http_get(broker.admin_addr().unwrap(), "/metrics");
-            body.lines()
-                .filter(|line| line.starts_with("sluice_replica_lag_messages{"))
-                .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum::<u64>()
-        })
-        .sum()
+/// Every `sluice_replica_lag_messages` series of `TOPIC` over every broker's admin endpoint, by
+/// partition. A partition missing from the map has no leader reporting its lag (yet); a line
+/// of the family that does not parse fails the test.
+fn replica_lags(brokers: &[BrokerHandle]) -> BTreeMap<i32, i64> {
+    let prefix = format!("sluice_replica_lag_messages{{topic=\"{TOPIC}\",partition=\"");
+    let mut lags = BTreeMap::new();
+    for broker in brokers {
+        let (_, body) = http_get(broker.admin_addr().unwrap(), "/metrics");
+        for line in body.lines().filter(|line| line.starts_with(&prefix)) {
+            let parsed = line[prefix.len()..]
+                .split_once("\"} ")
+                .and_then(|(partition, value)| {
+                    Some((partition.parse().ok()?, value.parse().ok()?))
+                });
+            let (partition, lag) = parsed.unwrap_or_else(|| panic!("unparsable lag line {line:?}"));
+            assert!(
+                lags.insert(partition, lag).is_none(),
+                "two brokers report the lag of partition {partition}"
+            );
+        }
+    }
+    lags
 }
 
 /// Produces `MESSAGES` numbered messages with acks=all, round-robin over the partitions, and
@@ -252,9 +262,19 @@ fn three_brokers_replicate_acks_all_byte_identical() {
         .map(|b| b.native_addr().to_string())
         .collect();
     let (acked, consumed) = run(exercise(bootstrap));
+    // Caught up means every partition's leader reports a lag, and every lag is 0: a missing
+    // series is not a lag of 0.
+    let caught_up: BTreeMap<i32, i64> = (0..PARTITIONS).map(|partition| (partition, 0)).collect();
     let deadline = Instant::now() + WAIT;
-    while total_replica_lag(&brokers) > 0 {
-        assert!(Instant::now() < deadline, "followers never caught up");
+    loop {
+        let lags = replica_lags(&brokers);
+        if lags == caught_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "followers never caught up: lags by partition {lags:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_consumed_as_acked(&acked, &consumed);

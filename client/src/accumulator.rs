@@ -4,7 +4,8 @@
 //!
 //! **Invariant:** a partition has at most one produce request in flight. Retried batches go back
 //! to the front of their partition's queue, so records of one partition are appended in the
-//! order they were sent, even across retries.
+//! order they were sent, even across retries. A batch still waiting to be sent when its
+//! delivery timeout passes fails here, without being sent.
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -15,6 +16,7 @@ use sluice_storage::batch::{BatchBuilder, Compression};
 
 use crate::delivery::BatchOutcome;
 use crate::error::ClientError;
+use crate::retry::{delivery_timeout_error, FailedBatch};
 
 /// Smallest buffer a new batch starts with, in bytes.
 const BATCH_CAPACITY_BYTES_MIN: usize = 4 * 1024;
@@ -43,6 +45,10 @@ pub(crate) struct ReadyBatch {
     pub(crate) attempts: u32,
     /// Retry backoff: not sent again before this instant.
     pub(crate) not_before: Option<Instant>,
+    /// When its first record was added: its delivery timeout counts from here.
+    pub(crate) created_at: Instant,
+    /// Why its last send failed, for the error of a batch that expires waiting to be resent.
+    pub(crate) last_error: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -111,19 +117,27 @@ pub(crate) struct Accumulator {
     compression: Compression,
     batch_bytes_max: usize,
     linger: Duration,
+    delivery_timeout: Duration,
     topics: HashMap<Rc<str>, Vec<PartitionQueue>>,
-    /// Buffer bytes of batches that failed inside the accumulator (build errors), to be given
-    /// back by the producer.
+    /// Buffer bytes of batches that failed inside the accumulator (build errors, expired
+    /// delivery timeouts), to be given back by the producer.
     released_bytes: usize,
 }
 
 impl Accumulator {
-    /// An empty accumulator.
-    pub(crate) fn new(compression: Compression, batch_bytes_max: usize, linger: Duration) -> Self {
+    /// An empty accumulator. Batches close at `batch_bytes_max` or `linger` after their first
+    /// record; a batch not sent within `delivery_timeout` of its first record fails.
+    pub(crate) fn new(
+        compression: Compression,
+        batch_bytes_max: usize,
+        linger: Duration,
+        delivery_timeout: Duration,
+    ) -> Self {
         Accumulator {
             compression,
             batch_bytes_max,
             linger,
+            delivery_timeout,
             topics: HashMap::new(),
             released_bytes: 0,
         }
@@ -196,12 +210,14 @@ impl Accumulator {
     /// Takes what is due for sending: every unmuted partition's ready batches (up to
     /// `partition_request_bytes_max` bytes, at least one batch) and its open batch once its
     /// linger time has passed. The partitions taken are muted until `complete` or `requeue`.
+    /// Ready batches whose delivery timeout passed fail instead of being sent.
     pub(crate) fn drain(
         &mut self,
         now: Instant,
         partition_request_bytes_max: usize,
     ) -> Vec<Drained> {
         let linger = self.linger;
+        let delivery_timeout = self.delivery_timeout;
         let mut drained = Vec::new();
         let mut released = 0;
         for (topic, queues) in &mut self.topics {
@@ -216,6 +232,7 @@ impl Accumulator {
                 if lingered && queue.ready.is_empty() {
                     released += close_open(queue);
                 }
+                released += expire_front(queue, topic, partition as i32, now, delivery_timeout);
                 let batches = take_due(queue, now, partition_request_bytes_max);
                 if batches.is_empty() {
                     continue;
@@ -335,6 +352,8 @@ fn close_open(queue: &mut PartitionQueue) -> usize {
                 reserved_bytes: open.reserved_bytes,
                 attempts: 0,
                 not_before: None,
+                created_at: open.opened_at,
+                last_error: None,
             });
             0
         }
@@ -343,6 +362,41 @@ fn close_open(queue: &mut PartitionQueue) -> usize {
             open.reserved_bytes
         }
     }
+}
+
+/// Fails the ready batches at the front of `queue` whose delivery timeout passed at `now` (the
+/// queue is in creation order, so expired batches are always at the front); returns the buffer
+/// bytes they held.
+fn expire_front(
+    queue: &mut PartitionQueue,
+    topic: &str,
+    partition: i32,
+    now: Instant,
+    delivery_timeout: Duration,
+) -> usize {
+    let mut released = 0;
+    while let Some(front) = queue.ready.front() {
+        if front.created_at + delivery_timeout > now {
+            break;
+        }
+        let Some(batch) = queue.ready.pop_front() else {
+            break;
+        };
+        let failed = FailedBatch {
+            topic,
+            partition,
+            attempts: batch.attempts,
+            created_at: batch.created_at,
+        };
+        let reason = batch
+            .last_error
+            .unwrap_or_else(|| "it was never sent".to_string());
+        batch
+            .outcome
+            .complete(Err(delivery_timeout_error(failed, reason, now)));
+        released += batch.reserved_bytes;
+    }
+    released
 }
 
 /// The ready batches at the front of `queue` that are due, up to `bytes_max` (at least one).
@@ -368,6 +422,9 @@ mod tests {
 
     const REQUEST_BYTES_MAX: usize = 1024 * 1024;
 
+    /// A delivery timeout no test reaches unless it means to.
+    const TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
     fn record(value: &[u8]) -> RecordParts<'_> {
         RecordParts {
             timestamp_ms: 1_700_000_000_000,
@@ -392,7 +449,8 @@ mod tests {
     #[test]
     fn batches_close_when_full() {
         let start = Instant::now();
-        let mut accumulator = Accumulator::new(Compression::None, 4096, Duration::from_secs(60));
+        let mut accumulator =
+            Accumulator::new(Compression::None, 4096, Duration::from_secs(60), TIMEOUT);
         let topic: Rc<str> = Rc::from("t");
         let mut closed = 0;
         for index in 0..20_u8 {
@@ -440,7 +498,7 @@ mod tests {
     fn open_batch_is_due_after_linger() {
         let start = Instant::now();
         let linger = Duration::from_millis(5);
-        let mut accumulator = Accumulator::new(Compression::Zstd, 1 << 20, linger);
+        let mut accumulator = Accumulator::new(Compression::Zstd, 1 << 20, linger, TIMEOUT);
         let topic: Rc<str> = Rc::from("t");
         let appended = accumulator.append(&topic, 2, record(b"hello"), start);
         assert!(appended.opened_batch && !appended.closed_batch);
@@ -469,7 +527,7 @@ mod tests {
     #[test]
     fn in_flight_partition_is_muted_and_requeue_keeps_order() {
         let start = Instant::now();
-        let mut accumulator = Accumulator::new(Compression::None, 64, Duration::ZERO);
+        let mut accumulator = Accumulator::new(Compression::None, 64, Duration::ZERO, TIMEOUT);
         let topic: Rc<str> = Rc::from("t");
         accumulator.append(&topic, 0, record(b"first-record-with-some-length"), start);
         let mut first = accumulator.drain(start, REQUEST_BYTES_MAX);
@@ -503,8 +561,12 @@ mod tests {
     #[test]
     fn flush_closes_open_batches() {
         let start = Instant::now();
-        let mut accumulator =
-            Accumulator::new(Compression::Zstd, 1 << 20, Duration::from_secs(3600));
+        let mut accumulator = Accumulator::new(
+            Compression::Zstd,
+            1 << 20,
+            Duration::from_secs(3600),
+            TIMEOUT,
+        );
         let topic: Rc<str> = Rc::from("t");
         for partition in 0..3 {
             accumulator.append(&topic, partition, record(b"v"), start);
@@ -525,7 +587,8 @@ mod tests {
     #[test]
     fn oversized_record_gets_its_own_batch() {
         let start = Instant::now();
-        let mut accumulator = Accumulator::new(Compression::None, 1024, Duration::from_secs(1));
+        let mut accumulator =
+            Accumulator::new(Compression::None, 1024, Duration::from_secs(1), TIMEOUT);
         let topic: Rc<str> = Rc::from("t");
         accumulator.append(&topic, 0, record(b"small"), start);
         let big = vec![7_u8; 4096];
@@ -545,11 +608,53 @@ mod tests {
         assert_eq!(values_of(&drained[0].batches[0]), vec![big]);
     }
 
+    // Proves a ready batch whose delivery timeout passed while it waited (here behind a request
+    // in flight) fails with DeliveryTimeout instead of being sent, gives its buffer bytes back,
+    // and lets the younger batch behind it go out.
+    #[test]
+    fn expired_batches_fail_instead_of_being_sent() {
+        let start = Instant::now();
+        let timeout = Duration::from_secs(10);
+        let mut accumulator = Accumulator::new(Compression::None, 64, Duration::ZERO, timeout);
+        let topic: Rc<str> = Rc::from("t");
+        let value = |tag: u8| vec![tag; 70];
+        let (a, b, c) = (value(b'a'), value(b'b'), value(b'c'));
+        accumulator.append(&topic, 0, record(&a), start);
+        assert_eq!(accumulator.drain(start, REQUEST_BYTES_MAX).len(), 1);
+        let expired = accumulator.append(&topic, 0, record(&b), start);
+        let later = start + Duration::from_secs(5);
+        accumulator.append(&topic, 0, record(&c), later);
+        accumulator.take_released_bytes();
+        accumulator.complete(&topic, 0);
+        let drained = accumulator.drain(start + Duration::from_secs(11), REQUEST_BYTES_MAX);
+        let values: Vec<Vec<u8>> = drained[0].batches.iter().flat_map(values_of).collect();
+        assert_eq!(values, vec![c]);
+        assert_eq!(accumulator.take_released_bytes(), 70 + 24);
+        let result = futures_lite::future::block_on(crate::delivery::DeliveryFuture::new(
+            expired.outcome,
+            0,
+            0,
+        ));
+        match result {
+            Err(ClientError::DeliveryTimeout {
+                elapsed_ms,
+                attempts,
+                last_error,
+                ..
+            }) => {
+                assert_eq!((elapsed_ms, attempts), (11_000, 1));
+                assert!(last_error.contains("never sent"), "{last_error}");
+            }
+            other => panic!("expected a delivery timeout, got {other:?}"),
+        }
+    }
+
     // Proves closing the producer fails unsent batches and returns their buffer bytes.
     #[test]
     fn fail_unsent_releases_buffer() {
         let start = Instant::now();
-        let mut accumulator = Accumulator::new(Compression::None, 1 << 20, Duration::from_secs(1));
+        let mut accumulator =
+            Accumulator::new(Compression::None, 1 << 20, Duration::from_secs(1), TIMEOUT);
         let topic: Rc<str> = Rc::from("t");
         let appended = accumulator.append(&topic, 0, record(b"abc"), start);
         let released = accumulator.fail_unsent(&ClientError::Closed);

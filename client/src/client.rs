@@ -21,9 +21,7 @@ use crate::config::{ClientConfig, OffsetSpec};
 use crate::connection::BrokerConnection;
 use crate::error::ClientError;
 use crate::metadata::MetadataCache;
-
-/// Longest wait between two retries, in milliseconds, however many retries came before.
-const RETRY_BACKOFF_MS_MAX: u64 = 10_000;
+use crate::retry::Backoff;
 
 /// What a connection carries.
 ///
@@ -54,6 +52,8 @@ pub struct Client {
     /// One metadata refresh at a time; callers that waited behind one reuse its result.
     refresh_lock: Semaphore,
     refresh_generation: Cell<u64>,
+    /// A refresh started by `refresh_soon` is running.
+    background_refresh: Cell<bool>,
 }
 
 impl std::fmt::Debug for Client {
@@ -77,6 +77,7 @@ impl Client {
             connect_gates: RefCell::new(HashMap::new()),
             refresh_lock: Semaphore::new(1),
             refresh_generation: Cell::new(0),
+            background_refresh: Cell::new(false),
         });
         client.metadata(None).await?;
         Ok(client)
@@ -116,6 +117,23 @@ impl Client {
         let result = self.metadata(None).await.map(|_| ());
         self.refresh_generation.set(seen.wrapping_add(1));
         result
+    }
+
+    /// Starts a metadata refresh in a task of its own unless one started this way is still
+    /// running, and returns at once: a caller bounded by its own deadline (a consumer's poll)
+    /// does not cut the refresh short, so a slow broker cannot keep the metadata stale.
+    pub(crate) fn refresh_soon(self: &Rc<Self>) {
+        if self.background_refresh.replace(true) {
+            return;
+        }
+        let client = Rc::clone(self);
+        glommio::spawn_local(async move {
+            if let Err(error) = client.refresh_metadata().await {
+                tracing::debug!(%error, "background metadata refresh failed");
+            }
+            client.background_refresh.set(false);
+        })
+        .detach();
     }
 
     /// Creates a topic. Fails with the broker's error (for example `TopicAlreadyExists` or
@@ -301,16 +319,29 @@ impl Client {
         u32::try_from(self.config.request_timeout_ms).unwrap_or(u32::MAX)
     }
 
+    /// The retry backoff settings.
+    pub(crate) fn backoff_policy(&self) -> Backoff {
+        Backoff {
+            base_ms: self.config.retry_backoff_ms,
+            max_ms: self.config.retry_backoff_ms_max,
+        }
+    }
+
     /// The wait before retry number `attempt` (0 for the first): the configured backoff,
-    /// doubled per earlier retry, capped at `RETRY_BACKOFF_MS_MAX`.
+    /// doubled per earlier retry, capped at `retry_backoff_ms_max`, with jitter.
     pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1_u64 << attempt.min(16);
-        Duration::from_millis(
-            self.config
-                .retry_backoff_ms
-                .saturating_mul(factor)
-                .min(RETRY_BACKOFF_MS_MAX),
-        )
+        self.backoff_policy().delay(attempt, rand::random::<f64>())
+    }
+
+    /// Takes in a leader named by a NotLeaderOrFollower answer (`current_leader`, -1 when the
+    /// broker did not know it): requests for the partition go to that broker until the next
+    /// metadata refresh says otherwise.
+    pub(crate) fn note_leader(&self, topic: &str, partition: i32, leader: i32) {
+        if leader >= 0 {
+            self.metadata
+                .borrow_mut()
+                .note_leader(topic, partition, leader);
+        }
     }
 
     /// Runs `attempt` until it succeeds, fails with a non-retriable error, or failed

@@ -18,10 +18,14 @@ pub struct ClientConfig {
     /// request never hops between cores on the broker. Off: everything goes to the broker's
     /// shared native port.
     pub shard_aware: bool,
-    /// How many times a request failing with a retriable error is retried.
+    /// How many times a metadata, admin or offset request failing with a retriable error is
+    /// retried. Produce retries are bounded by `ProducerConfig::delivery_timeout_ms` instead,
+    /// and a consumer retries its fetches for as long as it polls.
     pub retries_max: u32,
     /// Wait before the first retry, in milliseconds; doubled for every further retry.
     pub retry_backoff_ms: u64,
+    /// Longest wait between two retries, in milliseconds (Kafka's `retry.backoff.max.ms`).
+    pub retry_backoff_ms_max: u64,
     /// How long opening a TCP connection may take, in milliseconds.
     pub connect_timeout_ms: u64,
 }
@@ -35,6 +39,7 @@ impl Default for ClientConfig {
             shard_aware: true,
             retries_max: 5,
             retry_backoff_ms: 100,
+            retry_backoff_ms_max: 1_000,
             connect_timeout_ms: 5_000,
         }
     }
@@ -49,6 +54,8 @@ impl ClientConfig {
             Some("request_timeout_ms must be positive")
         } else if self.connect_timeout_ms == 0 {
             Some("connect_timeout_ms must be positive")
+        } else if self.retry_backoff_ms_max < self.retry_backoff_ms {
+            Some("retry_backoff_ms_max must be at least retry_backoff_ms")
         } else if self.frame_bytes_max < 1024 * 1024 {
             Some("frame_bytes_max must be at least 1 MiB")
         } else {
@@ -139,6 +146,16 @@ pub struct ProducerConfig {
     pub buffer_bytes_max: usize,
     /// Partition choice for records that do not name a partition.
     pub partitioner: Partitioner,
+    /// How long a record may take from `send` to its acknowledgement, retries included, in
+    /// milliseconds (Kafka's `delivery.timeout.ms`): retriable failures (a leader change, a
+    /// lost connection, not enough replicas) are retried with a metadata refresh and backoff
+    /// until then, after which the record fails with `DeliveryTimeout`. At least `linger_ms`
+    /// plus the client's `request_timeout_ms`.
+    pub delivery_timeout_ms: u64,
+    /// Sends of a batch after its first that failed with a retriable error, at most (Kafka's
+    /// `retries`); the delivery timeout bounds them too. 0: a failed send fails its records
+    /// with the broker's error at once.
+    pub retries_max: u32,
 }
 
 impl Default for ProducerConfig {
@@ -151,11 +168,30 @@ impl Default for ProducerConfig {
             inflight_requests_max: 5,
             buffer_bytes_max: 64 * 1024 * 1024,
             partitioner: Partitioner::Default,
+            delivery_timeout_ms: 120_000,
+            retries_max: u32::MAX,
         }
     }
 }
 
 impl ProducerConfig {
+    /// Checks the settings, and that the delivery timeout leaves room for the linger time and
+    /// one request of `client` (Kafka's rule).
+    pub fn validate_for(&self, client: &ClientConfig) -> Result<(), ClientError> {
+        self.validate()?;
+        let needed_ms = self.linger_ms.saturating_add(client.request_timeout_ms);
+        if self.delivery_timeout_ms < needed_ms {
+            return Err(ClientError::Config {
+                reason: format!(
+                    "delivery_timeout_ms ({}) must be at least linger_ms + request_timeout_ms \
+                     ({needed_ms})",
+                    self.delivery_timeout_ms
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), ClientError> {
         let problem = if !matches!(self.compression, Compression::None | Compression::Zstd) {

@@ -1,4 +1,12 @@
 //! `Consumer`: reads assigned partitions from their owning shards, from any offset.
+//!
+//! Failover: a fetch that fails with a retriable error (the broker is not the leader any more,
+//! the connection was lost or refused, a timeout, no leader yet) holds that partition back for
+//! a backoff (see `retry::PartitionRetry`) while a metadata refresh runs, then fetches it from
+//! wherever the metadata (or the failed answer's `current_leader`) now says it lives, from the
+//! same position: nothing is skipped and nothing read twice. Such errors never fail a poll, as
+//! with Kafka's consumer; the other partitions keep being read meanwhile. Errors that a retry
+//! cannot fix (offset out of range, a corrupt batch, an unknown partition) fail the poll.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -13,6 +21,7 @@ use crate::client::Client;
 use crate::config::{ConsumerConfig, OffsetSpec, SeekTo};
 use crate::error::ClientError;
 use crate::fetch::{decode_from, whole_batches, ConsumerRecord, FetchedBatches};
+use crate::retry::PartitionRetry;
 
 /// `replica_id` of a fetch from a consumer (followers send their node id).
 const CONSUMER_REPLICA_ID: i32 = -1;
@@ -26,8 +35,24 @@ struct Assigned {
     topic: Rc<str>,
     partition: i32,
     position: i64,
-    /// Consecutive fetches that failed with a retriable error.
-    failures: u32,
+    /// Retriable fetch failures in a row, and the backoff they impose.
+    retry: PartitionRetry,
+    /// The error of the last fetch, while fetches fail.
+    last_error: Option<String>,
+}
+
+/// An assigned partition whose fetches are failing with retriable errors (the consumer keeps
+/// retrying it in the background).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailingPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Fetches that failed in a row.
+    pub failures: u32,
+    /// The last fetch's error.
+    pub last_error: String,
 }
 
 /// What one fetch round got for one partition.
@@ -127,7 +152,8 @@ impl Consumer {
                 ),
                 partition,
                 position,
-                failures: 0,
+                retry: PartitionRetry::default(),
+                last_error: None,
             })
             .collect();
         Ok(())
@@ -164,6 +190,24 @@ impl Consumer {
         self.assigned
             .iter()
             .map(|assigned| (assigned.topic.to_string(), assigned.partition))
+            .collect()
+    }
+
+    /// The assigned partitions whose last fetch failed (with a retriable error: others fail
+    /// the poll), with the error; empty when every partition's last fetch succeeded. A caller
+    /// that stops reading when nothing arrives uses it to tell "caught up" from "cut off".
+    pub fn failing_partitions(&self) -> Vec<FailingPartition> {
+        self.assigned
+            .iter()
+            .filter_map(|assigned| {
+                let last_error = assigned.last_error.clone()?;
+                Some(FailingPartition {
+                    topic: assigned.topic.to_string(),
+                    partition: assigned.partition,
+                    failures: assigned.retry.failures,
+                    last_error,
+                })
+            })
             .collect()
     }
 
@@ -310,10 +354,10 @@ impl Consumer {
             .iter()
             .any(|partition| !partition.batches.is_empty())
         {
-            let (groups, unrouted) = self.route_groups();
+            let (groups, unrouted) = self.route_groups(Instant::now());
             // A partition without a route is left to the next poll's own round, which counts
             // the failure and recovers.
-            if unrouted.is_empty() {
+            if unrouted.is_empty() && !groups.is_empty() {
                 self.prefetch = Some(Prefetch {
                     positions: self.positions(),
                     requests: self.send_round(groups, self.prefetch_wait_ms),
@@ -329,11 +373,13 @@ impl Consumer {
             .collect()
     }
 
-    /// One round of fetches, all brokers in parallel. Partitions failing with retriable errors
-    /// are skipped (after a metadata refresh and a backoff) until they failed `retries_max`
-    /// times in a row.
+    /// One round of fetches, all brokers in parallel, of the partitions not backing off. A
+    /// partition failing with a retriable error backs off (see [`PartitionRetry`]) and a
+    /// metadata refresh starts; other errors fail the round. When every partition is backing
+    /// off, waits until the first may be fetched again (or the deadline) instead.
     async fn fetch_round(&mut self, deadline: Instant) -> Result<Vec<Fetched>, ClientError> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let remaining = deadline.saturating_duration_since(now);
         if self.assigned.is_empty() {
             glommio::timer::sleep(remaining).await;
             return Ok(Vec::new());
@@ -344,7 +390,11 @@ impl Consumer {
                 let wait_ms = u32::try_from(remaining.as_millis())
                     .unwrap_or(u32::MAX)
                     .min(self.config.fetch_max_wait_ms);
-                let (groups, unrouted) = self.route_groups();
+                let (groups, unrouted) = self.route_groups(now);
+                if groups.is_empty() && unrouted.is_empty() {
+                    self.wait_for_backoff(deadline).await;
+                    return Ok(Vec::new());
+                }
                 let failed = !unrouted.is_empty();
                 for (index, error) in unrouted {
                     self.note_failure(index, error)?;
@@ -367,17 +417,32 @@ impl Consumer {
             }
         }
         if failed {
-            self.recover(deadline).await;
+            self.client.refresh_soon();
         }
         Ok(fetched)
     }
 
-    /// The assigned partitions grouped by the broker address that owns them, and the
-    /// partitions that have no route now.
-    fn route_groups(&self) -> (RouteGroups, Vec<(usize, ClientError)>) {
+    /// Sleeps until the first backing-off partition may be fetched again, or `deadline`.
+    async fn wait_for_backoff(&self, deadline: Instant) {
+        let ready_at = self
+            .assigned
+            .iter()
+            .filter_map(|assigned| assigned.retry.not_before)
+            .min()
+            .unwrap_or(deadline)
+            .min(deadline);
+        glommio::timer::sleep(ready_at.saturating_duration_since(Instant::now())).await;
+    }
+
+    /// The assigned partitions that may be fetched at `now` (not backing off), grouped by the
+    /// broker address that owns them, and those of them that have no route now.
+    fn route_groups(&self, now: Instant) -> (RouteGroups, Vec<(usize, ClientError)>) {
         let mut groups = RouteGroups::new();
         let mut unrouted = Vec::new();
         for (index, assigned) in self.assigned.iter().enumerate() {
+            if !assigned.retry.ready(now) {
+                continue;
+            }
             match self.client.route(&assigned.topic, assigned.partition) {
                 Ok(addr) => groups.entry(addr).or_default().push(index),
                 Err(error) => unrouted.push((index, error)),
@@ -447,7 +512,8 @@ impl Consumer {
                         assigned.position,
                         self.client.config().frame_bytes_max,
                     )?;
-                    self.assigned[index].failures = 0;
+                    self.assigned[index].retry.succeeded();
+                    self.assigned[index].last_error = None;
                     fetched.push(Fetched {
                         index,
                         high_watermark: result.high_watermark,
@@ -466,6 +532,9 @@ impl Consumer {
                 }
                 _ => {
                     let context = format!("fetch {}-{}", result.topic, result.partition);
+                    // A broker that is no longer the leader may name the one that is.
+                    self.client
+                        .note_leader(&result.topic, result.partition, result.current_leader);
                     self.note_failure(index, ClientError::from_code(result.error, context))?;
                     failed = true;
                 }
@@ -474,37 +543,21 @@ impl Consumer {
         Ok(failed)
     }
 
-    /// Counts a failed fetch of partition `index`: a retriable error is tolerated up to
-    /// `retries_max` times in a row, anything else fails the poll.
+    /// Counts a failed fetch of partition `index`: a retriable error holds the partition back
+    /// for a backoff (however often it happens), anything else fails the poll.
     fn note_failure(&mut self, index: usize, error: ClientError) -> Result<(), ClientError> {
+        let backoff = self.client.backoff_policy();
         let assigned = &mut self.assigned[index];
-        assigned.failures += 1;
-        if error.is_retriable() && assigned.failures <= self.client.config().retries_max {
-            tracing::debug!(
-                %error,
-                topic = %assigned.topic,
-                partition = assigned.partition,
-                "fetch will be retried"
-            );
-            return Ok(());
-        }
-        Err(error)
-    }
-
-    /// After retriable failures: refresh metadata and back off (within the poll's deadline),
-    /// so a broken broker is not hammered.
-    async fn recover(&self, deadline: Instant) {
-        let attempt = self
-            .assigned
-            .iter()
-            .map(|assigned| assigned.failures)
-            .max()
-            .unwrap_or(0);
-        if let Err(error) = self.client.refresh_metadata().await {
-            tracing::debug!(%error, "consumer metadata refresh failed");
-        }
-        let backoff = self.client.backoff(attempt.saturating_sub(1));
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        glommio::timer::sleep(backoff.min(remaining)).await;
+        tracing::debug!(
+            %error,
+            topic = %assigned.topic,
+            partition = assigned.partition,
+            failures = assigned.retry.failures,
+            "fetch failed"
+        );
+        assigned.last_error = Some(error.to_string());
+        assigned
+            .retry
+            .failed(error, Instant::now(), backoff, rand::random::<f64>())
     }
 }

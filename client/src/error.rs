@@ -119,6 +119,26 @@ pub enum ClientError {
         log_end_offset: i64,
     },
 
+    /// A produce batch was not acknowledged within the producer's `delivery_timeout_ms`: its
+    /// sends kept failing with retriable errors (the last one is named), or it waited that long
+    /// to be sent. The broker may still have appended it (a send whose answer was lost).
+    #[error(
+        "delivery to {topic}-{partition} timed out after {elapsed_ms} ms and {attempts} \
+         attempt(s); last error: {last_error}"
+    )]
+    DeliveryTimeout {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// Time since the batch was created, in milliseconds.
+        elapsed_ms: u64,
+        /// Sends tried.
+        attempts: u32,
+        /// The error of the last send (or why the batch was never sent).
+        last_error: String,
+    },
+
     /// A failure copied from another error for each record of a failed batch (see
     /// `duplicate`); the message is the original error's.
     #[error("{reason}")]
@@ -236,6 +256,24 @@ impl ClientError {
             ClientError::Config { reason } => ClientError::Config {
                 reason: reason.clone(),
             },
+            ClientError::CommitFailed { .. }
+            | ClientError::NoCommittedOffset { .. }
+            | ClientError::DeliveryTimeout { .. } => self.duplicate_group_or_delivery(),
+            ClientError::InvalidResponse { op, reason } => ClientError::InvalidResponse {
+                op,
+                reason: reason.clone(),
+            },
+            ClientError::Net(_) | ClientError::Batch(_) | ClientError::Failed { .. } => {
+                ClientError::Failed {
+                    reason: self.to_string(),
+                }
+            }
+        }
+    }
+
+    /// [`Self::duplicate`] for the group and delivery-timeout variants.
+    fn duplicate_group_or_delivery(&self) -> ClientError {
+        match self {
             ClientError::CommitFailed { group, reason } => ClientError::CommitFailed {
                 group: group.clone(),
                 reason: reason.clone(),
@@ -249,15 +287,22 @@ impl ClientError {
                 topic: topic.clone(),
                 partition: *partition,
             },
-            ClientError::InvalidResponse { op, reason } => ClientError::InvalidResponse {
-                op,
-                reason: reason.clone(),
+            ClientError::DeliveryTimeout {
+                topic,
+                partition,
+                elapsed_ms,
+                attempts,
+                last_error,
+            } => ClientError::DeliveryTimeout {
+                topic: topic.clone(),
+                partition: *partition,
+                elapsed_ms: *elapsed_ms,
+                attempts: *attempts,
+                last_error: last_error.clone(),
             },
-            ClientError::Net(_) | ClientError::Batch(_) | ClientError::Failed { .. } => {
-                ClientError::Failed {
-                    reason: self.to_string(),
-                }
-            }
+            other => ClientError::Failed {
+                reason: other.to_string(),
+            },
         }
     }
 }

@@ -13,10 +13,14 @@
 //!   requests in order and holds a fetch while it long-polls: an acknowledgement queued behind
 //!   one would wait that long.
 //! - Producer: per-partition batches closed at `batch_bytes_max` or after `linger_ms`; one
-//!   request per connection carries every ready partition; retriable errors refresh metadata
-//!   and retry up to `retries_max` times with backoff. Retries may write a batch twice until
-//!   idempotent produce lands; records of one partition stay in order.
-//! - Consumer: explicit assignment, one fetch per owning shard per round, long polling.
+//!   request per connection carries every ready partition; retriable errors (connection
+//!   errors included) refresh metadata and retry with backoff until `delivery_timeout_ms`,
+//!   going straight to the leader a NotLeaderOrFollower answer names. Retries may write a batch
+//!   twice until idempotent produce lands; records of one partition stay in order.
+//! - Consumer: explicit assignment, one fetch per owning shard per round, long polling; a
+//!   partition whose fetch fails with a retriable error backs off, the metadata is refreshed,
+//!   and reading resumes from the same position on the new leader.
+//! - Retry rules (`retry`) are pure functions of the error, the attempt count and the time.
 //! - Group member ([`GroupConsumer`]): subscribes, joins its group through the group's
 //!   coordinator (FindCoordinator, a connection of its own), heartbeats, commits; the leader
 //!   member assigns partitions (range, round-robin, cooperative-sticky).
@@ -39,12 +43,13 @@ mod metadata;
 mod notify;
 mod partitioner;
 mod producer;
+mod retry;
 
 pub use client::Client;
 pub use config::{
     Acks, ClientConfig, ConsumerConfig, OffsetSpec, Partitioner, ProducerConfig, SeekTo,
 };
-pub use consumer::Consumer;
+pub use consumer::{Consumer, FailingPartition};
 pub use delivery::{DeliveryFuture, RecordMetadata};
 pub use error::ClientError;
 pub use fetch::{ConsumerRecord, FetchedBatches};

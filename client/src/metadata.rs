@@ -13,7 +13,21 @@ use crate::error::ClientError;
 pub(crate) struct MetadataCache {
     brokers: HashMap<i32, BrokerMeta>,
     topics: HashMap<String, TopicMeta>,
+    /// Leaders named by NotLeaderOrFollower answers: (topic, partition) -> (the named leader,
+    /// the cached leader it replaced). A hint wins over the cached leader until the metadata
+    /// changes its mind about the partition's leader (metadata still naming the replaced
+    /// leader is older than the broker that named the new one), or drops the named broker.
+    leader_hints: HashMap<(String, i32), LeaderHint>,
     shard_aware: bool,
+}
+
+/// A leader named by a NotLeaderOrFollower answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LeaderHint {
+    /// The broker the answer named.
+    leader: i32,
+    /// The leader the metadata named when the answer came.
+    replaced: i32,
 }
 
 /// `host:port`, with IPv6 hosts bracketed so the string parses back as a socket address.
@@ -53,6 +67,14 @@ impl MetadataCache {
                 self.topics.remove(&topic.name);
             }
         }
+        let (brokers, topics) = (&self.brokers, &self.topics);
+        self.leader_hints.retain(|(topic, partition), hint| {
+            let leader = topics
+                .get(topic)
+                .and_then(|meta| meta.partitions.iter().find(|p| p.partition == *partition))
+                .map(|meta| meta.leader);
+            leader == Some(hint.replaced) && brokers.contains_key(&hint.leader)
+        });
     }
 
     /// The topic's metadata, if known.
@@ -68,9 +90,40 @@ impl MetadataCache {
             .map(|meta| i32::try_from(meta.partitions.len()).unwrap_or(i32::MAX))
     }
 
-    /// The `host:port` serving `topic`/`partition`: the leader's port of the owning shard when
-    /// shard-aware (and the broker lists that shard), else the leader's native port. Errors:
-    /// unknown topic or partition, or no leader right now (retriable).
+    /// Records that a broker answered NotLeaderOrFollower naming `leader` as the partition's
+    /// leader. Until the metadata names another leader than the cached one, the partition
+    /// routes to that broker's native port (which forwards to the owning shard: the shard on
+    /// the new leader is not known yet). A leader missing from the broker list is ignored; the
+    /// leader the metadata already names drops any hint.
+    pub(crate) fn note_leader(&mut self, topic: &str, partition: i32, leader: i32) {
+        let Some(cached) = self
+            .topics
+            .get(topic)
+            .and_then(|meta| meta.partitions.iter().find(|p| p.partition == partition))
+            .map(|meta| meta.leader)
+        else {
+            return;
+        };
+        let key = (topic.to_string(), partition);
+        if cached == leader {
+            // A broker named the leader the metadata names: any earlier hint was wrong.
+            self.leader_hints.remove(&key);
+            return;
+        }
+        if !self.brokers.contains_key(&leader) {
+            return;
+        }
+        let hint = LeaderHint {
+            leader,
+            replaced: cached,
+        };
+        self.leader_hints.insert(key, hint);
+    }
+
+    /// The `host:port` serving `topic`/`partition`: a hinted leader's native port (see
+    /// `note_leader`); else the leader's port of the owning shard when shard-aware (and the
+    /// broker lists that shard), else the leader's native port. Errors: unknown topic or
+    /// partition, or no leader right now (retriable).
     pub(crate) fn route(&self, topic: &str, partition: i32) -> Result<String, ClientError> {
         let meta = self
             .topics
@@ -84,6 +137,13 @@ impl MetadataCache {
                 topic: topic.to_string(),
                 partition,
             })?;
+        let hinted = self
+            .leader_hints
+            .get(&(topic.to_string(), partition))
+            .and_then(|hint| self.brokers.get(&hint.leader));
+        if let Some(leader) = hinted {
+            return Ok(host_port(&leader.host, leader.port));
+        }
         let leader = self.brokers.get(&partition_meta.leader);
         let Some(leader) = leader.filter(|_| partition_meta.error == ErrorCode::None.code()) else {
             return Err(ClientError::Broker {
@@ -172,6 +232,62 @@ mod tests {
         plain.update(&response(), true);
         assert_eq!(plain.route("t", 1).unwrap(), "10.0.0.1:9192");
         assert_eq!(plain.broker_addresses(), vec!["10.0.0.1:9192".to_string()]);
+    }
+
+    // Proves a leader named by NotLeaderOrFollower routes the partition to that broker's native
+    // port while the metadata still names the leader it replaced (stale metadata), and not
+    // once the metadata names another leader; hints naming an unknown broker or the cached
+    // leader change nothing.
+    #[test]
+    fn leader_hints_route_until_the_next_metadata() {
+        let mut with_two = response();
+        with_two.brokers.push(BrokerMeta {
+            node_id: 2,
+            host: "10.0.0.2".into(),
+            port: 9292,
+            shard_ports: vec![9293, 9294],
+        });
+        let mut cache = MetadataCache::new(true);
+        cache.update(&with_two, true);
+        cache.note_leader("t", 0, 9);
+        cache.note_leader("t", 1, 1);
+        assert_eq!(cache.route("t", 0).unwrap(), "10.0.0.1:9193");
+        assert_eq!(cache.route("t", 1).unwrap(), "10.0.0.1:9194");
+        cache.note_leader("t", 0, 2);
+        assert_eq!(cache.route("t", 0).unwrap(), "10.0.0.2:9292");
+        assert_eq!(cache.route("t", 1).unwrap(), "10.0.0.1:9194");
+        cache.note_leader("t", 0, 1);
+        assert_eq!(
+            cache.route("t", 0).unwrap(),
+            "10.0.0.1:9193",
+            "naming the cached leader drops the hint"
+        );
+        cache.note_leader("t", 0, 2);
+        cache.update(&with_two, true);
+        assert_eq!(
+            cache.route("t", 0).unwrap(),
+            "10.0.0.2:9292",
+            "stale metadata must not undo the hint"
+        );
+        let mut moved = with_two.clone();
+        moved.topics[0].partitions[0].leader = 2;
+        moved.topics[0].partitions[0].shard = 1;
+        cache.update(&moved, false);
+        assert_eq!(
+            cache.route("t", 0).unwrap(),
+            "10.0.0.2:9294",
+            "metadata caught up"
+        );
+        cache.note_leader("t", 0, 1);
+        assert_eq!(cache.route("t", 0).unwrap(), "10.0.0.1:9192");
+        let mut without_one = moved.clone();
+        without_one.brokers.retain(|broker| broker.node_id != 1);
+        cache.update(&without_one, true);
+        assert_eq!(
+            cache.route("t", 0).unwrap(),
+            "10.0.0.2:9294",
+            "a hint naming a broker that left is dropped"
+        );
     }
 
     // Proves a full refresh forgets deleted topics while a partial one keeps the others, and

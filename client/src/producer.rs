@@ -1,9 +1,17 @@
 //! `Producer`: batches records per partition and sends them to the owning shard.
 //!
 //! Delivery is at least once: a batch whose request failed with a retriable error (a lost
-//! connection, a timeout, a leader change) is sent again, and if the broker had appended it
-//! before the failure it is written twice. Idempotent produce (producer id and sequence
-//! numbers) will remove those duplicates; until then consumers must tolerate them.
+//! connection, a timeout, a leader change, not enough in-sync replicas) is sent again after a
+//! metadata refresh and a backoff, for as long as it is younger than `delivery_timeout_ms`
+//! (see `retry`); a NotLeaderOrFollower answer that names the new leader sends it there at
+//! once. If the broker had appended a batch before the failure, it is written twice.
+//! Idempotent produce (producer id and sequence numbers) will remove those duplicates; until
+//! then consumers must tolerate them.
+//!
+//! Ordering: a partition's batches are appended in the order they were sent, each retry before
+//! any later batch. One exception, as with Kafka's non-idempotent producer: a request the client
+//! gave up on (timed out, or its connection lost) may still be appended by the broker after its
+//! retry, and after later batches, leaving an out-of-order duplicate.
 //!
 //! **Invariant:** one produce request per partition is in flight at a time (see
 //! `accumulator`), so records of a partition are appended in the order they were sent.
@@ -26,6 +34,7 @@ use crate::delivery::DeliveryFuture;
 use crate::error::ClientError;
 use crate::notify::Notify;
 use crate::partitioner::PartitionChooser;
+use crate::retry::{produce_retry, FailedBatch, ProduceRetryPolicy, RetryDecision};
 
 /// Estimated bytes a record adds to a batch beyond its key, value and header bytes (length,
 /// attributes, timestamp and offset deltas, field lengths), used to size batches and the buffer.
@@ -126,11 +135,13 @@ impl Producer {
     /// make every `send` fail with the same error.
     pub fn new(client: Rc<Client>, config: ProducerConfig) -> Producer {
         let linger = Duration::from_millis(config.linger_ms);
+        let delivery_timeout = Duration::from_millis(config.delivery_timeout_ms);
         let shared = Rc::new(Shared {
             accumulator: RefCell::new(Accumulator::new(
                 config.compression,
                 config.batch_bytes_max,
                 linger,
+                delivery_timeout,
             )),
             chooser: RefCell::new(PartitionChooser::new(config.partitioner)),
             topics: RefCell::new(HashMap::new()),
@@ -156,7 +167,7 @@ impl Producer {
     /// never fit, or a closed producer.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
         let shared = &self.shared;
-        shared.config.validate()?;
+        shared.config.validate_for(shared.client.config())?;
         if shared.closed.get() {
             return Err(ClientError::Closed);
         }
@@ -487,6 +498,9 @@ impl Shared {
                     .map(|message| format!(": {message}"))
                     .unwrap_or_default()
             );
+            // A broker that is no longer the leader may name the one that is: go there next.
+            self.client
+                .note_leader(&partition.topic, partition.partition, result.current_leader);
             self.retry_or_fail(partition, &ClientError::from_code(result.error, context));
         }
     }
@@ -510,37 +524,58 @@ impl Shared {
     }
 
     /// Requeues the batches of a partition whose send failed with a retriable error (with
-    /// backoff, after a metadata refresh) while they have retries left; fails them otherwise.
+    /// backoff, after a metadata refresh) while their delivery timeout allows; fails them
+    /// otherwise (see `retry::produce_retry`).
     fn retry_or_fail(self: &Rc<Self>, partition: Drained, error: &ClientError) {
-        let retries_max = self.client.config().retries_max;
-        if !error.is_retriable() || self.closed.get() {
+        if self.closed.get() {
             self.finish(partition, |_| Err(error.duplicate()));
             return;
         }
-        tracing::debug!(
-            %error,
-            topic = %partition.topic,
-            partition = partition.partition,
-            "produce will be retried"
-        );
         let now = Instant::now();
+        let policy = ProduceRetryPolicy {
+            delivery_timeout: Duration::from_millis(self.config.delivery_timeout_ms),
+            retries_max: self.config.retries_max,
+            backoff: self.client.backoff_policy(),
+        };
         let mut retry = Vec::new();
         let mut released = 0;
         for mut batch in partition.batches {
-            if batch.attempts >= retries_max {
-                batch.outcome.complete(Err(error.duplicate()));
-                released += batch.reserved_bytes;
-                continue;
+            let failed = FailedBatch {
+                topic: &partition.topic,
+                partition: partition.partition,
+                attempts: batch.attempts,
+                created_at: batch.created_at,
+            };
+            let jitter = rand::random::<f64>();
+            match produce_retry(failed, error, now, policy, jitter) {
+                RetryDecision::RetryAt(at) => {
+                    batch.not_before = Some(at);
+                    batch.attempts += 1;
+                    batch.last_error = Some(error.to_string());
+                    retry.push(batch);
+                }
+                RetryDecision::Fail(failure) => {
+                    batch.outcome.complete(Err(failure));
+                    released += batch.reserved_bytes;
+                }
             }
-            batch.not_before = Some(now + self.client.backoff(batch.attempts));
-            batch.attempts += 1;
-            retry.push(batch);
+        }
+        if !retry.is_empty() {
+            tracing::debug!(
+                %error,
+                topic = %partition.topic,
+                partition = partition.partition,
+                batches = retry.len(),
+                "produce will be retried"
+            );
         }
         self.buffer.signal(released as u64);
         self.accumulator
             .borrow_mut()
             .requeue(&partition.topic, partition.partition, retry);
-        self.request_refresh();
+        if error.is_retriable() {
+            self.request_refresh();
+        }
     }
 }
 

@@ -83,7 +83,7 @@ fn producer_pipelines_requests_on_one_connection() {
             assert_eq!(values, vec![(0, Bytes::from(format!("v{partition}")))]);
         }
         // One connection to the shard port carried all produce requests.
-        assert_eq!(broker.connections.borrow()[1], 1);
+        assert_eq!(broker.connections(0, 1), 1);
     });
 }
 
@@ -130,30 +130,52 @@ fn producer_retries_not_leader_and_keeps_order() {
     });
 }
 
-// Proves the producer gives up after retries_max retries of a retriable error, failing the
-// delivery with the broker's code, and fails a non-retriable error on the first answer.
+// Proves the producer keeps retrying a retriable error (several sends, each after a metadata
+// refresh) until the delivery timeout, then fails the record with DeliveryTimeout naming the
+// last error; and that a non-retriable error fails on its first answer, with nothing written.
 #[test]
-fn producer_stops_after_retries_max_and_on_fatal_errors() {
+fn producer_retries_until_delivery_timeout_and_fails_fatal_errors_at_once() {
     run(async {
         let broker = support::start(1, "t", 1);
-        broker.produce_failures_left.set(1_000);
+        broker.produce_failures_left.set(u32::MAX);
         broker
             .produce_error
-            .set(ErrorCode::NotLeaderOrFollower.code());
+            .set(ErrorCode::NotEnoughReplicas.code());
         let config = ClientConfig {
-            retries_max: 2,
+            request_timeout_ms: 1_000,
+            retry_backoff_ms_max: 20,
             ..client_config(broker.main_addr())
         };
         let client = Client::connect(config).await.unwrap();
-        let producer = Producer::new(Rc::clone(&client), producer_config(0));
+        let metadata_before = broker.metadata_requests.get();
+        let producer = Producer::new(
+            Rc::clone(&client),
+            ProducerConfig {
+                delivery_timeout_ms: 1_500,
+                ..producer_config(0)
+            },
+        );
         let delivery = producer.send(record(0, "doomed")).await.unwrap();
         match delivery.await {
-            Err(ClientError::Broker { code, .. }) => {
-                assert_eq!(code, ErrorCode::NotLeaderOrFollower)
+            Err(ClientError::DeliveryTimeout {
+                topic,
+                partition,
+                attempts,
+                last_error,
+                ..
+            }) => {
+                assert_eq!((topic.as_str(), partition), ("t", 0));
+                assert!(attempts >= 3, "only {attempts} attempts");
+                assert!(last_error.contains("NotEnoughReplicas"), "{last_error}");
             }
-            other => panic!("expected NotLeaderOrFollower, got {other:?}"),
+            other => panic!("expected a delivery timeout, got {other:?}"),
         }
-        assert_eq!(broker.produce_requests.get(), 3, "one try plus two retries");
+        let sends = broker.produce_requests.get();
+        assert!(sends >= 3, "only {sends} sends before the delivery timeout");
+        assert!(
+            broker.metadata_requests.get() > metadata_before,
+            "no metadata refresh between retries"
+        );
 
         broker.produce_error.set(ErrorCode::MessageTooLarge.code());
         let delivery = producer.send(record(0, "too big")).await.unwrap();
@@ -161,7 +183,7 @@ fn producer_stops_after_retries_max_and_on_fatal_errors() {
         assert!(!error.is_retriable());
         assert_eq!(
             broker.produce_requests.get(),
-            4,
+            sends + 1,
             "a fatal error must not be retried"
         );
         assert!(broker.records("t", 0).is_empty());
@@ -186,7 +208,7 @@ fn producer_reconnects_after_connection_loss() {
             vec![(0, Bytes::from_static(b"survivor"))]
         );
         assert_eq!(
-            broker.connections.borrow()[1],
+            broker.connections(0, 1),
             2,
             "expected a second shard connection"
         );
@@ -211,7 +233,13 @@ fn shard_aware_routing_uses_owning_shard_port() {
                 .await
                 .unwrap();
         }
-        for (listener, _, partition) in broker.produce_routes.borrow().iter() {
+        let routes = broker.produce_routes.borrow().clone();
+        assert_eq!(
+            routes.len(),
+            4,
+            "one produce entry per partition: {routes:?}"
+        );
+        for (_, listener, _, partition) in &routes {
             assert_eq!(
                 *listener,
                 1 + (*partition as usize % 2),
@@ -235,11 +263,16 @@ fn shard_aware_routing_uses_owning_shard_port() {
                 .await
                 .unwrap();
         }
-        assert!(broker
-            .produce_routes
-            .borrow()
-            .iter()
-            .all(|(listener, _, _)| *listener == 0));
+        let routes = broker.produce_routes.borrow().clone();
+        assert_eq!(
+            routes.len(),
+            4,
+            "one produce entry per partition: {routes:?}"
+        );
+        assert!(
+            routes.iter().all(|(_, listener, _, _)| *listener == 0),
+            "a plain client used a shard port: {routes:?}"
+        );
     });
 }
 

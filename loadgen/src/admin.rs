@@ -29,15 +29,27 @@ pub async fn with_deadline<F: Future>(limit: Duration, future: F) -> Option<F::O
     .await
 }
 
-/// Connects to the broker at `bootstrap` (and fetches its metadata), failing with a clear
-/// message within `connect_timeout` (plus [`CONNECT_GRACE_MS`]) if it does not answer.
+/// The addresses of a `--bootstrap` value: `host:port` entries separated by commas (spaces
+/// around them ignored), as the `sluice` CLI takes them.
+pub fn bootstrap_list(bootstrap: &str) -> Vec<String> {
+    bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|addr| !addr.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Connects to the first broker of `bootstrap` (a comma-separated list) that answers, and
+/// fetches the cluster's metadata, failing with a clear message within `connect_timeout` (plus
+/// [`CONNECT_GRACE_MS`]) if none does.
 pub async fn connect(
     bootstrap: &str,
     connect_timeout: Duration,
 ) -> Result<Rc<Client>, LoadgenError> {
     let connect_timeout_ms = connect_timeout.as_millis() as u64;
     let config = ClientConfig {
-        bootstrap: vec![bootstrap.to_string()],
+        bootstrap: bootstrap_list(bootstrap),
         connect_timeout_ms,
         ..ClientConfig::default()
     };

@@ -57,10 +57,11 @@ pub struct Cli {
     /// Start an in-process single-node broker on a temporary data directory.
     #[arg(long, conflicts_with = "bootstrap")]
     pub embedded: bool,
-    /// Native address of a running broker.
+    /// Native address of a running broker; comma-separated for several (the first that answers
+    /// is used, the rest of the cluster is learned from its metadata).
     #[arg(
         long,
-        value_name = "HOST:PORT",
+        value_name = "HOST:PORT[,HOST:PORT...]",
         env = "SLUICE_BOOTSTRAP",
         default_value = "127.0.0.1:9192"
     )]
@@ -285,8 +286,15 @@ impl Cli {
                 keep_data: self.keep_data,
             })
         } else {
+            let addresses = crate::admin::bootstrap_list(&self.bootstrap);
+            if addresses.is_empty() {
+                return Err(LoadgenError::Option {
+                    option: "--bootstrap",
+                    message: "give at least one host:port".to_string(),
+                });
+            }
             BrokerTarget::Remote {
-                bootstrap: self.bootstrap.clone(),
+                bootstrap: addresses.join(","),
             }
         };
         let mut options = RunOptions::new(self.workload()?, broker);
@@ -513,6 +521,24 @@ mod tests {
         assert!(
             Cli::try_parse_from(["sluice-loadgen", "--embedded", "--bootstrap", "h:1"]).is_err()
         );
+    }
+
+    // Proves --bootstrap takes a comma-separated list as the sluice CLI does: every address is
+    // kept in order (spaces and empty entries dropped), and a list with no address is refused.
+    #[test]
+    fn bootstrap_takes_a_comma_separated_list() {
+        let cli = Cli::try_parse_from(["sluice-loadgen", "--bootstrap", "a:1, b:2,,c:3"]).unwrap();
+        let options = cli.run_options().unwrap();
+        let BrokerTarget::Remote { bootstrap } = &options.broker else {
+            panic!("expected a remote broker");
+        };
+        assert_eq!(
+            crate::admin::bootstrap_list(bootstrap),
+            vec!["a:1".to_string(), "b:2".to_string(), "c:3".to_string()]
+        );
+        let empty = Cli::try_parse_from(["sluice-loadgen", "--bootstrap", " , "]).unwrap();
+        let message = empty.run_options().unwrap_err().to_string();
+        assert!(message.contains("--bootstrap"), "{message}");
     }
 
     // Proves impossible values given as flags fail with a usage error (exit code 2) and a message

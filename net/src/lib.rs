@@ -6,6 +6,7 @@
 //! - [`messages`]: every request and response body.
 //! - [`conn`]: [`Connection`], framed reads and ordered writes over a glommio `TcpStream`.
 //! - [`splice`]: [`Splicer`], file range -> socket with io_uring splice, one per executor.
+//! - [`fuzz`]: fuzz entry points for the frame decoder and every control body.
 //!
 //! The crate depends on no other workspace crate and knows nothing of storage: a fetch
 //! response's payload is handed to it as memory or as open file ranges.
@@ -14,6 +15,7 @@ pub mod api;
 pub mod conn;
 pub mod error;
 pub mod frame;
+pub mod fuzz;
 pub mod messages;
 pub mod splice;
 

@@ -265,6 +265,9 @@ pub struct ProducePartitionResult {
     pub log_start_offset: i64,
     /// Human-readable detail for an error.
     pub message: Option<String>,
+    /// With NotLeaderOrFollower: the leader's broker id as this broker knows it, so the client
+    /// can send there before its metadata refresh answers (Kafka's KIP-951); -1 otherwise.
+    pub current_leader: i32,
 }
 
 /// Per-partition outcomes of a Produce.
@@ -321,6 +324,9 @@ pub struct FetchPartitionResult {
     pub log_end_offset: i64,
     /// Bytes of whole record batches for this partition in the payload.
     pub records_bytes: u32,
+    /// With NotLeaderOrFollower: the leader's broker id as this broker knows it (KIP-951); -1
+    /// otherwise.
+    pub current_leader: i32,
 }
 
 /// Fetch results. The payload is each partition's records (whole batches) concatenated, in the

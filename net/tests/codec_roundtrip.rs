@@ -86,11 +86,14 @@ prop_compose! {
 
 prop_compose! {
     fn produce_response()(partitions in vec((text(), any::<i32>(), any::<i16>(), any::<i64>(),
-                                             any::<i64>(), option::of(text())), 0..5)) -> ProduceResponse {
+                                             any::<i64>(), option::of(text()), any::<i32>()), 0..5))
+                          -> ProduceResponse {
         let partitions = partitions
             .into_iter()
-            .map(|(topic, partition, error, base_offset, log_start_offset, message)| {
-                ProducePartitionResult { topic, partition, error, base_offset, log_start_offset, message }
+            .map(|(topic, partition, error, base_offset, log_start_offset, message, current_leader)| {
+                ProducePartitionResult {
+                    topic, partition, error, base_offset, log_start_offset, message, current_leader,
+                }
             })
             .collect();
         ProduceResponse { partitions }
@@ -114,12 +117,14 @@ prop_compose! {
 
 prop_compose! {
     fn fetch_response()(partitions in vec((text(), any::<i32>(), any::<i16>(), any::<i64>(), any::<i64>(),
-                                           any::<i64>(), any::<u32>()), 0..5)) -> FetchResponse {
+                                           any::<i64>(), any::<u32>(), any::<i32>()), 0..5)) -> FetchResponse {
         let partitions = partitions
             .into_iter()
-            .map(|(topic, partition, error, high_watermark, log_start_offset, log_end_offset, records_bytes)| {
+            .map(|(topic, partition, error, high_watermark, log_start_offset, log_end_offset, records_bytes,
+                   current_leader)| {
                 FetchPartitionResult {
                     topic, partition, error, high_watermark, log_start_offset, log_end_offset, records_bytes,
+                    current_leader,
                 }
             })
             .collect();

@@ -58,6 +58,7 @@ fn fetch_result(records_bytes: usize) -> FetchResponse {
             log_start_offset: 0,
             log_end_offset: 10,
             records_bytes: records_bytes as u32,
+            current_leader: -1,
         }],
     }
 }
@@ -82,6 +83,7 @@ fn pipelined_frames_round_trip_in_order() {
                         base_offset: i64::from(frame.header.correlation_id),
                         log_start_offset: 0,
                         message: None,
+                        current_leader: -1,
                     }],
                 };
                 let header = frame.header.response();

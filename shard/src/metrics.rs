@@ -230,6 +230,9 @@ pub struct ShardMetrics {
     pub cleaner_records_removed: Counter,
     /// Time spent in cleaning rounds, milliseconds.
     pub cleaner_time_ms: Counter,
+    /// Fetches on this shard's connections waiting for data now (long polls parked after a
+    /// round found less than their `min_bytes`; Kafka's fetch purgatory size).
+    pub fetches_waiting: Gauge,
     protocol_errors: [Counter; ProtocolErrorKind::ALL.len()],
     /// The follower lag of every partition this shard leads, replaced whole by the shard's
     /// periodic replication check (never on the data path), read by the admin thread.
@@ -265,6 +268,7 @@ impl ShardMetrics {
             cleaner_segments_rewritten: Counter::default(),
             cleaner_records_removed: Counter::default(),
             cleaner_time_ms: Counter::default(),
+            fetches_waiting: Gauge::default(),
             protocol_errors: Default::default(),
             replica_lag: Mutex::new(Vec::new()),
         }
@@ -334,7 +338,7 @@ fn render_replica_lag(out: &mut String, shards: &[Arc<ShardMetrics>]) {
 
 type CounterField = fn(&ShardMetrics) -> u64;
 
-const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 23] = [
+const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 24] = [
     (
         "sluice_produce_requests_total",
         "counter",
@@ -469,6 +473,12 @@ const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 23] = [
         "counter",
         "Milliseconds spent cleaning logs.",
         |m| m.cleaner_time_ms.get(),
+    ),
+    (
+        "sluice_fetches_waiting",
+        "gauge",
+        "Fetches waiting for data (long polling).",
+        |m| m.fetches_waiting.get(),
     ),
 ];
 

@@ -8,6 +8,8 @@ pub mod error;
 pub mod fault;
 pub mod log;
 
+mod fuzz_recovery;
+
 mod checkpoint;
 mod index;
 mod recovery;
@@ -20,6 +22,7 @@ pub use config::{
     CleanerConfig, CleanupPolicy, Durability, LogConfig, Ratio, RecoveryPolicy, WriteMode,
 };
 pub use error::StorageError;
+pub use fuzz_recovery::{fuzz_recovery, RecoveryOutcome};
 pub use log::{
     AppendInfo, FileSlice, PartitionLog, ReadSlice, APPEND_BYTES_MAX, APPEND_INFLIGHT_BYTES_MAX,
     APPEND_INFLIGHT_MAX,

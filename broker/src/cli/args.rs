@@ -17,6 +17,10 @@ pub struct ConnectArgs {
         value_name = "HOST:PORT"
     )]
     pub bootstrap: String,
+    /// How long a request may wait for its answer before the connection is considered broken,
+    /// in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    pub request_timeout_ms: u64,
 }
 
 impl ConnectArgs {
@@ -113,6 +117,11 @@ pub struct ProduceArgs {
     /// A batch that is not full is sent this many milliseconds after its first message.
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,
+    /// How long a message may take to be acknowledged, retries included (leader changes and
+    /// lost connections are retried until then), in milliseconds. At least linger-ms plus
+    /// request-timeout-ms.
+    #[arg(long, default_value_t = 120_000, value_name = "MS")]
+    pub delivery_timeout_ms: u64,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -134,11 +143,12 @@ pub struct ConsumeArgs {
         value_name = "earliest|latest|OFFSET|@UNIX_MS"
     )]
     pub from: SeekTo,
-    /// Stop after this many messages.
+    /// Stop after this many messages. Exits 1 when fewer arrive before --timeout-ms.
     #[arg(long)]
     pub count: Option<u64>,
     /// Stop when no message arrived for this many milliseconds (default 5000 without --count;
-    /// with --count, wait for the count).
+    /// with --count, wait for the count). Exits 1 when it stops short of --count, or while
+    /// fetches were failing (the broker unreachable or without a leader).
     #[arg(long)]
     pub timeout_ms: Option<u64>,
     /// Print `partition<TAB>offset<TAB>value` instead of the value alone.

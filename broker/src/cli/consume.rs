@@ -4,6 +4,12 @@
 //! `--commit-interval-ms`, when partitions move to another member, on exit and on Ctrl-C), so
 //! several such processes share the partitions and a restarted one resumes right after what
 //! was committed.
+//!
+//! Exit status: 0 when `--count` messages were printed, or (without `--count`) when nothing new
+//! arrived for the idle timeout and every partition's last fetch succeeded (the topic was read
+//! to its end); 1 when the idle timeout ended the run short of `--count`, or while fetches were
+//! failing (the broker unreachable, a partition without a leader): scripts can tell "read it
+//! all" from "cut off".
 
 use std::cell::Cell;
 use std::io::{BufWriter, ErrorKind, Write};
@@ -15,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use sluice_client::{
-    AutoOffsetReset, Client, Consumer, ConsumerConfig, ConsumerRecord, GroupConsumer,
-    GroupConsumerConfig, RebalanceListener, SeekTo,
+    AutoOffsetReset, Client, Consumer, ConsumerConfig, ConsumerRecord, FailingPartition,
+    GroupConsumer, GroupConsumerConfig, RebalanceListener, SeekTo,
 };
 
 use super::args::ConsumeArgs;
@@ -78,8 +84,55 @@ pub(crate) async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         Err(error) if is_broken_pipe(&error) => return Ok(ExitCode::SUCCESS),
         Err(error) => return Err(error),
     };
-    eprintln!("consumed {printed} messages from {}", args.topic);
-    Ok(ExitCode::SUCCESS)
+    let failing = consumer.failing_partitions();
+    let (line, code) = outcome(&args, printed, &failing);
+    eprintln!("{line}");
+    Ok(code)
+}
+
+/// The summary line and the exit code of a run that printed `printed` messages and stopped
+/// with `failing` partitions still failing to fetch.
+fn outcome(args: &ConsumeArgs, printed: u64, failing: &[FailingPartition]) -> (String, ExitCode) {
+    let topic = &args.topic;
+    let failures: Vec<String> = failing
+        .iter()
+        .map(|partition| {
+            format!(
+                "{}-{} ({} failed fetches; last: {})",
+                partition.topic, partition.partition, partition.failures, partition.last_error
+            )
+        })
+        .collect();
+    let failing_text = if failures.is_empty() {
+        String::new()
+    } else {
+        format!("; fetches were failing: {}", failures.join(", "))
+    };
+    let idle_ms = args
+        .timeout_ms
+        .unwrap_or(IDLE_TIMEOUT_MS_DEFAULT)
+        .to_string();
+    match args.count {
+        Some(count) if printed < count => (
+            format!(
+                "consumed {printed} of {count} messages from {topic}: none arrived for \
+                 {idle_ms} ms{failing_text}"
+            ),
+            ExitCode::FAILURE,
+        ),
+        None if !failing.is_empty() => (
+            format!(
+                "consumed {printed} messages from {topic}, then none for {idle_ms} ms while \
+                 fetches were failing{}",
+                failing_text.trim_start_matches("; fetches were failing")
+            ),
+            ExitCode::FAILURE,
+        ),
+        _ => (
+            format!("consumed {printed} messages from {topic}"),
+            ExitCode::SUCCESS,
+        ),
+    }
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
@@ -220,11 +273,10 @@ async fn run_group(
         Err(error) => return Err(error),
     };
     closed.with_context(|| format!("cannot commit the last offsets of group {group}"))?;
-    eprintln!(
-        "consumed {printed} messages from {} as group {group}",
-        args.topic
-    );
-    Ok(ExitCode::SUCCESS)
+    // The same exit status as explicit partitions: short of `--count` is a failure.
+    let (line, code) = outcome(args, printed, &[]);
+    eprintln!("{line} as group {group}");
+    Ok(code)
 }
 
 /// Polls and prints until `--count` messages were printed, nothing happened for the idle
@@ -289,6 +341,59 @@ mod tests {
             value: value.map(Bytes::from_static),
             headers: Vec::new(),
         }
+    }
+
+    fn args(count: Option<u64>, timeout_ms: Option<u64>) -> ConsumeArgs {
+        ConsumeArgs {
+            topic: "t".into(),
+            partition: None,
+            from: sluice_client::SeekTo::Earliest,
+            count,
+            timeout_ms,
+            print_offsets: false,
+            group: None,
+            session_timeout_ms: 45_000,
+            assignor: super::super::args::AssignorArg::Range,
+            commit_interval_ms: 5_000,
+            connect: super::super::args::ConnectArgs {
+                bootstrap: "h:1".into(),
+                request_timeout_ms: 1_000,
+            },
+        }
+    }
+
+    // Proves the exit status: success when --count was reached, or when the idle timeout
+    // ended a run whose fetches all succeeded; failure when the idle timeout ended it short of
+    // --count, or while a partition's fetches were failing, with a line naming the shortfall
+    // and the failing partitions.
+    #[test]
+    fn exit_status_tells_complete_from_cut_off() {
+        let failing = vec![FailingPartition {
+            topic: "t".into(),
+            partition: 1,
+            failures: 4,
+            last_error: "connection refused".into(),
+        }];
+        let (line, code) = outcome(&args(Some(3), None), 3, &failing);
+        assert_eq!(code, ExitCode::SUCCESS, "{line}");
+        let (line, code) = outcome(&args(None, None), 7, &[]);
+        assert_eq!(code, ExitCode::SUCCESS, "{line}");
+        assert_eq!(line, "consumed 7 messages from t");
+        let (line, code) = outcome(&args(Some(10), Some(2_000)), 4, &[]);
+        assert_eq!(code, ExitCode::FAILURE);
+        assert_eq!(
+            line,
+            "consumed 4 of 10 messages from t: none arrived for 2000 ms"
+        );
+        let (line, code) = outcome(&args(None, None), 7, &failing);
+        assert_eq!(code, ExitCode::FAILURE);
+        assert!(
+            line.contains("t-1 (4 failed fetches; last: connection refused)"),
+            "{line}"
+        );
+        let (line, code) = outcome(&args(Some(10), Some(2_000)), 4, &failing);
+        assert_eq!(code, ExitCode::FAILURE);
+        assert!(line.contains("4 of 10") && line.contains("t-1"), "{line}");
     }
 
     // Proves the output format: the value per line, or partition, offset and value separated by

@@ -65,6 +65,7 @@ pub fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
 pub(crate) async fn connect(connect: &ConnectArgs) -> anyhow::Result<Rc<Client>> {
     let config = ClientConfig {
         bootstrap: connect.bootstrap_list(),
+        request_timeout_ms: connect.request_timeout_ms,
         ..ClientConfig::default()
     };
     Client::connect(config).await.map_err(|error| match error {

@@ -2,10 +2,15 @@
 //!
 //! A reader thread reads stdin (a blocking read would stall the executor, and with it the
 //! producer's sender) and hands the executor chunks of whole lines over a bounded channel; the
-//! executor turns each line into a record without copying (values are slices of the chunk).
+//! executor turns each line into a record without copying (values are slices of the chunk). A
+//! chunk ends where the input read so far ends, so lines typed or piped in slowly are sent as
+//! they come rather than once a chunk fills up.
+//!
+//! Exit status: 0 when every line was acknowledged; 1 when any failed (after the producer's
+//! retries, which last up to `--delivery-timeout-ms`), with the first failure named.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, Write as _};
+use std::io::{BufRead, BufReader, Read, Write as _};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -36,9 +41,11 @@ pub(crate) struct Chunk {
     lines: Vec<(usize, usize)>,
 }
 
-/// Reads `input` into chunks of whole lines. A final line without a newline counts as a line.
-/// Line ends are `\n`, with a `\r` before it removed too.
-pub(crate) fn read_chunk(input: &mut impl BufRead) -> std::io::Result<Option<Chunk>> {
+/// Reads `input` into chunks of whole lines: up to `CHUNK_BYTES_MAX` bytes, and no further
+/// than the bytes already read from the source (the chunk ends rather than wait for more
+/// input). A final line without a newline counts as a line. Line ends are `\n`, with a `\r`
+/// before it removed too.
+pub(crate) fn read_chunk<R: Read>(input: &mut BufReader<R>) -> std::io::Result<Option<Chunk>> {
     let mut data = BytesMut::new();
     let mut lines = Vec::new();
     let mut line = Vec::new();
@@ -57,6 +64,10 @@ pub(crate) fn read_chunk(input: &mut impl BufRead) -> std::io::Result<Option<Chu
         let start = data.len();
         data.extend_from_slice(&line[..end]);
         lines.push((start, data.len()));
+        if input.buffer().is_empty() {
+            // Everything read so far is in the chunk: hand it over before blocking for more.
+            break;
+        }
     }
     if lines.is_empty() {
         return Ok(None);
@@ -88,7 +99,7 @@ fn spawn_reader() -> anyhow::Result<mpsc::Receiver<std::io::Result<Chunk>>> {
     std::thread::Builder::new()
         .name("sluice-stdin".into())
         .spawn(move || {
-            let mut input = std::io::stdin().lock();
+            let mut input = BufReader::with_capacity(CHUNK_BYTES_MAX, std::io::stdin());
             loop {
                 let chunk = match read_chunk(&mut input) {
                     Ok(Some(chunk)) => Ok(chunk),
@@ -135,6 +146,7 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         compression: args.compression.into(),
         batch_bytes_max: args.batch_bytes,
         linger_ms: args.linger_ms,
+        delivery_timeout_ms: args.delivery_timeout_ms,
         partitioner: Partitioner::Default,
         ..ProducerConfig::default()
     };
@@ -225,7 +237,7 @@ mod tests {
     #[test]
     fn lines_are_read_in_bounded_chunks() {
         let input = b"alpha\r\nbeta\n\ngamma".to_vec();
-        let mut reader = std::io::Cursor::new(input);
+        let mut reader = BufReader::new(std::io::Cursor::new(input));
         let chunk = read_chunk(&mut reader).unwrap().unwrap();
         let lines: Vec<&[u8]> = chunk
             .lines
@@ -241,7 +253,7 @@ mod tests {
             many.extend_from_slice(&line);
             many.push(b'\n');
         }
-        let mut reader = std::io::Cursor::new(many);
+        let mut reader = BufReader::with_capacity(CHUNK_BYTES_MAX, std::io::Cursor::new(many));
         let mut total = 0;
         while let Some(chunk) = read_chunk(&mut reader).unwrap() {
             assert!(chunk.data.len() < CHUNK_BYTES_MAX + line.len());
@@ -249,6 +261,32 @@ mod tests {
             total += chunk.lines.len();
         }
         assert_eq!(total, 1000);
+    }
+
+    // Proves a chunk ends where the input read so far ends: lines arriving in two reads (as
+    // from a terminal or a slow pipe) come out as two chunks, the first without waiting for
+    // the second read.
+    #[test]
+    fn a_chunk_ends_with_the_input_read_so_far() {
+        /// Hands out its pieces one per read, as a pipe written in bursts does.
+        struct Bursts(Vec<&'static [u8]>);
+        impl Read for Bursts {
+            fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.is_empty() {
+                    return Ok(0);
+                }
+                let piece = self.0.remove(0);
+                buffer[..piece.len()].copy_from_slice(piece);
+                Ok(piece.len())
+            }
+        }
+        let mut reader = BufReader::new(Bursts(vec![b"one\ntwo\n", b"three\n"]));
+        let first = read_chunk(&mut reader).unwrap().unwrap();
+        assert_eq!(&first.data[..], b"onetwo");
+        assert_eq!(first.lines.len(), 2);
+        let second = read_chunk(&mut reader).unwrap().unwrap();
+        assert_eq!(&second.data[..], b"three");
+        assert!(read_chunk(&mut reader).unwrap().is_none());
     }
 
     // Proves the key separator splits at its first occurrence, and a line without it is all

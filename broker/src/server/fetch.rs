@@ -52,6 +52,7 @@ pub fn error_result(topic: &str, partition: i32, code: ErrorCode) -> FetchPartit
         log_start_offset: -1,
         log_end_offset: -1,
         records_bytes: 0,
+        current_leader: -1,
     }
 }
 
@@ -90,7 +91,25 @@ pub async fn handle(
                 round.parts,
             ));
         }
+        let _waiting = WaitingFetch::start(server.metrics());
         wait_for_data(server, &request, &round.watermarks, deadline - now).await;
+    }
+}
+
+/// Counts a fetch in `fetches_waiting` while it is parked, and stops counting it when dropped
+/// (answered, or cancelled with its connection).
+struct WaitingFetch<'a>(&'a sluice_shard::ShardMetrics);
+
+impl<'a> WaitingFetch<'a> {
+    fn start(metrics: &'a sluice_shard::ShardMetrics) -> Self {
+        metrics.fetches_waiting.increment();
+        WaitingFetch(metrics)
+    }
+}
+
+impl Drop for WaitingFetch<'_> {
+    fn drop(&mut self) {
+        self.0.fetches_waiting.decrement();
     }
 }
 
@@ -125,6 +144,7 @@ async fn read_round(server: &ShardServer, request: &FetchRequest) -> Round {
                     log_end_offset: state.log_end_offset,
                     // A part is at most one read's max_bytes, itself bounded by a u32 field.
                     records_bytes: u32::try_from(length).unwrap_or(u32::MAX),
+                    current_leader: -1,
                 });
                 round.parts.extend(part);
             }
@@ -145,6 +165,7 @@ fn failed_result(
 ) -> FetchPartitionResult {
     let code = handlers::count_partition_error(server, error);
     let mut result = error_result(&wanted.topic, wanted.partition, code);
+    result.current_leader = handlers::leader_hint(error);
     if let PartitionError::OffsetOutOfRange {
         log_start_offset,
         log_end_offset,

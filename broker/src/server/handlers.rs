@@ -199,6 +199,7 @@ pub fn error_response(
                 base_offset: -1,
                 log_start_offset: -1,
                 message,
+                current_leader: -1,
             }],
         }),
         ApiKey::Fetch => Body::Fetch(
@@ -236,6 +237,16 @@ fn topic_result(name: &str, code: ErrorCode, message: Option<String>) -> TopicRe
         name: name.to_string(),
         error: code.code(),
         message,
+    }
+}
+
+/// The leader a NotLeaderOrFollower answer names (the `current_leader` of produce and fetch
+/// results, so a client can go there before its metadata refresh answers); -1 for other errors
+/// or an unknown leader.
+pub fn leader_hint(error: &PartitionError) -> i32 {
+    match error {
+        PartitionError::NotLeaderOrFollower { leader, .. } => *leader,
+        _ => -1,
     }
 }
 

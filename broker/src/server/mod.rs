@@ -1,12 +1,14 @@
-//! The data plane: what each shard runs. A shard opens the partitions it owns, binds the shared
-//! native port (SO_REUSEPORT) and its own shard port, accepts connections, serves requests, and
-//! obeys the control plane's messages (table updates, drain, close).
+//! The data plane: what each shard runs. A shard opens the partitions it owns, takes its socket
+//! of the shared native port (SO_REUSEPORT, bound by `Broker::start` before the shards start;
+//! see `ports`), binds its own shard port, accepts connections, serves requests, and obeys the
+//! control plane's messages (table updates, drain, close).
 
 pub mod connection;
 pub mod fetch;
 pub mod follower;
 pub mod groups;
 pub mod handlers;
+pub mod ports;
 pub mod produce;
 pub mod replication;
 pub mod trigger;
@@ -16,7 +18,7 @@ use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::StreamExt;
@@ -28,7 +30,7 @@ use sluice_shard::{
     PartitionRegistry, Shard, ShardContext, ShardControl, ShardId, ShardMetrics, ShardTable,
 };
 use sluice_storage::{LogCleaner, LogConfig};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 
 use crate::config::BrokerConfig;
 use crate::control::ControlClient;
@@ -54,9 +56,6 @@ const ACCEPT_RETRY_MS: u64 = 50;
 /// its connections are done (shutdown only), in ms.
 const STATE_POLL_MS: u64 = 5;
 
-/// Listen backlog of every listener, in connections.
-const LISTEN_QUEUE_CONNECTIONS_MAX: i32 = 1024;
-
 /// What every shard shares with the others and with the control and admin threads. Read-only
 /// after startup except for the atomics.
 pub struct ServerShared {
@@ -73,6 +72,9 @@ pub struct ServerShared {
     /// Every shard's bound port, set once all shards have bound (before any connection is
     /// accepted).
     pub shard_ports: OnceLock<Vec<u16>>,
+    /// The shared native port's listening sockets, by shard index, bound before the shards
+    /// started; each shard takes its own once at startup (the lock is never touched again).
+    pub native_listeners: Mutex<Vec<Option<Socket>>>,
     /// Every shard's metrics, by shard id.
     pub metrics: Vec<Arc<ShardMetrics>>,
     /// Every shard's consumer-group metrics, by shard id.
@@ -148,38 +150,10 @@ pub fn now_ms() -> i64 {
         })
 }
 
-/// Binds a listening socket. `reuse_port` joins the shared native port's SO_REUSEPORT group;
-/// SO_REUSEADDR lets a restarted broker bind while old connections sit in TIME_WAIT.
-pub fn bind_socket(addr: SocketAddr, reuse_port: bool, listen: bool) -> std::io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    socket.bind(&addr.into())?;
-    if listen {
-        socket.listen(LISTEN_QUEUE_CONNECTIONS_MAX)?;
-    }
-    Ok(socket)
-}
-
 fn glommio_listener(socket: Socket) -> TcpListener {
     // SAFETY: the descriptor is a bound, listening TCP socket we own; ownership moves to the
     // listener, which closes it on drop.
     unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) }
-}
-
-/// The address shard `id` listens on for its own port.
-fn shard_addr(config: &BrokerConfig, native_addr: SocketAddr, id: ShardId) -> SocketAddr {
-    let offset = u16::try_from(id.0).unwrap_or(u16::MAX);
-    let port = if config.shard_port_base != 0 {
-        config.shard_port_base.saturating_add(offset)
-    } else if config.native_addr.port() == 0 {
-        0
-    } else {
-        native_addr.port().saturating_add(1).saturating_add(offset)
-    };
-    SocketAddr::new(native_addr.ip(), port)
 }
 
 /// The main function of shard `context.id`: runs until the control plane sends `Close` (or its
@@ -299,28 +273,31 @@ async fn obey(
 
 type Listeners = Vec<TcpListener>;
 
-/// Opens this shard's partitions (recovering them) and binds its listeners.
+/// Opens this shard's partitions (recovering them), takes its native-port socket and binds its
+/// own port.
 async fn start_listening(
     shard: &Rc<Shard>,
     shared: &ServerShared,
 ) -> Result<(Listeners, SocketAddr), BrokerError> {
     shard.apply_table(shared.initial_table.clone()).await?;
-    let native =
-        bind_socket(shared.native_addr, true, true).map_err(|source| BrokerError::Bind {
+    let native = shared
+        .native_listeners
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get_mut(shard.id().index())
+        .and_then(Option::take)
+        .ok_or_else(|| BrokerError::Bind {
             addr: shared.native_addr,
-            source,
+            source: std::io::Error::other(format!(
+                "no native-port socket was bound for {}",
+                shard.id()
+            )),
         })?;
-    let own = shard_addr(&shared.config, shared.native_addr, shard.id());
-    let own_socket =
-        bind_socket(own, false, true).map_err(|source| BrokerError::Bind { addr: own, source })?;
-    let own_addr = own_socket
-        .local_addr()
-        .ok()
-        .and_then(|addr| addr.as_socket())
-        .ok_or(BrokerError::Bind {
-            addr: own,
-            source: std::io::Error::other("bound socket has no address"),
-        })?;
+    let (own_socket, own_addr) = ports::bind_shard_listener(
+        &shared.config.shard_ports,
+        shared.native_addr,
+        shard.id().index(),
+    )?;
     Ok((
         vec![glommio_listener(native), glommio_listener(own_socket)],
         own_addr,

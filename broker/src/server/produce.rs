@@ -135,6 +135,7 @@ fn failed(
         base_offset: -1,
         log_start_offset: -1,
         message,
+        current_leader: -1,
     }
 }
 
@@ -192,11 +193,15 @@ async fn append_one(
                 base_offset: outcome.base_offset,
                 log_start_offset: outcome.state.log_start_offset,
                 message: None,
+                current_leader: -1,
             }
         }
         Err(error) => {
             let code = handlers::count_partition_error(server, &error);
-            failed(&topic, partition, code, Some(error.to_string()))
+            ProducePartitionResult {
+                current_leader: handlers::leader_hint(&error),
+                ..failed(&topic, partition, code, Some(error.to_string()))
+            }
         }
     }
 }

@@ -65,15 +65,20 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
         .block_on(future)
 }
 
-/// A cluster config for tests: TTL 2 s, short timeouts and backoff.
+/// Session TTL of the tests' brokers, seconds: short enough that a dead broker's lease expires
+/// within a test, long enough that a broker on a loaded 2-core machine (keepalives every third
+/// of it) does not lose its lease to a scheduling stall.
+pub const SESSION_TTL_S: u64 = 5;
+
+/// A cluster config for tests: `SESSION_TTL_S`, bounded timeouts, short backoff.
 pub fn config(endpoint: &str, cluster: &str, node_id: i32) -> ClusterConfig {
     let mut config = ClusterConfig::new(vec![endpoint.to_string()], cluster, node_id, "127.0.0.1");
     config.native_port = 9000 + node_id as u16;
     config.shard_ports = vec![9100 + node_id as u16, 9200 + node_id as u16];
     config.admin_addr = Some(format!("127.0.0.1:{}", 9600 + node_id));
-    config.broker_session_ttl_s = 2;
-    config.connect_timeout_ms = 1_500;
-    config.request_timeout_ms = 2_000;
+    config.broker_session_ttl_s = SESSION_TTL_S;
+    config.connect_timeout_ms = 3_000;
+    config.request_timeout_ms = 5_000;
     config.reconnect_backoff_ms_max = 500;
     config
 }

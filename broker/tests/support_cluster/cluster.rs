@@ -35,6 +35,15 @@ const KEEP_ENV: &str = "SLUICE_CLUSTER_TEST_KEEP";
 /// scheduling delays into spurious session expiries.
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// Default session TTL of the tests' brokers, seconds: a killed broker's partitions move within
+/// it, and a broker on a loaded 2-core machine (keepalives every third of it) does not lose its
+/// lease to a scheduling stall of a few seconds.
+pub const SESSION_TTL_S_DEFAULT: u64 = 6;
+
+/// Default `replica_lag_time_max_ms` of the tests' brokers: a follower that is running but
+/// starved of CPU for a few seconds stays in the ISR, so acks=all writes do not fail spuriously.
+pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: u64 = 10_000;
+
 /// How to build a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
@@ -56,8 +65,8 @@ impl Default for ClusterSpec {
         ClusterSpec {
             brokers: 3,
             shards: 2,
-            session_ttl_s: 3,
-            replica_lag_time_max_ms: 3_000,
+            session_ttl_s: SESSION_TTL_S_DEFAULT,
+            replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
             extra_flags: Vec::new(),
         }
     }

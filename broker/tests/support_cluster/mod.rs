@@ -21,6 +21,7 @@ pub mod wire;
 pub use cluster::{as_set, live_brokers, partition_of, Cluster, ClusterSpec, CLUSTER_WAIT};
 pub use netns::NetnsLink;
 pub use traffic::{
-    message_value, read_partition, send_once, NumberedProducer, Outcome, ProducerOptions,
+    message_value, read_partition, send_once, ConsumedRecords, NumberedProducer, Outcome,
+    PollingConsumer, ProducerOptions,
 };
 pub use verify::{assert_all_acknowledged, check_history, HistorySummary};

@@ -1,13 +1,14 @@
-//! One `sluice broker` child process (env!("CARGO_BIN_EXE_sluice")) with fixed ports and its own
-//! data directory, optionally inside a network namespace: start, SIGKILL, SIGSTOP, SIGCONT and
-//! restart on the same data directory and ports. Killed when dropped, even on a failed assertion.
+//! One `sluice broker` child process (env!("CARGO_BIN_EXE_sluice")) with its own data directory,
+//! optionally inside a network namespace: start, SIGKILL, SIGSTOP, SIGCONT and restart on the
+//! same data directory. Every port is OS-assigned (port 0) on every start, so no other process
+//! on the machine can collide with it; the harness reads the bound addresses from what the
+//! broker prints before `ready`, and other brokers and clients learn them from etcd and
+//! metadata. Killed when dropped, even on a failed assertion.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use super::ports::free_ports;
 
 /// How long a starting broker may take to print `ready`.
 const BROKER_START_WAIT: Duration = Duration::from_secs(60);
@@ -17,15 +18,6 @@ const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// Poll interval of the waits in this file.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-
-/// How long a restart keeps retrying while the broker's ports are still in use.
-const PORT_RELEASE_WAIT: Duration = Duration::from_secs(30);
-
-/// Pause between two such retries.
-const PORT_RELEASE_RETRY_INTERVAL: Duration = Duration::from_millis(250);
-
-/// What the broker logs when a port is taken.
-const ADDRESS_IN_USE: &str = "Address already in use";
 
 /// Log filter of the brokers, unless `SLUICE_CLUSTER_TEST_LOG` says otherwise.
 const BROKER_LOG_FILTER_DEFAULT: &str = "info";
@@ -48,12 +40,8 @@ pub struct NodeSpec {
 /// A broker process and where it lives.
 pub struct BrokerNode {
     spec: NodeSpec,
-    /// Native port (`--native-addr host:native_port`).
-    pub native_port: u16,
-    /// First shard port (`--shard-port-base`); shard i listens on this + i.
-    pub shard_port_base: u16,
-    /// Admin HTTP port.
-    pub admin_port: u16,
+    /// Where the current (or last) start listens, as the broker printed it.
+    addresses: Addresses,
     /// Its data directory.
     pub data_dir: PathBuf,
     dir: PathBuf,
@@ -63,16 +51,12 @@ pub struct BrokerNode {
 }
 
 impl BrokerNode {
-    /// Picks ports and directories under `dir` and starts the broker; returns once it printed
-    /// `ready`.
+    /// Makes its directory under `dir` and starts the broker; returns once it printed `ready`.
     pub fn start(spec: NodeSpec, dir: &Path) -> BrokerNode {
-        let ports = free_ports(&spec.host, spec.shards + 2);
         let node_dir = dir.join(format!("broker-{}", spec.id));
         std::fs::create_dir_all(&node_dir).unwrap();
         let mut node = BrokerNode {
-            native_port: ports[0],
-            shard_port_base: ports[1],
-            admin_port: ports[spec.shards + 1],
+            addresses: Addresses::default(),
             data_dir: node_dir.join("data"),
             dir: node_dir,
             spec,
@@ -94,14 +78,19 @@ impl BrokerNode {
         &self.spec.host
     }
 
-    /// `host:port` of its native port.
+    /// `host:port` of its native port (this start's: a restart gets a new one).
     pub fn native_addr(&self) -> String {
-        format!("{}:{}", self.spec.host, self.native_port)
+        self.addresses.native.clone()
     }
 
-    /// `host:port` of its admin endpoint.
+    /// `host:port` of each shard's own port, by shard (this start's).
+    pub fn shard_addrs(&self) -> Vec<String> {
+        self.addresses.shards.clone()
+    }
+
+    /// `host:port` of its admin endpoint (this start's).
     pub fn admin_addr(&self) -> String {
-        format!("{}:{}", self.spec.host, self.admin_port)
+        self.addresses.admin.clone()
     }
 
     /// True while the process exists (it may be stopped).
@@ -150,7 +139,8 @@ impl BrokerNode {
         self.stopped = false;
     }
 
-    /// Starts the broker again on the same data directory and ports (it must not be running).
+    /// Starts the broker again on the same data directory, on new OS-assigned ports (it must not
+    /// be running).
     pub fn restart(&mut self) {
         assert!(
             self.child.is_none(),
@@ -196,11 +186,9 @@ impl BrokerNode {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--native-addr")
-            .arg(format!("{host}:{}", self.native_port))
-            .arg("--shard-port-base")
-            .arg(self.shard_port_base.to_string())
+            .arg(format!("{host}:0"))
             .arg("--admin-addr")
-            .arg(format!("{host}:{}", self.admin_port))
+            .arg(format!("{host}:0"))
             .arg("--shards")
             .arg(self.spec.shards.to_string())
             .args(["--pin", "false"])
@@ -211,23 +199,13 @@ impl BrokerNode {
         command
     }
 
-    /// Starts the process and waits for `ready`, retrying while its ports are still held by
-    /// the previous, killed, instance: glommio's io_uring keeps a killed process's sockets
-    /// open until the kernel tears the ring down, a moment after the process was reaped.
+    /// Starts the process and waits for `ready`; panics with its log when it exits first.
     fn spawn(&mut self) {
-        let deadline = Instant::now() + PORT_RELEASE_WAIT;
-        loop {
-            match self.spawn_once() {
-                Ok(()) => return,
-                Err(log) if log.contains(ADDRESS_IN_USE) && Instant::now() < deadline => {
-                    eprintln!("broker {}: a port is still held, starting again", self.id());
-                    std::thread::sleep(PORT_RELEASE_RETRY_INTERVAL);
-                }
-                Err(log) => panic!(
-                    "broker {} exited during start; log of this start:\n{log}",
-                    self.id()
-                ),
-            }
+        if let Err(log) = self.spawn_once() {
+            panic!(
+                "broker {} exited during start; log of this start:\n{log}",
+                self.id()
+            );
         }
     }
 
@@ -257,6 +235,7 @@ impl BrokerNode {
         loop {
             let printed = std::fs::read_to_string(&stdout_path).unwrap_or_default();
             if printed.lines().any(|line| line == "ready") {
+                self.addresses = Addresses::parse(&printed);
                 return Ok(());
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
@@ -284,6 +263,34 @@ impl BrokerNode {
 impl Drop for BrokerNode {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Where one start of a broker listens: the lines it prints before `ready` (`native ADDR`,
+/// `shard N ADDR`, `admin ADDR`).
+#[derive(Debug, Clone, Default)]
+struct Addresses {
+    native: String,
+    shards: Vec<String>,
+    admin: String,
+}
+
+impl Addresses {
+    fn parse(printed: &str) -> Addresses {
+        let mut addresses = Addresses::default();
+        for line in printed.lines() {
+            match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["native", addr] => addresses.native = (*addr).to_string(),
+                ["shard", _, addr] => addresses.shards.push((*addr).to_string()),
+                ["admin", addr] => addresses.admin = (*addr).to_string(),
+                _ => {}
+            }
+        }
+        assert!(
+            !addresses.native.is_empty(),
+            "the broker printed `ready` without its native address:\n{printed}"
+        );
+        addresses
     }
 }
 

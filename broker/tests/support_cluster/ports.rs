@@ -1,6 +1,8 @@
-//! Free TCP ports for the processes a test starts. Ports are picked below the kernel's ephemeral
-//! range (32768 and up on Linux), so outgoing connections never take one between the check and
-//! the process's bind, and a broker restarted on its data directory gets its old ports back.
+//! Free TCP ports for etcd, which must be told its ports up front (brokers bind port 0 and print
+//! what they got). Ports are picked below the kernel's ephemeral range (32768 and up on Linux),
+//! so outgoing connections never take one between the check and etcd's bind, and an etcd
+//! restarted on its data directory gets its old ports back. Another process can still take one
+//! in between: etcd then fails to bind, and the harness starts it again on other ports.
 
 use std::collections::HashSet;
 use std::net::TcpListener;

@@ -1,13 +1,14 @@
 //! Client traffic through the native client (`sluice_client`): a paced producer of numbered
 //! messages on its own glommio executor thread that records, per message, whether and when it
-//! was acknowledged and at which offset; single sends with a chosen acks level; and a consumer
-//! that reads a partition from the beginning.
+//! was acknowledged and at which offset; single sends with a chosen acks level; a consumer that
+//! reads a partition from the beginning; and a consumer of every partition polling on its own
+//! thread while faults are injected.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -298,6 +299,7 @@ pub fn send_once(
         ProducerConfig {
             acks,
             linger_ms: 0,
+            retries_max: 0,
             ..ProducerConfig::default()
         },
     )?;
@@ -352,5 +354,118 @@ pub fn read_partition(
             Err(error) if error.is_retriable() => std::thread::sleep(POLL_INTERVAL),
             Err(error) => panic!("reading {topic}-{partition} at {position}: {error}"),
         }
+    }
+}
+
+/// Records per partition, each with its offset, in the order they were consumed.
+pub type ConsumedRecords = Vec<Vec<(i64, Option<Bytes>)>>;
+
+/// What the polling consumer's thread shares with the test.
+#[derive(Default)]
+struct Consumed {
+    records: Mutex<ConsumedRecords>,
+    errors: Mutex<Vec<String>>,
+}
+
+/// A consumer of every partition of a topic from its first offset, polling on a thread of its
+/// own until finished: the records it returned (per partition, in order) and every poll that
+/// failed are recorded for the test.
+pub struct PollingConsumer {
+    stop: Arc<AtomicBool>,
+    consumed: Arc<Consumed>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl PollingConsumer {
+    /// Assigns every partition of `topic` from its first offset and starts polling.
+    pub fn start(client: ClientConfig, topic: &str, partitions: i32) -> PollingConsumer {
+        let consumer = BlockingConsumer::new(
+            client,
+            ConsumerConfig {
+                fetch_max_wait_ms: 200,
+                ..ConsumerConfig::default()
+            },
+        )
+        .unwrap();
+        let assignment = (0..partitions).map(|p| (topic.to_string(), p)).collect();
+        consumer.assign(assignment, SeekTo::Earliest).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let consumed = Arc::new(Consumed::default());
+        *consumed.records.lock().unwrap() = vec![Vec::new(); usize::try_from(partitions).unwrap()];
+        let thread = {
+            let (stop, consumed) = (Arc::clone(&stop), Arc::clone(&consumed));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match consumer.poll(POLL_TIMEOUT) {
+                        Ok(batch) => {
+                            let mut records = consumed.records.lock().unwrap();
+                            for record in batch {
+                                let index = usize::try_from(record.partition).unwrap();
+                                records[index].push((record.offset, record.value));
+                            }
+                        }
+                        Err(error) => {
+                            consumed.errors.lock().unwrap().push(error.to_string());
+                            std::thread::sleep(POLL_INTERVAL);
+                        }
+                    }
+                }
+            })
+        };
+        PollingConsumer {
+            stop,
+            consumed,
+            thread,
+        }
+    }
+
+    /// The offset after the last record consumed from `partition` (0 before the first).
+    pub fn position(&self, partition: i32) -> i64 {
+        self.consumed
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)[usize::try_from(partition).unwrap()]
+        .last()
+        .map_or(0, |(offset, _)| offset + 1)
+    }
+
+    /// Waits until every partition's position reached `ends[partition]`, panicking with `what`
+    /// after `timeout`.
+    pub fn wait_positions(&self, ends: &[i64], timeout: Duration, what: &str) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let positions: Vec<i64> = (0..ends.len())
+                .map(|partition| self.position(i32::try_from(partition).unwrap()))
+                .collect();
+            if positions
+                .iter()
+                .zip(ends)
+                .all(|(position, end)| position >= end)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {timeout:?} for {what}: the consumer is at {positions:?} of {ends:?}; \
+                 poll errors: {:?}",
+                self.consumed
+                    .errors
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Stops polling; returns the records consumed per partition and the errors of every poll
+    /// that failed.
+    pub fn finish(self) -> (ConsumedRecords, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap();
+        let consumed = Arc::into_inner(self.consumed).unwrap();
+        (
+            consumed.records.into_inner().unwrap(),
+            consumed.errors.into_inner().unwrap(),
+        )
     }
 }

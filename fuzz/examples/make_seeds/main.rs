@@ -1,14 +1,23 @@
-//! Writes the seed corpus for the `batch_parse` fuzz target into `fuzz/seeds/batch_parse/` (or
-//! the directory given as the first argument). The output is deterministic, so rerunning it only
-//! changes files when the codec's output changes.
+//! Writes the seed corpus of every fuzz target into `fuzz/seeds/<target>/` (or under the
+//! directory given as the first argument). The output is deterministic, so rerunning it only
+//! changes files when a codec's output changes.
 //!
-//! File name prefixes tell `storage/tests/batch_fuzz_replay.rs` what to expect:
-//! `valid-` every batch in the file validates and decodes; `undecodable-` the batch validates
-//! but its records do not decode; `invalid-` the file fails validation or BatchIter reports an
-//! error somewhere in it.
+//! File name prefixes tell the replay tests what to expect:
+//! - `batch_parse` (`storage/tests/batch_fuzz_replay.rs`): `valid-` every batch in the file
+//!   validates and decodes; `undecodable-` the batch validates but its records do not decode;
+//!   `invalid-` the file fails validation or BatchIter reports an error somewhere in it.
+//! - `frame_decoder` (`net/tests/fuzz_replay.rs`): `frames-` decodes to frames with nothing
+//!   left over; `partial-` decodes without error but leaves an incomplete frame; `error-` ends
+//!   in a decoder error.
+//! - `control_body` (`net/tests/fuzz_replay.rs`): `valid-` validates; `invalid-` is refused.
+//! - `recovery` (`storage/tests/recovery_fuzz_replay.rs`): `recovered-` opens; `scanned-`
+//!   opens, fully scanned, to a shorter log; `refused-` is refused.
+
+mod net_seeds;
+mod recovery_seeds;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sluice_storage::batch::{refresh_crc, stamp, BatchBuilder, BatchError, Compression};
 
@@ -22,12 +31,20 @@ const BATCH_LENGTH_AT: usize = 8;
 const MAGIC_AT: usize = 16;
 
 fn main() -> io::Result<()> {
-    let dir = std::env::args_os()
+    let root = std::env::args_os()
         .nth(1)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds/batch_parse"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds"));
+    write_seeds(&root, "batch_parse", seeds().map_err(io::Error::other)?)?;
+    write_seeds(&root, "frame_decoder", net_seeds::frame_decoder())?;
+    write_seeds(&root, "control_body", net_seeds::control_body())?;
+    write_seeds(&root, "recovery", recovery_seeds::recovery())?;
+    Ok(())
+}
+
+fn write_seeds(root: &Path, target: &str, seeds: Vec<(&'static str, Vec<u8>)>) -> io::Result<()> {
+    let dir = root.join(target);
     std::fs::create_dir_all(&dir)?;
-    let seeds = seeds().map_err(io::Error::other)?;
     for (name, bytes) in &seeds {
         std::fs::write(dir.join(name), bytes)?;
     }
