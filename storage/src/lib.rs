@@ -7,7 +7,7 @@ pub mod config;
 pub mod error;
 pub mod log;
 
-mod checkpoint;
+pub mod checkpoint;
 mod index;
 mod recovery;
 mod segment;

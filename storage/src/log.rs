@@ -15,6 +15,7 @@ mod admin;
 mod append;
 mod cleaning;
 mod read;
+mod replica;
 
 use std::{
     cell::{Cell, RefCell},
@@ -320,7 +321,7 @@ impl PartitionLog {
     /// while the log is larger than `retention_bytes`, oldest first; never the active segment.
     /// Advances the log start offset and returns how many segments were deleted.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
-        self.inner.apply_retention(now_ms).await
+        self.inner.apply_retention(now_ms, i64::MAX).await
     }
 
     /// Waits for appends in flight, fsyncs, and returns the flushed offset.
