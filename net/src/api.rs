@@ -172,6 +172,10 @@ pub enum ErrorCode {
     /// The request's leader epoch is older than the broker's.
     #[error("the leader epoch in the request is older than the broker's")]
     FencedLeaderEpoch = 74,
+    /// A new leader's high watermark has not caught up with the start of its epoch yet, so it
+    /// cannot answer an offset query; retry.
+    #[error("the leader cannot answer offset queries until its high watermark catches up")]
+    OffsetNotAvailable = 78,
     /// A record the topic cannot accept (a record without a key in a compacted topic).
     #[error(
         "a record is invalid for this topic (a compacted topic requires a key on every record)"
@@ -184,7 +188,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every error code this build knows.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
         ErrorCode::CorruptMessage,
@@ -209,6 +213,7 @@ impl ErrorCode {
         ErrorCode::InvalidRequest,
         ErrorCode::KafkaStorageError,
         ErrorCode::FencedLeaderEpoch,
+        ErrorCode::OffsetNotAvailable,
         ErrorCode::InvalidRecord,
         ErrorCode::UnknownServerError,
     ];
@@ -247,6 +252,7 @@ impl ErrorCode {
                 | ErrorCode::NotEnoughReplicasAfterAppend
                 | ErrorCode::KafkaStorageError
                 | ErrorCode::FencedLeaderEpoch
+                | ErrorCode::OffsetNotAvailable
         )
     }
 }

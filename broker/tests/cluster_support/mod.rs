@@ -65,7 +65,7 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
         .block_on(future)
 }
 
-/// A cluster config for tests: TTL 2 s, short timeouts and backoff.
+/// A cluster config for tests: TTL 2 s, short timeouts, backoff and start bound.
 pub fn config(endpoint: &str, cluster: &str, node_id: i32) -> ClusterConfig {
     let mut config = ClusterConfig::new(vec![endpoint.to_string()], cluster, node_id, "127.0.0.1");
     config.native_port = 9000 + node_id as u16;
@@ -75,6 +75,8 @@ pub fn config(endpoint: &str, cluster: &str, node_id: i32) -> ClusterConfig {
     config.connect_timeout_ms = 1_500;
     config.request_timeout_ms = 2_000;
     config.reconnect_backoff_ms_max = 500;
+    // A start keeps retrying an unreachable etcd this long before it fails.
+    config.start_timeout_ms = 5_000;
     config
 }
 
