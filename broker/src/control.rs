@@ -95,13 +95,15 @@ pub fn table_from_store(store: &dyn MetadataStore, shard_count: u32) -> ShardTab
         .list_topics()
         .into_iter()
         .map(|topic| {
+            let topic_id = store.topic_id(&topic.name).unwrap_or_default();
             let assignment = TopicAssignment::place(
                 &topic.name,
                 topic.partitions,
                 shard_count,
                 topic.replication_factor,
                 topic.configs,
-            );
+            )
+            .with_topic_id(topic_id);
             (topic.name, assignment)
         })
         .collect();

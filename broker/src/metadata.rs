@@ -12,6 +12,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sluice_shard::Uuid;
 
 /// The directory under the data directory that holds cluster-level files.
 pub const CLUSTER_DIR: &str = "__cluster";
@@ -77,6 +78,9 @@ pub trait MetadataStore: Send {
     fn list_topics(&self) -> Vec<TopicRecord>;
     /// One topic.
     fn topic(&self, name: &str) -> Option<TopicRecord>;
+    /// The topic id (KIP-516) of `name`'s current incarnation: a new one every time a topic of
+    /// that name is created, so a replica can tell its log from an earlier incarnation's.
+    fn topic_id(&self, name: &str) -> Option<Uuid>;
     /// Records a new topic durably.
     fn create_topic(&mut self, topic: TopicRecord) -> Result<u64, MetadataError>;
     /// Removes a topic durably.
@@ -89,6 +93,10 @@ struct EmbeddedState {
     cluster_id: String,
     version: u64,
     topics: BTreeMap<String, TopicRecord>,
+    /// Each topic's id. Absent in files written before topic ids: such topics get one when
+    /// the file is opened (and their partition directories adopt it).
+    #[serde(default)]
+    topic_ids: BTreeMap<String, Uuid>,
 }
 
 /// The file format version written by this build.
@@ -126,6 +134,7 @@ impl EmbeddedMetadataStore {
                     cluster_id: new_cluster_id(),
                     version: 0,
                     topics: BTreeMap::new(),
+                    topic_ids: BTreeMap::new(),
                 };
                 let store = EmbeddedMetadataStore { dir, state };
                 store.persist()?;
@@ -133,7 +142,29 @@ impl EmbeddedMetadataStore {
             }
             Err(error) => return Err(io_error("open", &path)(error)),
         };
-        Ok(EmbeddedMetadataStore { dir, state })
+        let mut store = EmbeddedMetadataStore { dir, state };
+        store.assign_missing_topic_ids()?;
+        Ok(store)
+    }
+
+    /// Gives every topic without an id (a file from before topic ids) a new one, durably.
+    fn assign_missing_topic_ids(&mut self) -> Result<(), MetadataError> {
+        let missing: Vec<String> = self
+            .state
+            .topics
+            .keys()
+            .filter(|name| !self.state.topic_ids.contains_key(*name))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for name in missing {
+            self.state
+                .topic_ids
+                .insert(name, sluice_shard::new_topic_id());
+        }
+        self.persist()
     }
 
     fn read_state(path: &Path, file: File) -> Result<EmbeddedState, MetadataError> {
@@ -226,11 +257,18 @@ impl MetadataStore for EmbeddedMetadataStore {
         self.state.topics.get(name).cloned()
     }
 
+    fn topic_id(&self, name: &str) -> Option<Uuid> {
+        self.state.topic_ids.get(name).copied()
+    }
+
     fn create_topic(&mut self, topic: TopicRecord) -> Result<u64, MetadataError> {
         self.change(|state| {
             if state.topics.contains_key(&topic.name) {
                 return Err(MetadataError::TopicExists(topic.name));
             }
+            state
+                .topic_ids
+                .insert(topic.name.clone(), sluice_shard::new_topic_id());
             state.topics.insert(topic.name.clone(), topic);
             Ok(())
         })
@@ -238,6 +276,7 @@ impl MetadataStore for EmbeddedMetadataStore {
 
     fn delete_topic(&mut self, name: &str) -> Result<u64, MetadataError> {
         self.change(|state| {
+            state.topic_ids.remove(name);
             state
                 .topics
                 .remove(name)
@@ -285,6 +324,42 @@ mod tests {
             .join(CLUSTER_DIR)
             .join("metadata.json.tmp")
             .exists());
+    }
+
+    // Proves every incarnation of a topic gets its own id that survives reopening, and that a
+    // file from before topic ids gets ids for its topics when opened (kept from then on).
+    #[test]
+    fn topic_ids_are_per_incarnation_and_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = EmbeddedMetadataStore::open(dir.path()).unwrap();
+        store.create_topic(topic("a", 1)).unwrap();
+        let first = store.topic_id("a").unwrap();
+        store.delete_topic("a").unwrap();
+        assert_eq!(store.topic_id("a"), None);
+        store.create_topic(topic("a", 1)).unwrap();
+        let second = store.topic_id("a").unwrap();
+        assert_ne!(first, second, "a new incarnation has a new id");
+        drop(store);
+        assert_eq!(
+            EmbeddedMetadataStore::open(dir.path())
+                .unwrap()
+                .topic_id("a"),
+            Some(second)
+        );
+        let path = dir.path().join(CLUSTER_DIR).join(METADATA_FILE);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        json.as_object_mut().unwrap().remove("topic_ids");
+        fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        let upgraded = EmbeddedMetadataStore::open(dir.path()).unwrap();
+        let adopted = upgraded.topic_id("a").unwrap();
+        drop(upgraded);
+        assert_eq!(
+            EmbeddedMetadataStore::open(dir.path())
+                .unwrap()
+                .topic_id("a"),
+            Some(adopted)
+        );
     }
 
     // Proves duplicate creates and deletes of missing topics are refused without changing the

@@ -59,7 +59,9 @@ fn leader_failover_follows_the_isr() {
             leader: 0,
             leader_epoch: 0,
             isr: vec![0, 1, 2],
-            controller_epoch: 0
+            controller_epoch: 0,
+            // Each member with the broker epoch it was registered with at creation.
+            isr_epochs: (0..3).map(|id| (id, created.broker_epochs[&id])).collect(),
         }
     );
     let history_start = created.partition("t", 0).unwrap().mod_revision;

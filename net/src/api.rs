@@ -278,6 +278,10 @@ pub enum ErrorCode {
     /// The request's leader epoch is older than the broker's.
     #[error("the leader epoch in the request is older than the broker's")]
     FencedLeaderEpoch = 74,
+    /// A new leader's high watermark has not caught up with the start of its epoch yet, so it
+    /// cannot answer an offset query; retry.
+    #[error("the leader cannot answer offset queries until its high watermark catches up")]
+    OffsetNotAvailable = 78,
     /// The member must rejoin with the member id the answer carries (KIP-394).
     #[error("the member must rejoin with the member id it was given")]
     MemberIdRequired = 79,
@@ -302,7 +306,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every error code this build knows.
-    pub const ALL: [ErrorCode; 44] = [
+    pub const ALL: [ErrorCode; 45] = [
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
         ErrorCode::CorruptMessage,
@@ -345,6 +349,7 @@ impl ErrorCode {
         ErrorCode::GroupMaxSizeReached,
         ErrorCode::FencedInstanceId,
         ErrorCode::GroupSubscribedToTopic,
+        ErrorCode::OffsetNotAvailable,
         ErrorCode::InvalidRecord,
         ErrorCode::UnknownServerError,
     ];
@@ -386,6 +391,7 @@ impl ErrorCode {
                 | ErrorCode::CoordinatorLoadInProgress
                 | ErrorCode::CoordinatorNotAvailable
                 | ErrorCode::NotCoordinator
+                | ErrorCode::OffsetNotAvailable
         )
     }
 }

@@ -167,6 +167,19 @@ pub enum PartitionError {
         /// The request's timeout, milliseconds.
         timeout_ms: u64,
     },
+    /// A new leader cannot answer an offset query yet: its high watermark still lags the start
+    /// of its epoch until the followers have fetched (Kafka's OFFSET_NOT_AVAILABLE); retry.
+    #[error("{topic}-{partition}: the new leader's high watermark {high_watermark} is still below the start of its epoch at {epoch_start_offset}; retry")]
+    OffsetNotAvailable {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The leader's high watermark now.
+        high_watermark: i64,
+        /// Where the leader's epoch starts.
+        epoch_start_offset: i64,
+    },
     /// A forwarded request got no answer from the owning shard (it has stopped).
     #[error("shard {shard} did not answer the forwarded {operation}")]
     Forward {

@@ -40,9 +40,14 @@ pub use message::{
 };
 pub use metrics::{PartitionLag, ProtocolErrorKind, ShardMetrics};
 pub use partition::{Partition, PartitionRegistry, Role, RoleView};
-pub use replica::{IsrChangeKind, IsrProposal, LeaderState, ReplicaInfo, NO_LEADER};
+pub use replica::{IsrChangeKind, IsrOutcome, IsrProposal, LeaderState, ReplicaInfo, NO_LEADER};
 pub use shard::{GroupAnswer, GroupService, Route, Shard};
-pub use table::{shard_for, BrokerAddress, ClusterView, ShardId, ShardTable, TopicAssignment};
+pub use table::{
+    new_topic_id, parse_topic_id_text, shard_for, topic_id_text, BrokerAddress, ClusterView,
+    ShardId, ShardTable, TopicAssignment,
+};
+/// The topic id type (KIP-516) of [`TopicAssignment::topic_id`].
+pub use uuid::Uuid;
 
 /// Milliseconds since the Unix epoch by the wall clock (the clock replication decisions use).
 pub fn now_ms() -> i64 {

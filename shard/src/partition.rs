@@ -11,16 +11,28 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_channel::oneshot;
-use glommio::sync::Semaphore;
+use glommio::sync::{Permit, Semaphore};
 use sluice_storage::{CleanupPolicy, LogConfig, PartitionLog, Ratio, ReadSlice, StorageError};
+use uuid::Uuid;
 
 use crate::error::{PartitionError, ShardError};
 use crate::message::{AppendOutcome, OffsetQuery, PartitionState, Reader, Visibility};
-use crate::replica::{self, IsrProposal, LeaderState, ReplicaInfo, NO_LEADER};
-use crate::table::{ShardId, ShardTable};
+use crate::replica::{self, IsrOutcome, IsrProposal, LeaderState, ReplicaInfo, NO_LEADER};
+use crate::table::{parse_topic_id_text, topic_id_text, ShardId, ShardTable};
 
 /// The leader epoch a single-node broker stamps on every batch: there is one leader, forever.
 pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
+
+/// Holders of a partition's role at once: leader appends and follower truncations or appends
+/// each hold one permit for as long as their write takes; a role change takes them all, so it
+/// waits for every write begun under the old role (Kafka holds its leader-ISR lock's read side
+/// across an append the same way). More writes than this wait for a permit.
+pub const ROLE_HOLDERS_MAX: u64 = 1024;
+
+/// How often, at most, a replica rewrites its high-watermark checkpoint (Kafka's
+/// `replica.high.watermark.checkpoint.interval.ms`), milliseconds. It is written only when the
+/// high watermark moved, and at close.
+pub const HIGH_WATERMARK_CHECKPOINT_MS: i64 = 5_000;
 
 /// The replication role of one partition replica on this broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,12 +92,20 @@ pub struct Partition {
     partition: i32,
     log: PartitionLog,
     role: RefCell<Role>,
+    /// The topic id (KIP-516) of the topic incarnation this replica belongs to (nil when the
+    /// table named none).
+    topic_id: Uuid,
     /// Bumped by every change of role or leader epoch, so work begun under one role (a
     /// follower's fetch, a producer waiting for acks) can tell the role changed under it.
     generation: Cell<u64>,
-    /// Held by a role change and by a follower fetcher around each truncation or append, so
-    /// replicated bytes never land after the replica became leader.
+    /// [`ROLE_HOLDERS_MAX`] permits: each leader append, follower truncation and follower
+    /// append holds one across its write; a role change takes all of them. So a leader append
+    /// is fenced by the role it started under (it is published before the role changes, or
+    /// refused), and replicated bytes never land after the replica became leader.
     role_lock: Semaphore,
+    /// The high watermark last written to the checkpoint, and when (ms).
+    checkpointed_high_watermark: Cell<Option<i64>>,
+    high_watermark_checkpointed_ms: Cell<i64>,
     /// Long-polling fetches and acks=all producers waiting for the high watermark or the log
     /// end to move. Bounded by the requests in flight on the broker (connections_max x
     /// connection_inflight_requests_max); senders whose receiver gave up are pruned on every
@@ -104,13 +124,27 @@ impl Partition {
     /// Wraps an open log in `role`. Cluster mode opens partitions offline, so nothing is served
     /// before [`Partition::apply_replica_info`] gave them their role.
     pub fn with_role(topic: &str, partition: i32, log: PartitionLog, role: Role) -> Partition {
+        Partition::with_topic_id(topic, partition, Uuid::nil(), log, role)
+    }
+
+    /// Wraps an open log of topic incarnation `topic_id` in `role`.
+    pub fn with_topic_id(
+        topic: &str,
+        partition: i32,
+        topic_id: Uuid,
+        log: PartitionLog,
+        role: Role,
+    ) -> Partition {
         Partition {
             topic: topic.to_string(),
             partition,
             log,
             role: RefCell::new(role),
+            topic_id,
             generation: Cell::new(0),
-            role_lock: Semaphore::new(1),
+            role_lock: Semaphore::new(ROLE_HOLDERS_MAX),
+            checkpointed_high_watermark: Cell::new(None),
+            high_watermark_checkpointed_ms: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
             appended_batches_bytes: Cell::new(0),
             appends: Cell::new(0),
@@ -125,6 +159,11 @@ impl Partition {
     /// The partition index.
     pub fn partition(&self) -> i32 {
         self.partition
+    }
+
+    /// The topic id of the incarnation this replica belongs to (nil when none was given).
+    pub fn topic_id(&self) -> Uuid {
+        self.topic_id
     }
 
     /// The log (for operations this type does not wrap).
@@ -166,9 +205,12 @@ impl Partition {
         self.generation.get()
     }
 
-    /// The lock a follower fetcher holds around each truncation or append (see the field).
-    pub fn role_lock(&self) -> &Semaphore {
-        &self.role_lock
+    /// Holds the partition's current role until the permit is dropped: a role change waits
+    /// for it. A follower fetcher holds it around each truncation or append (and checks the
+    /// generation once it has it); leader appends hold it internally. `None` once the
+    /// partition is closed.
+    pub async fn hold_role(&self) -> Option<Permit<'_>> {
+        self.role_lock.acquire_permit(1).await.ok()
     }
 
     /// Offsets below the high watermark are committed and visible to consumers. Single-node:
@@ -238,6 +280,9 @@ impl Partition {
         batches: BytesMut,
         acks_all: Option<Duration>,
     ) -> Result<AppendOutcome, PartitionError> {
+        // Held from the role check until the records are published and counted, so a role
+        // change (which takes every permit) never lands in between.
+        let held = self.hold_role().await.ok_or_else(|| self.not_leader())?;
         let (epoch, generation) = self.check_append(acks_all.is_some())?;
         let bytes = batches.len() as u64;
         let info = self
@@ -251,6 +296,7 @@ impl Partition {
         if let Role::Leader(state) = &mut *self.role.borrow_mut() {
             state.advance_high_watermark(self.log.log_end_offset());
         }
+        drop(held);
         self.wake_waiters();
         if let Some(timeout) = acks_all {
             self.await_commit(info.last_offset, generation, timeout)
@@ -440,12 +486,18 @@ impl Partition {
         Ok(())
     }
 
-    /// Resolves an offset query (leader only: consumers ask the leader).
+    /// Resolves an offset query (leader only: consumers ask the leader). While a new leader's
+    /// high watermark still lags the start of its epoch it does not know the committed end yet,
+    /// so the latest offset, and a timestamp found at or past the high watermark, are refused
+    /// with [`PartitionError::OffsetNotAvailable`] (retriable), as Kafka does.
     pub async fn list_offset(&self, query: OffsetQuery) -> Result<Option<i64>, PartitionError> {
         self.check_leader()?;
         match query {
             OffsetQuery::Earliest => Ok(Some(self.log.log_start_offset())),
-            OffsetQuery::Latest => Ok(Some(self.high_watermark())),
+            OffsetQuery::Latest => {
+                self.check_offsets_available()?;
+                Ok(Some(self.high_watermark()))
+            }
             OffsetQuery::Timestamp(timestamp_ms) => {
                 let batch = self
                     .log
@@ -459,8 +511,27 @@ impl Partition {
                     .first_record_at_or_after(base_offset, timestamp_ms)
                     .await;
                 // Consumers only see committed records.
-                Ok(Some(offset).filter(|offset| *offset < self.high_watermark()))
+                if offset < self.high_watermark() {
+                    return Ok(Some(offset));
+                }
+                self.check_offsets_available()?;
+                Ok(None)
             }
+        }
+    }
+
+    /// Refuses offset queries while this leader's high watermark lags the start of its epoch.
+    fn check_offsets_available(&self) -> Result<(), PartitionError> {
+        match &*self.role.borrow() {
+            Role::Leader(state) if state.high_watermark_lags_epoch_start() => {
+                Err(PartitionError::OffsetNotAvailable {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    high_watermark: state.high_watermark(),
+                    epoch_start_offset: state.epoch_start_offset(),
+                })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -579,10 +650,11 @@ impl Partition {
     }
 
     /// Takes in this partition's replication state from the cluster metadata: becomes leader,
-    /// follower or offline, or (same role and epoch) updates the leader's view of the ISR.
-    /// `live` says whether a broker is alive (a leader that is not is treated as none). Returns
-    /// whether the role or epoch changed. Waits for a follower fetcher's truncation or append
-    /// in progress to finish first.
+    /// follower or offline, or (same role and epoch) updates the leader's view of the ISR and
+    /// of its followers' broker epochs. `live` says whether a broker is alive (a leader that is
+    /// not is treated as none). Returns whether the role or epoch changed. Waits first for
+    /// every write holding the role (leader appends, a follower fetcher's truncation or
+    /// append), and holds off new ones until the change is made.
     pub async fn apply_replica_info(
         &self,
         node_id: i32,
@@ -590,7 +662,7 @@ impl Partition {
         live: impl Fn(i32) -> bool,
         now_ms: i64,
     ) -> bool {
-        let _exclusive = self.role_lock.acquire_permit(1).await;
+        let _exclusive = self.role_lock.acquire_permit(ROLE_HOLDERS_MAX).await;
         if info.leader_epoch < self.leader_epoch() && !matches!(self.role(), RoleView::Standalone) {
             return false;
         }
@@ -654,23 +726,19 @@ impl Partition {
         Some(proposal)
     }
 
-    /// etcd answered the pending ISR change of epoch `epoch`: `committed` or refused.
-    pub fn settle_isr_change(&self, epoch: i32, committed: bool) {
+    /// etcd answered sending `proposal` of the pending ISR change (see
+    /// [`LeaderState::settle`]); an answer from an earlier epoch is ignored.
+    pub fn settle_isr_change(&self, proposal: &IsrProposal, outcome: IsrOutcome) {
         let moved = {
             let mut role = self.role.borrow_mut();
             let Role::Leader(state) = &mut *role else {
                 return;
             };
-            if state.epoch() != epoch {
+            if state.epoch() != proposal.leader_epoch {
                 return;
             }
-            if committed {
-                state.proposal_committed();
-                state.advance_high_watermark(self.log.log_end_offset())
-            } else {
-                state.proposal_failed();
-                false
-            }
+            state.settle(proposal.attempt, outcome);
+            state.advance_high_watermark(self.log.log_end_offset())
         };
         if moved {
             self.wake_waiters();
@@ -713,6 +781,53 @@ impl Partition {
         Ok(info.log_end_offset)
     }
 
+    /// Follower only: empties the log and restarts it at `offset`, the leader's log start,
+    /// when this log ends below it (retention on the leader deleted what it would fetch next;
+    /// Kafka's `truncateFullyAndStartAt`). The high watermark follows the leader's next answer.
+    pub async fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), PartitionError> {
+        self.log
+            .truncate_fully_and_start_at(offset)
+            .await
+            .map_err(|error| self.error(error))
+    }
+
+    /// Applies retention without ever deleting a segment holding offsets at or above the high
+    /// watermark (records not yet replicated everywhere, or not yet known to be). Returns how
+    /// many segments went.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        self.log
+            .apply_retention_below(now_ms, self.high_watermark())
+            .await
+    }
+
+    /// Writes the high-watermark checkpoint when the high watermark moved since the last one
+    /// and at least [`HIGH_WATERMARK_CHECKPOINT_MS`] passed, or with `closing` whenever it
+    /// moved (durably then). Single-node partitions have none: their high watermark is their
+    /// log end.
+    pub async fn checkpoint_high_watermark(
+        &self,
+        now_ms: i64,
+        closing: bool,
+    ) -> Result<(), StorageError> {
+        if matches!(self.role(), RoleView::Standalone) {
+            return Ok(());
+        }
+        let high_watermark = self.high_watermark();
+        if self.checkpointed_high_watermark.get() == Some(high_watermark) {
+            return Ok(());
+        }
+        let since = now_ms.saturating_sub(self.high_watermark_checkpointed_ms.get());
+        if !closing && since < HIGH_WATERMARK_CHECKPOINT_MS {
+            return Ok(());
+        }
+        self.log
+            .checkpoint_high_watermark(high_watermark, closing)
+            .await?;
+        self.checkpointed_high_watermark.set(Some(high_watermark));
+        self.high_watermark_checkpointed_ms.set(now_ms);
+        Ok(())
+    }
+
     /// Follower only: truncates the log to `offset` (whole batches) and caps the high
     /// watermark at the new end.
     pub async fn truncate_to(&self, offset: i64) -> Result<(), PartitionError> {
@@ -749,6 +864,69 @@ pub const CLEAN_SHUTDOWN_MARKER: &str = ".clean_shutdown";
 /// The directory of a partition's log: `<data_dir>/<topic>-<partition>`.
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// Makes `dir` fit to hold the log of incarnation `topic_id` before it is opened: a directory
+/// whose `partition.metadata` names another topic id belongs to an earlier incarnation of the
+/// topic (deleted and created again while this broker was away) and is deleted. Returns whether
+/// the file must be written once the log is open (a new directory, or one from before topic
+/// ids, which adopts the current id). A file that cannot be read is an error: deleting a log
+/// on a guess could destroy the only copy of its records.
+async fn claim_partition_dir(
+    dir: &Path,
+    topic: &str,
+    partition: i32,
+    topic_id: Uuid,
+) -> Result<bool, StorageError> {
+    let path = dir.to_path_buf();
+    let recorded = glommio::executor()
+        .spawn_blocking(move || sluice_storage::checkpoint::read_partition_metadata(&path))
+        .await
+        .map_err(|source| metadata_error("read partition metadata", dir, source))?;
+    let Some(recorded) = recorded else {
+        return Ok(true);
+    };
+    let recorded_id = parse_topic_id_text(&recorded).ok_or_else(|| {
+        metadata_error(
+            "read partition metadata",
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{recorded:?} is not a topic id"),
+            ),
+        )
+    })?;
+    if recorded_id == topic_id {
+        return Ok(false);
+    }
+    tracing::warn!(topic, partition, old = %recorded_id, new = %topic_id, dir = %dir.display(), "the log belongs to an earlier incarnation of the topic; deleting it");
+    let path = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || std::fs::remove_dir_all(&path))
+        .await
+        .map_err(|source| StorageError::Io {
+            operation: "remove old log directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    Ok(true)
+}
+
+/// Writes `dir`'s `partition.metadata` naming `topic_id`.
+async fn write_topic_id(dir: &Path, topic_id: Uuid) -> Result<(), StorageError> {
+    let (path, text) = (dir.to_path_buf(), topic_id_text(topic_id));
+    glommio::executor()
+        .spawn_blocking(move || sluice_storage::checkpoint::write_partition_metadata(&path, &text))
+        .await
+        .map_err(|source| metadata_error("write partition metadata", dir, source))
+}
+
+fn metadata_error(operation: &'static str, dir: &Path, source: std::io::Error) -> StorageError {
+    StorageError::Io {
+        operation,
+        path: dir.join(sluice_storage::checkpoint::PARTITION_METADATA_FILE),
+        source,
+    }
 }
 
 /// The topic configuration keys a topic may set: each overrides a [`LogConfig`] setting, except
@@ -918,7 +1096,8 @@ impl PartitionRegistry {
 
     /// Makes the open partitions match what `table` says `shard` owns: opens (creating if
     /// missing) every owned partition that is not open, deletes the logs of open partitions
-    /// whose topic or index no longer exists, and closes (without deleting) any that moved to
+    /// whose topic or index no longer exists or whose topic is now another incarnation (a new
+    /// topic id: deleted and created again), and closes (without deleting) any that moved to
     /// another shard or no longer has a replica on this broker. Tries every partition and
     /// returns the first error.
     pub async fn reconcile(&self, table: &ShardTable, shard: ShardId) -> Result<(), ShardError> {
@@ -931,7 +1110,16 @@ impl PartitionRegistry {
         for partition in self.all() {
             let (topic, index) = (partition.topic().to_string(), partition.partition());
             let result = match table.owner(&topic, index) {
-                Some(owner) if owner == shard => continue,
+                Some(owner) if owner == shard => {
+                    let Some(current) = table.topic_id(&topic) else {
+                        continue;
+                    };
+                    if partition.topic_id() == current {
+                        continue;
+                    }
+                    tracing::warn!(topic, partition = index, old = %partition.topic_id(), new = %current, "the topic was deleted and created again; deleting the old incarnation's log");
+                    self.remove(&topic, index, true).await
+                }
                 Some(_) => self.remove(&topic, index, false).await,
                 None if table.has_partition(&topic, index) => {
                     self.remove(&topic, index, false).await
@@ -951,7 +1139,11 @@ impl PartitionRegistry {
                 .topic(&topic)
                 .map(|assignment| assignment.configs.clone())
                 .unwrap_or_default();
-            if let Err(error) = self.open(&topic, index, &configs, clustered).await {
+            let topic_id = table.topic_id(&topic);
+            if let Err(error) = self
+                .open(&topic, index, topic_id, &configs, clustered)
+                .await
+            {
                 first_error.get_or_insert(error);
             }
         }
@@ -962,48 +1154,75 @@ impl PartitionRegistry {
         &self,
         topic: &str,
         partition: i32,
+        topic_id: Option<Uuid>,
         configs: &[(String, String)],
         clustered: bool,
     ) -> Result<(), ShardError> {
         let config = topic_log_config(&self.base_config, configs)?;
         let dir = partition_dir(&self.data_dir, topic, partition);
+        let failed = |operation, source| ShardError::Partition {
+            operation,
+            topic: topic.to_string(),
+            partition,
+            source,
+        };
+        let adopt = match topic_id {
+            Some(topic_id) => claim_partition_dir(&dir, topic, partition, topic_id)
+                .await
+                .map_err(|source| failed("check the topic id of", source))?,
+            None => false,
+        };
         // Looked at before opening, since opening removes the marker.
         let clean_shutdown = dir.join(CLEAN_SHUTDOWN_MARKER).exists();
-        let log =
-            PartitionLog::open(&dir, config)
+        let log = PartitionLog::open(&dir, config)
+            .await
+            .map_err(|source| failed("open", source))?;
+        if let (true, Some(topic_id)) = (adopt, topic_id) {
+            write_topic_id(&dir, topic_id)
                 .await
-                .map_err(|source| ShardError::Partition {
-                    operation: "open",
-                    topic: topic.to_string(),
-                    partition,
-                    source,
-                })?;
+                .map_err(|source| failed("write the topic id of", source))?;
+        }
+        let checkpointed = if clustered {
+            log.read_high_watermark_checkpoint().await
+        } else {
+            None
+        };
         tracing::info!(
             topic,
             partition,
             clean_shutdown,
             log_start_offset = log.log_start_offset(),
             log_end_offset = log.log_end_offset(),
+            checkpointed_high_watermark = checkpointed,
             "opened partition"
         );
         let role = if clustered {
-            // The high watermark of a replica just opened is unknown (it is not persisted):
-            // the log start is a safe floor; followers' fetches raise it once it leads.
+            // The checkpointed high watermark, within the log (a crash may have cut the log
+            // below it); without one the log start is a safe floor, and followers' fetches
+            // raise it once this replica leads.
+            let start = log.log_start_offset();
+            let high_watermark =
+                checkpointed.map_or(start, |offset| offset.clamp(start, log.log_end_offset()));
             Role::Offline {
                 epoch: -1,
-                high_watermark: log.log_start_offset(),
+                high_watermark,
             }
         } else {
             Role::Standalone
         };
+        let opened = Partition::with_topic_id(
+            topic,
+            partition,
+            topic_id.unwrap_or_else(Uuid::nil),
+            log,
+            role,
+        );
+        opened.checkpointed_high_watermark.set(checkpointed);
         self.partitions
             .borrow_mut()
             .entry(topic.to_string())
             .or_default()
-            .insert(
-                partition,
-                Rc::new(Partition::with_role(topic, partition, log, role)),
-            );
+            .insert(partition, Rc::new(opened));
         Ok(())
     }
 
@@ -1022,6 +1241,15 @@ impl PartitionRegistry {
             return Ok(());
         };
         removed.wake_waiters();
+        if !delete {
+            // Durably, so a restart serves the committed offsets at once.
+            if let Err(error) = removed
+                .checkpoint_high_watermark(crate::now_ms(), true)
+                .await
+            {
+                tracing::warn!(topic, partition, %error, "high watermark not checkpointed at close");
+            }
+        }
         let (operation, result) = if delete {
             ("delete", removed.log().delete().await)
         } else {

@@ -7,9 +7,14 @@
 //!
 //! **Invariant:** the high watermark never decreases while one leader epoch lasts, never passes
 //! the leader's log end offset, and never passes the log end offset of any replica of the
-//! *maximal* ISR: the ISR etcd holds plus any member whose addition is being proposed. A member
-//! leaves the set the high watermark is computed over only once etcd recorded its removal, so a
-//! replica that etcd may elect leader always holds every record below the high watermark.
+//! *maximal* ISR: the ISR etcd holds plus any member a pending change adds. A member leaves the
+//! set the high watermark is computed over only once etcd recorded its removal, so a replica
+//! that etcd may elect leader always holds every record below the high watermark.
+//! **Invariant:** an ISR change whose outcome is unknown (a timeout can follow a commit) stays
+//! pending, and keeps counting the member it adds, until etcd's answer to a later sending or
+//! newer metadata settles it.
+//! **Invariant:** what the leader knows of a follower belongs to one broker epoch (KIP-903): a
+//! follower registered anew starts over, and an expansion names the epoch etcd must still see.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +38,20 @@ pub struct ReplicaInfo {
     /// The topic's `min.insync.replicas` (or the broker default): acks=all writes are refused
     /// while the ISR is smaller.
     pub min_insync_replicas: usize,
+    /// The broker epoch (KIP-903) of each replica whose broker is registered now, by node id: a
+    /// new value at every fresh registration, so a replica that restarted (and may have lost
+    /// its log) is told apart from the one the leader knew.
+    pub broker_epochs: Vec<(i32, i64)>,
+}
+
+impl ReplicaInfo {
+    /// The broker epoch `replica` is registered with now, `None` when it is not registered.
+    pub fn broker_epoch(&self, replica: i32) -> Option<i64> {
+        self.broker_epochs
+            .iter()
+            .find(|(id, _)| *id == replica)
+            .map(|(_, epoch)| *epoch)
+    }
 }
 
 /// What the leader knows of one follower.
@@ -45,18 +64,22 @@ pub struct FollowerProgress {
     pub last_caught_up_ms: i64,
     /// Whether its latest fetch showed it caught up (see [`LeaderState::on_fetch`]).
     pub caught_up: bool,
+    /// The broker epoch of the follower's registration this progress belongs to (`None`: the
+    /// follower is not registered). A new registration starts the progress over.
+    pub broker_epoch: Option<i64>,
     /// The leader's log end offset when the follower fetched last, and when.
     last_fetch_leader_leo: i64,
     last_fetch_ms: i64,
 }
 
 impl FollowerProgress {
-    fn new(now_ms: i64) -> FollowerProgress {
+    fn new(now_ms: i64, broker_epoch: Option<i64>) -> FollowerProgress {
         FollowerProgress {
             log_end_offset: None,
             // A follower gets a whole lag window from the start of the epoch to show up.
             last_caught_up_ms: now_ms,
             caught_up: false,
+            broker_epoch,
             last_fetch_leader_leo: i64::MAX,
             last_fetch_ms: now_ms,
         }
@@ -83,13 +106,48 @@ pub struct IsrProposal {
     pub version: i64,
     /// Shrink or expand.
     pub kind: IsrChangeKind,
+    /// The broker epoch of each member being added, as the leader knew it when the member
+    /// caught up: etcd refuses the change when the member is registered with another epoch
+    /// now (it restarted since, and may have lost its log). Empty for a shrink.
+    pub added_broker_epochs: Vec<(i32, i64)>,
+    /// Which sending of the pending change this is: an answer to an older sending is ignored.
+    pub attempt: u64,
 }
 
-/// A proposal on its way to etcd.
+/// How etcd answered one sending of an ISR change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsrOutcome {
+    /// etcd recorded the change.
+    Committed,
+    /// etcd still holds the state the change was based on and refused the change (a member
+    /// being added is registered with another broker epoch now, or the ISR is invalid): no
+    /// sending of it is recorded.
+    Rejected,
+    /// etcd's partition state moved on since the change's basis (another write, a new leader
+    /// epoch): this sending changed nothing, and whether an earlier one did only newer
+    /// metadata tells.
+    Superseded,
+    /// The sending never reached etcd (the ISR queue was full, etcd was unreachable).
+    NotSent,
+    /// Nobody knows whether etcd recorded it (a timeout, a broken connection): a commit may
+    /// have happened, so the change stays pending until the metadata settles it.
+    Unknown,
+}
+
+/// A proposal on its way to etcd, or whose outcome is in doubt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingIsr {
-    isr: Vec<i32>,
-    basis_version: i64,
+    proposal: IsrProposal,
+    /// An earlier sending's outcome is unknown: etcd may hold this change, so the proposal is
+    /// sent again (same basis) until an answer or newer metadata settles it, and until then
+    /// every member it adds keeps counting toward the high watermark.
+    in_doubt: bool,
+    /// A sending is on its way (no new one is made until it is answered).
+    in_flight: bool,
+    /// etcd moved past the basis while the outcome of an earlier sending is in doubt: no
+    /// sending can be recorded any more, and only the metadata (a state newer than the basis,
+    /// which settles the change in [`LeaderState::update`]) tells what etcd holds.
+    awaiting_metadata: bool,
 }
 
 /// Why a produce is refused before it is appended.
@@ -117,13 +175,17 @@ pub struct LeaderState {
     followers: BTreeMap<i32, FollowerProgress>,
     high_watermark: i64,
     pending: Option<PendingIsr>,
+    /// Sendings of ISR changes made in this epoch (the attempt number of the next one).
+    attempts: u64,
 }
 
 impl LeaderState {
     /// The state of `node_id` becoming leader of a partition described by `info`, whose log
     /// ends at `leader_leo` and whose high watermark was `high_watermark` (what it knew as a
-    /// follower, or the log start after a restart). Followers' offsets are unknown until they
-    /// fetch, so the high watermark stays where it is until every ISR member has fetched.
+    /// follower, or its checkpoint after a restart). The high watermark is recomputed at once:
+    /// it moves to the log end when the leader is the only ISR member; otherwise followers'
+    /// offsets are unknown until they fetch, so it stays where it is until every ISR member has
+    /// fetched.
     pub fn new(
         node_id: i32,
         info: &ReplicaInfo,
@@ -135,9 +197,12 @@ impl LeaderState {
             .replicas
             .iter()
             .filter(|replica| **replica != node_id)
-            .map(|replica| (*replica, FollowerProgress::new(now_ms)))
+            .map(|replica| {
+                let progress = FollowerProgress::new(now_ms, info.broker_epoch(*replica));
+                (*replica, progress)
+            })
             .collect();
-        LeaderState {
+        let mut state = LeaderState {
             node_id,
             epoch: info.leader_epoch,
             epoch_start_offset: leader_leo,
@@ -148,7 +213,10 @@ impl LeaderState {
             followers,
             high_watermark: high_watermark.min(leader_leo),
             pending: None,
-        }
+            attempts: 0,
+        };
+        state.advance_high_watermark(leader_leo);
+        state
     }
 
     /// The leader epoch.
@@ -164,6 +232,13 @@ impl LeaderState {
     /// The high watermark: offsets below it are committed (on every maximal-ISR member).
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark
+    }
+
+    /// Whether the high watermark still lags the start of this leader's epoch: the records of
+    /// earlier epochs below the log end may be committed, but this leader does not know it yet
+    /// (Kafka answers OFFSET_NOT_AVAILABLE to offset queries meanwhile).
+    pub fn high_watermark_lags_epoch_start(&self) -> bool {
+        self.high_watermark < self.epoch_start_offset
     }
 
     /// The ISR etcd holds, as far as this leader knows.
@@ -191,15 +266,26 @@ impl LeaderState {
         self.followers.get(&follower)
     }
 
-    /// Whether an ISR change is on its way to etcd.
+    /// Whether an ISR change is on its way to etcd or in doubt.
     pub fn has_pending_change(&self) -> bool {
         self.pending.is_some()
     }
 
+    /// Whether a pending change's outcome is in doubt (an earlier sending of it may have been
+    /// recorded by etcd).
+    pub fn pending_in_doubt(&self) -> bool {
+        self.pending
+            .as_ref()
+            .is_some_and(|pending| pending.in_doubt)
+    }
+
     /// Takes in a newer partition state of the same epoch from the metadata. A state read at or
     /// before the revision a pending change was based on is stale (the change may already be
-    /// written) and is ignored; a newer one is authoritative and settles the pending change.
+    /// written) and is ignored; a newer one is authoritative and settles the pending change
+    /// (once the partition state moved past the revision a change compares against, that
+    /// change can never be written any more). The broker epochs are taken in either way.
     pub fn update(&mut self, info: &ReplicaInfo, now_ms: i64) {
+        self.set_broker_epochs(info, now_ms);
         if info.version <= self.version {
             return;
         }
@@ -213,18 +299,32 @@ impl LeaderState {
             for replica in info.replicas.iter().filter(|id| **id != node_id) {
                 self.followers
                     .entry(*replica)
-                    .or_insert_with(|| FollowerProgress::new(now_ms));
+                    .or_insert_with(|| FollowerProgress::new(now_ms, info.broker_epoch(*replica)));
             }
         }
         self.pending = None;
     }
 
-    /// The members the high watermark is computed over: the ISR plus a member being added.
-    /// A member being removed stays until etcd recorded the removal.
+    /// Takes in the followers' broker epochs: a follower registered with a new epoch is a new
+    /// incarnation whose log may have been lost, so what the leader knew of it starts over
+    /// (its offset unknown, which holds the high watermark while it is an ISR member, and a
+    /// fresh lag window).
+    fn set_broker_epochs(&mut self, info: &ReplicaInfo, now_ms: i64) {
+        for (follower, progress) in &mut self.followers {
+            let epoch = info.broker_epoch(*follower);
+            if progress.broker_epoch != epoch {
+                *progress = FollowerProgress::new(now_ms, epoch);
+            }
+        }
+    }
+
+    /// The members the high watermark is computed over: the ISR plus any member a pending
+    /// change adds (etcd may hold it already). A member being removed stays until etcd recorded
+    /// the removal.
     pub fn maximal_isr(&self) -> Vec<i32> {
         let mut members = self.isr.clone();
         if let Some(pending) = &self.pending {
-            for member in &pending.isr {
+            for member in &pending.proposal.isr {
                 if !members.contains(member) {
                     members.push(*member);
                 }
@@ -301,13 +401,21 @@ impl LeaderState {
         Ok(())
     }
 
-    /// The ISR change due now, if any and if none is pending: followers of the ISR not caught
-    /// up within `lag_max_ms` leave it; otherwise the first replica outside the ISR that is
+    /// The ISR change to send now, if any: a pending change whose outcome is in doubt is sent
+    /// again (same basis, so etcd either records it now or shows it already did, or moved on);
+    /// otherwise, when nothing is pending, followers of the ISR not caught up within
+    /// `lag_max_ms` leave it, or else the first registered replica outside the ISR that is
     /// caught up (within `lag_max_ms`, so a follower that stopped fetching stays out), at or
     /// past the high watermark and past the start of this epoch joins it.
-    /// Record the proposal with [`LeaderState::propose`] once it is sent.
+    /// Record the sending with [`LeaderState::propose`].
     pub fn isr_change(&self, now_ms: i64, lag_max_ms: u64) -> Option<IsrProposal> {
-        if self.pending.is_some() {
+        if let Some(pending) = &self.pending {
+            if pending.in_doubt && !pending.in_flight && !pending.awaiting_metadata {
+                return Some(IsrProposal {
+                    attempt: self.attempts,
+                    ..pending.proposal.clone()
+                });
+            }
             return None;
         }
         let lag_max_ms = i64::try_from(lag_max_ms).unwrap_or(i64::MAX);
@@ -319,19 +427,19 @@ impl LeaderState {
         };
         if self.isr.iter().any(lagging) {
             let isr = self.isr.iter().copied().filter(|m| !lagging(m)).collect();
-            return Some(self.proposal(isr, IsrChangeKind::Shrink));
+            return Some(self.proposal(isr, IsrChangeKind::Shrink, Vec::new()));
         }
         // Only a follower caught up within the lag bound joins: one that stopped fetching
         // keeps the progress of its last fetch, which must not bring it back.
-        let joining = self.replicas.iter().copied().find(|replica| {
-            !self.isr.contains(replica)
-                && self.followers.get(replica).is_some_and(|progress| {
-                    progress.caught_up
-                        && now_ms.saturating_sub(progress.last_caught_up_ms) <= lag_max_ms
-                        && progress.log_end_offset.is_some_and(|offset| {
-                            offset >= self.high_watermark && offset >= self.epoch_start_offset
-                        })
-                })
+        let (joining, broker_epoch) = self.replicas.iter().find_map(|replica| {
+            let progress = self.followers.get(replica)?;
+            let joins = !self.isr.contains(replica)
+                && progress.caught_up
+                && now_ms.saturating_sub(progress.last_caught_up_ms) <= lag_max_ms
+                && progress.log_end_offset.is_some_and(|offset| {
+                    offset >= self.high_watermark && offset >= self.epoch_start_offset
+                });
+            joins.then_some((*replica, progress.broker_epoch?))
         })?;
         let isr = self
             .replicas
@@ -339,41 +447,72 @@ impl LeaderState {
             .copied()
             .filter(|replica| self.isr.contains(replica) || *replica == joining)
             .collect();
-        Some(self.proposal(isr, IsrChangeKind::Expand))
+        Some(self.proposal(isr, IsrChangeKind::Expand, vec![(joining, broker_epoch)]))
     }
 
-    fn proposal(&self, isr: Vec<i32>, kind: IsrChangeKind) -> IsrProposal {
+    fn proposal(
+        &self,
+        isr: Vec<i32>,
+        kind: IsrChangeKind,
+        added_broker_epochs: Vec<(i32, i64)>,
+    ) -> IsrProposal {
         IsrProposal {
             isr,
             leader_epoch: self.epoch,
             version: self.version,
             kind,
+            added_broker_epochs,
+            attempt: self.attempts,
         }
     }
 
-    /// Marks `proposal` as on its way to etcd: from now on the high watermark also waits for a
-    /// member being added, and no other change is proposed until this one is settled.
+    /// Marks `proposal` (from [`LeaderState::isr_change`]) as on its way to etcd: from now on
+    /// the high watermark also waits for a member being added, and no other change is proposed
+    /// until this one is settled.
     pub fn propose(&mut self, proposal: &IsrProposal) {
+        let in_doubt = self.pending_in_doubt();
         self.pending = Some(PendingIsr {
-            isr: proposal.isr.clone(),
-            basis_version: proposal.version,
+            proposal: proposal.clone(),
+            in_doubt,
+            in_flight: true,
+            awaiting_metadata: false,
         });
+        self.attempts = proposal.attempt + 1;
     }
 
-    /// etcd refused or never got the pending change: forget it (the next check decides again
-    /// on what the metadata then says).
-    pub fn proposal_failed(&mut self) {
-        self.pending = None;
-    }
-
-    /// etcd recorded the pending change: it is the ISR now. The change stays marked pending
-    /// until the metadata shows a state newer than the one it was based on, so no duplicate is
-    /// proposed and a stale metadata update cannot drop a member being added.
-    pub fn proposal_committed(&mut self) {
-        if let Some(pending) = &self.pending {
-            if pending.basis_version == self.version {
-                self.isr = pending.isr.clone();
+    /// etcd answered sending `attempt` of the pending change with `outcome`:
+    /// - committed: the change is the ISR now. It stays marked pending until the metadata shows
+    ///   a state newer than the one it was based on, so no duplicate is proposed and a stale
+    ///   metadata update cannot drop a member being added;
+    /// - rejected: etcd still holds the basis, so no sending of the change is recorded: it is
+    ///   dropped (the next check decides again);
+    /// - superseded: dropped when no earlier sending is in doubt; otherwise it stays pending
+    ///   (its members counted) until newer metadata settles it;
+    /// - not sent: dropped unless an earlier sending is in doubt (then it is sent again);
+    /// - unknown: the change stays pending, in doubt, and is sent again at the next check.
+    ///
+    /// An answer to an older sending, or with nothing pending, is ignored.
+    pub fn settle(&mut self, attempt: u64, outcome: IsrOutcome) {
+        let Some(pending) = &mut self.pending else {
+            return;
+        };
+        if pending.proposal.attempt != attempt || !pending.in_flight {
+            return;
+        }
+        pending.in_flight = false;
+        match outcome {
+            IsrOutcome::Committed => {
+                pending.in_doubt = false;
+                if pending.proposal.version == self.version {
+                    self.isr = pending.proposal.isr.clone();
+                }
             }
+            IsrOutcome::Superseded if pending.in_doubt => pending.awaiting_metadata = true,
+            IsrOutcome::NotSent if pending.in_doubt => {}
+            IsrOutcome::Rejected | IsrOutcome::Superseded | IsrOutcome::NotSent => {
+                self.pending = None;
+            }
+            IsrOutcome::Unknown => pending.in_doubt = true,
         }
     }
 
@@ -478,6 +617,7 @@ mod tests {
             isr: isr.to_vec(),
             version,
             min_insync_replicas: 2,
+            broker_epochs: vec![(1, 10), (2, 20), (3, 30)],
         }
     }
 
@@ -508,6 +648,11 @@ mod tests {
         assert!(three.on_fetch(3, 80, 100, 1));
         assert_eq!(three.high_watermark(), 80);
         let mut alone = LeaderState::new(1, &info(&[1], 7), 100, 0, 0);
+        assert_eq!(
+            alone.high_watermark(),
+            100,
+            "recomputed when it became leader"
+        );
         assert!(alone.advance_high_watermark(120));
         assert_eq!(alone.high_watermark(), 120);
     }
@@ -573,13 +718,15 @@ mod tests {
         let shrink = leader.isr_change(12_000, LAG_MS).unwrap();
         assert_eq!(shrink.isr, vec![1]);
         leader.propose(&shrink);
-        leader.proposal_committed();
+        leader.settle(shrink.attempt, IsrOutcome::Committed);
         leader.update(&info(&[1], 8), 12_000);
         for now in [12_100, 20_000, 60_000] {
             assert_eq!(leader.isr_change(now, LAG_MS), None, "at {now}");
         }
         leader.on_fetch(3, 50, 50, 60_000);
-        assert_eq!(leader.isr_change(60_001, LAG_MS).unwrap().isr, vec![1, 3]);
+        let expand = leader.isr_change(60_001, LAG_MS).unwrap();
+        assert_eq!(expand.isr, vec![1, 3]);
+        assert_eq!(expand.added_broker_epochs, vec![(3, 30)]);
     }
 
     // Proves a member being added holds the high watermark back at once (before etcd answers),
@@ -594,7 +741,7 @@ mod tests {
         leader.propose(&expand);
         leader.on_fetch(2, 80, 80, 4);
         assert_eq!(leader.high_watermark(), 50, "member 3 is at 50");
-        leader.proposal_committed();
+        leader.settle(expand.attempt, IsrOutcome::Committed);
         leader.update(&info(&[1, 2], 7), 5);
         assert_eq!(leader.isr(), &[1, 2, 3], "a stale state is ignored");
         leader.update(&info(&[1, 2, 3], 9), 5);
@@ -606,19 +753,135 @@ mod tests {
         assert_eq!(shrink.isr, vec![1]);
         shrinking.propose(&shrink);
         assert!(!shrinking.advance_high_watermark(90), "2 still counts");
-        shrinking.proposal_committed();
+        shrinking.settle(shrink.attempt, IsrOutcome::Committed);
         assert!(shrinking.advance_high_watermark(90));
         assert_eq!(shrinking.high_watermark(), 90);
         let mut refused = LeaderState::new(1, &info(&[1, 2], 7), 50, 0, 0);
-        refused.propose(&IsrProposal {
+        let shrink = IsrProposal {
             isr: vec![1],
             leader_epoch: 3,
             version: 7,
             kind: IsrChangeKind::Shrink,
-        });
-        refused.proposal_failed();
+            added_broker_epochs: Vec::new(),
+            attempt: 0,
+        };
+        refused.propose(&shrink);
+        refused.settle(shrink.attempt, IsrOutcome::Superseded);
         assert!(!refused.has_pending_change());
         assert_eq!(refused.isr(), &[1, 2]);
+    }
+
+    // Proves an ISR change whose etcd outcome is unknown (a timeout can follow a commit) is not
+    // taken as refused: the member it adds keeps holding the high watermark, the change is sent
+    // again with the same basis, a resend that is not sent or finds etcd moved on does not drop
+    // it (the first sending may have been recorded), and only newer metadata settles it; while
+    // a rejection with etcd still at the basis proves nothing was recorded and drops it.
+    #[test]
+    fn unknown_outcomes_keep_the_change_pending() {
+        let mut leader = LeaderState::new(1, &info(&[1, 2], 7), 50, 0, 0);
+        leader.on_fetch(2, 50, 50, 1);
+        leader.on_fetch(3, 50, 50, 2);
+        let expand = leader.isr_change(3, LAG_MS).unwrap();
+        leader.propose(&expand);
+        assert_eq!(leader.isr_change(3, LAG_MS), None, "one sending at a time");
+        leader.settle(expand.attempt, IsrOutcome::Unknown);
+        leader.on_fetch(2, 80, 80, 4);
+        assert_eq!(leader.high_watermark(), 50, "member 3 may be in etcd's ISR");
+        let again = leader.isr_change(5, LAG_MS).unwrap();
+        assert_eq!((again.isr.clone(), again.version), (expand.isr.clone(), 7));
+        assert_ne!(again.attempt, expand.attempt);
+        leader.propose(&again);
+        leader.settle(expand.attempt, IsrOutcome::Rejected);
+        assert!(
+            leader.has_pending_change(),
+            "an answer to an old sending is ignored"
+        );
+        leader.settle(again.attempt, IsrOutcome::NotSent);
+        assert!(
+            leader.pending_in_doubt(),
+            "the first sending may have been recorded"
+        );
+        let third = leader.isr_change(6, LAG_MS).unwrap();
+        leader.propose(&third);
+        leader.settle(third.attempt, IsrOutcome::Superseded);
+        assert!(leader.pending_in_doubt());
+        assert_eq!(
+            leader.isr_change(7, LAG_MS),
+            None,
+            "no sending can land any more"
+        );
+        assert_eq!(leader.maximal_isr(), vec![1, 2, 3]);
+        leader.update(&info(&[1, 2], 9), 6);
+        assert!(!leader.has_pending_change(), "newer metadata settles it");
+        assert_eq!(leader.maximal_isr(), vec![1, 2]);
+        assert!(leader.advance_high_watermark(80));
+
+        let mut rejected = LeaderState::new(1, &info(&[1, 2], 7), 50, 0, 0);
+        rejected.on_fetch(2, 50, 50, 1);
+        rejected.on_fetch(3, 50, 50, 2);
+        let expand = rejected.isr_change(3, LAG_MS).unwrap();
+        rejected.propose(&expand);
+        rejected.settle(expand.attempt, IsrOutcome::Unknown);
+        let again = rejected.isr_change(4, LAG_MS).unwrap();
+        rejected.propose(&again);
+        rejected.settle(again.attempt, IsrOutcome::Rejected);
+        assert!(
+            !rejected.has_pending_change(),
+            "etcd is at the basis: nothing landed"
+        );
+    }
+
+    // Proves a follower registered with a new broker epoch (a restart that may have lost its
+    // log) starts over: its old progress no longer counts (an ISR member's unknown offset holds
+    // the high watermark), it is not proposed back on it, and a later expansion names the new
+    // epoch.
+    #[test]
+    fn a_new_broker_epoch_starts_the_follower_over() {
+        let mut leader = LeaderState::new(1, &info(&[1, 2], 7), 50, 0, 0);
+        leader.on_fetch(2, 50, 50, 1);
+        leader.on_fetch(3, 50, 50, 1);
+        assert_eq!(leader.high_watermark(), 50);
+        let mut restarted = info(&[1, 2], 7);
+        restarted.broker_epochs = vec![(1, 10), (2, 21), (3, 31)];
+        leader.update(&restarted, 2);
+        assert_eq!(leader.progress(2).unwrap().log_end_offset, None);
+        assert!(
+            !leader.advance_high_watermark(60),
+            "member 2's offset is unknown now"
+        );
+        assert_eq!(
+            leader.isr_change(3, LAG_MS),
+            None,
+            "3's progress was dropped"
+        );
+        leader.on_fetch(2, 0, 60, 4);
+        leader.on_fetch(3, 60, 60, 4);
+        let expand = leader.isr_change(5, LAG_MS).unwrap();
+        assert_eq!(expand.added_broker_epochs, vec![(3, 31)]);
+        let mut gone = info(&[1, 2], 7);
+        gone.broker_epochs = vec![(1, 10), (2, 21)];
+        let mut unregistered = LeaderState::new(1, &gone, 50, 50, 0);
+        unregistered.on_fetch(3, 50, 50, 1);
+        assert_eq!(
+            unregistered.isr_change(2, LAG_MS),
+            None,
+            "an unregistered replica never joins"
+        );
+    }
+
+    // Proves a new leader recomputes its high watermark at once: alone in the ISR it is its
+    // log end; with followers it stays at what it knew until they fetch, and it reports that it
+    // lags the start of its epoch meanwhile.
+    #[test]
+    fn a_new_leader_recomputes_its_high_watermark() {
+        let alone = LeaderState::new(1, &info(&[1], 7), 100, 10, 0);
+        assert_eq!(alone.high_watermark(), 100);
+        assert!(!alone.high_watermark_lags_epoch_start());
+        let mut with_followers = LeaderState::new(1, &info(&[1, 2], 7), 100, 10, 0);
+        assert_eq!(with_followers.high_watermark(), 10);
+        assert!(with_followers.high_watermark_lags_epoch_start());
+        with_followers.on_fetch(2, 100, 100, 1);
+        assert!(!with_followers.high_watermark_lags_epoch_start());
     }
 
     // Proves acks=all writes are refused while the ISR is below min.insync.replicas.

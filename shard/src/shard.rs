@@ -525,8 +525,9 @@ impl Shard {
     }
 
     /// Periodic upkeep of every partition this shard owns: time-based flush and segment roll,
-    /// then retention. Errors are logged, not returned: one failing partition must not stop the
-    /// upkeep of the others.
+    /// then retention (never past the high watermark), then the high-watermark checkpoint.
+    /// Errors are logged, not returned: one failing partition must not stop the upkeep of the
+    /// others.
     pub async fn maintenance(&self, now_ms: i64) {
         let mut offline = 0;
         for partition in self.registry.all() {
@@ -544,7 +545,7 @@ impl Shard {
                     tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "log maintenance failed");
                 }
             }
-            match log.apply_retention(now_ms).await {
+            match partition.apply_retention(now_ms).await {
                 Ok(0) | Err(StorageError::Closed) => {}
                 Ok(deleted) => {
                     tracing::info!(
@@ -556,6 +557,12 @@ impl Shard {
                 }
                 Err(error) => {
                     tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "retention failed");
+                }
+            }
+            match partition.checkpoint_high_watermark(now_ms, false).await {
+                Ok(()) | Err(StorageError::Closed) => {}
+                Err(error) => {
+                    tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "high watermark checkpoint failed");
                 }
             }
         }

@@ -8,6 +8,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use base64::Engine as _;
+use uuid::Uuid;
+
 use crate::replica::ReplicaInfo;
 
 /// The index of a shard: shard `i` runs on the `i`-th executor the broker started.
@@ -40,9 +43,33 @@ pub fn shard_for(topic: &str, partition: u32, shard_count: u32) -> ShardId {
     ShardId(u32::try_from(shard).unwrap_or(0))
 }
 
+/// A new topic id (KIP-516): a random (version 4) UUID naming one incarnation of a topic, so
+/// a topic deleted and created again under the same name never reuses the old one's data.
+pub fn new_topic_id() -> Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+}
+
+/// A topic id as Kafka writes it in text (`partition.metadata`, tools): URL-safe base64 of the
+/// 16 bytes, without padding.
+pub fn topic_id_text(topic_id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(topic_id.as_bytes())
+}
+
+/// The topic id a [`topic_id_text`] names, or `None` when it is not one.
+pub fn parse_topic_id_text(text: &str) -> Option<Uuid> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .ok()?;
+    Uuid::from_slice(&bytes).ok()
+}
+
 /// One topic as the shards know it: the owner of each partition, plus what Metadata reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicAssignment {
+    /// The topic id of this incarnation of the topic (KIP-516; the Kafka front end reports it
+    /// in Metadata and Fetch versions that carry topic ids). Nil only for a table built without
+    /// one.
+    pub topic_id: Uuid,
     /// `owners[p]` is the shard of this broker that owns partition `p` (when this broker holds
     /// a replica of it).
     pub owners: Vec<ShardId>,
@@ -69,11 +96,18 @@ impl TopicAssignment {
             .map(|partition| shard_for(topic, partition, shard_count))
             .collect();
         TopicAssignment {
+            topic_id: Uuid::nil(),
             owners,
             replication_factor,
             configs,
             replication: Vec::new(),
         }
+    }
+
+    /// The same assignment naming `topic_id` as the topic's incarnation.
+    pub fn with_topic_id(mut self, topic_id: Uuid) -> TopicAssignment {
+        self.topic_id = topic_id;
+        self
     }
 
     /// Number of partitions.
@@ -98,6 +132,9 @@ pub struct BrokerAddress {
     pub native_port: u16,
     /// Each shard's own native port, shard 0 first.
     pub shard_ports: Vec<u16>,
+    /// The broker epoch of its registration (KIP-903): a new value at every fresh
+    /// registration, so a restarted broker is told apart from its earlier incarnation.
+    pub broker_epoch: i64,
 }
 
 impl BrokerAddress {
@@ -215,6 +252,14 @@ impl ShardTable {
         self.topics.get(topic)
     }
 
+    /// The topic id of `topic`'s current incarnation, if the table has the topic and one.
+    pub fn topic_id(&self, topic: &str) -> Option<Uuid> {
+        self.topics
+            .get(topic)
+            .map(|assignment| assignment.topic_id)
+            .filter(|id| !id.is_nil())
+    }
+
     /// Every topic, in name order.
     pub fn topics(&self) -> impl Iterator<Item = (&str, &TopicAssignment)> {
         self.topics
@@ -325,6 +370,7 @@ mod tests {
             isr: replicas,
             version: 1,
             min_insync_replicas: 1,
+            broker_epochs: Vec::new(),
         };
         let mut assignment = TopicAssignment::place("t", 2, 2, 2, Vec::new());
         assignment.replication = vec![info(vec![1, 2]), info(vec![2, 3])];
@@ -347,6 +393,7 @@ mod tests {
             host: "10.0.0.2".into(),
             native_port: 9000,
             shard_ports: vec![9001, 9002, 9003],
+            broker_epoch: 7,
         };
         let shard = shard_for("t", 1, 3);
         assert_eq!(broker.owner_shard("t", 1), Some(shard));
@@ -359,5 +406,31 @@ mod tests {
             ..broker
         };
         assert_eq!(bare.owner_addr("t", 1), "10.0.0.2:9000");
+    }
+
+    // Proves topic ids are random per call, round-trip through Kafka's text form (22 characters
+    // of URL-safe base64), and that the table reports a topic's id (none when nil).
+    #[test]
+    fn topic_ids_are_unique_and_round_trip() {
+        let first = new_topic_id();
+        assert_ne!(first, new_topic_id());
+        assert_eq!(first.get_version_num(), 4);
+        let text = topic_id_text(first);
+        assert_eq!(text.len(), 22);
+        assert_eq!(parse_topic_id_text(&text), Some(first));
+        assert_eq!(parse_topic_id_text("not an id"), None);
+        let mut topics = BTreeMap::new();
+        topics.insert(
+            "a".to_string(),
+            TopicAssignment::place("a", 1, 1, 1, Vec::new()).with_topic_id(first),
+        );
+        topics.insert(
+            "b".to_string(),
+            TopicAssignment::place("b", 1, 1, 1, Vec::new()),
+        );
+        let table = ShardTable::new(1, topics);
+        assert_eq!(table.topic_id("a"), Some(first));
+        assert_eq!(table.topic_id("b"), None);
+        assert_eq!(table.topic_id("c"), None);
     }
 }

@@ -31,6 +31,7 @@ fn info(leader: i32, epoch: i32, isr: &[i32], version: i64) -> ReplicaInfo {
         isr: isr.to_vec(),
         version,
         min_insync_replicas: 2,
+        broker_epochs: vec![(NODE, 1), (FOLLOWER, 2)],
     }
 }
 

@@ -5,7 +5,12 @@
 //! "epoch start_offset" line per entry. `recovery-point-offset-checkpoint` uses the same layout
 //! with a single entry holding the offset below which every byte was fsynced (Kafka keeps one
 //! such file per data directory with topic and partition columns; ours lives in the partition's
-//! own directory, so the entry is just the offset).
+//! own directory, so the entry is just the offset). `replication-offset-checkpoint` holds the
+//! replica's high watermark the same way (Kafka's file of that name, per partition here).
+//!
+//! `partition.metadata` is Kafka's file of that name: `version: 0` and `topic_id: <id>` lines
+//! naming the topic incarnation (KIP-516) the directory belongs to, so a replica never mistakes
+//! the log of a deleted topic for the log of a new topic with the same name.
 
 use std::{
     fs::File,
@@ -17,6 +22,14 @@ use std::{
 pub(crate) const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 /// File name of the recovery-point checkpoint.
 pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
+/// File name of the high-watermark checkpoint.
+pub(crate) const HIGH_WATERMARK_FILE: &str = "replication-offset-checkpoint";
+/// File name of the partition metadata (the topic id).
+pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
+/// Version of the partition metadata format written by this build.
+const PARTITION_METADATA_VERSION: u32 = 0;
+/// Largest partition metadata file read back.
+const PARTITION_METADATA_BYTES_MAX: u64 = 4096;
 /// Suffix of the temporary file a checkpoint is written to before the rename.
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 /// Version written in the first line of every checkpoint file.
@@ -26,15 +39,28 @@ const CHECKPOINT_BYTES_MAX: u64 = 16 << 20;
 
 /// Replaces `dir/name` with `bytes` so that a crash leaves either the old or the new file.
 pub(crate) fn atomic_write(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    replace_file(dir, name, bytes, true)
+}
+
+/// Replaces `dir/name` with `bytes` through a temporary file and a rename. With `durable` the
+/// new file and the rename are fsynced first, so a crash leaves the old or the new file; without
+/// it a crash may also leave an empty or missing file, which readers of hint-only files (the
+/// high watermark) treat as absent.
+pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> io::Result<()> {
     let final_path = dir.join(name);
     let temp_path = dir.join(format!("{name}{TEMP_SUFFIX}"));
     {
         let mut file = File::create(&temp_path)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
     }
     std::fs::rename(&temp_path, &final_path)?;
-    sync_dir(dir)
+    if durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Fsyncs a directory so that file creations, renames and removals in it are durable.
@@ -99,17 +125,67 @@ pub(crate) fn encode_recovery_point(offset: i64) -> Vec<u8> {
 /// Reads the recovery point; `None` when the file is missing or unreadable (recovery then
 /// scans the whole log, which is slow but always correct).
 pub(crate) fn read_recovery_point(dir: &Path) -> Option<i64> {
-    match read_entries(&dir.join(RECOVERY_POINT_FILE)) {
+    read_single_offset(dir, RECOVERY_POINT_FILE)
+}
+
+/// Reads the high-watermark checkpoint; `None` when the file is missing or unreadable (the
+/// replica then starts from its log start and learns the high watermark again).
+pub(crate) fn read_high_watermark(dir: &Path) -> Option<i64> {
+    read_single_offset(dir, HIGH_WATERMARK_FILE)
+}
+
+/// Reads a checkpoint file holding one offset.
+fn read_single_offset(dir: &Path, name: &str) -> Option<i64> {
+    match read_entries(&dir.join(name)) {
         Ok(Some(entries)) => match entries.as_slice() {
             [entry] if entry.len() == 1 => Some(entry[0]),
             _ => None,
         },
         Ok(None) => None,
         Err(error) => {
-            tracing::warn!(dir = %dir.display(), %error, "ignoring unreadable recovery point checkpoint");
+            tracing::warn!(dir = %dir.display(), file = name, %error, "ignoring unreadable checkpoint");
             None
         }
     }
+}
+
+/// Reads the topic id `dir`'s partition metadata names: `Ok(None)` when the directory or the
+/// file does not exist, an error when the file exists but is not what this build writes.
+pub fn read_partition_metadata(dir: &Path) -> io::Result<Option<String>> {
+    let path = dir.join(PARTITION_METADATA_FILE);
+    let text = match std::fs::metadata(&path) {
+        Ok(meta) if meta.len() > PARTITION_METADATA_BYTES_MAX => {
+            return Err(invalid(format!("{} bytes is too large", meta.len())));
+        }
+        Ok(_) => std::fs::read_to_string(&path)?,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let mut version = None;
+    let mut topic_id = None;
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        let (key, value) = line
+            .split_once(':')
+            .ok_or_else(|| invalid(format!("bad line {line:?}")))?;
+        match key.trim() {
+            "version" => version = value.trim().parse::<u32>().ok(),
+            "topic_id" => topic_id = Some(value.trim().to_string()),
+            other => return Err(invalid(format!("unknown key {other:?}"))),
+        }
+    }
+    if version != Some(PARTITION_METADATA_VERSION) {
+        return Err(invalid(format!("unsupported version {version:?}")));
+    }
+    match topic_id {
+        Some(id) if !id.is_empty() => Ok(Some(id)),
+        _ => Err(invalid("no topic_id line".to_string())),
+    }
+}
+
+/// Writes `dir`'s partition metadata naming `topic_id` (atomically and durably).
+pub fn write_partition_metadata(dir: &Path, topic_id: &str) -> io::Result<()> {
+    let text = format!("version: {PARTITION_METADATA_VERSION}\ntopic_id: {topic_id}\n");
+    atomic_write(dir, PARTITION_METADATA_FILE, text.as_bytes())
 }
 
 /// One leader epoch: the epoch and the first offset appended under it.
@@ -319,7 +395,46 @@ mod tests {
         assert_eq!(EpochCache::read(dir.path()).unwrap(), epochs);
         atomic_write(dir.path(), RECOVERY_POINT_FILE, &encode_recovery_point(42)).unwrap();
         assert_eq!(read_recovery_point(dir.path()), Some(42));
+        replace_file(
+            dir.path(),
+            HIGH_WATERMARK_FILE,
+            &encode_recovery_point(41),
+            false,
+        )
+        .unwrap();
+        assert_eq!(read_high_watermark(dir.path()), Some(41));
+        std::fs::write(dir.path().join(HIGH_WATERMARK_FILE), "").unwrap();
+        assert_eq!(
+            read_high_watermark(dir.path()),
+            None,
+            "a torn file is no checkpoint"
+        );
         std::fs::write(dir.path().join(LEADER_EPOCH_FILE), "0\n2\n3 0\n1 5\n").unwrap();
         assert!(EpochCache::read(dir.path()).is_err());
+    }
+
+    // Proves the partition metadata file is Kafka's layout, round-trips, is absent for a
+    // missing directory, and is refused when it is not what this build writes.
+    #[test]
+    fn partition_metadata_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            read_partition_metadata(&dir.path().join("none")).unwrap(),
+            None
+        );
+        assert_eq!(read_partition_metadata(dir.path()).unwrap(), None);
+        write_partition_metadata(dir.path(), "AAAAAAAAAAAAAAAAAAAAAQ").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(PARTITION_METADATA_FILE)).unwrap(),
+            "version: 0\ntopic_id: AAAAAAAAAAAAAAAAAAAAAQ\n"
+        );
+        assert_eq!(
+            read_partition_metadata(dir.path()).unwrap().as_deref(),
+            Some("AAAAAAAAAAAAAAAAAAAAAQ")
+        );
+        for bad in ["version: 1\ntopic_id: x\n", "version: 0\n", "garbage\n"] {
+            std::fs::write(dir.path().join(PARTITION_METADATA_FILE), bad).unwrap();
+            assert!(read_partition_metadata(dir.path()).is_err(), "{bad:?}");
+        }
     }
 }

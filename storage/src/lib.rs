@@ -10,7 +10,7 @@ pub mod log;
 
 mod fuzz_recovery;
 
-mod checkpoint;
+pub mod checkpoint;
 mod index;
 mod recovery;
 pub use recovery::RecoverySummary;

@@ -21,6 +21,7 @@ mod append;
 mod cleaning;
 mod commit;
 mod read;
+mod replica;
 mod roll;
 
 use std::{
@@ -384,7 +385,7 @@ impl PartitionLog {
     /// while the log is larger than `retention_bytes`, oldest first; never the active segment.
     /// Advances the log start offset and returns how many segments were deleted.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
-        self.inner.apply_retention(now_ms).await
+        self.inner.apply_retention(now_ms, i64::MAX).await
     }
 
     /// Waits for appends in flight, fsyncs (interval durability), and returns the flushed

@@ -83,6 +83,7 @@ pub(crate) enum Command {
         partition: i32,
         isr: Vec<i32>,
         expected: PartitionVersion,
+        added_broker_epochs: Vec<(i32, i64)>,
         reply: Reply<PartitionState>,
     },
     /// Stop; `revoke` gives the lease back so the others see this broker leave at once,
@@ -407,12 +408,28 @@ impl ClusterHandle {
         new_isr: Vec<i32>,
         expected: PartitionVersion,
     ) -> Result<PartitionState, ClusterError> {
+        self.update_isr_adding(topic, partition, new_isr, expected, Vec::new())
+    }
+
+    /// Like [`ClusterHandle::update_isr_at`], naming the broker epoch (KIP-903) each member
+    /// being added was registered with when the leader saw it catch up: the change is refused
+    /// with [`ClusterError::StaleBrokerEpoch`] when such a member is registered anew since. A
+    /// member added without a named epoch is recorded with the one the snapshot shows.
+    pub fn update_isr_adding(
+        &self,
+        topic: &str,
+        partition: i32,
+        new_isr: Vec<i32>,
+        expected: PartitionVersion,
+        added_broker_epochs: Vec<(i32, i64)>,
+    ) -> Result<PartitionState, ClusterError> {
         let topic = topic.to_string();
         self.request("update isr", |reply| Command::UpdateIsr {
             topic,
             partition,
             isr: new_isr,
             expected,
+            added_broker_epochs,
             reply,
         })
     }

@@ -68,6 +68,12 @@ pub const COMMAND_TIMEOUT_MS_DEFAULT: u64 = 15_000;
 /// Default longest wait between two reconnection attempts, milliseconds.
 pub const RECONNECT_BACKOFF_MS_MAX_DEFAULT: u64 = 2_000;
 
+/// Default bound on joining the cluster at start, milliseconds: a starting broker retries
+/// (with backoff) while etcd is unreachable, restarting, or loses the new lease, and gives up
+/// with the last error only after this long. Once joined, a broker never gives up: it
+/// reconnects for as long as it runs.
+pub const START_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+
 /// Longest topic or cluster name, bytes (Kafka's topic name limit).
 pub const NAME_BYTES_MAX: usize = 249;
 
@@ -234,6 +240,23 @@ pub enum ClusterError {
         /// The state now.
         current: Box<PartitionState>,
     },
+    /// A member an ISR expansion adds is registered with another broker epoch than the one
+    /// the leader saw it catch up in (it restarted since, KIP-903); the partition state is
+    /// unchanged.
+    #[error(
+        "partition {topic}-{partition}: broker {broker} is no longer registered with broker \
+         epoch {expected}; it restarted and must catch up again"
+    )]
+    StaleBrokerEpoch {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The member being added.
+        broker: i32,
+        /// The epoch the leader named.
+        expected: i64,
+    },
     /// The proposed ISR breaks a rule.
     #[error("partition {topic}-{partition}: invalid ISR {isr:?}: {reason}")]
     InvalidIsr {
@@ -275,6 +298,8 @@ pub struct ClusterConfig {
     pub command_timeout_ms: u64,
     /// Longest wait between reconnection attempts, milliseconds.
     pub reconnect_backoff_ms_max: u64,
+    /// Bound on joining the cluster at start (retrying transient failures), milliseconds.
+    pub start_timeout_ms: u64,
 }
 
 impl ClusterConfig {
@@ -293,6 +318,7 @@ impl ClusterConfig {
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             command_timeout_ms: COMMAND_TIMEOUT_MS_DEFAULT,
             reconnect_backoff_ms_max: RECONNECT_BACKOFF_MS_MAX_DEFAULT,
+            start_timeout_ms: START_TIMEOUT_MS_DEFAULT,
         }
     }
 
@@ -317,6 +343,7 @@ impl ClusterConfig {
             ("request_timeout_ms", self.request_timeout_ms),
             ("command_timeout_ms", self.command_timeout_ms),
             ("reconnect_backoff_ms_max", self.reconnect_backoff_ms_max),
+            ("start_timeout_ms", self.start_timeout_ms),
         ];
         if let Some((name, _)) = bounds.iter().find(|(_, value)| *value == 0) {
             return invalid(format!("{name} must be more than 0"));

@@ -1,6 +1,7 @@
 //! The etcd operations of the control plane, each bounded by a timeout and each change a
 //! transaction guarded by the revision its decision was based on.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -255,6 +256,7 @@ pub(crate) async fn create_topic(
     }
     let topic = TopicAssignment {
         name: spec.name.clone(),
+        topic_id: sluice_shard::new_topic_id(),
         partitions: spec.partitions,
         replication_factor: spec.replication_factor,
         configs: spec.configs.clone(),
@@ -263,7 +265,7 @@ pub(crate) async fn create_topic(
     let topic_key = keys.topic(&topic.name);
     let partition_put = |index: usize| {
         let partition = i32::try_from(index).unwrap_or(i32::MAX);
-        let state = initial_state(&topic.assignment[index], 0);
+        let state = initial_state(&topic.assignment[index], 0, &state.broker_epochs);
         TxnOp::put(keys.partition(&topic.name, partition), encode(&state), None)
     };
     // The topic key and as many partition states as fit go in one transaction; larger topics
@@ -353,10 +355,15 @@ pub(crate) struct IsrRequest<'a> {
     pub partition: i32,
     pub isr: &'a [i32],
     pub expected: PartitionVersion,
+    /// The broker epoch each member being added must still be registered with (KIP-903);
+    /// a member added without one is recorded with the epoch the snapshot shows.
+    pub added_broker_epochs: &'a [(i32, i64)],
 }
 
-/// Checks an ISR change against `state` and writes it with compare-and-swap. Returns the new
-/// state and the revision of the write.
+/// Checks an ISR change against `state` and writes it with compare-and-swap: the partition
+/// state must be the one the change was based on, and every member being added must still be
+/// registered with the broker epoch the leader saw it catch up in. Returns the new state and
+/// the revision of the write.
 pub(crate) async fn update_isr(
     client: &mut Client,
     keys: &ClusterKeys,
@@ -364,14 +371,18 @@ pub(crate) async fn update_isr(
     request: &IsrRequest<'_>,
     timeout: Duration,
 ) -> Result<(PartitionState, i64), ClusterError> {
-    let next = checked_isr_change(state, request)?;
+    let (next, added) = checked_isr_change(state, request)?;
     let key = keys.partition(request.topic, request.partition);
+    let mut compares = vec![Compare::mod_revision(
+        key.as_str(),
+        CompareOp::Equal,
+        request.expected.mod_revision,
+    )];
+    compares.extend(added.iter().map(|(member, epoch)| {
+        Compare::create_revision(keys.broker(*member), CompareOp::Equal, *epoch)
+    }));
     let txn = Txn::new()
-        .when([Compare::mod_revision(
-            key.as_str(),
-            CompareOp::Equal,
-            request.expected.mod_revision,
-        )])
+        .when(compares)
         .and_then([TxnOp::put(key.as_str(), encode(&next), None)])
         .or_else([TxnOp::get(key.as_str(), None)]);
     let response = timed(timeout, "update isr", &key, client.txn(txn)).await?;
@@ -384,6 +395,16 @@ pub(crate) async fn update_isr(
             partition: request.partition,
         });
     };
+    if current.mod_revision() == request.expected.mod_revision {
+        // The partition state is the basis: a member being added is registered anew.
+        let (broker, expected) = added.first().copied().unwrap_or((-1, 0));
+        return Err(ClusterError::StaleBrokerEpoch {
+            topic: request.topic.to_string(),
+            partition: request.partition,
+            broker,
+            expected,
+        });
+    }
     let current: PartitionState =
         serde_json::from_slice(current.value()).map_err(|error| ClusterError::Corrupt {
             key: key.clone(),
@@ -410,14 +431,15 @@ fn refusal(request: &IsrRequest<'_>, current: PartitionState) -> ClusterError {
     }
 }
 
-/// The state an ISR change would write, after checking it against the snapshot: the caller
-/// leads at the expected epoch, the snapshot is what the caller decided on, and the new ISR is
-/// a duplicate-free set of replicas that includes the leader. The ISR is written in assignment
-/// order.
+/// The state an ISR change would write, and the broker epoch of each member it adds, after
+/// checking it against the snapshot: the caller leads at the expected epoch, the snapshot is
+/// what the caller decided on, and the new ISR is a duplicate-free set of replicas that
+/// includes the leader. The ISR is written in assignment order; members staying keep their
+/// recorded broker epochs, members added get theirs.
 fn checked_isr_change(
     state: &ClusterState,
     request: &IsrRequest<'_>,
-) -> Result<PartitionState, ClusterError> {
+) -> Result<(PartitionState, Vec<(i32, i64)>), ClusterError> {
     let (topic, partition) = (request.topic, request.partition);
     let unknown = || ClusterError::UnknownPartition {
         topic: topic.to_string(),
@@ -463,10 +485,35 @@ fn checked_isr_change(
     if entry.mod_revision != request.expected.mod_revision {
         return Err(refusal(request, entry.state.clone()));
     }
-    Ok(PartitionState {
+    let added: Vec<(i32, i64)> = isr
+        .iter()
+        .copied()
+        .filter(|member| !entry.state.isr.contains(member))
+        .filter_map(|member| {
+            let named = request
+                .added_broker_epochs
+                .iter()
+                .find(|(id, _)| *id == member)
+                .map(|(_, epoch)| *epoch);
+            named
+                .or_else(|| state.broker_epoch(member))
+                .map(|epoch| (member, epoch))
+        })
+        .collect();
+    let mut isr_epochs: BTreeMap<i32, i64> = entry
+        .state
+        .isr_epochs
+        .iter()
+        .filter(|(member, _)| isr.contains(member))
+        .map(|(member, epoch)| (*member, *epoch))
+        .collect();
+    isr_epochs.extend(added.iter().copied());
+    let next = PartitionState {
         isr,
+        isr_epochs,
         ..entry.state.clone()
-    })
+    };
+    Ok((next, added))
 }
 
 /// Writes one controller decision, fenced by the controller epoch. Returns whether it was
@@ -480,17 +527,27 @@ pub(crate) async fn write_change(
     timeout: Duration,
 ) -> Result<bool, ClusterError> {
     let key = keys.partition(&change.topic, change.partition);
-    let txn = Txn::new()
-        .when([
-            Compare::mod_revision(keys.controller(), CompareOp::Equal, controller_epoch),
-            Compare::create_revision(
-                keys.topic(&change.topic),
-                CompareOp::Equal,
-                change.topic_create_revision,
-            ),
-            Compare::mod_revision(key.as_str(), CompareOp::Equal, change.expected_mod_revision),
-        ])
-        .and_then([TxnOp::put(key.as_str(), encode(&change.next), None)]);
+    let mut compares = vec![
+        Compare::mod_revision(keys.controller(), CompareOp::Equal, controller_epoch),
+        Compare::create_revision(
+            keys.topic(&change.topic),
+            CompareOp::Equal,
+            change.topic_create_revision,
+        ),
+        Compare::mod_revision(key.as_str(), CompareOp::Equal, change.expected_mod_revision),
+    ];
+    // A leader is elected only while it is registered with the epoch the decision saw.
+    if let Some((leader, epoch)) = change.elected {
+        compares.push(Compare::create_revision(
+            keys.broker(leader),
+            CompareOp::Equal,
+            epoch,
+        ));
+    }
+    let txn =
+        Txn::new()
+            .when(compares)
+            .and_then([TxnOp::put(key.as_str(), encode(&change.next), None)]);
     let response = timed(timeout, "write partition state", &key, client.txn(txn)).await?;
     Ok(response.succeeded())
 }

@@ -6,6 +6,11 @@
 //! disconnected), commands are refused with [`ClusterError::Disconnected`], and a new session
 //! (a new lease) is built as soon as etcd answers again, taking over this process's keys from
 //! the old lease.
+//!
+//! Nothing etcd does ends the process: once the first session stood, sessions are rebuilt for
+//! as long as the broker runs; the first one itself is retried (etcd restarting, a lease lost
+//! while the process was paused) for up to `start_timeout_ms`, and only a configuration error,
+//! a node id held by another live broker, or that bound running out fails the start.
 
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -71,6 +76,22 @@ enum Wake {
 enum Ended {
     Shutdown,
     Lost(ClusterError),
+    /// The first session could not be built yet; it is tried again.
+    Retry,
+}
+
+/// Whether a failure to build the first session ends the start at once: retrying cannot help
+/// a configuration error, and a node id held by another live broker has been waited for already
+/// (up to twice the TTL). Everything else (etcd unreachable or restarting, a lease lost while
+/// the process was paused) is retried until the start bound.
+fn ends_start(error: &ClusterError) -> bool {
+    matches!(
+        error,
+        ClusterError::InvalidConfig { .. }
+            | ClusterError::InvalidName { .. }
+            | ClusterError::NodeIdInUse { .. }
+            | ClusterError::Runtime { .. }
+    )
 }
 
 /// The control plane's state on its thread.
@@ -119,6 +140,7 @@ impl ControlPlane {
         started: SyncSender<Result<(), ClusterError>>,
     ) {
         let mut started = Some(started);
+        let start_deadline = Instant::now() + Duration::from_millis(self.config.start_timeout_ms);
         let mut backoff_ms = RECONNECT_BACKOFF_MS_MIN;
         loop {
             let ended = match self.establish().await {
@@ -130,9 +152,14 @@ impl ControlPlane {
                     self.serve(session, &mut commands).await
                 }
                 Err(error) => match started.take() {
-                    Some(started) => {
-                        drop(started.try_send(Err(error)));
+                    Some(reply) if ends_start(&error) || Instant::now() >= start_deadline => {
+                        drop(reply.try_send(Err(error)));
                         return;
+                    }
+                    Some(reply) => {
+                        tracing::warn!(%error, backoff_ms, "cannot join the cluster yet; retrying");
+                        started = Some(reply);
+                        Ended::Retry
                     }
                     None => Ended::Lost(error),
                 },
@@ -141,6 +168,7 @@ impl ControlPlane {
             self.flush_pending();
             match ended {
                 Ended::Shutdown => return,
+                Ended::Retry => {}
                 Ended::Lost(error) => {
                     tracing::warn!(%error, backoff_ms, "etcd session lost; reconnecting");
                 }
@@ -426,6 +454,7 @@ impl ControlPlane {
                 partition,
                 isr,
                 expected,
+                added_broker_epochs,
                 reply,
             } => {
                 let request = IsrRequest {
@@ -434,6 +463,7 @@ impl ControlPlane {
                     partition,
                     isr: &isr,
                     expected,
+                    added_broker_epochs: &added_broker_epochs,
                 };
                 match ops::update_isr(client, &self.keys, &self.state, &request, timeout).await {
                     Ok((state, revision)) => self.defer(revision, reply, Ok(state)),
@@ -590,6 +620,13 @@ fn log_change(change: &PartitionChange, written: bool) {
             leader = next.leader,
             leader_epoch = next.leader_epoch,
             "partition back online"
+        ),
+        ChangeReason::Restarted => tracing::warn!(
+            topic,
+            partition,
+            leader = next.leader,
+            isr = ?next.isr,
+            "ISR members registered anew since they joined (restarted) left the ISR; they rejoin once caught up"
         ),
         ChangeReason::Missing => tracing::info!(topic, partition, "wrote missing partition state"),
     }

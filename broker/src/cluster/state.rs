@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::ClusterError;
 
@@ -47,6 +48,11 @@ pub struct ControllerInfo {
 pub struct TopicAssignment {
     /// Topic name.
     pub name: String,
+    /// The topic id of this incarnation (KIP-516), chosen by the creator. A record written
+    /// before topic ids existed has none in etcd; the snapshot then derives one from the key's
+    /// create revision (see [`derived_topic_id`]), the same on every broker.
+    #[serde(default)]
+    pub topic_id: Uuid,
     /// Number of partitions.
     pub partitions: i32,
     /// Replicas per partition.
@@ -69,6 +75,13 @@ pub struct PartitionState {
     /// The epoch of the controller that last elected the leader (0 when the topic's creator
     /// wrote it).
     pub controller_epoch: i64,
+    /// The broker epoch (KIP-903) each ISR member was registered with when it joined the ISR
+    /// (or when the partition was created or its leader elected). A live member registered
+    /// with another epoch now has restarted since, may have lost its log, and is neither
+    /// elected nor kept in the ISR. Empty in states written before broker epochs existed (no
+    /// member is then taken as restarted).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub isr_epochs: BTreeMap<i32, i64>,
 }
 
 /// A partition state and the etcd mod_revision it was read at (what a compare-and-swap of it
@@ -90,6 +103,11 @@ pub struct ClusterState {
     pub revision: i64,
     /// Live brokers (their lease is alive) by node id.
     pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// The broker epoch (KIP-903) of each live broker's registration: the etcd revision that
+    /// created its registration key. A broker that registers anew (it restarted, or its lease
+    /// lapsed) gets a new, higher one; one that takes its key over from an earlier session of
+    /// the same process keeps it.
+    pub broker_epochs: BTreeMap<i32, i64>,
     /// The controller, if one is elected.
     pub controller: Option<ControllerInfo>,
     /// Topics by name.
@@ -112,6 +130,11 @@ impl ClusterState {
     /// Node ids of the live brokers.
     pub fn live_brokers(&self) -> BTreeSet<i32> {
         self.brokers.keys().copied().collect()
+    }
+
+    /// The broker epoch `node_id` is registered with now, `None` when it is not live.
+    pub fn broker_epoch(&self, node_id: i32) -> Option<i64> {
+        self.broker_epochs.get(&node_id).copied()
     }
 
     /// One partition's state.
@@ -150,6 +173,7 @@ impl ClusterState {
         match keys.parse(key) {
             Some(ParsedKey::Broker(id)) => {
                 self.brokers.insert(id, decode(key, value)?);
+                self.broker_epochs.insert(id, create_revision);
             }
             Some(ParsedKey::Controller) => {
                 let record: ControllerRecord = decode(key, value)?;
@@ -159,7 +183,11 @@ impl ClusterState {
                 });
             }
             Some(ParsedKey::Topic(name)) => {
-                self.topics.insert(name.clone(), decode(key, value)?);
+                let mut topic: TopicAssignment = decode(key, value)?;
+                if topic.topic_id.is_nil() {
+                    topic.topic_id = derived_topic_id(create_revision);
+                }
+                self.topics.insert(name.clone(), topic);
                 self.topic_revisions.insert(name, create_revision);
             }
             Some(ParsedKey::Partition(topic, partition)) => {
@@ -183,6 +211,7 @@ impl ClusterState {
         match keys.parse(key) {
             Some(ParsedKey::Broker(id)) => {
                 self.brokers.remove(&id);
+                self.broker_epochs.remove(&id);
             }
             Some(ParsedKey::Controller) => self.controller = None,
             Some(ParsedKey::Topic(name)) => {
@@ -200,6 +229,18 @@ impl ClusterState {
             None => {}
         }
     }
+}
+
+/// The topic id of a topic record written without one (before topic ids existed): derived from
+/// the create revision of its key, which every broker reads alike and which differs between
+/// incarnations of the same name.
+pub fn derived_topic_id(create_revision: i64) -> Uuid {
+    /// "sluice" in ASCII, so a derived id is recognisable.
+    const DERIVED_TOPIC_ID_HIGH: u64 = 0x736c_7569_6365_0000;
+    Uuid::from_u64_pair(
+        DERIVED_TOPIC_ID_HIGH,
+        u64::try_from(create_revision).unwrap_or(0),
+    )
 }
 
 fn decode<T: for<'a> Deserialize<'a>>(key: &str, value: &[u8]) -> Result<T, ClusterError> {
@@ -336,8 +377,9 @@ mod tests {
         let mut state = ClusterState::new("c");
         let broker = br#"{"id":1,"host":"h","native_port":9,"shard_ports":[10],"admin_addr":null}"#;
         state
-            .apply_put(&keys, &keys.broker(1), broker, 5, 5)
+            .apply_put(&keys, &keys.broker(1), broker, 9, 5)
             .unwrap();
+        assert_eq!(state.broker_epoch(1), Some(5), "the key's create revision");
         state
             .apply_put(&keys, &keys.controller(), br#"{"id":1}"#, 6, 6)
             .unwrap();
@@ -355,10 +397,26 @@ mod tests {
         );
         assert_eq!(state.partition("t", 0).unwrap().mod_revision, 7);
         assert_eq!(state.partition("t", 0).unwrap().state.isr, vec![1]);
+        assert!(state.partition("t", 0).unwrap().state.isr_epochs.is_empty());
         state.apply_delete(&keys, &keys.partition("t", 0));
         assert!(state.partitions.is_empty());
         state.apply_delete(&keys, &keys.broker(1));
         assert!(state.brokers.is_empty());
+        assert_eq!(state.broker_epoch(1), None);
+        let old_topic = br#"{"name":"t","partitions":1,"replication_factor":1,"configs":{},"assignment":[[1]]}"#;
+        state
+            .apply_put(&keys, &keys.topic("t"), old_topic, 11, 11)
+            .unwrap();
+        assert_eq!(state.topics["t"].topic_id, derived_topic_id(11));
+        state.apply_delete(&keys, &keys.topic("t"));
+        state
+            .apply_put(&keys, &keys.topic("t"), old_topic, 12, 12)
+            .unwrap();
+        assert_ne!(
+            state.topics["t"].topic_id,
+            derived_topic_id(11),
+            "a new incarnation has a new id"
+        );
         let error = state
             .apply_put(&keys, &keys.topic("t"), b"{oops", 8, 8)
             .unwrap_err();

@@ -108,6 +108,14 @@ impl MetadataStore for EtcdMetadataStore {
         self.handle.snapshot().topics.get(name).map(topic_record)
     }
 
+    fn topic_id(&self, name: &str) -> Option<sluice_shard::Uuid> {
+        self.handle
+            .snapshot()
+            .topics
+            .get(name)
+            .map(|topic| topic.topic_id)
+    }
+
     fn create_topic(&mut self, topic: TopicRecord) -> Result<u64, MetadataError> {
         let name = topic.name.clone();
         let partitions = i32::try_from(topic.partitions).unwrap_or(i32::MAX);

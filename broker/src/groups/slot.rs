@@ -374,7 +374,8 @@ pub fn write_error_code(error: &PartitionError) -> GroupErrorCode {
         PartitionError::NotEnoughReplicas { .. }
         | PartitionError::NotEnoughReplicasAfterAppend { .. }
         | PartitionError::ReplicationTimeout { .. }
-        | PartitionError::Forward { .. } => GroupErrorCode::CoordinatorNotAvailable,
+        | PartitionError::Forward { .. }
+        | PartitionError::OffsetNotAvailable { .. } => GroupErrorCode::CoordinatorNotAvailable,
         PartitionError::Storage {
             source: StorageError::Closed,
             ..

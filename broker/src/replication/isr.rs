@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
-use sluice_shard::{IsrChangeKind, IsrProposal};
+use sluice_shard::{IsrChangeKind, IsrOutcome, IsrProposal};
 
 use crate::cluster::{ClusterError, ClusterHandle, PartitionVersion};
 
@@ -30,8 +30,8 @@ pub enum IsrCommand {
         partition: i32,
         /// The change, with the epoch and revision it is based on.
         proposal: IsrProposal,
-        /// `Ok` once etcd holds the new ISR; `Err` with the reason otherwise.
-        reply: oneshot::Sender<Result<(), String>>,
+        /// What etcd did with it (see [`IsrOutcome`]).
+        reply: oneshot::Sender<IsrOutcome>,
     },
     /// Leave the loop.
     Stop,
@@ -66,7 +66,13 @@ fn run(handle: &ClusterHandle, commands: &Receiver<IsrCommand>) {
             leader_epoch: proposal.leader_epoch,
             mod_revision: proposal.version,
         };
-        let result = handle.update_isr_at(&topic, partition, proposal.isr.clone(), expected);
+        let result = handle.update_isr_adding(
+            &topic,
+            partition,
+            proposal.isr.clone(),
+            expected,
+            proposal.added_broker_epochs.clone(),
+        );
         match &result {
             Ok(state) => {
                 let change = match proposal.kind {
@@ -86,6 +92,72 @@ fn run(handle: &ClusterHandle, commands: &Receiver<IsrCommand>) {
                 tracing::debug!(topic, partition, %error, "ISR change refused; the leader decides again on the current state");
             }
         }
-        let _ = reply.send(result.map(drop).map_err(|error| error.to_string()));
+        let _ = reply.send(outcome(&result));
+    }
+}
+
+/// What an ISR change's answer tells about etcd: only an answer that cannot follow a commit
+/// counts as a refusal. A timeout, a broken connection or a stopped control plane may come
+/// after etcd recorded the change, so their outcome is unknown.
+pub fn outcome<T>(result: &Result<T, ClusterError>) -> IsrOutcome {
+    match result {
+        Ok(_) => IsrOutcome::Committed,
+        Err(ClusterError::StaleBrokerEpoch { .. } | ClusterError::InvalidIsr { .. }) => {
+            IsrOutcome::Rejected
+        }
+        Err(
+            ClusterError::Conflict { .. }
+            | ClusterError::StaleLeaderEpoch { .. }
+            | ClusterError::NotLeader { .. }
+            | ClusterError::UnknownPartition { .. }
+            | ClusterError::UnknownTopic(_),
+        ) => IsrOutcome::Superseded,
+        // Refused while disconnected: the command was never sent to etcd.
+        Err(ClusterError::Disconnected { .. }) => IsrOutcome::NotSent,
+        Err(_) => IsrOutcome::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves a timeout or a transport error is never taken as a refusal (a commit may precede
+    // it), while answers that prove nothing was written are, by classifying each error kind.
+    #[test]
+    fn only_certain_refusals_count_as_refused() {
+        let timeout = ClusterError::Timeout {
+            operation: "update isr",
+            key: "k".into(),
+            timeout_ms: 1,
+        };
+        assert_eq!(outcome::<()>(&Err(timeout)), IsrOutcome::Unknown);
+        let stopped = ClusterError::Stopped {
+            operation: "update isr",
+        };
+        assert_eq!(outcome::<()>(&Err(stopped)), IsrOutcome::Unknown);
+        let lost = ClusterError::SessionLost {
+            reason: "gone".into(),
+        };
+        assert_eq!(outcome::<()>(&Err(lost)), IsrOutcome::Unknown);
+        let disconnected = ClusterError::Disconnected {
+            operation: "update isr",
+        };
+        assert_eq!(outcome::<()>(&Err(disconnected)), IsrOutcome::NotSent);
+        let stale = ClusterError::StaleBrokerEpoch {
+            topic: "t".into(),
+            partition: 0,
+            broker: 2,
+            expected: 5,
+        };
+        assert_eq!(outcome::<()>(&Err(stale)), IsrOutcome::Rejected);
+        let moved = ClusterError::StaleLeaderEpoch {
+            topic: "t".into(),
+            partition: 0,
+            expected: 1,
+            current: 2,
+        };
+        assert_eq!(outcome::<()>(&Err(moved)), IsrOutcome::Superseded);
+        assert_eq!(outcome(&Ok(())), IsrOutcome::Committed);
     }
 }

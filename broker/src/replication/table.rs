@@ -37,7 +37,8 @@ pub fn table_from_cluster(
                 shard_count,
                 topic.replication_factor,
                 configs,
-            );
+            )
+            .with_topic_id(topic.topic_id);
             assignment.replication = topic
                 .assignment
                 .iter()
@@ -59,6 +60,7 @@ pub fn table_from_cluster(
                 host: broker.host.clone(),
                 native_port: broker.native_port,
                 shard_ports: broker.shard_ports.clone(),
+                broker_epoch: state.broker_epoch(broker.id).unwrap_or(0),
             };
             (broker.id, address)
         })
@@ -81,6 +83,10 @@ fn replica_info(
     replicas: &[i32],
     min_insync_replicas: usize,
 ) -> ReplicaInfo {
+    let broker_epochs = replicas
+        .iter()
+        .filter_map(|replica| state.broker_epoch(*replica).map(|epoch| (*replica, epoch)))
+        .collect();
     match state.partition(topic, partition) {
         Some(entry) => ReplicaInfo {
             leader: entry.state.leader,
@@ -89,6 +95,7 @@ fn replica_info(
             isr: entry.state.isr.clone(),
             version: entry.mod_revision,
             min_insync_replicas,
+            broker_epochs,
         },
         None => ReplicaInfo {
             leader: NO_LEADER,
@@ -97,6 +104,7 @@ fn replica_info(
             isr: Vec::new(),
             version: 0,
             min_insync_replicas,
+            broker_epochs,
         },
     }
 }
@@ -129,6 +137,7 @@ mod tests {
             "t".into(),
             TopicAssignment {
                 name: "t".into(),
+                topic_id: uuid::Uuid::from_u128(9),
                 partitions: 2,
                 replication_factor: 2,
                 configs: [("min.insync.replicas".to_string(), "2".to_string())].into(),
@@ -141,6 +150,7 @@ mod tests {
                 leader_epoch: 4,
                 isr: vec![1, 2],
                 controller_epoch: 0,
+                isr_epochs: Default::default(),
             },
             mod_revision: 40,
         };
@@ -149,8 +159,10 @@ mod tests {
             .entry("t".into())
             .or_default()
             .insert(0, entry);
+        state.broker_epochs = [(1, 31), (2, 32)].into();
         let table = table_from_cluster(&state, 1, 2, 1);
         assert_eq!(table.version(), 42);
+        assert_eq!(table.topic_id("t"), Some(uuid::Uuid::from_u128(9)));
         assert!(table.owner("t", 0).is_some());
         assert_eq!(
             table.owner("t", 1),
@@ -163,10 +175,16 @@ mod tests {
         assert_eq!((info.leader, info.leader_epoch, info.version), (1, 4, 40));
         assert_eq!(info.isr, vec![1, 2]);
         assert_eq!(info.min_insync_replicas, 2);
+        assert_eq!(
+            info.broker_epochs,
+            vec![(1, 31), (2, 32)],
+            "3 is not registered"
+        );
         assert_eq!(assignment.replica_info(1).unwrap().leader, NO_LEADER);
         let cluster = table.cluster().unwrap();
         assert_eq!(cluster.node_id, 1);
         assert_eq!(cluster.brokers.len(), 2);
+        assert_eq!(cluster.brokers[&2].broker_epoch, 32);
         assert_eq!(cluster.controller_id, NO_LEADER);
     }
 }

@@ -13,8 +13,12 @@
 //!    the batches as they are (offsets and epochs kept), and takes the leader's high watermark
 //!    (capped by its own log end).
 //!
-//! Errors back off (bounded, doubling); a broken connection is reopened. Role changes are
-//! serialised with the fetcher's truncations and appends through the partition's role lock,
+//! A partition whose log ends below the leader's log start (retention on the leader deleted
+//! what it needs) is emptied and restarted at the leader's log start (Kafka's
+//! `truncateFullyAndStartAt`).
+//!
+//! Errors back off (bounded, doubling); a broken connection is reopened. Each truncation and
+//! append holds the partition's role (`Partition::hold_role`), which a role change waits for,
 //! and every response is checked against the partition's role generation before it is used, so
 //! nothing fetched under an old role lands in the log.
 
@@ -491,7 +495,7 @@ async fn truncate_to_answer(
     generation: u64,
     leader: (i32, i64),
 ) -> Option<bool> {
-    let _exclusive = partition.role_lock().acquire_permit(1).await.ok()?;
+    let _held = partition.hold_role().await?;
     if partition.generation() != generation {
         return None;
     }
@@ -518,7 +522,7 @@ async fn truncate_to_answer(
 /// A log with records but no leader epochs cannot be compared with the leader: empty it. Returns
 /// whether the partition may fetch now.
 async fn truncate_unknown(partition: &Partition, generation: u64) -> bool {
-    let Ok(_exclusive) = partition.role_lock().acquire_permit(1).await else {
+    let Some(_held) = partition.hold_role().await else {
         return false;
     };
     if partition.generation() != generation {
@@ -612,12 +616,11 @@ async fn apply_fetched(
             }
         }
         Some(ErrorCode::OffsetOutOfRange) => {
-            let log_end = partition.log().log_end_offset();
-            if log_end < result.log_start_offset {
-                tracing::error!(topic = key.0, partition = key.1, log_end, leader_log_start = result.log_start_offset, "follower is behind the leader's log start (retention deleted what it needs); it cannot catch up");
-            }
+            let restarted = restart_at_leader_start(partition, generation, result).await;
             with_followed(fetcher, key, generation, |followed| {
-                followed.needs_truncation = true;
+                if !restarted {
+                    followed.needs_truncation = true;
+                }
                 followed.delay();
             });
         }
@@ -633,6 +636,40 @@ async fn apply_fetched(
     }
 }
 
+/// The leader refused the fetch offset as out of range: when this log ends below the leader's
+/// log start (retention on the leader deleted what it would fetch next, while this replica was
+/// away), empty it and continue from the leader's log start, as Kafka's follower does
+/// (`truncateFullyAndStartAt`). Returns whether it did; otherwise the log is checked against
+/// the leader again (it may be ahead of a new leader's log end).
+async fn restart_at_leader_start(
+    partition: &Partition,
+    generation: u64,
+    result: &FetchPartitionResult,
+) -> bool {
+    let Some(_held) = partition.hold_role().await else {
+        return false;
+    };
+    let log_end = partition.log().log_end_offset();
+    let leader_start = result.log_start_offset;
+    if partition.generation() != generation || log_end >= leader_start {
+        return false;
+    }
+    tracing::warn!(
+        topic = partition.topic(),
+        partition = partition.partition(),
+        log_end,
+        leader_log_start = leader_start,
+        "follower is behind the leader's log start (retention deleted what it needs); emptying it to continue from the leader's log start"
+    );
+    match partition.truncate_fully_and_start_at(leader_start).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "follower could not restart its log at the leader's log start");
+            false
+        }
+    }
+}
+
 /// Appends fetched batches (if the role is unchanged) and takes the leader's high watermark.
 async fn append_fetched(
     server: &ShardServer,
@@ -641,7 +678,7 @@ async fn append_fetched(
     result: &FetchPartitionResult,
     records: BytesMut,
 ) -> Result<(), PartitionError> {
-    let Ok(_exclusive) = partition.role_lock().acquire_permit(1).await else {
+    let Some(_held) = partition.hold_role().await else {
         return Ok(());
     };
     if partition.generation() != generation {

@@ -283,6 +283,7 @@ pub fn partition_error_code(error: &PartitionError) -> (ErrorCode, Option<Protoc
             (ErrorCode::NotEnoughReplicasAfterAppend, None)
         }
         PartitionError::ReplicationTimeout { .. } => (ErrorCode::RequestTimedOut, None),
+        PartitionError::OffsetNotAvailable { .. } => (ErrorCode::OffsetNotAvailable, None),
         PartitionError::Forward { .. } => (ErrorCode::UnknownServerError, None),
     }
 }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
-use sluice_shard::{IsrChangeKind, Partition, PartitionLag};
+use sluice_shard::{IsrChangeKind, IsrOutcome, Partition, PartitionLag};
 
 use super::ShardServer;
 use crate::replication::IsrCommand;
@@ -16,9 +16,10 @@ use crate::replication::IsrCommand;
 const ISR_CHECK_INTERVAL_MS_MIN: u64 = 50;
 const ISR_CHECK_INTERVAL_MS_MAX: u64 = 2_500;
 
-/// Sends the ISR change `partition` wants now, if it leads and wants one, to the ISR worker,
-/// and settles it on the partition when etcd answers. A full worker queue fails the proposal
-/// at once; the next check proposes again.
+/// Sends the ISR change `partition` wants now, if it leads and wants one (or wants to send
+/// again a change whose outcome is in doubt), to the ISR worker, and settles it on the
+/// partition when etcd answers. A full worker queue settles it as not sent at once; the next
+/// check proposes again.
 pub fn propose_isr_change(server: &ShardServer, partition: &Rc<Partition>) {
     let Some(isr) = &server.shared.isr else {
         return;
@@ -28,25 +29,24 @@ pub fn propose_isr_change(server: &ShardServer, partition: &Rc<Partition>) {
         return;
     };
     let (reply, answer) = oneshot::channel();
-    let epoch = proposal.leader_epoch;
-    let kind = proposal.kind;
     let command = IsrCommand::Update {
         topic: partition.topic().to_string(),
         partition: partition.partition(),
-        proposal,
+        proposal: proposal.clone(),
         reply,
     };
     if isr.try_send(command).is_err() {
-        partition.settle_isr_change(epoch, false);
+        partition.settle_isr_change(&proposal, IsrOutcome::NotSent);
         return;
     }
     let partition = partition.clone();
     let metrics = server.shard.metrics().clone();
     glommio::spawn_local(async move {
-        let committed = matches!(answer.await, Ok(Ok(())));
-        partition.settle_isr_change(epoch, committed);
-        if committed {
-            match kind {
+        // A dropped reply means the worker stopped, possibly after sending the change.
+        let outcome = answer.await.unwrap_or(IsrOutcome::Unknown);
+        partition.settle_isr_change(&proposal, outcome);
+        if outcome == IsrOutcome::Committed {
+            match proposal.kind {
                 IsrChangeKind::Shrink => metrics.isr_shrinks.increment(),
                 IsrChangeKind::Expand => metrics.isr_expands.increment(),
             }

@@ -80,6 +80,8 @@ pub fn config(endpoint: &str, cluster: &str, node_id: i32) -> ClusterConfig {
     config.connect_timeout_ms = 3_000;
     config.request_timeout_ms = 5_000;
     config.reconnect_backoff_ms_max = 500;
+    // A start keeps retrying an unreachable etcd this long before it fails.
+    config.start_timeout_ms = 5_000;
     config
 }
 

@@ -106,6 +106,20 @@ impl Etcd {
         .unwrap_or_else(|error| panic!("etcd at {} did not answer: {error}", self.endpoint()))
     }
 
+    /// The create revision of `key`, or `None` when it does not exist (for a broker's
+    /// registration key, its broker epoch). Panics when etcd does not answer.
+    pub fn create_revision(&self, key: &str) -> Option<i64> {
+        let endpoint = self.endpoint();
+        let key = key.to_string();
+        block_on_bounded("etcd get", async move {
+            let options = ConnectOptions::new().with_connect_timeout(ETCD_REQUEST_TIMEOUT);
+            let mut client = Client::connect([endpoint], Some(options)).await?;
+            let response = client.get(key, None).await?;
+            Ok(response.kvs().first().map(|kv| kv.create_revision()))
+        })
+        .unwrap_or_else(|error| panic!("etcd at {} did not answer: {error}", self.endpoint()))
+    }
+
     /// The last lines of etcd's log, for failure reports.
     pub fn log_tail(&self, lines: usize) -> String {
         super::node::tail(&self.log_path(), lines)

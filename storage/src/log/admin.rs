@@ -181,7 +181,7 @@ impl LogInner {
     }
 
     /// Empties the log and restarts it at `offset` (at or below the log start).
-    async fn truncate_fully(&self, offset: i64) -> Result<(), StorageError> {
+    pub(super) async fn truncate_fully(&self, offset: i64) -> Result<(), StorageError> {
         let (old_writer, bases) = {
             let mut state = self.state.borrow_mut();
             state.handles.clear();
@@ -234,8 +234,13 @@ impl LogInner {
         self.write_recovery_point(offset).await
     }
 
-    /// See [`super::PartitionLog::apply_retention`].
-    pub(super) async fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+    /// See [`super::PartitionLog::apply_retention`] and
+    /// [`super::PartitionLog::apply_retention_below`]: nothing at or past `max_offset` goes.
+    pub(super) async fn apply_retention(
+        &self,
+        now_ms: i64,
+        max_offset: i64,
+    ) -> Result<usize, StorageError> {
         let _lock = self
             .append_lock
             .acquire_permit(1)
@@ -243,7 +248,7 @@ impl LogInner {
             .map_err(|_| StorageError::Closed)?;
         self.check_open()?;
         self.await_seal().await;
-        let count = self.expired_segments(now_ms);
+        let count = self.expired_segments(now_ms, max_offset);
         if count == 0 {
             return Ok(0);
         }
@@ -275,8 +280,10 @@ impl LogInner {
     }
 
     /// How many of the oldest closed segments retention deletes: a prefix of segments each
-    /// newer-than-nothing by `retention_ms` or beyond `retention_bytes` (Kafka's rules).
-    fn expired_segments(&self, now_ms: i64) -> usize {
+    /// newer-than-nothing by `retention_ms` or beyond `retention_bytes` (Kafka's rules), and
+    /// each wholly below `max_offset` (the high watermark: Kafka never deletes a segment holding
+    /// offsets at or above it).
+    fn expired_segments(&self, now_ms: i64, max_offset: i64) -> usize {
         if !self.config.cleanup_policy.deletes() {
             return 0;
         }
@@ -285,6 +292,9 @@ impl LogInner {
         let closed = state.segments.len().saturating_sub(1);
         let mut count = 0;
         for segment in &state.segments[..closed] {
+            if segment.next_offset > max_offset {
+                break;
+            }
             let time_breach = self.config.retention_ms.is_some_and(|retention_ms| {
                 segment.index.max_timestamp.is_some_and(|newest| {
                     now_ms.saturating_sub(newest) > i64::try_from(retention_ms).unwrap_or(i64::MAX)
