@@ -367,8 +367,9 @@ fn produce_clock(config: &ClientConfig, start_ms: i64) {
     let producer = BlockingProducer::new(
         config.clone(),
         ProducerConfig {
-            // Batches are closed by the flushes below, never by time.
-            linger_ms: 600_000,
+            // Batches are closed by the flushes below, never by time (the linger stays within
+            // the delivery timeout, which the producer checks).
+            linger_ms: 60_000,
             ..acks_all(Compression::None)
         },
     )
