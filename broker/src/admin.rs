@@ -16,6 +16,7 @@ use std::time::Duration;
 use sluice_shard::metrics::render_prometheus;
 use sluice_shard::ShardMetrics;
 
+use crate::kafka::{render_kafka_metrics, KafkaMetrics};
 use crate::replication::ClusterMetrics;
 use crate::server::handlers::API_NAMES;
 
@@ -47,13 +48,18 @@ impl AdminServer {
     pub fn start(
         addr: SocketAddr,
         metrics: Vec<Arc<ShardMetrics>>,
+        kafka: Vec<Arc<KafkaMetrics>>,
         cluster: ClusterMetricsSlot,
     ) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
-        let sources = Sources { metrics, cluster };
+        let sources = Sources {
+            metrics,
+            kafka,
+            cluster,
+        };
         let thread = std::thread::Builder::new()
             .name("sluice-admin".to_string())
             .spawn(move || serve(listener, &sources, stopping))?;
@@ -77,6 +83,8 @@ impl AdminServer {
 /// What the endpoint reports from.
 struct Sources {
     metrics: Vec<Arc<ShardMetrics>>,
+    /// The Kafka port's metrics per shard (empty when the port is off).
+    kafka: Vec<Arc<KafkaMetrics>>,
     cluster: ClusterMetricsSlot,
 }
 
@@ -142,6 +150,9 @@ fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
                 "# HELP sluice_shards Shards (executors) running.\n# TYPE sluice_shards gauge\nsluice_shards {}\n",
                 metrics.len()
             ));
+            if !sources.kafka.is_empty() {
+                body.push_str(&render_kafka_metrics(&sources.kafka));
+            }
             if let Some(cluster) = sources.cluster.get() {
                 body.push_str(&cluster.render());
             }

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod kafka;
 pub mod metadata;
 pub mod replication;
 pub mod server;
@@ -118,6 +119,8 @@ pub struct Broker;
 /// ignoring errors).
 pub struct BrokerHandle {
     native_addr: SocketAddr,
+    kafka_addr: Option<SocketAddr>,
+    kafka_metrics: Vec<Arc<kafka::KafkaMetrics>>,
     shard_addrs: Vec<SocketAddr>,
     metrics: Vec<Arc<ShardMetrics>>,
     running: Option<Running>,
@@ -179,6 +182,41 @@ fn advertised_host(config: &BrokerConfig, native_addr: SocketAddr) -> String {
     }
 }
 
+/// What the shards share about the Kafka port bound at `addr`: where clients are told to
+/// connect (`kafka_advertised_addr`, or the advertised host with the bound port), the APIs
+/// served, and a metrics block per shard.
+fn kafka_shared(
+    config: &BrokerConfig,
+    addr: SocketAddr,
+    advertised_host: &str,
+    shard_count: usize,
+) -> Result<kafka::KafkaShared, BrokerError> {
+    let (host, port) = match &config.kafka_advertised_addr {
+        Some(advertised) => config::split_host_port(advertised).map_err(|reason| {
+            BrokerError::Config(ConfigError::Invalid {
+                key: "kafka_advertised_addr",
+                value: advertised.clone(),
+                reason,
+            })
+        })?,
+        None => (advertised_host.to_string(), addr.port()),
+    };
+    let apis = sluice_kafka::ApiTable::core();
+    let metrics = (0..shard_count)
+        .map(|index| {
+            let id = ShardId(u32::try_from(index).unwrap_or(u32::MAX));
+            Arc::new(kafka::KafkaMetrics::new(id, &apis))
+        })
+        .collect();
+    Ok(kafka::KafkaShared {
+        addr,
+        advertised_host: host,
+        advertised_port: port,
+        apis,
+        metrics,
+    })
+}
+
 /// Picks the shared native address: a plain bind first (without SO_REUSEPORT, so a port another
 /// broker listens on is refused instead of silently shared), then a non-listening SO_REUSEPORT
 /// socket that holds the port until every shard has joined it.
@@ -237,6 +275,10 @@ impl Broker {
         let shard_count = config.shard_count();
         let (backend, table, cluster_id) = choose_backend(&config, shard_count)?;
         let (native_addr, reservation) = reserve_native_addr(config.native_addr)?;
+        let kafka_reservation = match config.kafka_addr {
+            Some(addr) => Some(reserve_native_addr(addr)?),
+            None => None,
+        };
         let metrics: Vec<Arc<ShardMetrics>> = (0..shard_count)
             .map(|index| {
                 let id = ShardId(u32::try_from(index).unwrap_or(u32::MAX));
@@ -244,13 +286,28 @@ impl Broker {
             })
             .collect();
         let cluster_metrics: ClusterMetricsSlot = Arc::new(OnceLock::new());
+        let advertised = advertised_host(&config, native_addr);
+        let kafka = match &kafka_reservation {
+            Some((addr, _)) => Some(kafka_shared(&config, *addr, &advertised, shard_count)?),
+            None => None,
+        };
+        let kafka_metrics = kafka
+            .as_ref()
+            .map(|kafka| kafka.metrics.clone())
+            .unwrap_or_default();
         let admin = match config.admin_addr {
             Some(addr) => Some(
-                AdminServer::start(addr, metrics.clone(), cluster_metrics.clone())
-                    .map_err(|source| BrokerError::Bind { addr, source })?,
+                AdminServer::start(
+                    addr,
+                    metrics.clone(),
+                    kafka_metrics.clone(),
+                    cluster_metrics.clone(),
+                )
+                .map_err(|source| BrokerError::Bind { addr, source })?,
             ),
             None => None,
         };
+        let kafka_addr = kafka.as_ref().map(|kafka| kafka.addr);
         let (control, control_requests) = ControlPlane::channel();
         let (isr, isr_requests) = match backend {
             Backend::Cluster => {
@@ -261,7 +318,8 @@ impl Broker {
         };
         let (startup, startup_reports) = std::sync::mpsc::channel();
         let shared = Arc::new(ServerShared {
-            advertised_host: advertised_host(&config, native_addr),
+            advertised_host: advertised,
+            kafka,
             log_config,
             cluster_id,
             native_addr,
@@ -298,9 +356,12 @@ impl Broker {
             }
         };
         drop(reservation);
-        tracing::info!(%native_addr, shards = shard_count, ?shard_addrs, admin = ?admin.as_ref().map(AdminServer::addr), cluster = config.cluster.enabled(), "broker started");
+        drop(kafka_reservation);
+        tracing::info!(%native_addr, ?kafka_addr, shards = shard_count, ?shard_addrs, admin = ?admin.as_ref().map(AdminServer::addr), cluster = config.cluster.enabled(), "broker started");
         Ok(BrokerHandle {
             native_addr,
+            kafka_addr,
+            kafka_metrics,
             shard_addrs,
             metrics,
             running: Some(Running {
@@ -348,6 +409,7 @@ fn launch_cluster(
     cluster_config.native_port = shared.native_addr.port();
     cluster_config.shard_ports = shard_addrs.iter().map(SocketAddr::port).collect();
     cluster_config.admin_addr = joining.admin_addr.map(|addr| addr.to_string());
+    cluster_config.kafka_port = shared.kafka.as_ref().map(|kafka| kafka.advertised_port);
     cluster_config.broker_session_ttl_s = config.cluster.broker_session_ttl_s;
     let handle = match ClusterHandle::start(cluster_config) {
         Ok(handle) => handle,
@@ -561,6 +623,16 @@ impl BrokerHandle {
     /// The shared native address (any shard answers).
     pub fn native_addr(&self) -> SocketAddr {
         self.native_addr
+    }
+
+    /// The Kafka protocol address, when the Kafka port is on.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka_addr
+    }
+
+    /// Each shard's Kafka metrics, by shard id (empty when the Kafka port is off).
+    pub fn kafka_metrics(&self) -> Vec<Arc<kafka::KafkaMetrics>> {
+        self.kafka_metrics.clone()
     }
 
     /// Each shard's own native address, by shard id.

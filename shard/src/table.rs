@@ -98,6 +98,8 @@ pub struct BrokerAddress {
     pub native_port: u16,
     /// Each shard's own native port, shard 0 first.
     pub shard_ports: Vec<u16>,
+    /// The Kafka protocol port, when the broker has one on.
+    pub kafka_port: Option<u16>,
 }
 
 impl BrokerAddress {
@@ -347,6 +349,7 @@ mod tests {
             host: "10.0.0.2".into(),
             native_port: 9000,
             shard_ports: vec![9001, 9002, 9003],
+            kafka_port: Some(9092),
         };
         let shard = shard_for("t", 1, 3);
         assert_eq!(broker.owner_shard("t", 1), Some(shard));

@@ -59,6 +59,7 @@ pub fn table_from_cluster(
                 host: broker.host.clone(),
                 native_port: broker.native_port,
                 shard_ports: broker.shard_ports.clone(),
+                kafka_port: broker.kafka_port,
             };
             (broker.id, address)
         })
@@ -122,6 +123,7 @@ mod tests {
                     native_port: 9000 + id as u16,
                     shard_ports: vec![9100 + id as u16],
                     admin_addr: None,
+                    kafka_port: None,
                 },
             );
         }
