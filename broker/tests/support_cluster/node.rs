@@ -201,6 +201,10 @@ impl BrokerNode {
             .arg(self.shard_port_base.to_string())
             .arg("--admin-addr")
             .arg(format!("{host}:{}", self.admin_port))
+            // An OS-picked Kafka port: the cluster tests speak the native protocol, and several
+            // run in parallel.
+            .arg("--kafka-addr")
+            .arg(format!("{host}:0"))
             .arg("--shards")
             .arg(self.spec.shards.to_string())
             .args(["--pin", "false"])
