@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: unit, property, crash, corruption, end-to-end, real Kafka
-# clients against the Kafka port, and the fuzz corpus replays. Installs what it needs on a fresh Debian machine with only the Rust toolchain.
+# clients against the Kafka port, and the fuzz corpus replays. Installs what it needs on a fresh
+# Debian machine with only the Rust toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
