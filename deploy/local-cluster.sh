@@ -41,6 +41,7 @@ usage() {
 BROKERS_MAX=99
 native_port() { echo $((PORT_BASE + $1)); }
 admin_port() { echo $((PORT_BASE + 100 + $1)); }
+kafka_port() { echo $((PORT_BASE + 200 + $1)); }
 
 port_is_free() {
   ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -82,25 +83,27 @@ wait_registered() {
 }
 
 start_broker() {
-  local id="$1" endpoint="$2" dir="$STATE/broker-$1" native admin
+  local id="$1" endpoint="$2" dir="$STATE/broker-$1" native admin kafka
   native=$(native_port "$id")
   admin=$(admin_port "$id")
+  kafka=$(kafka_port "$id")
   if pid_alive "$dir/broker.pid"; then
     echo "broker $id already running (pid $(cat "$dir/broker.pid"))"
     return 0
   fi
-  for port in "$native" "$admin"; do
+  for port in "$native" "$admin" "$kafka"; do
     port_is_free "$port" || { echo "port $port is in use; set LOCAL_CLUSTER_PORT_BASE" >&2; return 1; }
   done
   mkdir -p "$dir/data"
   nohup "$SLUICE_BIN" broker \
     --etcd "$endpoint" --cluster "$CLUSTER" --node-id "$id" \
     --native-addr "127.0.0.1:$native" --admin-addr "127.0.0.1:$admin" \
+    --kafka-addr "127.0.0.1:$kafka" \
     --data-dir "$dir/data" --shards "$SHARDS" --pin false \
     >>"$dir/broker.log" 2>&1 </dev/null &
   echo $! >"$dir/broker.pid"
   wait_registered "$id"
-  echo "broker $id: native 127.0.0.1:$native, admin http://127.0.0.1:$admin, pid $(cat "$dir/broker.pid")"
+  echo "broker $id: native 127.0.0.1:$native, kafka 127.0.0.1:$kafka, admin http://127.0.0.1:$admin, pid $(cat "$dir/broker.pid")"
 }
 
 up() {

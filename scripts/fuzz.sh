@@ -7,6 +7,7 @@
 #   frame_decoder   the native protocol's FrameDecoder fed a stream in pieces (sluice-net)
 #   control_body    every rkyv request and response body a peer decodes (sluice-net)
 #   recovery        opening a damaged log directory (sluice-storage)
+#   kafka_request   Kafka request framing, headers and every served API's decoder (sluice-kafka)
 #
 # cargo-fuzz needs nightly-only sanitizer flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain
 # accept them, so no nightly install is required. New inputs go to fuzz/corpus/<target>
@@ -15,7 +16,7 @@
 # exit non-zero.
 set -euo pipefail
 
-targets_all=(batch_parse frame_decoder control_body recovery)
+targets_all=(batch_parse frame_decoder control_body recovery kafka_request)
 
 seconds="${1:-30}"
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -eq 0 ]; then

@@ -17,6 +17,7 @@ use sluice_shard::metrics::render_prometheus;
 use sluice_shard::ShardMetrics;
 
 use crate::groups::metrics::GroupMetrics;
+use crate::kafka::{render_kafka_metrics, KafkaMetrics};
 use crate::replication::ClusterMetrics;
 use crate::server::handlers::API_NAMES;
 
@@ -49,6 +50,7 @@ impl AdminServer {
         addr: SocketAddr,
         metrics: Vec<Arc<ShardMetrics>>,
         groups: Vec<Arc<GroupMetrics>>,
+        kafka: Vec<Arc<KafkaMetrics>>,
         cluster: ClusterMetricsSlot,
     ) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(addr)?;
@@ -58,6 +60,7 @@ impl AdminServer {
         let sources = Sources {
             metrics,
             groups,
+            kafka,
             cluster,
         };
         let thread = std::thread::Builder::new()
@@ -84,6 +87,8 @@ impl AdminServer {
 struct Sources {
     metrics: Vec<Arc<ShardMetrics>>,
     groups: Vec<Arc<GroupMetrics>>,
+    /// The Kafka port's metrics per shard (empty when the port is off).
+    kafka: Vec<Arc<KafkaMetrics>>,
     cluster: ClusterMetricsSlot,
 }
 
@@ -150,6 +155,9 @@ fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
                 "# HELP sluice_shards Shards (executors) running.\n# TYPE sluice_shards gauge\nsluice_shards {}\n",
                 metrics.len()
             ));
+            if !sources.kafka.is_empty() {
+                body.push_str(&render_kafka_metrics(&sources.kafka));
+            }
             if let Some(cluster) = sources.cluster.get() {
                 body.push_str(&cluster.render());
             }

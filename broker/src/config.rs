@@ -317,6 +317,11 @@ pub struct BrokerConfig {
     pub shard_ports: Vec<u16>,
     /// The admin HTTP endpoint (`/metrics`, `/health`); `None` turns it off.
     pub admin_addr: Option<SocketAddr>,
+    /// The Kafka protocol port every shard accepts on (SO_REUSEPORT); `None` turns it off.
+    pub kafka_addr: Option<SocketAddr>,
+    /// `host:port` Kafka clients are told to connect to (Metadata, DescribeCluster); `None`:
+    /// the advertised host and the bound Kafka port.
+    pub kafka_advertised_addr: Option<String>,
     /// Number of shards; 0 = one per CPU in `cpus`, or per usable CPU.
     pub shards: usize,
     /// CPUs to pin shards to, in shard order; `None` = the usable CPUs in order.
@@ -342,6 +347,8 @@ impl Default for BrokerConfig {
             advertised_host: None,
             shard_ports: Vec::new(),
             admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
+            kafka_addr: Some(SocketAddr::from(([127, 0, 0, 1], KAFKA_PORT_DEFAULT))),
+            kafka_advertised_addr: None,
             shards: 0,
             cpus: None,
             pin: true,
@@ -352,6 +359,9 @@ impl Default for BrokerConfig {
         }
     }
 }
+
+/// Kafka's customary port, the default of `kafka_addr`.
+pub const KAFKA_PORT_DEFAULT: u16 = 9092;
 
 /// Every key optional: what one source (the file, or the flags and environment) sets. Used as
 /// the TOML schema (unknown keys are an error naming the key) and as clap arguments.
@@ -382,6 +392,14 @@ pub struct ConfigOverlay {
     #[arg(long, env = "SLUICE_ADMIN_ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_addr: Option<String>,
+    /// Kafka protocol listen address, host:port, or "" / "off" to disable it.
+    #[arg(long, env = "SLUICE_KAFKA_ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_addr: Option<String>,
+    /// host:port Kafka clients are told to connect to.
+    #[arg(long, env = "SLUICE_KAFKA_ADVERTISED_ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_advertised_addr: Option<String>,
     /// Number of shards (0 = one per usable CPU).
     #[arg(long, env = "SLUICE_SHARDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -575,7 +593,7 @@ impl ConfigOverlay {
     /// This overlay with every key it leaves unset taken from `lower`.
     pub fn over(mut self, mut lower: ConfigOverlay) -> ConfigOverlay {
         overlay!(self, lower; node_id, data_dir, native_addr, advertised_host, shard_ports,
-            admin_addr, shards, cpus, pin);
+            admin_addr, kafka_addr, kafka_advertised_addr, shards, cpus, pin);
         overlay!(self.storage, lower.storage; write_mode, segment_bytes_max, segment_ms_max,
             durability, flush_bytes_max, flush_ms_max, retention_ms, retention_bytes,
             batch_bytes_max, tail_cache_bytes_max, recovery, log_cleaner_io_bytes_per_second_max,
@@ -597,6 +615,21 @@ fn parse_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError>
         .map_err(|error| invalid(key, value, format!("not a host:port address ({error})")))?
         .next()
         .ok_or_else(|| invalid(key, value, "resolves to no address"))
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6) into its host and port.
+pub fn split_host_port(addr: &str) -> Result<(String, u16), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| "must be host:port".to_string())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err("the host is empty".to_string());
+    }
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))?;
+    Ok((host.to_string(), port))
 }
 
 impl BrokerConfig {
@@ -628,6 +661,15 @@ impl BrokerConfig {
                 "" | "off" | "none" => None,
                 addr => Some(parse_addr("admin_addr", addr)?),
             };
+        }
+        if let Some(addr) = &overlay.kafka_addr {
+            self.kafka_addr = match addr.as_str() {
+                "" | "off" | "none" => None,
+                addr => Some(parse_addr("kafka_addr", addr)?),
+            };
+        }
+        if let Some(addr) = overlay.kafka_advertised_addr {
+            self.kafka_advertised_addr = Some(addr).filter(|addr| !addr.is_empty());
         }
         if let Some(cpus) = overlay.cpus {
             self.cpus = Some(cpus);
@@ -697,6 +739,10 @@ impl BrokerConfig {
             }
         }
         self.validate_shard_ports()?;
+        if let Some(advertised) = &self.kafka_advertised_addr {
+            split_host_port(advertised)
+                .map_err(|reason| invalid("kafka_advertised_addr", advertised, reason))?;
+        }
         if let Some(cpus) = &self.cpus {
             if cpus.is_empty() {
                 return Err(invalid(
@@ -804,6 +850,11 @@ impl BrokerConfig {
                 self.admin_addr
                     .map_or("off".to_string(), |addr| addr.to_string()),
             ),
+            kafka_addr: Some(
+                self.kafka_addr
+                    .map_or("off".to_string(), |addr| addr.to_string()),
+            ),
+            kafka_advertised_addr: self.kafka_advertised_addr.clone(),
             shards: Some(self.shards),
             cpus: self.cpus.clone(),
             pin: Some(self.pin),

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod groups;
+pub mod kafka;
 pub mod metadata;
 pub mod replication;
 pub mod server;
@@ -121,6 +122,8 @@ pub struct Broker;
 /// ignoring errors).
 pub struct BrokerHandle {
     native_addr: SocketAddr,
+    kafka_addr: Option<SocketAddr>,
+    kafka_metrics: Vec<Arc<kafka::KafkaMetrics>>,
     shard_addrs: Vec<SocketAddr>,
     metrics: Vec<Arc<ShardMetrics>>,
     group_metrics: Vec<Arc<GroupMetrics>>,
@@ -183,6 +186,44 @@ fn advertised_host(config: &BrokerConfig, native_addr: SocketAddr) -> String {
     }
 }
 
+/// Binds the Kafka port at `addr` (one SO_REUSEPORT socket per shard, refused when another
+/// process listens on it, as the native port) and says what the shards share about it: where
+/// clients are told to connect (`kafka_advertised_addr`, or the advertised host with the bound
+/// port), the APIs served, and a metrics block per shard.
+fn kafka_shared(
+    config: &BrokerConfig,
+    addr: SocketAddr,
+    advertised_host: &str,
+    shard_count: usize,
+) -> Result<kafka::KafkaShared, BrokerError> {
+    let listeners = bind_native_listeners(addr, shard_count)?;
+    let (host, port) = match &config.kafka_advertised_addr {
+        Some(advertised) => config::split_host_port(advertised).map_err(|reason| {
+            BrokerError::Config(ConfigError::Invalid {
+                key: "kafka_advertised_addr",
+                value: advertised.clone(),
+                reason,
+            })
+        })?,
+        None => (advertised_host.to_string(), listeners.addr.port()),
+    };
+    let apis = sluice_kafka::ApiTable::core();
+    let metrics = (0..shard_count)
+        .map(|index| {
+            let id = ShardId(u32::try_from(index).unwrap_or(u32::MAX));
+            Arc::new(kafka::KafkaMetrics::new(id, &apis))
+        })
+        .collect();
+    Ok(kafka::KafkaShared {
+        addr: listeners.addr,
+        listeners: std::sync::Mutex::new(listeners.sockets.into_iter().map(Some).collect()),
+        advertised_host: host,
+        advertised_port: port,
+        apis,
+        metrics,
+    })
+}
+
 /// The metadata backend the config asks for, the shard table the shards start with, and the
 /// cluster id.
 fn choose_backend(
@@ -220,6 +261,7 @@ fn start_admin(
     config: &BrokerConfig,
     metrics: &[Arc<ShardMetrics>],
     group_metrics: &[Arc<GroupMetrics>],
+    kafka_metrics: &[Arc<kafka::KafkaMetrics>],
     cluster_metrics: &ClusterMetricsSlot,
 ) -> Result<Option<AdminServer>, BrokerError> {
     let Some(addr) = config.admin_addr else {
@@ -229,10 +271,41 @@ fn start_admin(
         addr,
         metrics.to_vec(),
         group_metrics.to_vec(),
+        kafka_metrics.to_vec(),
         cluster_metrics.clone(),
     )
     .map(Some)
     .map_err(|source| BrokerError::Bind { addr, source })
+}
+
+/// The Kafka port when the config asks for one, and its metrics per shard (empty without it).
+fn kafka_port(
+    config: &BrokerConfig,
+    advertised_host: &str,
+    shard_count: usize,
+) -> Result<(Option<kafka::KafkaShared>, Vec<Arc<kafka::KafkaMetrics>>), BrokerError> {
+    let Some(addr) = config.kafka_addr else {
+        return Ok((None, Vec::new()));
+    };
+    let kafka = kafka_shared(config, addr, advertised_host, shard_count)?;
+    let metrics = kafka.metrics.clone();
+    Ok((Some(kafka), metrics))
+}
+
+/// The queue of ISR changes the shards propose to the control plane (cluster mode only).
+fn isr_channel(
+    backend: &Backend,
+) -> (
+    Option<std::sync::mpsc::SyncSender<IsrCommand>>,
+    Option<std::sync::mpsc::Receiver<IsrCommand>>,
+) {
+    match backend {
+        Backend::Cluster => {
+            let (sender, receiver) = std::sync::mpsc::sync_channel(ISR_QUEUE_DEPTH_MAX);
+            (Some(sender), Some(receiver))
+        }
+        Backend::Embedded(_) => (None, None),
+    }
 }
 
 /// Where the metadata lives.
@@ -258,18 +331,22 @@ impl Broker {
         let native_addr = native.addr;
         let (metrics, group_metrics) = shard_metrics(shard_count);
         let cluster_metrics: ClusterMetricsSlot = Arc::new(OnceLock::new());
-        let admin = start_admin(&config, &metrics, &group_metrics, &cluster_metrics)?;
+        let advertised = advertised_host(&config, native_addr);
+        let (kafka, kafka_metrics) = kafka_port(&config, &advertised, shard_count)?;
+        let admin = start_admin(
+            &config,
+            &metrics,
+            &group_metrics,
+            &kafka_metrics,
+            &cluster_metrics,
+        )?;
+        let kafka_addr = kafka.as_ref().map(|kafka| kafka.addr);
         let (control, control_requests) = ControlPlane::channel();
-        let (isr, isr_requests) = match backend {
-            Backend::Cluster => {
-                let (sender, receiver) = std::sync::mpsc::sync_channel(ISR_QUEUE_DEPTH_MAX);
-                (Some(sender), Some(receiver))
-            }
-            Backend::Embedded(_) => (None, None),
-        };
+        let (isr, isr_requests) = isr_channel(&backend);
         let (startup, startup_reports) = std::sync::mpsc::channel();
         let shared = Arc::new(ServerShared {
-            advertised_host: advertised_host(&config, native_addr),
+            advertised_host: advertised,
+            kafka,
             log_config,
             cluster_id,
             native_addr,
@@ -307,9 +384,11 @@ impl Broker {
                 return Err(error);
             }
         };
-        tracing::info!(%native_addr, shards = shard_count, ?shard_addrs, admin = ?admin.as_ref().map(AdminServer::addr), cluster = config.cluster.enabled(), "broker started");
+        tracing::info!(%native_addr, ?kafka_addr, shards = shard_count, ?shard_addrs, admin = ?admin.as_ref().map(AdminServer::addr), cluster = config.cluster.enabled(), "broker started");
         Ok(BrokerHandle {
             native_addr,
+            kafka_addr,
+            kafka_metrics,
             shard_addrs,
             metrics,
             group_metrics,
@@ -358,6 +437,7 @@ fn launch_cluster(
     cluster_config.native_port = shared.native_addr.port();
     cluster_config.shard_ports = shard_addrs.iter().map(SocketAddr::port).collect();
     cluster_config.admin_addr = joining.admin_addr.map(|addr| addr.to_string());
+    cluster_config.kafka_port = shared.kafka.as_ref().map(|kafka| kafka.advertised_port);
     cluster_config.broker_session_ttl_s = config.cluster.broker_session_ttl_s;
     let handle = match ClusterHandle::start(cluster_config) {
         Ok(handle) => handle,
@@ -571,6 +651,16 @@ impl BrokerHandle {
     /// The shared native address (any shard answers).
     pub fn native_addr(&self) -> SocketAddr {
         self.native_addr
+    }
+
+    /// The Kafka protocol address, when the Kafka port is on.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka_addr
+    }
+
+    /// Each shard's Kafka metrics, by shard id (empty when the Kafka port is off).
+    pub fn kafka_metrics(&self) -> Vec<Arc<kafka::KafkaMetrics>> {
+        self.kafka_metrics.clone()
     }
 
     /// Each shard's own native address, by shard id.

@@ -91,6 +91,10 @@ fn print_addresses(broker: &sluice_broker::BrokerHandle) -> anyhow::Result<()> {
     for (shard, addr) in broker.shard_addrs().iter().enumerate() {
         writeln!(out, "shard {shard} {addr}")?;
     }
+    match broker.kafka_addr() {
+        Some(addr) => writeln!(out, "kafka {addr}")?,
+        None => writeln!(out, "kafka off")?,
+    }
     match broker.admin_addr() {
         Some(addr) => writeln!(out, "admin {addr}")?,
         None => writeln!(out, "admin off")?,

@@ -14,6 +14,7 @@ fn start_broker(data_dir: &std::path::Path) -> BrokerHandle {
         data_dir: data_dir.to_path_buf(),
         native_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         admin_addr: None,
+        kafka_addr: None,
         shards: 2,
         pin: false,
         ..BrokerConfig::default()

@@ -119,6 +119,9 @@ fn broker_config(options: &EmbeddedOptions, data_dir: PathBuf) -> BrokerConfig {
         data_dir,
         native_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         admin_addr: None,
+        // An OS-picked Kafka port, so embedded runs (and tests) never take 9092; the Kafka
+        // driver connects to whatever port was bound.
+        kafka_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         shards: options.shards.unwrap_or(0),
         cpus: options.cpus.clone(),
         pin: options.cpus.is_some(),

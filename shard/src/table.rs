@@ -135,6 +135,8 @@ pub struct BrokerAddress {
     /// The broker epoch of its registration (KIP-903): a new value at every fresh
     /// registration, so a restarted broker is told apart from its earlier incarnation.
     pub broker_epoch: i64,
+    /// The Kafka protocol port, when the broker has one on.
+    pub kafka_port: Option<u16>,
 }
 
 impl BrokerAddress {
@@ -394,6 +396,7 @@ mod tests {
             native_port: 9000,
             shard_ports: vec![9001, 9002, 9003],
             broker_epoch: 7,
+            kafka_port: Some(9092),
         };
         let shard = shard_for("t", 1, 3);
         assert_eq!(broker.owner_shard("t", 1), Some(shard));

@@ -27,11 +27,13 @@
 //! Everything here is plain byte manipulation with no I/O, so it runs on any core and in tests.
 
 mod builder;
+mod codec;
 mod fuzz;
 mod record;
 pub(crate) mod varint;
 
-pub use builder::{BatchBuilder, ZSTD_LEVEL};
+pub use builder::BatchBuilder;
+pub use codec::{compress, decompress, GZIP_LEVEL, ZSTD_LEVEL};
 pub use fuzz::fuzz_one;
 pub use record::{
     decode_records, decode_records_shared, Record, RecordHeader, DECOMPRESSED_BYTES_MAX,
@@ -67,13 +69,13 @@ const CONTROL_BIT: i16 = 0x20;
 pub enum Compression {
     /// Records are stored as they are.
     None,
-    /// gzip; stored and served opaquely, never decoded by the broker.
+    /// gzip.
     Gzip,
-    /// Snappy (xerial framing); stored and served opaquely.
+    /// Snappy (xerial framing as Kafka's Java client writes it, or one raw block).
     Snappy,
-    /// LZ4 frame; stored and served opaquely.
+    /// LZ4 frame format.
     Lz4,
-    /// Zstandard; the native client's default, decoded by `decode_records`.
+    /// Zstandard; the native client's default.
     Zstd,
 }
 
@@ -143,9 +145,6 @@ pub enum BatchError {
         /// Bytes that were there.
         available: usize,
     },
-    /// A valid codec this code does not decode (gzip, snappy, lz4), or cannot build with.
-    #[error("record batch compression {0:?} is not supported here (stored and served opaquely)")]
-    UnsupportedCompression(Compression),
     /// Attribute codec bits 5 to 7, which Kafka does not assign.
     #[error("record batch has unknown compression codec {0}")]
     UnknownCompression(i16),
@@ -182,7 +181,7 @@ pub enum BatchError {
     /// The codec failed to compress or decompress.
     #[error("record batch {operation} failed: {source}")]
     Compression {
-        /// "zstd compression" or "zstd decompression".
+        /// "zstd compression", "gzip decompression", ...
         operation: &'static str,
         /// The codec's error.
         source: std::io::Error,

@@ -288,6 +288,8 @@ pub struct ClusterConfig {
     pub shard_ports: Vec<u16>,
     /// The admin HTTP address, if enabled.
     pub admin_addr: Option<String>,
+    /// The Kafka protocol port, if enabled.
+    pub kafka_port: Option<u16>,
     /// Lease TTL, seconds; keep-alives go out every third of it.
     pub broker_session_ttl_s: u64,
     /// Bound on connecting and getting a lease, milliseconds.
@@ -313,6 +315,7 @@ impl ClusterConfig {
             native_port: 0,
             shard_ports: Vec::new(),
             admin_addr: None,
+            kafka_port: None,
             broker_session_ttl_s: BROKER_SESSION_TTL_S_DEFAULT,
             connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
@@ -371,6 +374,7 @@ impl ClusterConfig {
             native_port: self.native_port,
             shard_ports: self.shard_ports.clone(),
             admin_addr: self.admin_addr.clone(),
+            kafka_port: self.kafka_port,
         }
     }
 }

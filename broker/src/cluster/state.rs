@@ -24,6 +24,10 @@ pub struct BrokerInfo {
     pub shard_ports: Vec<u16>,
     /// Admin HTTP address, if any.
     pub admin_addr: Option<String>,
+    /// Kafka protocol port, if the broker has one on (absent in registrations written before
+    /// the Kafka listener existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_port: Option<u16>,
 }
 
 /// The value of the controller key.

@@ -61,6 +61,7 @@ pub fn table_from_cluster(
                 native_port: broker.native_port,
                 shard_ports: broker.shard_ports.clone(),
                 broker_epoch: state.broker_epoch(broker.id).unwrap_or(0),
+                kafka_port: broker.kafka_port,
             };
             (broker.id, address)
         })
@@ -130,6 +131,7 @@ mod tests {
                     native_port: 9000 + id as u16,
                     shard_ports: vec![9100 + id as u16],
                     admin_addr: None,
+                    kafka_port: None,
                 },
             );
         }

@@ -125,7 +125,15 @@ async fn read_round(server: &ShardServer, request: &FetchRequest) -> Round {
     for wanted in &request.partitions {
         let budget = (wanted.partition_max_bytes as usize).min(remaining);
         let reader = reader_of(request, wanted);
-        match read_partition(server, wanted, budget, reader).await {
+        let read = read_partition(
+            server,
+            &wanted.topic,
+            wanted.partition,
+            wanted.fetch_offset,
+            budget,
+            reader,
+        );
+        match read.await {
             Ok((state, part)) => {
                 let length = part.as_ref().map_or(0, PayloadPart::len);
                 remaining = remaining.saturating_sub(length);
@@ -182,15 +190,17 @@ fn failed_result(
 /// Reads one partition: its state, and up to `budget` bytes of whole batches from the fetch
 /// offset (`budget` 0 reads nothing: the request's byte budget is spent). A follower's read
 /// first records its fetch offset on the leader (and may start an ISR expansion).
-async fn read_partition(
+pub(crate) async fn read_partition(
     server: &ShardServer,
-    wanted: &FetchPartition,
+    topic: &str,
+    index: i32,
+    fetch_offset: i64,
     budget: usize,
     reader: Reader,
 ) -> Result<(PartitionState, Option<PayloadPart>), PartitionError> {
-    match server.shard.route(&wanted.topic, wanted.partition) {
+    match server.shard.route(topic, index) {
         Route::Local(partition) => {
-            partition.record_fetch(reader, wanted.fetch_offset, sluice_shard::now_ms())?;
+            partition.record_fetch(reader, fetch_offset, sluice_shard::now_ms())?;
             if let Reader::Replica { .. } = reader {
                 super::replication::propose_isr_change(server, &partition);
             }
@@ -198,7 +208,7 @@ async fn read_partition(
                 partition.check_leader()?;
                 return Ok((partition.state(), None));
             }
-            let slice = partition.read_as(reader, wanted.fetch_offset, budget)?;
+            let slice = partition.read_as(reader, fetch_offset, budget)?;
             let part = match slice {
                 ReadSlice::Empty => None,
                 ReadSlice::File(file) => Some(PayloadPart::File {
@@ -213,26 +223,15 @@ async fn read_partition(
         Route::Remote(owner) => {
             let read = server
                 .shard
-                .read_remote_as(
-                    owner,
-                    &wanted.topic,
-                    wanted.partition,
-                    wanted.fetch_offset,
-                    budget,
-                    reader,
-                )
+                .read_remote_as(owner, topic, index, fetch_offset, budget, reader)
                 .await?;
             let part = Some(read.records)
                 .filter(|records| !records.is_empty())
                 .map(PayloadPart::Memory);
             Ok((read.state, part))
         }
-        Route::NotHosted => Err(PartitionError::not_leader(
-            &wanted.topic,
-            wanted.partition,
-            -1,
-        )),
-        Route::Unknown => Err(PartitionError::unknown(&wanted.topic, wanted.partition)),
+        Route::NotHosted => Err(PartitionError::not_leader(topic, index, -1)),
+        Route::Unknown => Err(PartitionError::unknown(topic, index)),
     }
 }
 
@@ -246,31 +245,44 @@ async fn wait_for_data(
     watermarks: &[Option<i64>],
     timeout: Duration,
 ) {
-    let mut waits: Vec<Wait<'_>> = Vec::with_capacity(request.partitions.len() + 2);
-    waits.push(Box::pin(glommio::timer::sleep(timeout)));
-    waits.push(Box::pin(server.stop.wait()));
     let visibility = if request.replica_id < 0 {
         Visibility::Committed
     } else {
         Visibility::LogEnd
     };
-    for (wanted, seen) in request.partitions.iter().zip(watermarks) {
-        let Some(seen) = *seen else {
-            continue;
-        };
-        match server.shard.route(&wanted.topic, wanted.partition) {
+    let watched = request
+        .partitions
+        .iter()
+        .zip(watermarks)
+        .filter_map(|(wanted, seen)| {
+            seen.map(|seen| (wanted.topic.as_str(), wanted.partition, seen))
+        });
+    wait_for_change(server, visibility, watched, timeout).await;
+}
+
+/// Waits until the watched offset of any of `watched` (topic, partition, offset seen) passes
+/// the offset seen, `timeout` passes, or the shard starts draining. Partitions on other shards
+/// are watched by a wait forwarded to their owner.
+pub(crate) async fn wait_for_change<'a>(
+    server: &'a ShardServer,
+    visibility: Visibility,
+    watched: impl Iterator<Item = (&'a str, i32, i64)>,
+    timeout: Duration,
+) {
+    let mut waits: Vec<Wait<'a>> = Vec::new();
+    waits.push(Box::pin(glommio::timer::sleep(timeout)));
+    waits.push(Box::pin(server.stop.wait()));
+    for (topic, index, seen) in watched {
+        match server.shard.route(topic, index) {
             // The one timer above bounds every local wait.
             Route::Local(partition) => waits.push(Box::pin(async move {
                 partition.moved_past(visibility, seen).await;
             })),
-            Route::Remote(owner) => waits.push(Box::pin(server.shard.wait_remote(
-                owner,
-                &wanted.topic,
-                wanted.partition,
-                seen,
-                visibility,
-                timeout,
-            ))),
+            Route::Remote(owner) => waits.push(Box::pin(
+                server
+                    .shard
+                    .wait_remote(owner, topic, index, seen, visibility, timeout),
+            )),
             Route::NotHosted | Route::Unknown => {}
         }
     }

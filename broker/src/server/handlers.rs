@@ -456,7 +456,7 @@ fn cluster_topic_meta(table: &ShardTable, cluster: &ClusterView, name: &str) -> 
 /// Hands a topic change to the control plane and waits for its answer. The request's
 /// `timeout_ms` is not used: the answer comes once every shard applied the change (or failed),
 /// which on a single node takes as long as opening or deleting the logs.
-async fn ask_control(
+pub(crate) async fn ask_control(
     server: &ShardServer,
     names: Vec<String>,
     make: impl FnOnce(oneshot::Sender<Vec<TopicResult>>) -> ControlRequest,

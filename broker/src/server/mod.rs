@@ -35,6 +35,7 @@ use socket2::Socket;
 use crate::config::BrokerConfig;
 use crate::control::ControlClient;
 use crate::groups::GroupManager;
+use crate::kafka::KafkaShared;
 use crate::replication::IsrClient;
 use crate::BrokerError;
 use follower::Followers;
@@ -92,6 +93,8 @@ pub struct ServerShared {
     pub isr: Option<IsrClient>,
     /// Where each shard reports the outcome of its startup.
     pub startup: std::sync::mpsc::Sender<ShardStartup>,
+    /// The Kafka protocol port; `None` when it is off.
+    pub kafka: Option<KafkaShared>,
 }
 
 /// A shard's startup report.
@@ -271,7 +274,14 @@ async fn obey(
     None
 }
 
-type Listeners = Vec<TcpListener>;
+/// The protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WireProtocol {
+    Native,
+    Kafka,
+}
+
+type Listeners = Vec<(TcpListener, WireProtocol)>;
 
 /// Opens this shard's partitions (recovering them), takes its native-port socket and binds its
 /// own port.
@@ -298,10 +308,27 @@ async fn start_listening(
         shared.native_addr,
         shard.id().index(),
     )?;
-    Ok((
-        vec![glommio_listener(native), glommio_listener(own_socket)],
-        own_addr,
-    ))
+    let mut listeners = vec![
+        (glommio_listener(native), WireProtocol::Native),
+        (glommio_listener(own_socket), WireProtocol::Native),
+    ];
+    if let Some(kafka) = &shared.kafka {
+        let socket = kafka
+            .listeners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(shard.id().index())
+            .and_then(Option::take)
+            .ok_or_else(|| BrokerError::Bind {
+                addr: kafka.addr,
+                source: std::io::Error::other(format!(
+                    "no Kafka-port socket was bound for {}",
+                    shard.id()
+                )),
+            })?;
+        listeners.push((glommio_listener(socket), WireProtocol::Kafka));
+    }
+    Ok((listeners, own_addr))
 }
 
 /// Accepts on every listener once all shards' ports are known, until the stop trigger fires.
@@ -314,14 +341,16 @@ async fn accept_all(server: Rc<ShardServer>, listeners: Listeners) {
     }
     let loops: Vec<_> = listeners
         .into_iter()
-        .map(|listener| glommio::spawn_local(accept_loop(server.clone(), listener)))
+        .map(|(listener, protocol)| {
+            glommio::spawn_local(accept_loop(server.clone(), listener, protocol))
+        })
         .collect();
     for accepting in loops {
         accepting.await;
     }
 }
 
-async fn accept_loop(server: Rc<ShardServer>, listener: TcpListener) {
+async fn accept_loop(server: Rc<ShardServer>, listener: TcpListener, protocol: WireProtocol) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             server.stop.wait().await;
@@ -330,7 +359,7 @@ async fn accept_loop(server: Rc<ShardServer>, listener: TcpListener) {
         .await;
         match accepted {
             None => return,
-            Some(Ok(stream)) => admit(&server, stream),
+            Some(Ok(stream)) => admit(&server, stream, protocol),
             Some(Err(error)) => {
                 tracing::warn!(%error, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
@@ -340,7 +369,7 @@ async fn accept_loop(server: Rc<ShardServer>, listener: TcpListener) {
 }
 
 /// Starts serving `stream` unless `connections_max` connections are open.
-fn admit(server: &Rc<ShardServer>, stream: TcpStream) {
+fn admit(server: &Rc<ShardServer>, stream: TcpStream, protocol: WireProtocol) {
     let metrics = server.metrics();
     let limit = server.shared.config.limits.connections_max;
     let open = server
@@ -361,7 +390,12 @@ fn admit(server: &Rc<ShardServer>, stream: TcpStream) {
     server.connections.set(server.connections.get() + 1);
     let server = server.clone();
     glommio::spawn_local(async move {
-        let serving = connection::serve(server.clone(), stream);
+        let serving: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = match protocol {
+            WireProtocol::Native => Box::pin(connection::serve(server.clone(), stream)),
+            WireProtocol::Kafka => {
+                Box::pin(crate::kafka::connection::serve(server.clone(), stream))
+            }
+        };
         futures_lite::future::or(serving, server.abort.wait()).await;
         server
             .connections

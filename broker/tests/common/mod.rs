@@ -24,6 +24,8 @@ pub fn test_config(data_dir: &Path, shards: usize) -> BrokerConfig {
         data_dir: data_dir.to_path_buf(),
         native_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+        // An OS-picked Kafka port: tests run in parallel, so none may take 9092.
+        kafka_addr: Some("127.0.0.1:0".parse().unwrap()),
         shards,
         pin: false,
         ..BrokerConfig::default()
@@ -244,6 +246,7 @@ pub struct BrokerProcess {
     pub native: SocketAddr,
     pub shards: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    pub kafka: Option<SocketAddr>,
     pub stderr_path: std::path::PathBuf,
 }
 
@@ -261,6 +264,8 @@ impl BrokerProcess {
                 "127.0.0.1:0",
                 "--admin-addr",
                 "127.0.0.1:0",
+                "--kafka-addr",
+                "127.0.0.1:0",
                 "--pin",
                 "false",
             ])
@@ -274,13 +279,15 @@ impl BrokerProcess {
         let mut native = None;
         let mut shards = Vec::new();
         let mut admin = None;
+        let mut kafka = None;
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap();
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
                 ["native", addr] => native = Some(addr.parse().unwrap()),
                 ["shard", _, addr] => shards.push(addr.parse().unwrap()),
-                ["admin", "off"] => {}
+                ["admin", "off"] | ["kafka", "off"] => {}
+                ["kafka", addr] => kafka = Some(addr.parse().unwrap()),
                 ["admin", addr] => admin = Some(addr.parse().unwrap()),
                 ["ready"] => break,
                 _ => {}
@@ -296,6 +303,7 @@ impl BrokerProcess {
             native,
             shards,
             admin,
+            kafka,
             stderr_path,
         }
     }

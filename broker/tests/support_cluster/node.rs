@@ -189,6 +189,10 @@ impl BrokerNode {
             .arg(format!("{host}:0"))
             .arg("--admin-addr")
             .arg(format!("{host}:0"))
+            // An OS-picked Kafka port: the cluster tests speak the native protocol, and several
+            // run in parallel.
+            .arg("--kafka-addr")
+            .arg(format!("{host}:0"))
             .arg("--shards")
             .arg(self.spec.shards.to_string())
             .args(["--pin", "false"])

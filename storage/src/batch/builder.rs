@@ -2,15 +2,12 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::codec::compress;
 use super::varint::{put_varint, put_varlong, varint_len, varlong_len};
 use super::{
     write_crc, BatchError, Compression, BATCH_HEADER_BYTES, CRC_COVERED_START, LOG_OVERHEAD_BYTES,
     MAGIC_V2,
 };
-
-/// zstd level used when building compressed batches: libzstd's default, the usual balance of
-/// speed and ratio, and what Kafka's producer uses when no level is configured.
-pub const ZSTD_LEVEL: i32 = 3;
 
 /// Producer id, epoch and sequence of a batch from a non-idempotent producer.
 const NO_PRODUCER_ID: i64 = -1;
@@ -40,7 +37,7 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    /// A builder for `Compression::None` or `Compression::Zstd`; other codecs make `build` fail.
+    /// A builder for batches compressed with `compression` (any of Kafka's codecs).
     pub fn new(compression: Compression) -> Self {
         BatchBuilder::with_capacity(compression, 0)
     }
@@ -181,15 +178,10 @@ impl BatchBuilder {
         let compressed;
         let payload: &[u8] = match self.compression {
             Compression::None => &self.records[BATCH_HEADER_BYTES..],
-            Compression::Zstd => {
-                compressed = zstd::bulk::compress(&self.records[BATCH_HEADER_BYTES..], ZSTD_LEVEL)
-                    .map_err(|source| BatchError::Compression {
-                        operation: "zstd compression",
-                        source,
-                    })?;
+            codec => {
+                compressed = compress(codec, &self.records[BATCH_HEADER_BYTES..])?;
                 &compressed
             }
-            other => return Err(BatchError::UnsupportedCompression(other)),
         };
         let total = BATCH_HEADER_BYTES + payload.len();
         let batch_length = self.batch_length(total)?;

@@ -5,10 +5,9 @@
 //! keyLength varint | key | valueLength varint | value | headersCount varint | headers`, each
 //! header `keyLength varint | key (UTF-8) | valueLength varint | value`. A length of -1 is null.
 
-use std::io::Read;
-
 use bytes::Bytes;
 
+use super::codec::decompress;
 use super::varint::{get_varint, get_varlong, VarintError};
 use super::{BatchError, BatchHeader, Compression, BATCH_HEADER_BYTES};
 
@@ -16,11 +15,6 @@ use super::{BatchError, BatchHeader, Compression, BATCH_HEADER_BYTES};
 /// 1 MiB compressed by default; 64 MiB leaves room for very compressible data while keeping a
 /// decompression bomb from taking the broker's memory.
 pub const DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
-
-/// Largest zstd window accepted, as a power of two. This is libzstd's own default limit
-/// (128 MiB): every level a Kafka client can choose fits in it, and larger windows are refused
-/// before the decoder allocates them.
-const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 /// Smallest possible encoded record: one byte each for length, attributes, timestampDelta,
 /// offsetDelta, keyLength, valueLength and headersCount.
@@ -53,8 +47,8 @@ pub struct RecordHeader {
     pub value: Option<Bytes>,
 }
 
-/// Decodes all records of one validated batch (absolute offsets and timestamps); decompresses
-/// none and zstd; gzip/snappy/lz4 -> BatchError::UnsupportedCompression (stored/served opaquely).
+/// Decodes all records of one validated batch (absolute offsets and timestamps), decompressing
+/// any of Kafka's codecs (none, gzip, snappy, lz4, zstd).
 /// Every length is bounds-checked; decompressed size is bounded by DECOMPRESSED_BYTES_MAX.
 ///
 /// The CRC is not re-checked here (the caller validated the batch), but nothing in the bytes can
@@ -84,46 +78,9 @@ fn decode_with(
     }
     let records = match header.compression()? {
         Compression::None => uncompressed(BATCH_HEADER_BYTES..total),
-        Compression::Zstd => Bytes::from(zstd_decompress(&batch[BATCH_HEADER_BYTES..total])?),
-        other => return Err(BatchError::UnsupportedCompression(other)),
+        codec => Bytes::from(decompress(codec, &batch[BATCH_HEADER_BYTES..total])?),
     };
     parse_records(&header, records)
-}
-
-/// Largest ratio of decompressed to compressed size reserved up front from a zstd frame's
-/// declared content size; output beyond it still decodes, growing the buffer as it goes.
-const ZSTD_RESERVE_RATIO_MAX: usize = 32;
-
-/// Decompresses a zstd block, refusing output past `DECOMPRESSED_BYTES_MAX`.
-fn zstd_decompress(payload: &[u8]) -> Result<Vec<u8>, BatchError> {
-    let failed = |source| BatchError::Compression {
-        operation: "zstd decompression",
-        source,
-    };
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(payload).map_err(failed)?;
-    decoder
-        .window_log_max(ZSTD_WINDOW_LOG_MAX)
-        .map_err(failed)?;
-    // Start with room for the size the frame declares (zstd writes it), so the output does not
-    // regrow and move; the declaration is untrusted, hence bounded by the input's size too.
-    let declared = zstd::zstd_safe::get_frame_content_size(payload)
-        .ok()
-        .flatten()
-        .unwrap_or(0);
-    let reserve = usize::try_from(declared)
-        .unwrap_or(usize::MAX)
-        .min(DECOMPRESSED_BYTES_MAX)
-        .min(payload.len().saturating_mul(ZSTD_RESERVE_RATIO_MAX));
-    let mut out = Vec::with_capacity(reserve);
-    // Reading one byte past the limit tells "exactly at the limit" from "over it".
-    let limit = DECOMPRESSED_BYTES_MAX as u64 + 1;
-    decoder.take(limit).read_to_end(&mut out).map_err(failed)?;
-    if out.len() > DECOMPRESSED_BYTES_MAX {
-        return Err(BatchError::DecompressedTooLarge {
-            max: DECOMPRESSED_BYTES_MAX,
-        });
-    }
-    Ok(out)
 }
 
 /// Parses exactly `records_count` records filling all of `records`.

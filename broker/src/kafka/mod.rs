@@ -1,0 +1,48 @@
+//! The Kafka protocol listener: every shard accepts on the shared Kafka port (SO_REUSEPORT), so
+//! any existing Kafka client or tool works against Sluice unchanged.
+//!
+//! Kafka clients route by broker, not by core: a connection lands on whichever shard the
+//! kernel picked, and a request for a partition another shard owns is forwarded to the owner
+//! over the channel mesh (one hop there, one back), exactly as on the shared native port. The
+//! other choice, presenting every (broker, shard) pair as its own Kafka node with its own
+//! port, was measured against this one; ARCHITECTURE.md records the figures and why forwarding
+//! won.
+//!
+//! - [`connection`]: framing, in-order pipelined answers, bad input closes the connection.
+//! - [`dispatch`]: one handler per API; the consumer-group APIs are thin mappings onto the group
+//!   coordinator once one is wired in ([`dispatch::GroupService`]).
+//! - [`metrics`]: requests, errors and latency per API key and version.
+
+pub mod connection;
+pub mod dispatch;
+pub mod fetch;
+pub mod metadata;
+pub mod metrics;
+pub mod offsets;
+pub mod produce;
+pub mod topics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sluice_kafka::ApiTable;
+
+pub use metrics::{render_kafka_metrics, KafkaMetrics};
+
+/// What every shard shares about the Kafka port. Read-only after startup.
+#[derive(Debug)]
+pub struct KafkaShared {
+    /// The bound Kafka address.
+    pub addr: SocketAddr,
+    /// The Kafka port's listening sockets (one SO_REUSEPORT group), one per shard by shard
+    /// index, each taken by its shard when it starts listening.
+    pub listeners: std::sync::Mutex<Vec<Option<socket2::Socket>>>,
+    /// The host Kafka clients are told to connect to.
+    pub advertised_host: String,
+    /// The port Kafka clients are told to connect to.
+    pub advertised_port: u16,
+    /// The APIs and versions served (what ApiVersions answers).
+    pub apis: ApiTable,
+    /// Every shard's Kafka metrics, by shard id.
+    pub metrics: Vec<Arc<KafkaMetrics>>,
+}

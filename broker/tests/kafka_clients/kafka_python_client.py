@@ -1,0 +1,146 @@
+"""Drives Sluice's Kafka port with kafka-python (pure Python, its own protocol code).
+
+Run by broker/tests/kafka_clients.rs. Administers topics (create with a config, describe the
+config, create and delete another), produces keyed messages with acks=all and every codec
+kafka-python offers (its default partitioner is Java's murmur2), reads them back from assigned
+partitions, looks an offset up by timestamp, and reads what Sluice's native producer wrote.
+Prints one JSON line describing what it produced; exits non-zero on any failure.
+"""
+import argparse
+import json
+import sys
+import time
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+
+CODECS = [None, "gzip", "snappy", "lz4", "zstd"]
+PER_CODEC = 25
+DEADLINE_S = 60
+RETENTION_MS = "3600000"
+
+
+def fail(message):
+    print(f"kafka-python: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def administer(bootstrap, topic, partitions):
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=DEADLINE_S * 1000)
+    admin.create_topics([NewTopic(topic, partitions, 1, topic_configs={"retention.ms": RETENTION_MS}),
+                         NewTopic(topic + "-doomed", 2, 1),
+                         NewTopic(topic + "-times", 1, 1)])
+    resources = [ConfigResource(ConfigResourceType.TOPIC, topic)]
+    try:
+        # kafka-python 3 shows only overridden settings unless asked for all of them.
+        described = admin.describe_configs(resources, config_filter="all")
+    except TypeError:
+        described = admin.describe_configs(resources)
+    entries = described_entries(described, topic)
+    if entries.get("retention.ms") != RETENTION_MS:
+        fail(f"describe_configs shows retention.ms {entries.get('retention.ms')}")
+    if "segment.bytes" not in entries:
+        fail("describe_configs omits the defaults")
+    admin.delete_topics([topic + "-doomed"])
+    listed = admin.list_topics()
+    if topic + "-doomed" in listed or topic not in listed:
+        fail(f"list_topics after delete: {listed}")
+    admin.close()
+
+
+def described_entries(described, topic):
+    """Config name -> value from describe_configs' answer: kafka-python 3's
+    {type: {name: {key: {value...}}}}, or 2's list of raw responses."""
+    if isinstance(described, dict):
+        return {key: data["value"] for key, data in described["topic"][topic].items()}
+    responses = described if isinstance(described, list) else [described]
+    entries = {}
+    for response in responses:
+        for resource in response.resources:
+            for entry in resource[4]:
+                entries[entry[0]] = entry[1]
+    return entries
+
+
+def producer_options():
+    """kafka-python 3 producers are idempotent by default, which needs InitProducerId: off
+    until Sluice serves it (kafka-python 2 has no such option)."""
+    if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
+        return {"enable_idempotence": False}
+    return {}
+
+
+def produce_all(bootstrap, topic):
+    produced = []
+    for codec in CODECS:
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", compression_type=codec,
+                                 linger_ms=5, request_timeout_ms=DEADLINE_S * 1000,
+                                 **producer_options())
+        name = codec or "none"
+        futures = [(f"key-{name}-{i}", f"kafka-python-{name}-{i}",
+                    producer.send(topic, key=f"key-{name}-{i}".encode(),
+                                  value=f"kafka-python-{name}-{i}".encode()))
+                   for i in range(PER_CODEC)]
+        for key, value, future in futures:
+            metadata = future.get(timeout=DEADLINE_S)
+            produced.append([metadata.partition, metadata.offset, key, value])
+        producer.close()
+    return produced
+
+
+def consume(bootstrap, topic, partitions, expected):
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             consumer_timeout_ms=1000)
+    assigned = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(assigned)
+    consumer.seek_to_beginning(*assigned)
+    seen = []
+    deadline = time.time() + DEADLINE_S
+    while len(seen) < expected and time.time() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                key = record.key.decode() if record.key is not None else None
+                seen.append([record.partition, record.offset, key, record.value.decode()])
+    consumer.close()
+    if len(seen) != expected:
+        fail(f"read {len(seen)} of {expected} messages from {topic}")
+    return seen
+
+
+def offset_by_timestamp(bootstrap, topic):
+    base = int(time.time() * 1000) - 100_000
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **producer_options())
+    for index in range(10):
+        producer.send(topic, value=f"t-{index}".encode(), partition=0,
+                      timestamp_ms=base + index * 1000).get(timeout=DEADLINE_S)
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    found = consumer.offsets_for_times({TopicPartition(topic, 0): base + 4500})
+    consumer.close()
+    answer = found[TopicPartition(topic, 0)]
+    if answer is None or answer.offset != 5 or answer.timestamp != base + 5000:
+        fail(f"offset for timestamp is {answer}, expected offset 5 at {base + 5000}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--native-topic", required=True)
+    parser.add_argument("--native-count", type=int, required=True)
+    args = parser.parse_args()
+    administer(args.bootstrap, args.topic, args.partitions)
+    produced = produce_all(args.bootstrap, args.topic)
+    consumed = consume(args.bootstrap, args.topic, args.partitions, len(produced))
+    if sorted(map(tuple, consumed)) != sorted(map(tuple, produced)):
+        fail("messages read back differ from the messages produced")
+    offset_by_timestamp(args.bootstrap, args.topic + "-times")
+    native = consume(args.bootstrap, args.native_topic, 1, args.native_count)
+    if sorted(value for _, _, _, value in native) != sorted(f"native-{i}" for i in range(args.native_count)):
+        fail("the native producer's messages read back wrong")
+    print(json.dumps({"produced": produced}))
+
+
+if __name__ == "__main__":
+    main()

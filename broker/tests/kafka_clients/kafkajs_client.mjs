@@ -1,0 +1,81 @@
+// Drives Sluice's Kafka port with kafkajs 2.2 (pure JavaScript, its own protocol code).
+//
+// Run by broker/tests/kafka_clients.rs with NODE_PATH pointing at the installed client.
+// Creates its topic with the admin client, produces keyed messages with acks=all and each codec
+// kafkajs offers here (none, gzip built in, snappy through kafkajs-snappy; its lz4 and zstd
+// codecs are native add-ons not installed), checks the offsets the admin client reads, and
+// looks an offset up by timestamp. kafkajs reads only inside consumer groups, so the Rust side
+// reads these messages back with Sluice's native consumer. Prints one JSON line describing
+// what it produced; exits non-zero on any failure.
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const { Kafka, CompressionTypes, CompressionCodecs, logLevel } = require('kafkajs');
+const SnappyCodec = require('kafkajs-snappy');
+
+CompressionCodecs[CompressionTypes.Snappy] = SnappyCodec;
+
+const PER_CODEC = 25;
+
+function fail(message) {
+  console.error(`kafkajs: ${message}`);
+  process.exit(1);
+}
+
+function argument(name) {
+  const at = process.argv.indexOf(`--${name}`);
+  if (at < 0 || at + 1 >= process.argv.length) fail(`missing --${name}`);
+  return process.argv[at + 1];
+}
+
+async function main() {
+  const bootstrap = argument('bootstrap');
+  const topic = argument('topic');
+  const partitions = Number(argument('partitions'));
+  const kafka = new Kafka({ clientId: 'sluice-test', brokers: [bootstrap], logLevel: logLevel.ERROR });
+  const admin = kafka.admin();
+  await admin.connect();
+  const created = await admin.createTopics({
+    topics: [{ topic, numPartitions: partitions }, { topic: `${topic}-times`, numPartitions: 1 }],
+    waitForLeaders: true,
+  });
+  if (!created) fail('createTopics answered false');
+
+  const producer = kafka.producer({ allowAutoTopicCreation: false });
+  await producer.connect();
+  const produced = [];
+  const codecs = [['none', CompressionTypes.None], ['gzip', CompressionTypes.GZIP],
+    ['snappy', CompressionTypes.Snappy]];
+  for (const [name, compression] of codecs) {
+    const messages = [];
+    for (let index = 0; index < PER_CODEC; index += 1) {
+      messages.push({ key: `key-${name}-${index}`, value: `kafkajs-${name}-${index}` });
+    }
+    // One request per message, so every record's offset is known from its answer.
+    for (const message of messages) {
+      const [answer] = await producer.send({ topic, acks: -1, compression, messages: [message] });
+      if (answer.errorCode !== 0) fail(`produce error ${answer.errorCode}`);
+      produced.push([answer.partition, Number(answer.baseOffset), message.key, message.value]);
+    }
+  }
+
+  const offsets = await admin.fetchTopicOffsets(topic);
+  const total = offsets.reduce((sum, partition) => sum + Number(partition.high), 0);
+  if (total !== produced.length) fail(`latest offsets add up to ${total}, produced ${produced.length}`);
+
+  const base = Date.now() - 100000;
+  for (let index = 0; index < 10; index += 1) {
+    await producer.send({
+      topic: `${topic}-times`, acks: -1,
+      messages: [{ value: `t-${index}`, partition: 0, timestamp: String(base + index * 1000) }],
+    });
+  }
+  const [byTime] = await admin.fetchTopicOffsetsByTimestamp(`${topic}-times`, base + 4500);
+  if (Number(byTime.offset) !== 5) fail(`offset for timestamp is ${byTime.offset}, expected 5`);
+
+  await producer.disconnect();
+  await admin.disconnect();
+  console.log(JSON.stringify({ produced }));
+}
+
+main().catch((error) => fail(error.stack || String(error)));
