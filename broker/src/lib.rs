@@ -207,7 +207,7 @@ fn kafka_shared(
         })?,
         None => (advertised_host.to_string(), listeners.addr.port()),
     };
-    let apis = sluice_kafka::ApiTable::core();
+    let apis = sluice_kafka::ApiTable::with_groups();
     let metrics = (0..shard_count)
         .map(|index| {
             let id = ShardId(u32::try_from(index).unwrap_or(u32::MAX));

@@ -237,6 +237,32 @@ fn confluent_kafka_round_trips() {
     verify_natively(&broker, "confluent", &produced, 5);
 }
 
+// Proves two confluent-kafka (librdkafka) consumers in one group share a 6-partition topic
+// (each gets some partitions), read every acknowledged message exactly once between them while
+// committing, and that a new member of the group resumes after what was committed: it reads
+// exactly the messages produced after the others closed.
+#[test]
+fn confluent_kafka_consumer_group_shares_and_resumes() {
+    let python = installed(clients_dir().join("venv/bin/python"), "confluent-kafka");
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, kafka) = kafka_broker(dir.path());
+    let mut command = Command::new(python);
+    command.arg(script("confluent_kafka_group.py")).args([
+        "--bootstrap",
+        &kafka.to_string(),
+        "--topic",
+        "confluent-group",
+    ]);
+    let stdout = run_client(command, None);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|line| line.starts_with('{'))
+        .unwrap();
+    let summary: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(summary["resumed"], 60, "{summary}");
+}
+
 // Proves kafka-python administers topics (create with a config, describe it, delete another),
 // produces with every codec and acks=all, reads back, finds an offset by timestamp and reads
 // the native producer's messages; the native consumer finds its messages where it was told.
@@ -262,7 +288,8 @@ fn kafka_python_round_trips_and_administers() {
 }
 
 // Proves kafkajs creates topics, produces with acks=all and its codecs (none, gzip, snappy),
-// reads the offsets back through its admin client and finds an offset by timestamp; the
+// reads the offsets back through its admin client, finds an offset by timestamp, reads every
+// message back as a consumer-group member whose committed offsets add up to what it read; the
 // native consumer finds its messages where it was told, keys hashed by murmur2.
 #[test]
 fn kafkajs_produces_and_administers() {

@@ -71,7 +71,7 @@ fn api_versions_is_honest() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path(), 2);
     let mut client = KafkaClient::connect(broker.kafka_addr().unwrap());
-    let table = ApiTable::core();
+    let table = ApiTable::with_groups();
     for version in 0..=4 {
         let response: ApiVersionsResponse = client.call(version, &ApiVersionsRequest::default());
         assert_eq!(response.error_code, 0);

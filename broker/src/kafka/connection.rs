@@ -77,7 +77,7 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream) {
         decoder: RequestDecoder::new(limits.frame_bytes_max),
     };
     let writing = glommio::spawn_local(write_loop(server.clone(), write_stream, answers));
-    read_loop(&server, reader, queue, permits).await;
+    read_loop(&server, reader, queue, permits, peer).await;
     writing.await;
     tracing::debug!(?peer, "Kafka connection closed");
 }
@@ -166,6 +166,7 @@ async fn read_loop(
     mut reader: Reader,
     queue: LocalSender<Pending>,
     permits: Rc<Semaphore>,
+    peer: Option<std::net::SocketAddr>,
 ) {
     loop {
         let next = futures_lite::future::or(async { Some(reader.next().await) }, async {
@@ -196,7 +197,7 @@ async fn read_loop(
                 // Detached: a handler is never cancelled half-way (an append runs to
                 // completion even if the connection goes away); its answer is dropped then.
                 glommio::spawn_local(async move {
-                    let answer = dispatch::handle(&handling, &handled_header, request).await;
+                    let answer = dispatch::handle(&handling, &handled_header, request, peer).await;
                     let _ = sender.send(answer);
                 })
                 .detach();

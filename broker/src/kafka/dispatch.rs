@@ -5,17 +5,17 @@
 //! outcome back to Kafka's structures and error codes. Every handler answers; none closes the
 //! connection except a failed acks=0 produce (the only way such a producer learns of it).
 //!
-//! The consumer-group APIs arrive decoded as [`GroupRequest`]; they are advertised (and so
-//! reach this dispatch) only when a group coordinator is wired in, which maps each one onto the
-//! coordinator's own request type and back.
+//! The consumer-group APIs arrive decoded as [`sluice_kafka::GroupRequest`]; [`groups`] maps
+//! each one onto the group coordinator's own request type and back.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use sluice_kafka::kafka_protocol::protocol::Encodable;
-use sluice_kafka::{encode_response, GroupRequest, Request, RequestHeader};
+use sluice_kafka::{encode_response, Request, RequestHeader};
 use sluice_net::PayloadPart;
 
-use super::{fetch, metadata, offsets, produce, topics};
+use super::{fetch, groups, metadata, offsets, produce, topics};
 use crate::server::ShardServer;
 
 /// What the writer does for one request.
@@ -49,8 +49,13 @@ pub fn respond<R: Encodable>(header: &RequestHeader, body: &R, failed: bool) -> 
     }
 }
 
-/// Runs the handler of `request`.
-pub async fn handle(server: &Rc<ShardServer>, header: &RequestHeader, request: Request) -> Answer {
+/// Runs the handler of `request`, which came from `peer`.
+pub async fn handle(
+    server: &Rc<ShardServer>,
+    header: &RequestHeader,
+    request: Request,
+    peer: Option<SocketAddr>,
+) -> Answer {
     match request {
         Request::ApiVersions(_) => metadata::api_versions(server, header),
         Request::Metadata(request) => metadata::metadata(server, header, &request),
@@ -68,13 +73,6 @@ pub async fn handle(server: &Rc<ShardServer>, header: &RequestHeader, request: R
         Request::IncrementalAlterConfigs(request) => {
             topics::alter_configs(server, header, &request).await
         }
-        Request::Group(request) => group(header, request),
+        Request::Group(request) => groups::handle(server, header, request, peer).await,
     }
-}
-
-/// The group APIs are not in the API table until a coordinator is wired in, so the reader
-/// refuses them before they get here; this arm only keeps the match whole.
-fn group(header: &RequestHeader, request: GroupRequest) -> Answer {
-    tracing::debug!(api = ?header.api, ?request, "group request without a group coordinator");
-    Answer::Close
 }

@@ -5,17 +5,19 @@
 //! kernel picked, and a request for a partition another shard owns is forwarded to the owner
 //! over the channel mesh (one hop there, one back), exactly as on the shared native port. The
 //! other choice, presenting every (broker, shard) pair as its own Kafka node with its own
-//! port, was measured against this one; ARCHITECTURE.md records the figures and why forwarding
-//! won.
+//! port, would expose per-core node ids to every Kafka tool; ARCHITECTURE.md says why
+//! forwarding was kept (its cost is not measured yet).
 //!
 //! - [`connection`]: framing, in-order pipelined answers, bad input closes the connection.
-//! - [`dispatch`]: one handler per API; the consumer-group APIs are thin mappings onto the group
-//!   coordinator once one is wired in ([`dispatch::GroupService`]).
+//! - [`dispatch`]: one handler per API; the consumer-group APIs ([`groups`], [`group_admin`])
+//!   are thin mappings onto the group coordinator.
 //! - [`metrics`]: requests, errors and latency per API key and version.
 
 pub mod connection;
 pub mod dispatch;
 pub mod fetch;
+pub mod group_admin;
+pub mod groups;
 pub mod metadata;
 pub mod metrics;
 pub mod offsets;

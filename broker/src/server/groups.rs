@@ -217,7 +217,7 @@ fn coordinator_error(error: i16, message: Option<String>) -> FindCoordinatorResp
 }
 
 /// The number of partitions of `__consumer_offsets`, if it exists.
-fn offsets_partitions(server: &ShardServer) -> Option<i32> {
+pub(crate) fn offsets_partitions(server: &ShardServer) -> Option<i32> {
     server.shard.with_table(|table| {
         table
             .topic(CONSUMER_OFFSETS_TOPIC)
@@ -231,7 +231,7 @@ fn offsets_partitions(server: &ShardServer) -> Option<i32> {
 /// brokers) replicas. As Kafka's, the topic is compacted (`cleanup.policy=compact`): it keeps
 /// the newest record of every key (a group's metadata, a partition's committed offset) and
 /// nothing is deleted for its age, so it stays bounded and idle groups keep their offsets.
-fn ensure_offsets_topic(server: &Rc<ShardServer>) {
+pub(crate) fn ensure_offsets_topic(server: &Rc<ShardServer>) {
     if !server.groups.begin_topic_creation() {
         return;
     }
@@ -544,7 +544,7 @@ async fn leave_group(server: &Rc<ShardServer>, request: LeaveGroupRequest) -> Le
 }
 
 /// Whether `topic`-`partition` exists now (commits to deleted topics are refused).
-fn partition_exists(server: &ShardServer, topic: &str, partition: i32) -> bool {
+pub(crate) fn partition_exists(server: &ShardServer, topic: &str, partition: i32) -> bool {
     server
         .shard
         .with_table(|table| table.has_partition(topic, partition))

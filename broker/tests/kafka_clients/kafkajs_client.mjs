@@ -4,9 +4,10 @@
 // Creates its topic with the admin client, produces keyed messages with acks=all and each codec
 // kafkajs offers here (none, gzip built in, snappy through kafkajs-snappy; its lz4 and zstd
 // codecs are native add-ons not installed), checks the offsets the admin client reads, and
-// looks an offset up by timestamp. kafkajs reads only inside consumer groups, so the Rust side
-// reads these messages back with Sluice's native consumer. Prints one JSON line describing
-// what it produced; exits non-zero on any failure.
+// looks an offset up by timestamp; then reads every message back as a consumer-group member
+// (kafkajs reads only inside groups) and checks the offsets the group committed. The Rust side
+// also reads these messages with Sluice's native consumer. Prints one JSON line describing what
+// it produced; exits non-zero on any failure.
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -73,9 +74,46 @@ async function main() {
   const [byTime] = await admin.fetchTopicOffsetsByTimestamp(`${topic}-times`, base + 4500);
   if (Number(byTime.offset) !== 5) fail(`offset for timestamp is ${byTime.offset}, expected 5`);
 
+  await readInGroup(kafka, topic, produced);
+  const groupId = `${topic}-group`;
+  const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+  const committedTotal = committed.partitions.reduce((sum, p) => sum + Number(p.offset), 0);
+  if (committedTotal !== produced.length) {
+    fail(`the group committed offsets adding up to ${committedTotal}, read ${produced.length}`);
+  }
+
   await producer.disconnect();
   await admin.disconnect();
   console.log(JSON.stringify({ produced }));
+}
+
+// Reads the topic from the beginning as the one member of a consumer group (consumer.run with
+// eachMessage, auto commit) until as many messages arrived as were produced, and checks they
+// are exactly the produced ones.
+async function readInGroup(kafka, topic, produced) {
+  const consumer = kafka.consumer({ groupId: `${topic}-group`, sessionTimeout: 10000,
+    heartbeatInterval: 1000 });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  const read = [];
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`the group read ${read.length} of ${produced.length} messages`)), 90000);
+    consumer.run({
+      eachMessage: async ({ message }) => {
+        read.push(message.value.toString());
+        if (read.length >= produced.length) {
+          clearTimeout(timer);
+          resolve();
+        }
+      },
+    }).catch(reject);
+  }).catch((error) => fail(error.message));
+  await consumer.disconnect();
+  const expected = produced.map((entry) => entry[3]).sort();
+  if (JSON.stringify(read.sort()) !== JSON.stringify(expected)) {
+    fail('the group consumer read other messages than were produced');
+  }
 }
 
 main().catch((error) => fail(error.stack || String(error)));
