@@ -20,10 +20,12 @@
 //! **Invariant:** a producer's retained batches have strictly increasing offsets and
 //! consecutive sequences (modulo the wrap), all in its current epoch.
 
+pub(crate) mod files;
 mod snapshot;
 
 use std::collections::{HashMap, VecDeque};
 
+pub use files::ProducerRebuild;
 pub use snapshot::{decode_snapshot, encode_snapshot, SnapshotError};
 
 use crate::batch::BatchHeader;
