@@ -39,6 +39,12 @@ pub enum ControlRequest {
         /// Where the results go.
         reply: oneshot::Sender<Vec<TopicResult>>,
     },
+    /// A new idempotent producer id, from the broker's reserved block (a new block is reserved
+    /// in the metadata store when it runs out).
+    AllocateProducerId {
+        /// Where the id (or why there is none) goes.
+        reply: oneshot::Sender<Result<i64, String>>,
+    },
     /// Cluster mode: the cluster state or the etcd connection changed; apply the newest state.
     ClusterChanged,
     /// Leave the control loop.
@@ -118,6 +124,39 @@ pub struct ControlPlane {
     shard_count: u32,
     partitions_max: i32,
     base_log_config: LogConfig,
+    producer_ids: ProducerIdBlock,
+}
+
+/// Producer ids reserved from the metadata store at once: one store write (in cluster mode one
+/// etcd compare-and-swap) per this many producers.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
+
+/// The unused part `[next, end)` of the last block of producer ids this broker reserved. Lives
+/// on the control-plane thread (either mode's).
+#[derive(Debug, Default)]
+pub(crate) struct ProducerIdBlock {
+    unused: std::ops::Range<i64>,
+}
+
+impl ProducerIdBlock {
+    /// The next producer id of the block, reserving a new block in `store` when it ran out.
+    /// Ids left in a block when the broker stops are never used: the next start reserves anew.
+    pub(crate) fn allocate(&mut self, store: &mut dyn MetadataStore) -> Result<i64, String> {
+        if self.unused.is_empty() {
+            let first = store
+                .reserve_producer_ids(PRODUCER_ID_BLOCK_SIZE)
+                .map_err(|error| format!("reserving producer ids failed: {error}"))?;
+            self.unused = first..first + PRODUCER_ID_BLOCK_SIZE;
+            tracing::info!(
+                first,
+                count = PRODUCER_ID_BLOCK_SIZE,
+                "reserved producer ids"
+            );
+        }
+        let id = self.unused.start;
+        self.unused.start += 1;
+        Ok(id)
+    }
 }
 
 pub(crate) fn result(name: &str, code: ErrorCode, message: Option<String>) -> TopicResult {
@@ -145,6 +184,7 @@ impl ControlPlane {
             shard_count,
             partitions_max,
             base_log_config,
+            producer_ids: ProducerIdBlock::default(),
         }
     }
 
@@ -171,6 +211,9 @@ impl ControlPlane {
                 }
                 ControlRequest::DeleteTopics { names, reply } => {
                     let _ = reply.send(self.delete_topics(names));
+                }
+                ControlRequest::AllocateProducerId { reply } => {
+                    let _ = reply.send(self.producer_ids.allocate(self.store.as_mut()));
                 }
                 ControlRequest::ClusterChanged => {}
                 ControlRequest::Stop => break,

@@ -85,6 +85,9 @@ pub trait MetadataStore: Send {
     fn create_topic(&mut self, topic: TopicRecord) -> Result<u64, MetadataError>;
     /// Removes a topic durably.
     fn delete_topic(&mut self, name: &str) -> Result<u64, MetadataError>;
+    /// Reserves `count` producer ids durably and returns the first: no later reservation, by
+    /// this broker after a restart or by any other broker of the cluster, returns them again.
+    fn reserve_producer_ids(&mut self, count: i64) -> Result<i64, MetadataError>;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +100,10 @@ struct EmbeddedState {
     /// the file is opened (and their partition directories adopt it).
     #[serde(default)]
     topic_ids: BTreeMap<String, Uuid>,
+    /// The first producer id no reservation has handed out (files written before idempotent
+    /// producers existed have none: 0).
+    #[serde(default)]
+    next_producer_id: i64,
 }
 
 /// The file format version written by this build.
@@ -135,6 +142,7 @@ impl EmbeddedMetadataStore {
                     version: 0,
                     topics: BTreeMap::new(),
                     topic_ids: BTreeMap::new(),
+                    next_producer_id: 0,
                 };
                 let store = EmbeddedMetadataStore { dir, state };
                 store.persist()?;
@@ -283,6 +291,23 @@ impl MetadataStore for EmbeddedMetadataStore {
                 .map(|_| ())
                 .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))
         })
+    }
+
+    fn reserve_producer_ids(&mut self, count: i64) -> Result<i64, MetadataError> {
+        // Not a topic change, so the version (which versions shard tables) stays.
+        let first = self.state.next_producer_id;
+        let next = first
+            .checked_add(count)
+            .ok_or_else(|| MetadataError::Corrupt {
+                path: self.path(),
+                reason: "producer ids exhausted".to_string(),
+            })?;
+        self.state.next_producer_id = next;
+        if let Err(error) = self.persist() {
+            self.state.next_producer_id = first;
+            return Err(error);
+        }
+        Ok(first)
     }
 }
 

@@ -147,6 +147,12 @@ impl BlockingClient {
             .call(move |client| Box::pin(async move { client.metadata(topics).await }))?
     }
 
+    /// See [`Client::init_producer_id`].
+    pub fn init_producer_id(&self) -> Result<(i64, i16), ClientError> {
+        self.worker
+            .call(|client| Box::pin(async move { client.init_producer_id().await }))?
+    }
+
     /// See [`Client::refresh_metadata`].
     pub fn refresh_metadata(&self) -> Result<(), ClientError> {
         self.worker

@@ -13,8 +13,9 @@ use sluice_net::api::ErrorCode;
 use sluice_net::frame::{ControlDecode, ControlEncode};
 use sluice_net::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    FetchRequest, FetchResponse, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse,
-    Message, MetadataRequest, MetadataResponse, NewTopic, TopicMeta, TopicResult,
+    FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest,
+    MetadataResponse, NewTopic, TopicMeta, TopicResult,
 };
 
 use crate::config::{ClientConfig, OffsetSpec};
@@ -180,6 +181,27 @@ impl Client {
             tracing::debug!(%error, topic = name, "metadata refresh after delete failed");
         }
         Ok(())
+    }
+
+    /// A new idempotent producer id and its epoch (InitProducerId, no transactional id): unique
+    /// in the cluster, never handed out again.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), ClientError> {
+        let request = InitProducerIdRequest {
+            transactional_id: None,
+            producer_id: -1,
+            producer_epoch: -1,
+        };
+        let (response, _) = self
+            .request_any::<_, InitProducerIdResponse>(&request)
+            .await?;
+        if response.error != ErrorCode::None.code() {
+            let detail = response.message.unwrap_or_default();
+            return Err(ClientError::from_code(
+                response.error,
+                format!("init producer id: {detail}"),
+            ));
+        }
+        Ok((response.producer_id, response.producer_epoch))
     }
 
     /// Every topic, sorted by name.

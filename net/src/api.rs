@@ -23,7 +23,8 @@ pub enum ApiKey {
     ListOffsets = 6,
     /// End offset of a leader epoch (follower truncation, KIP-101/279).
     OffsetForLeaderEpoch = 7,
-    // 8 is reserved for InitProducerId (idempotent producers).
+    /// A producer id and epoch for an idempotent producer.
+    InitProducerId = 8,
     /// Where a group's coordinator is: broker and shard port.
     FindCoordinator = 9,
     /// Join a consumer group (a long poll answered when the rebalance's join phase ends).
@@ -49,8 +50,8 @@ pub enum ApiKey {
 }
 
 impl ApiKey {
-    /// Every api key, in wire-value order (8 is reserved, so the index is not the wire value).
-    pub const ALL: [ApiKey; 19] = [
+    /// Every api key, in wire-value order.
+    pub const ALL: [ApiKey; 20] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -59,6 +60,7 @@ impl ApiKey {
         ApiKey::Fetch,
         ApiKey::ListOffsets,
         ApiKey::OffsetForLeaderEpoch,
+        ApiKey::InitProducerId,
         ApiKey::FindCoordinator,
         ApiKey::JoinGroup,
         ApiKey::SyncGroup,
@@ -91,6 +93,7 @@ impl TryFrom<u16> for ApiKey {
             5 => ApiKey::Fetch,
             6 => ApiKey::ListOffsets,
             7 => ApiKey::OffsetForLeaderEpoch,
+            8 => ApiKey::InitProducerId,
             9 => ApiKey::FindCoordinator,
             10 => ApiKey::JoinGroup,
             11 => ApiKey::SyncGroup,
@@ -116,7 +119,7 @@ impl std::fmt::Display for ApiKey {
 
 /// The version ranges this build implements, `(api, min, max)` inclusive, one entry per api in
 /// wire-value order. ApiVersions answers with exactly this table.
-static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 19] = [
+static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 20] = [
     (ApiKey::ApiVersions, 0, 0),
     (ApiKey::Metadata, 0, 0),
     (ApiKey::CreateTopics, 0, 0),
@@ -125,6 +128,7 @@ static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 19] = [
     (ApiKey::Fetch, 0, 0),
     (ApiKey::ListOffsets, 0, 0),
     (ApiKey::OffsetForLeaderEpoch, 0, 0),
+    (ApiKey::InitProducerId, 0, 0),
     (ApiKey::FindCoordinator, 0, 0),
     (ApiKey::JoinGroup, 0, 0),
     (ApiKey::SyncGroup, 0, 0),
@@ -266,6 +270,17 @@ pub enum ErrorCode {
     /// A configured bound refuses the request.
     #[error("the request breaks a configured bound")]
     PolicyViolation = 44,
+    /// An idempotent producer's batch does not follow its previous one (a gap in the
+    /// sequence, or an old batch outside the broker's window).
+    #[error("the producer's sequence number is out of order")]
+    OutOfOrderSequenceNumber = 45,
+    /// The producer's epoch is older than the partition's: a newer instance fenced it.
+    #[error("the producer epoch is older than the current one (fenced)")]
+    InvalidProducerEpoch = 47,
+    /// The partition has no state for the producer (it expired) and the batch does not start
+    /// a new sequence.
+    #[error("the broker no longer knows this producer id")]
+    UnknownProducerId = 59,
     /// The partition's log is on a failed disk.
     #[error("the broker's storage for this partition failed")]
     KafkaStorageError = 56,
@@ -306,7 +321,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every error code this build knows.
-    pub const ALL: [ErrorCode; 45] = [
+    pub const ALL: [ErrorCode; 48] = [
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
         ErrorCode::CorruptMessage,
@@ -341,6 +356,9 @@ impl ErrorCode {
         ErrorCode::InvalidConfig,
         ErrorCode::InvalidRequest,
         ErrorCode::PolicyViolation,
+        ErrorCode::OutOfOrderSequenceNumber,
+        ErrorCode::InvalidProducerEpoch,
+        ErrorCode::UnknownProducerId,
         ErrorCode::KafkaStorageError,
         ErrorCode::NonEmptyGroup,
         ErrorCode::GroupIdNotFound,

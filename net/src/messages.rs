@@ -38,6 +38,7 @@ message!(Produce: ProduceRequest, ProduceResponse);
 message!(Fetch: FetchRequest, FetchResponse);
 message!(ListOffsets: ListOffsetsRequest, ListOffsetsResponse);
 message!(OffsetForLeaderEpoch: OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse);
+message!(InitProducerId: InitProducerIdRequest, InitProducerIdResponse);
 message!(FindCoordinator: FindCoordinatorRequest, FindCoordinatorResponse);
 message!(JoinGroup: JoinGroupRequest, JoinGroupResponse);
 message!(SyncGroup: SyncGroupRequest, SyncGroupResponse);
@@ -434,6 +435,31 @@ pub struct OffsetForLeaderEpochResponse {
 
 // Consumer groups (Kafka's classic group protocol). Fields follow Kafka's; the broker maps them
 // to the coordinator's own types (`sluice-group`). Error fields are ErrorCode wire values.
+
+/// Asks for an idempotent producer's id and epoch (Kafka's InitProducerId).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct InitProducerIdRequest {
+    /// The transactional id; `None` for a plain idempotent producer, which gets a new id on
+    /// every call. Transactions are not implemented yet: a transactional id is refused.
+    pub transactional_id: Option<String>,
+    /// The producer's current id when it asks again (KIP-360), -1 otherwise.
+    pub producer_id: i64,
+    /// The producer's current epoch when it asks again, -1 otherwise.
+    pub producer_epoch: i16,
+}
+
+/// An idempotent producer's id and epoch, unique in the cluster.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct InitProducerIdResponse {
+    /// ErrorCode wire value.
+    pub error: i16,
+    /// Detail for an error.
+    pub message: Option<String>,
+    /// The producer id (-1 on error).
+    pub producer_id: i64,
+    /// The producer epoch (-1 on error).
+    pub producer_epoch: i16,
+}
 
 /// `key_type` of a FindCoordinator for a consumer group.
 pub const COORDINATOR_KEY_GROUP: i8 = 0;

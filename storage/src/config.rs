@@ -215,6 +215,10 @@ pub struct LogConfig {
     /// Compacted logs: a record older than this is cleaned whatever the dirty ratio; the
     /// active segment also rolls at this age so its records become cleanable.
     pub max_compaction_lag_ms: u64,
+    /// An idempotent producer's state (its sequence window) is forgotten this long after its
+    /// newest batch's timestamp (Kafka's `producer.id.expiration.ms`); its next batch must
+    /// then start a new sequence.
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -236,6 +240,7 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: Ratio(MIN_CLEANABLE_DIRTY_RATIO_DEFAULT),
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: MAX_COMPACTION_LAG_MS_DEFAULT,
+            producer_id_expiration_ms: crate::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
         }
     }
 }
@@ -256,6 +261,11 @@ impl LogConfig {
         check(
             "index_interval_bytes",
             self.index_interval_bytes > 0,
+            "must be positive".to_string(),
+        )?;
+        check(
+            "producer_id_expiration_ms",
+            self.producer_id_expiration_ms > 0,
             "must be positive".to_string(),
         )?;
         check(

@@ -67,6 +67,10 @@ pub enum StorageError {
         /// Byte position of the batch inside the appended buffer.
         position: usize,
     },
+    /// An idempotent producer's batch failed the sequence check (fenced epoch, gap, unknown
+    /// producer); nothing was appended.
+    #[error("idempotent producer check failed: {0}")]
+    Producer(#[from] crate::producer_state::ProducerStateError),
     /// A batch carries a leader epoch older than the newest epoch in the log.
     #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
     StaleEpoch {

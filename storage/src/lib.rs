@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod fault;
 pub mod log;
+pub mod producer_state;
 
 mod fuzz_recovery;
 

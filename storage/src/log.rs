@@ -40,6 +40,7 @@ use crate::{
     compaction::CleaningState,
     config::{LogConfig, WriteMode},
     error::StorageError,
+    producer_state::{files as producer_files, ProducerEntry, ProducerStateManager},
     recovery::RecoverySummary,
     recovery::{self, CLEAN_SHUTDOWN_FILE},
     segment::{
@@ -63,6 +64,10 @@ pub const APPEND_BYTES_MAX: usize = 256 << 20;
 /// doing it every second for every partition was the largest source of write-latency spikes.
 /// A checkpoint that lags only makes recovery after a crash scan more, never wrongly.
 pub const RECOVERY_POINT_CHECKPOINT_MS: i64 = 60_000;
+
+/// Maintenance looks for expired idempotent producers at most this often (Kafka's
+/// `producer.id.expiration.check.interval.ms` default).
+pub const PRODUCER_EXPIRATION_CHECK_MS: i64 = 600_000;
 
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +197,14 @@ pub(crate) struct LogState {
     background_flush: bool,
     /// Recovery point last written to its checkpoint.
     checkpointed_recovery_point: i64,
+    /// Idempotent-producer state of the published batches.
+    producers: ProducerStateManager,
+    /// Producer state including appends reserved but not yet published: what the sequence
+    /// check of the next leader append runs against (so a retry of a batch still in flight is
+    /// a duplicate, never a second append). Reset to `producers` when a failed write rewinds.
+    reserved_producers: ProducerStateManager,
+    /// Wall clock of the last removal of expired producers.
+    producers_expired_ms: Option<i64>,
     /// Wall clock of the last periodic recovery-point checkpoint.
     recovery_point_checkpointed_ms: Option<i64>,
 }
@@ -205,6 +218,7 @@ impl LogState {
         active_read: Rc<File>,
         config: &LogConfig,
         epochs: EpochCache,
+        producers: ProducerStateManager,
         end: i64,
     ) -> LogState {
         let tail_bytes_max = match config.write_mode {
@@ -236,6 +250,9 @@ impl LogState {
             background_flush: false,
             checkpointed_recovery_point: end,
             recovery_point_checkpointed_ms: None,
+            reserved_producers: producers.clone(),
+            producers,
+            producers_expired_ms: None,
         }
     }
 }
@@ -252,8 +269,22 @@ impl PartitionLog {
             let (dir, config) = (dir.clone(), config.clone());
             blocking(move || recovery::recover(&dir, &config)).await?
         };
-        let summary = recovered.summary.clone();
+        let mut summary = recovered.summary.clone();
         let segments = recovered.segments;
+        let producers = {
+            let files = producer_segment_files(&segments);
+            let end = segments.last().map_or(0, |last| last.next_offset);
+            let (dir, gaps, expiration_ms) = (
+                dir.clone(),
+                recovered.cleaning.gaps_allowed,
+                config.producer_id_expiration_ms,
+            );
+            let (producers, rebuild) =
+                blocking(move || producer_files::rebuild(&dir, &files, end, gaps, expiration_ms))
+                    .await?;
+            summary.producer_rebuild = rebuild;
+            producers
+        };
         let (start, end, active_path, active_size) = match (segments.first(), segments.last()) {
             (Some(first), Some(last)) => (
                 first.base_offset,
@@ -284,6 +315,7 @@ impl PartitionLog {
             active_read,
             &config,
             recovered.epochs,
+            producers,
             end,
         );
         let inner = LogInner {
@@ -479,6 +511,21 @@ impl PartitionLog {
             .sum()
     }
 
+    /// The published state of one idempotent producer on this log.
+    pub fn producer_entry(&self, producer_id: i64) -> Option<ProducerEntry> {
+        self.inner
+            .state
+            .borrow()
+            .producers
+            .entry(producer_id)
+            .cloned()
+    }
+
+    /// Number of idempotent producers this log knows.
+    pub fn producer_count(&self) -> usize {
+        self.inner.state.borrow().producers.len()
+    }
+
     /// Number of segments, the active one included.
     pub fn segment_count(&self) -> usize {
         self.inner.state.borrow().segments.len()
@@ -597,6 +644,47 @@ impl LogInner {
         let epochs = self.state.borrow().epochs.clone();
         self.write_epochs(&epochs).await?;
         self.write_recovery_point(self.log_end.get()).await?;
+        // A snapshot at the end spares the next open any replay of producer state.
+        let snapshot = crate::producer_state::encode_snapshot(&self.state.borrow().producers);
+        self.write_producer_snapshot(self.log_end.get(), snapshot)
+            .await?;
         self.write_checkpoint(CLEAN_SHUTDOWN_FILE, Vec::new()).await
     }
+
+    /// Writes the producer-state snapshot at `offset` off the executor thread.
+    async fn write_producer_snapshot(
+        &self,
+        offset: i64,
+        bytes: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        blocking(move || producer_files::write_snapshot(&dir, offset, &bytes)).await
+    }
+
+    /// Rebuilds the producer state from the newest snapshot and the log (after a truncation).
+    /// The caller holds the append lock with nothing in flight.
+    async fn rebuild_producers(&self) -> Result<(), StorageError> {
+        let files = producer_segment_files(&self.state.borrow().segments);
+        let (dir, end, gaps, expiration_ms) = (
+            self.dir.clone(),
+            self.log_end.get(),
+            self.gaps_allowed(),
+            self.config.producer_id_expiration_ms,
+        );
+        let (producers, _) =
+            blocking(move || producer_files::rebuild(&dir, &files, end, gaps, expiration_ms))
+                .await?;
+        let mut state = self.state.borrow_mut();
+        state.reserved_producers = producers.clone();
+        state.producers = producers;
+        Ok(())
+    }
+}
+
+/// The segment files a producer-state rebuild reads.
+fn producer_segment_files(segments: &[Segment]) -> Vec<producer_files::SegmentFile> {
+    segments
+        .iter()
+        .map(|segment| (segment.path.clone(), segment.base_offset, segment.size))
+        .collect()
 }

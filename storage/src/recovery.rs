@@ -53,6 +53,8 @@ pub struct RecoverySummary {
     pub cut_at: Option<(PathBuf, u64)>,
     /// Bytes removed by that cut (the torn batch and whatever followed it in its file).
     pub bytes_cut: u64,
+    /// Where the idempotent-producer state was rebuilt from (snapshot, batches replayed).
+    pub producer_rebuild: crate::producer_state::ProducerRebuild,
 }
 
 /// Where and why a scan stopped before the end of a file.

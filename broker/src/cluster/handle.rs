@@ -86,6 +86,10 @@ pub(crate) enum Command {
         added_broker_epochs: Vec<(i32, i64)>,
         reply: Reply<PartitionState>,
     },
+    ReserveProducerIds {
+        count: i64,
+        reply: Reply<i64>,
+    },
     /// Stop; `revoke` gives the lease back so the others see this broker leave at once,
     /// otherwise the registration lapses after the TTL as if the process had died.
     Shutdown {
@@ -101,6 +105,7 @@ impl Command {
             Command::CreateTopic { .. } => "create topic",
             Command::DeleteTopic { .. } => "delete topic",
             Command::UpdateIsr { .. } => "update isr",
+            Command::ReserveProducerIds { .. } => "reserve producer ids",
             Command::Shutdown { .. } => "shutdown",
         }
     }
@@ -112,6 +117,7 @@ impl Command {
             Command::CreateTopic { reply, .. } => drop(reply.try_send(Err(error))),
             Command::DeleteTopic { reply, .. } => drop(reply.try_send(Err(error))),
             Command::UpdateIsr { reply, .. } => drop(reply.try_send(Err(error))),
+            Command::ReserveProducerIds { reply, .. } => drop(reply.try_send(Err(error))),
             Command::Shutdown { reply, .. } => drop(reply.try_send(Ok(()))),
         }
     }
@@ -431,6 +437,14 @@ impl ClusterHandle {
             expected,
             added_broker_epochs,
             reply,
+        })
+    }
+
+    /// Reserves `count` producer ids with one compare-and-swap on
+    /// `/sluice/<cluster>/producer-ids`; returns the first.
+    pub fn reserve_producer_ids(&self, count: i64) -> Result<i64, ClusterError> {
+        self.request("reserve producer ids", |reply| {
+            Command::ReserveProducerIds { count, reply }
         })
     }
 

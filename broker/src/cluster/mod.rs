@@ -257,6 +257,15 @@ pub enum ClusterError {
         /// The epoch the leader named.
         expected: i64,
     },
+    /// Other brokers won every compare-and-swap on the producer-id block key.
+    #[error("could not reserve producer ids: {attempts} compare-and-swap attempts lost")]
+    ProducerIdsContended {
+        /// Attempts made.
+        attempts: usize,
+    },
+    /// The producer-id block key holds something that is not a number.
+    #[error("the producer-id key holds {0:?}, not a number")]
+    ProducerIdsCorrupt(String),
     /// The proposed ISR breaks a rule.
     #[error("partition {topic}-{partition}: invalid ISR {isr:?}: {reason}")]
     InvalidIsr {

@@ -348,6 +348,58 @@ pub(crate) async fn delete_topic(
     Ok(revision_of(&response))
 }
 
+/// Compare-and-swap attempts on the producer-id key before giving up (each lost attempt means
+/// another broker reserved a block meanwhile).
+const PRODUCER_ID_CAS_ATTEMPTS_MAX: usize = 16;
+
+/// Reserves `count` producer ids: reads `/sluice/<cluster>/producer-ids` (absent: 0) and
+/// advances it by `count` with a compare-and-swap on the revision read. Returns the first id.
+pub(crate) async fn reserve_producer_ids(
+    client: &mut Client,
+    keys: &ClusterKeys,
+    count: i64,
+    timeout: Duration,
+) -> Result<i64, ClusterError> {
+    let key = keys.producer_ids();
+    for _ in 0..PRODUCER_ID_CAS_ATTEMPTS_MAX {
+        let got = timed(
+            timeout,
+            "read producer ids",
+            &key,
+            client.get(key.as_str(), None),
+        )
+        .await?;
+        let (first, revision) = match got.kvs().first() {
+            Some(kv) => {
+                let text = String::from_utf8_lossy(kv.value()).into_owned();
+                let first: i64 = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| ClusterError::ProducerIdsCorrupt(text.clone()))?;
+                (first, kv.mod_revision())
+            }
+            None => (0, 0),
+        };
+        let next = first
+            .checked_add(count)
+            .ok_or_else(|| ClusterError::ProducerIdsCorrupt(first.to_string()))?;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then([TxnOp::put(key.as_str(), next.to_string(), None)]);
+        let response = timed(timeout, "reserve producer ids", &key, client.txn(txn)).await?;
+        if response.succeeded() {
+            return Ok(first);
+        }
+    }
+    Err(ClusterError::ProducerIdsContended {
+        attempts: PRODUCER_ID_CAS_ATTEMPTS_MAX,
+    })
+}
+
 /// An ISR change asked for by a partition leader.
 pub(crate) struct IsrRequest<'a> {
     pub node_id: i32,

@@ -470,6 +470,10 @@ impl ControlPlane {
                     Err(error) => drop(reply.try_send(Err(error))),
                 }
             }
+            Command::ReserveProducerIds { count, reply } => {
+                let reserved = ops::reserve_producer_ids(client, &self.keys, count, timeout).await;
+                drop(reply.try_send(reserved));
+            }
             Command::Shutdown { reply, .. } => drop(reply.try_send(Ok(()))),
         }
     }

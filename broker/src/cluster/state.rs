@@ -305,6 +305,11 @@ impl ClusterKeys {
         format!("{}controller", self.root)
     }
 
+    /// `/sluice/<cluster>/producer-ids`: the first producer id no broker has reserved.
+    pub fn producer_ids(&self) -> String {
+        format!("{}producer-ids", self.root)
+    }
+
     /// `/sluice/<cluster>/topics/<topic>`.
     pub fn topic(&self, topic: &str) -> String {
         format!("{}topics/{topic}", self.root)

@@ -137,4 +137,10 @@ impl MetadataStore for EtcdMetadataStore {
             .map_err(|error| self.metadata_error("etcd delete topic", name, error))?;
         Ok(self.version())
     }
+
+    fn reserve_producer_ids(&mut self, count: i64) -> Result<i64, MetadataError> {
+        self.handle
+            .reserve_producer_ids(count)
+            .map_err(|error| self.metadata_error("etcd reserve producer ids", "", error))
+    }
 }

@@ -48,6 +48,7 @@ pub struct ClusterControl {
     /// Threads this control plane stops when it stops: the watcher and the ISR worker.
     helpers: Vec<JoinHandle<()>>,
     isr: Option<SyncSender<IsrCommand>>,
+    producer_ids: crate::control::ProducerIdBlock,
 }
 
 impl ClusterControl {
@@ -72,6 +73,7 @@ impl ClusterControl {
             observed: ObservedEpochs::new(),
             helpers: Vec::new(),
             isr: None,
+            producer_ids: crate::control::ProducerIdBlock::default(),
         }
     }
 
@@ -143,6 +145,9 @@ impl ClusterControl {
                 }
                 ControlRequest::DeleteTopics { names, reply } => {
                     let _ = reply.send(self.delete_topics(names));
+                }
+                ControlRequest::AllocateProducerId { reply } => {
+                    let _ = reply.send(self.producer_ids.allocate(&mut self.store));
                 }
                 ControlRequest::ClusterChanged => {
                     self.change_queued.store(false, Ordering::Release);

@@ -182,6 +182,7 @@ async fn write_response(
         Body::Produce(body) => writer.write_frame(header, &body, &[]).await,
         Body::ListOffsets(body) => writer.write_frame(header, &body, &[]).await,
         Body::OffsetForLeaderEpoch(body) => writer.write_frame(header, &body, &[]).await,
+        Body::InitProducerId(body) => writer.write_frame(header, &body, &[]).await,
         Body::Group(body) => body.write(header, writer).await,
         Body::Fetch(body, parts) => {
             let result = writer.write_frame_parts(header, &body, &parts).await;

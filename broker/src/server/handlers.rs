@@ -7,16 +7,17 @@ use futures_channel::oneshot;
 use sluice_net::{
     check_version, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerMeta,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    EpochAnswer, ErrorCode, FetchResponse, Frame, FrameHeader, ListOffsetsPartitionResult,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, NetError,
-    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, PartitionMeta, PayloadPart,
-    ProducePartitionResult, ProduceResponse, TopicMeta, TopicResult,
+    EpochAnswer, ErrorCode, FetchResponse, Frame, FrameHeader, InitProducerIdRequest,
+    InitProducerIdResponse, ListOffsetsPartitionResult, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, NetError, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, PartitionMeta, PayloadPart, ProducePartitionResult,
+    ProduceResponse, TopicMeta, TopicResult,
 };
 use sluice_shard::partition::SINGLE_NODE_LEADER_EPOCH;
 use sluice_shard::{
     ClusterView, OffsetQuery, PartitionError, ProtocolErrorKind, ShardTable, NO_LEADER,
 };
-use sluice_storage::StorageError;
+use sluice_storage::{producer_state::ProducerStateError, StorageError};
 
 use super::{fetch, groups, produce, ShardServer};
 use crate::control::ControlRequest;
@@ -39,6 +40,8 @@ pub enum Body {
     ListOffsets(ListOffsetsResponse),
     /// OffsetForLeaderEpoch.
     OffsetForLeaderEpoch(OffsetForLeaderEpochResponse),
+    /// InitProducerId.
+    InitProducerId(InitProducerIdResponse),
     /// A consumer-group api.
     Group(groups::GroupBody),
 }
@@ -132,6 +135,12 @@ pub async fn handle(
             Ok(request) => Ok(Body::OffsetForLeaderEpoch(epochs(server, request).await)),
             Err(error) => Err(error),
         },
+        ApiKey::InitProducerId => match frame.decode::<InitProducerIdRequest>() {
+            Ok(request) => Ok(Body::InitProducerId(
+                init_producer_id(server, request).await,
+            )),
+            Err(error) => Err(error),
+        },
         ApiKey::FindCoordinator
         | ApiKey::JoinGroup
         | ApiKey::SyncGroup
@@ -214,6 +223,7 @@ pub fn error_response(
         ApiKey::OffsetForLeaderEpoch => Body::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse {
             partitions: vec![epoch_answer("", -1, code, -1, -1)],
         }),
+        ApiKey::InitProducerId => Body::InitProducerId(producer_id_failed(code, message)),
         ApiKey::FindCoordinator
         | ApiKey::JoinGroup
         | ApiKey::SyncGroup
@@ -274,6 +284,7 @@ pub fn partition_error_code(error: &PartitionError) -> (ErrorCode, Option<Protoc
                 ErrorCode::InvalidRecord,
                 Some(ProtocolErrorKind::InvalidRequest),
             ),
+            StorageError::Producer(error) => producer_error_code(error),
             _ => (ErrorCode::KafkaStorageError, None),
         },
         PartitionError::NotLeaderOrFollower { .. } => (ErrorCode::NotLeaderOrFollower, None),
@@ -285,6 +296,21 @@ pub fn partition_error_code(error: &PartitionError) -> (ErrorCode, Option<Protoc
         PartitionError::ReplicationTimeout { .. } => (ErrorCode::RequestTimedOut, None),
         PartitionError::OffsetNotAvailable { .. } => (ErrorCode::OffsetNotAvailable, None),
         PartitionError::Forward { .. } => (ErrorCode::UnknownServerError, None),
+    }
+}
+
+/// The error code for a batch the idempotent-producer check refused (Kafka's codes).
+fn producer_error_code(error: &ProducerStateError) -> (ErrorCode, Option<ProtocolErrorKind>) {
+    match error {
+        ProducerStateError::InvalidProducerEpoch { .. } => (ErrorCode::InvalidProducerEpoch, None),
+        ProducerStateError::OutOfOrderSequence { .. } => {
+            (ErrorCode::OutOfOrderSequenceNumber, None)
+        }
+        ProducerStateError::UnknownProducerId { .. } => (ErrorCode::UnknownProducerId, None),
+        ProducerStateError::PartialDuplicate { .. } => (
+            ErrorCode::InvalidRequest,
+            Some(ProtocolErrorKind::InvalidRequest),
+        ),
     }
 }
 
@@ -530,6 +556,61 @@ async fn delete_topics(server: &ShardServer, request: DeleteTopicsRequest) -> De
     })
     .await;
     DeleteTopicsResponse { results }
+}
+
+fn producer_id_failed(code: ErrorCode, message: Option<String>) -> InitProducerIdResponse {
+    InitProducerIdResponse {
+        error: code.code(),
+        message,
+        producer_id: -1,
+        producer_epoch: -1,
+    }
+}
+
+/// InitProducerId: a new producer id with epoch 0 from the broker's reserved block (the
+/// control plane reserves blocks in the metadata store, so ids are unique in the cluster and
+/// never repeat after a restart). Without a transactional id every call gets a new id, as in
+/// Kafka; a transactional id (re-initialisation bumping the epoch and fencing the previous
+/// instance) belongs to transactions, which are not implemented yet, so it is refused.
+async fn init_producer_id(
+    server: &ShardServer,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    if let Some(transactional_id) = request.transactional_id {
+        server
+            .metrics()
+            .protocol_error(ProtocolErrorKind::InvalidRequest);
+        return producer_id_failed(
+            ErrorCode::InvalidRequest,
+            Some(format!(
+                "transactional id {transactional_id:?}: transactions are not supported yet"
+            )),
+        );
+    }
+    let (reply, answer) = oneshot::channel();
+    if !server
+        .shared
+        .control
+        .try_send(ControlRequest::AllocateProducerId { reply })
+    {
+        return producer_id_failed(
+            ErrorCode::CoordinatorNotAvailable,
+            Some("the control plane is busy or stopping; retry".to_string()),
+        );
+    }
+    match answer.await {
+        Ok(Ok(producer_id)) => InitProducerIdResponse {
+            error: ErrorCode::None.code(),
+            message: None,
+            producer_id,
+            producer_epoch: 0,
+        },
+        Ok(Err(message)) => producer_id_failed(ErrorCode::CoordinatorNotAvailable, Some(message)),
+        Err(_) => producer_id_failed(
+            ErrorCode::CoordinatorNotAvailable,
+            Some("the control plane stopped before answering".to_string()),
+        ),
+    }
 }
 
 fn offset_result(

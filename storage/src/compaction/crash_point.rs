@@ -16,6 +16,9 @@ pub const INDEXES_WRITTEN: &str = "indexes-written";
 pub const REPLACED_DELETED: &str = "replaced-deleted";
 /// Every group is swapped; the cleaner checkpoint is not yet written.
 pub const BEFORE_CHECKPOINT: &str = "before-checkpoint";
+/// Not a cleaning point: a segment roll sealed the old segment and has not yet written the
+/// producer-state snapshot at the new segment's base.
+pub const ROLL_BEFORE_PRODUCER_SNAPSHOT: &str = "roll-before-producer-snapshot";
 /// Every point, in the order a cleaning reaches them.
 pub const ALL: [&str; 6] = [
     CLEANED_WRITTEN,

@@ -4,7 +4,7 @@
 
 use std::{fs::File, rc::Rc};
 
-use super::{blocking, LogInner, RECOVERY_POINT_CHECKPOINT_MS};
+use super::{blocking, LogInner, PRODUCER_EXPIRATION_CHECK_MS, RECOVERY_POINT_CHECKPOINT_MS};
 use crate::{
     checkpoint::EpochCache,
     compaction::{
@@ -14,6 +14,7 @@ use crate::{
     },
     config::Durability,
     error::StorageError,
+    producer_state::files as producer_files,
     recovery,
     segment::{writer::FileHandle, HeaderReader, Segment},
 };
@@ -33,9 +34,24 @@ impl LogInner {
             return Ok(());
         }
         if offset <= self.log_start.get() {
-            return self.truncate_fully(offset).await;
+            self.truncate_fully(offset).await?;
+            return self.clear_producers().await;
         }
-        self.truncate_inside(offset).await
+        self.truncate_inside(offset).await?;
+        // The producer state goes back to what the remaining batches say: a retry of a batch
+        // the truncation removed must be appended again, not answered with its lost offsets.
+        self.rebuild_producers().await
+    }
+
+    /// Forgets every producer and removes every producer snapshot (the log was emptied).
+    async fn clear_producers(&self) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        blocking(move || producer_files::remove_snapshots_outside(&dir, i64::MAX, i64::MIN))
+            .await?;
+        let mut state = self.state.borrow_mut();
+        state.producers.clear();
+        state.reserved_producers.clear();
+        Ok(())
     }
 
     /// Cuts the log at the batch holding `offset`, which lies inside the log.
@@ -275,6 +291,9 @@ impl LogInner {
         }
         let dir = self.dir.clone();
         blocking(move || recovery::delete_segments(&dir, &bases)).await?;
+        // Snapshots below the new start could only be replayed over deleted batches.
+        let (dir, start) = (self.dir.clone(), self.log_start.get());
+        blocking(move || producer_files::remove_snapshots_outside(&dir, start, i64::MAX)).await?;
         self.sync_dir().await?;
         Ok(count)
     }
@@ -315,6 +334,7 @@ impl LogInner {
     /// See [`super::PartitionLog::maintenance`].
     pub(super) async fn maintenance(self: &Rc<Self>, now_ms: i64) -> Result<(), StorageError> {
         self.check_open()?;
+        self.expire_producers(now_ms);
         if let Durability::Interval { flush_ms_max, .. } = self.config.durability {
             let since = self.state.borrow().unflushed_since_ms;
             let age_ms_max = i64::try_from(flush_ms_max).unwrap_or(i64::MAX);
@@ -338,6 +358,24 @@ impl LogInner {
         self.write_recovery_point(self.flushed.get()).await?;
         self.state.borrow_mut().recovery_point_checkpointed_ms = Some(now_ms);
         Ok(())
+    }
+}
+
+impl LogInner {
+    /// Forgets producers whose newest batch is older than `producer_id_expiration_ms`, at most
+    /// every `PRODUCER_EXPIRATION_CHECK_MS`.
+    fn expire_producers(&self, now_ms: i64) {
+        let mut state = self.state.borrow_mut();
+        let last = state.producers_expired_ms;
+        if last.is_some_and(|last| now_ms.saturating_sub(last) < PRODUCER_EXPIRATION_CHECK_MS) {
+            return;
+        }
+        state.producers_expired_ms = Some(now_ms);
+        let expired = state.producers.remove_expired(now_ms);
+        state.reserved_producers.remove_expired(now_ms);
+        if expired > 0 {
+            tracing::debug!(dir = %self.dir.display(), expired, "expired idempotent producers");
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use crate::{
     batch::{stamp, BatchHeader, BatchIter},
     config::Durability,
     error::StorageError,
+    producer_state::{AppendDecision, ProducerBatch, ProducerStateError},
     segment::writer::{succeeded, BlockFate, Completion, FinishOnDrop, Prepared, TailCover},
     tail_cache::Chunk,
 };
@@ -123,7 +124,7 @@ impl LogInner {
             .await
             .map_err(|_| StorageError::Closed)?;
         let pending = {
-            let _lock = self
+            let lock = self
                 .append_lock
                 .acquire_permit(1)
                 .await
@@ -137,10 +138,25 @@ impl LogInner {
             self.roll_if_due(batches.len() as u64, offsets, now_ms())
                 .await?;
             self.assign_offsets(&mut batches, &mut metas, kind)?;
+            // The sequence check runs under the append lock against the state that includes
+            // appends still in flight, so a retry racing its original is a duplicate.
+            if let AppendKind::Leader(_) = kind {
+                if let AppendDecision::Duplicate {
+                    first_offset,
+                    last_offset,
+                } = self.check_producers(&metas)?
+                {
+                    let in_flight = self.state.borrow().last_published.clone();
+                    drop(lock);
+                    return self.duplicate(first_offset, last_offset, in_flight).await;
+                }
+            }
             self.reserve_epochs(&metas).await?;
             self.prepare_space(batches.len() as u64).await;
             self.prepare_next_segment_if_due();
-            self.reserve(batches, metas)
+            let pending = self.reserve(batches, metas);
+            drop(lock);
+            pending
         };
         // The write and publish run in their own task so that a caller dropping this future
         // cannot leave a write half done or the completion chain unfinished.
@@ -205,6 +221,60 @@ impl LogInner {
             }
         }
         Ok(())
+    }
+
+    /// Runs the idempotent-producer check on a leader append's batches (offsets assigned).
+    fn check_producers(&self, metas: &[BatchMeta]) -> Result<AppendDecision, StorageError> {
+        let batches: Vec<(ProducerBatch, i64, i64)> = metas
+            .iter()
+            .filter_map(|meta| {
+                ProducerBatch::from_header(&meta.header)
+                    .map(|batch| (batch, meta.header.base_offset, meta.header.last_offset()))
+            })
+            .collect();
+        if batches.is_empty() {
+            return Ok(AppendDecision::Append);
+        }
+        let decision = self
+            .state
+            .borrow()
+            .reserved_producers
+            .check_append(&batches)?;
+        // A duplicate must be the whole append: batches without a producer id mixed into it
+        // would otherwise be dropped with it.
+        if matches!(decision, AppendDecision::Duplicate { .. }) && batches.len() != metas.len() {
+            return Err(ProducerStateError::PartialDuplicate {
+                producer_id: batches[0].0.producer_id,
+            }
+            .into());
+        }
+        Ok(decision)
+    }
+
+    /// Answers a duplicate with its original offsets once the original is published (it may
+    /// still be in flight: then the newest append in flight at the check is awaited, and a
+    /// failed original fails the retry too, which the client retries again).
+    async fn duplicate(
+        &self,
+        first_offset: i64,
+        last_offset: i64,
+        in_flight: Option<Rc<Completion>>,
+    ) -> Result<AppendInfo, StorageError> {
+        if last_offset >= self.log_end.get() {
+            succeeded(in_flight).await;
+        }
+        self.check_open()?;
+        if last_offset >= self.log_end.get() {
+            return Err(StorageError::Aborted {
+                base_offset: first_offset,
+            });
+        }
+        Ok(AppendInfo {
+            base_offset: first_offset,
+            last_offset,
+            max_timestamp: i64::MIN,
+            log_end_offset: self.log_end.get(),
+        })
     }
 
     /// Persists the leader-epoch checkpoint before the bytes of a new epoch are written, as
@@ -274,6 +344,9 @@ impl LogInner {
         if let Some(last) = batches_meta.last() {
             state.next_offset = last.header.last_offset() + 1;
         }
+        state
+            .reserved_producers
+            .record_headers(batches_meta.iter().map(|meta| &meta.header));
         PendingAppend {
             prepared,
             path,
@@ -434,6 +507,9 @@ impl LogInner {
                 .epochs
                 .assign(meta.header.partition_leader_epoch, meta.header.base_offset);
         }
+        state
+            .producers
+            .record_headers(batches.iter().map(|meta| &meta.header));
         segment.roll_base_ms.get_or_insert_with(now_ms);
         let base_offset = batches.first().map_or(0, |meta| meta.header.base_offset);
         let next_offset = segment.next_offset;
@@ -551,6 +627,7 @@ impl LogInner {
         }
         state.next_offset = self.log_end.get();
         state.reserved_epochs = state.epochs.clone();
+        state.reserved_producers = state.producers.clone();
         state.poisoned = false;
         state.generation += 1;
         tracing::warn!(file = %path.display(), size, "rewound the active segment after a failed write");

@@ -14,6 +14,7 @@ use std::{fs::File, path::Path, rc::Rc};
 
 use super::{blocking, LogInner};
 use crate::{
+    compaction::crash_point,
     error::StorageError,
     recovery,
     segment::{writer::SegmentWriter, Segment},
@@ -163,6 +164,7 @@ impl LogInner {
                 return Err(StorageError::Closed);
             };
             let seal = Seal {
+                producer_snapshot: crate::producer_state::encode_snapshot(&state.producers),
                 base: old.base_offset,
                 size: old.size,
                 files: recovery::sealed_index_files(old),
@@ -191,13 +193,21 @@ impl LogInner {
     /// Seals a segment that just stopped being the active one. A failed fsync takes the log
     /// offline; other failures only leave work for recovery (which scans a segment without
     /// valid indexes and cuts a zero-filled tail), so they are logged.
-    async fn seal(self: Rc<Self>, seal: Seal) {
+    async fn seal(self: Rc<Self>, mut seal: Seal) {
         let done = seal.done.clone();
         let _guard = crate::segment::writer::FinishOnDrop(done.clone());
         let new_base = seal.new_base;
+        let producer_snapshot = std::mem::take(&mut seal.producer_snapshot);
         match self.run_seal(seal).await {
             Ok(()) => {
                 self.flushed.set(self.flushed.get().max(new_base));
+                crash_point::reached(crash_point::ROLL_BEFORE_PRODUCER_SNAPSHOT);
+                if let Err(error) = self
+                    .write_producer_snapshot(new_base, producer_snapshot)
+                    .await
+                {
+                    tracing::warn!(dir = %self.dir.display(), %error, "writing the producer snapshot after a roll failed; recovery replays from an older one");
+                }
                 if let Err(error) = self.write_recovery_point(new_base).await {
                     tracing::warn!(dir = %self.dir.display(), %error, "writing the recovery point after a roll failed");
                 }
@@ -237,6 +247,9 @@ struct Seal {
     base: i64,
     size: u64,
     files: Vec<(std::path::PathBuf, Vec<u8>)>,
+    /// The producer state as of `new_base` (the roll settled every append), written once the
+    /// old segment is durable so the snapshot never describes batches recovery could lose.
+    producer_snapshot: Vec<u8>,
     writer: Option<SegmentWriter>,
     new_base: i64,
     done: Rc<crate::segment::writer::Completion>,
