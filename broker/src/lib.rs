@@ -275,16 +275,8 @@ impl Broker {
         let shard_count = config.shard_count();
         let (backend, table, cluster_id) = choose_backend(&config, shard_count)?;
         let (native_addr, reservation) = reserve_native_addr(config.native_addr)?;
-        let kafka_reservation = match config.kafka_addr {
-            Some(addr) => Some(reserve_native_addr(addr)?),
-            None => None,
-        };
-        let metrics: Vec<Arc<ShardMetrics>> = (0..shard_count)
-            .map(|index| {
-                let id = ShardId(u32::try_from(index).unwrap_or(u32::MAX));
-                Arc::new(ShardMetrics::new(id))
-            })
-            .collect();
+        let kafka_reservation = config.kafka_addr.map(reserve_native_addr).transpose()?;
+        let metrics = shard_metrics(shard_count);
         let cluster_metrics: ClusterMetricsSlot = Arc::new(OnceLock::new());
         let advertised = advertised_host(&config, native_addr);
         let kafka = match &kafka_reservation {
@@ -295,27 +287,10 @@ impl Broker {
             .as_ref()
             .map(|kafka| kafka.metrics.clone())
             .unwrap_or_default();
-        let admin = match config.admin_addr {
-            Some(addr) => Some(
-                AdminServer::start(
-                    addr,
-                    metrics.clone(),
-                    kafka_metrics.clone(),
-                    cluster_metrics.clone(),
-                )
-                .map_err(|source| BrokerError::Bind { addr, source })?,
-            ),
-            None => None,
-        };
+        let admin = start_admin(&config, &metrics, &kafka_metrics, &cluster_metrics)?;
         let kafka_addr = kafka.as_ref().map(|kafka| kafka.addr);
         let (control, control_requests) = ControlPlane::channel();
-        let (isr, isr_requests) = match backend {
-            Backend::Cluster => {
-                let (sender, receiver) = std::sync::mpsc::sync_channel(ISR_QUEUE_DEPTH_MAX);
-                (Some(sender), Some(receiver))
-            }
-            Backend::Embedded(_) => (None, None),
-        };
+        let (isr, isr_requests) = isr_channel(&backend);
         let (startup, startup_reports) = std::sync::mpsc::channel();
         let shared = Arc::new(ServerShared {
             advertised_host: advertised,
@@ -372,6 +347,52 @@ impl Broker {
                 _lock: lock,
             }),
         })
+    }
+}
+
+/// One metrics block per shard.
+fn shard_metrics(shard_count: usize) -> Vec<Arc<ShardMetrics>> {
+    (0..shard_count)
+        .map(|index| {
+            let id = ShardId(u32::try_from(index).unwrap_or(u32::MAX));
+            Arc::new(ShardMetrics::new(id))
+        })
+        .collect()
+}
+
+/// Starts the admin HTTP server when an address is configured.
+fn start_admin(
+    config: &BrokerConfig,
+    metrics: &[Arc<ShardMetrics>],
+    kafka_metrics: &[Arc<kafka::KafkaMetrics>],
+    cluster_metrics: &ClusterMetricsSlot,
+) -> Result<Option<AdminServer>, BrokerError> {
+    let Some(addr) = config.admin_addr else {
+        return Ok(None);
+    };
+    AdminServer::start(
+        addr,
+        metrics.to_vec(),
+        kafka_metrics.to_vec(),
+        cluster_metrics.clone(),
+    )
+    .map(Some)
+    .map_err(|source| BrokerError::Bind { addr, source })
+}
+
+/// The bounded channel ISR changes travel to the cluster thread on (cluster mode only).
+fn isr_channel(
+    backend: &Backend,
+) -> (
+    Option<replication::IsrClient>,
+    Option<std::sync::mpsc::Receiver<IsrCommand>>,
+) {
+    match backend {
+        Backend::Cluster => {
+            let (sender, receiver) = std::sync::mpsc::sync_channel(ISR_QUEUE_DEPTH_MAX);
+            (Some(sender), Some(receiver))
+        }
+        Backend::Embedded(_) => (None, None),
     }
 }
 
