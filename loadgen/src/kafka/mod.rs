@@ -54,6 +54,9 @@ fn base_config(bootstrap: &str, connect_timeout: Duration) -> ClientConfig {
         .set("bootstrap.servers", bootstrap)
         .set("client.id", "sluice-loadgen")
         .set("log_level", LIBRDKAFKA_LOG_LEVEL)
+        // librdkafka otherwise opens its connection to a partition leader lazily, on the first
+        // message, which would put connection set-up into the first measured latencies.
+        .set("enable.sparse.connections", "false")
         .set(
             "socket.connection.setup.timeout.ms",
             connect_timeout.as_millis().to_string(),
