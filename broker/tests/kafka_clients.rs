@@ -350,8 +350,15 @@ fn kcat_round_trips_and_lists_metadata() {
     assert_eq!(read_back, produced_lines, "kcat read back other messages");
     verify_natively(&broker, "kcat", &consumed, 5);
 
+    kcat_lists_metadata(&bootstrap);
+    kcat_reads_by_timestamp(&broker, &bootstrap);
+    kcat_reads_native_messages(&broker, &bootstrap);
+}
+
+/// kcat -L lists this broker and the `kcat` topic with its partitions.
+fn kcat_lists_metadata(bootstrap: &str) {
     let mut command = kcat();
-    command.args(["-b", &bootstrap, "-L", "-J"]);
+    command.args(["-b", bootstrap, "-L", "-J"]);
     let listing: serde_json::Value = serde_json::from_str(&run_client(command, None)).unwrap();
     assert_eq!(listing["brokers"][0]["name"], format!("{bootstrap}"));
     let topic = listing["topics"]
@@ -364,13 +371,16 @@ fn kcat_round_trips_and_lists_metadata() {
         topic["partitions"].as_array().unwrap().len(),
         PARTITIONS as usize
     );
+}
 
-    let base_ms = timed_source(&broker, "kcat-times");
+/// kcat starts reading partition 0 of a timestamped topic at a timestamp.
+fn kcat_reads_by_timestamp(broker: &BrokerHandle, bootstrap: &str) {
+    let base_ms = timed_source(broker, "kcat-times");
     let mut command = kcat();
     command
         .args([
             "-b",
-            &bootstrap,
+            bootstrap,
             "-C",
             "-t",
             "kcat-times",
@@ -382,13 +392,16 @@ fn kcat_round_trips_and_lists_metadata() {
         ])
         .args(["-o", &format!("s@{}", base_ms + 4_500), "-f", "%o %s\n"]);
     assert_eq!(run_client(command, None).trim(), "5 t-5");
+}
 
-    native_source(&broker, "native-for-kcat", NATIVE_COUNT);
+/// kcat reads what the native producer wrote.
+fn kcat_reads_native_messages(broker: &BrokerHandle, bootstrap: &str) {
+    native_source(broker, "native-for-kcat", NATIVE_COUNT);
     let mut command = kcat();
     command
         .args([
             "-b",
-            &bootstrap,
+            bootstrap,
             "-C",
             "-t",
             "native-for-kcat",
