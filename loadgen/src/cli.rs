@@ -15,7 +15,7 @@ use crate::error::LoadgenError;
 use crate::plot::report_svg;
 use crate::report::Report;
 use crate::runner::{
-    run, BrokerTarget, RunOptions, CONNECT_TIMEOUT_DEFAULT_MS, DRAIN_TIMEOUT_DEFAULT_S,
+    run, BrokerTarget, Driver, RunOptions, CONNECT_TIMEOUT_DEFAULT_MS, DRAIN_TIMEOUT_DEFAULT_S,
     PROGRESS_INTERVAL_DEFAULT_S,
 };
 use crate::workload::{
@@ -57,8 +57,13 @@ pub struct Cli {
     /// Start an in-process single-node broker on a temporary data directory.
     #[arg(long, conflicts_with = "bootstrap")]
     pub embedded: bool,
-    /// Native address of a running broker; comma-separated for several (the first that answers
-    /// is used, the rest of the cluster is learned from its metadata).
+    /// The client that drives the load: Sluice's native client, or librdkafka over the Kafka
+    /// protocol (against Sluice's Kafka port or any Kafka broker; `--bootstrap HOST:9092`).
+    #[arg(long, value_enum, default_value_t = Driver::Native)]
+    pub driver: Driver,
+    /// Address of a running broker: its native port (comma-separated for several: the first
+    /// that answers is used, the rest of the cluster is learned from its metadata), or its Kafka
+    /// port with --driver kafka.
     #[arg(
         long,
         value_name = "HOST:PORT[,HOST:PORT...]",
@@ -298,6 +303,7 @@ impl Cli {
             }
         };
         let mut options = RunOptions::new(self.workload()?, broker);
+        options.driver = self.driver;
         options.topic = self.topic.clone();
         options.keep_topic = self.keep_topic;
         options.cpus = self.cpus.clone().map(|list| list.0);
@@ -420,6 +426,13 @@ fn describe(options: &RunOptions) -> String {
     let broker = match &options.broker {
         BrokerTarget::Embedded(_) => "an embedded broker".to_string(),
         BrokerTarget::Remote { bootstrap } => format!("the broker at {bootstrap}"),
+    };
+    let broker = match options.driver {
+        Driver::Native => format!("{broker} (native driver)"),
+        Driver::Kafka => format!(
+            "{broker} (Kafka driver, {})",
+            crate::kafka::client_version()
+        ),
     };
     let mut text = format!(
         "Workload {}: {} topic(s) x {} partition(s), {} B messages, {} producer(s) per topic at {rate} in total, \

@@ -33,6 +33,7 @@ pub struct EmbeddedBroker {
     data_dir: Option<tempfile::TempDir>,
     keep_data: bool,
     native_addr: SocketAddr,
+    kafka_addr: Option<SocketAddr>,
     info: BrokerInfo,
 }
 
@@ -54,6 +55,7 @@ impl EmbeddedBroker {
             message: error.to_string(),
         })?;
         let native_addr = handle.native_addr();
+        let kafka_addr = handle.kafka_addr();
         let info = BrokerInfo {
             bootstrap: native_addr.to_string(),
             ..info
@@ -63,6 +65,7 @@ impl EmbeddedBroker {
             data_dir: Some(data_dir),
             keep_data: options.keep_data,
             native_addr,
+            kafka_addr,
             info,
         })
     }
@@ -70,6 +73,11 @@ impl EmbeddedBroker {
     /// The address clients bootstrap from.
     pub fn bootstrap(&self) -> String {
         self.native_addr.to_string()
+    }
+
+    /// The address Kafka clients bootstrap from (the broker binds an OS-picked Kafka port).
+    pub fn kafka_bootstrap(&self) -> Option<String> {
+        self.kafka_addr.map(|addr| addr.to_string())
     }
 
     /// What the report says about this broker.

@@ -62,6 +62,14 @@ pub enum LoadgenError {
         /// What happened.
         message: String,
     },
+    /// The Kafka driver's client (librdkafka) refused an operation.
+    #[error("Kafka driver: {operation} failed: {message}")]
+    Kafka {
+        /// What was being done.
+        operation: String,
+        /// librdkafka's message.
+        message: String,
+    },
     /// The run could not go on (an executor failed, executors did not start or stop in time).
     #[error("run failed: {message}")]
     Run {

@@ -1,4 +1,5 @@
-//! Sluice load generator: OpenMessaging-Benchmark-style workloads over the native client.
+//! Sluice load generator: OpenMessaging-Benchmark-style workloads over the native client, or
+//! over librdkafka against any Kafka-protocol broker ([`kafka`], `--driver kafka`).
 //!
 //! A run spreads producers and consumers over glommio executors (one per CPU, thread-per-core),
 //! paces producers by a schedule of intended send times, measures publish and end-to-end latency
@@ -16,6 +17,7 @@ pub mod embedded;
 pub mod error;
 pub mod groups_bench;
 pub mod histogram;
+pub mod kafka;
 pub mod payload;
 pub mod plan;
 pub mod plot;
@@ -28,5 +30,5 @@ pub mod workload;
 
 pub use error::LoadgenError;
 pub use report::Report;
-pub use runner::{run, BrokerTarget, RunOptions};
+pub use runner::{run, BrokerTarget, Driver, RunOptions};
 pub use workload::Workload;

@@ -334,6 +334,9 @@ pub struct Report {
     pub tool: String,
     /// Version of the load generator.
     pub version: String,
+    /// The client that drove the load: `native`, or `kafka (librdkafka VERSION)`.
+    #[serde(default)]
+    pub driver: String,
     /// Wall-clock start of the run, ms since the Unix epoch.
     pub started_at_unix_ms: u64,
     /// The workload as run (file and flags merged).
@@ -497,6 +500,7 @@ pub(crate) mod test_support {
         Report {
             tool: "sluice-loadgen".to_string(),
             version: "0.1.0".to_string(),
+            driver: "native".to_string(),
             started_at_unix_ms: 1,
             workload: Workload::default(),
             machine: MachineInfo::detect(),

@@ -36,12 +36,23 @@ pub const RECORD_OVERHEAD_BYTES_MAX: usize = 1024;
 /// Seed of the random payload pool: fixed, so two runs of a workload send the same bytes.
 const PAYLOAD_SEED: u64 = 0x5eed_1007;
 
+/// Which client drives the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// Sluice's native client on glommio executors (shard-aware, zero-copy).
+    #[default]
+    Native,
+    /// librdkafka through the Kafka protocol: Sluice's Kafka port or any Kafka broker.
+    Kafka,
+}
+
 /// Which broker to run against.
 #[derive(Debug, Clone)]
 pub enum BrokerTarget {
     /// A broker that is already running.
     Remote {
-        /// `HOST:PORT` of its native port.
+        /// `HOST:PORT` of its native port (its Kafka port with the Kafka driver).
         bootstrap: String,
     },
     /// An in-process broker started for this run.
@@ -55,6 +66,8 @@ pub struct RunOptions {
     pub workload: Workload,
     /// The broker.
     pub broker: BrokerTarget,
+    /// The client that drives the load.
+    pub driver: Driver,
     /// Use this topic name (or `NAME-i` for several topics) instead of a run-unique one; an
     /// existing topic with the right partition count is reused.
     pub topic: Option<String>,
@@ -83,6 +96,7 @@ impl RunOptions {
         RunOptions {
             workload,
             broker,
+            driver: Driver::Native,
             topic: None,
             keep_topic: false,
             cpus: None,
@@ -117,7 +131,21 @@ pub fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
     let (embedded, bootstrap, broker) = match &options.broker {
         BrokerTarget::Embedded(embedded) => {
             let embedded = EmbeddedBroker::start(embedded)?;
-            let (bootstrap, info) = (embedded.bootstrap(), embedded.info());
+            let bootstrap = match options.driver {
+                Driver::Native => embedded.bootstrap(),
+                Driver::Kafka => {
+                    embedded
+                        .kafka_bootstrap()
+                        .ok_or_else(|| LoadgenError::EmbeddedBroker {
+                            operation: "start",
+                            message: "the embedded broker has no Kafka port".to_string(),
+                        })?
+                }
+            };
+            let info = BrokerInfo {
+                bootstrap: bootstrap.clone(),
+                ..embedded.info()
+            };
             (Some(embedded), bootstrap, info)
         }
         BrokerTarget::Remote { bootstrap } => (None, bootstrap.clone(), remote_info(bootstrap)),
@@ -146,6 +174,7 @@ pub fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
     Ok(Report {
         tool: "sluice-loadgen".to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        driver: driver_name(options.driver),
         started_at_unix_ms,
         workload: options.workload.clone(),
         machine: MachineInfo::detect(),
@@ -161,6 +190,14 @@ pub fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
         notes: notes(&options.workload),
         errors,
     })
+}
+
+/// The driver as the report names it.
+fn driver_name(driver: Driver) -> String {
+    match driver {
+        Driver::Native => "native".to_string(),
+        Driver::Kafka => format!("kafka ({})", crate::kafka::client_version()),
+    }
 }
 
 fn remote_info(bootstrap: &str) -> BrokerInfo {
@@ -202,22 +239,32 @@ fn run_on_broker(
     let suffix = format!("{:08x}", rand::thread_rng().gen::<u32>());
     let topics = topic_names(&options.workload, options.topic.as_deref(), &suffix)?;
     let partitions = options.workload.partitions_per_topic;
-    let created = admin::create_topics(
-        bootstrap,
-        options.connect_timeout,
-        &topics,
-        partitions,
-        options.topic.is_some(),
-    )?;
+    let reuse = options.topic.is_some();
+    let timeout = options.connect_timeout;
+    let created = match options.driver {
+        Driver::Native => admin::create_topics(bootstrap, timeout, &topics, partitions, reuse)?,
+        Driver::Kafka => {
+            crate::kafka::create_topics(bootstrap, timeout, &topics, partitions, reuse)?
+        }
+    };
+    // The native driver's subscriptions are consumer groups starting at the partitions'
+    // ends; the Kafka driver assigns partitions statically (see `kafka`).
     let subscriptions = options.workload.subscriptions_per_topic;
-    admin::commit_start_offsets(bootstrap, options.connect_timeout, &topics, subscriptions)?;
-    let measured = drive(options, bootstrap, &topics, pool);
+    if options.driver == Driver::Native {
+        admin::commit_start_offsets(bootstrap, timeout, &topics, subscriptions)?;
+    }
+    let measured = match options.driver {
+        Driver::Native => drive(options, bootstrap, &topics, pool),
+        Driver::Kafka => crate::kafka::drive(options, bootstrap, &topics, pool),
+    };
     let mut errors = Vec::new();
     if !options.keep_topic {
         // The groups go with the topics (their members left when the run ended).
-        if let Err(error) =
-            admin::delete_groups(bootstrap, options.connect_timeout, &topics, subscriptions)
-        {
+        let groups_deleted = match options.driver {
+            Driver::Native => admin::delete_groups(bootstrap, timeout, &topics, subscriptions),
+            Driver::Kafka => Ok(()),
+        };
+        if let Err(error) = groups_deleted {
             tracing::warn!("{error}");
             errors.push(error.to_string());
         }
@@ -227,7 +274,11 @@ fn run_on_broker(
             .filter(|(_, created)| **created)
             .map(|(topic, _)| topic.clone())
             .collect();
-        if let Err(error) = admin::delete_topics(bootstrap, options.connect_timeout, &ours) {
+        let deleted = match options.driver {
+            Driver::Native => admin::delete_topics(bootstrap, timeout, &ours),
+            Driver::Kafka => crate::kafka::delete_topics(bootstrap, timeout, &ours),
+        };
+        if let Err(error) = deleted {
             tracing::warn!("{error}");
             errors.push(error.to_string());
         }
