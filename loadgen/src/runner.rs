@@ -187,7 +187,7 @@ pub fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
         correctness: verdict(&options.workload, &measured, &counts),
         windows: measured.windows,
         counts,
-        notes: notes(&options.workload),
+        notes: notes(&options.workload, options.driver),
         errors,
     })
 }
@@ -542,13 +542,19 @@ fn verdict(workload: &Workload, measured: &Measured, counts: &CountsReport) -> C
     }
 }
 
-fn notes(workload: &Workload) -> Vec<String> {
+fn notes(workload: &Workload, driver: Driver) -> Vec<String> {
     let mut notes = vec![
         "Rates count acknowledged and consumed messages; MB = 2^20 bytes, as the OpenMessaging Benchmark reports."
             .to_string(),
         "Latency is measured from each message's intended send time (coordinated-omission corrected).".to_string(),
     ];
-    if workload.subscriptions_per_topic > 0 {
+    if workload.subscriptions_per_topic > 0 && driver == Driver::Kafka {
+        notes.push(format!(
+            "Kafka driver: each subscription's {} consumer(s) are assigned partitions statically \
+             (partition p to consumer p mod consumers), starting at the partitions' ends.",
+            workload.consumers_per_subscription
+        ));
+    } else if workload.subscriptions_per_topic > 0 {
         notes.push(format!(
             "Each subscription is a consumer group of {} member(s) (range assignor), starting at the partitions' \
              ends when the run began; rebalances and their duration are counted in counts.groups.",
