@@ -329,3 +329,143 @@ fn topic_admin_and_configs() {
     let metadata: MetadataResponse = client.call(9, &MetadataRequest::default().with_topics(None));
     assert!(metadata.topics.is_empty());
 }
+
+/// One record of producer `producer_id` (epoch 0) at `sequence`.
+fn idempotent_batch(producer_id: i64, sequence: i32, tag: &str) -> Bytes {
+    let mut builder = BatchBuilder::new(Compression::Lz4).with_producer(producer_id, 0, sequence);
+    builder.push(1_700_000_000_000, Some(b"k"), Some(tag.as_bytes()), &[]);
+    builder.build().unwrap().freeze()
+}
+
+// Proves idempotent producers work on the Kafka port: InitProducerId answers every served
+// version with a new id and epoch 0 (never the same id twice), a transactional id is refused,
+// a retried batch is answered with its original offset and not appended again, and a sequence
+// gap is OUT_OF_ORDER_SEQUENCE_NUMBER; the partition holds each record once.
+#[test]
+fn init_producer_id_and_sequence_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), 2);
+    let mut client = KafkaClient::connect(broker.kafka_addr().unwrap());
+    client.create_topic("idempotent", 2);
+    let mut ids = Vec::new();
+    for version in 0..=4 {
+        let idempotent = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_producer_id(ProducerId(-1));
+        let response: InitProducerIdResponse = client.call(version, &idempotent);
+        assert_eq!(response.error_code, 0, "v{version}: {response:?}");
+        assert_eq!(response.producer_epoch, 0);
+        ids.push(response.producer_id.0);
+    }
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "ids repeat: {ids:?}");
+    let transactional = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))));
+    let refused: InitProducerIdResponse = client.call(4, &transactional);
+    assert_ne!(refused.error_code, 0, "a transactional id is refused");
+
+    let producer = ids[0];
+    for partition in 0..2 {
+        let first = client.produce(
+            9,
+            "idempotent",
+            partition,
+            idempotent_batch(producer, 0, "a"),
+        );
+        assert_eq!(first, (0, 0));
+        let second = client.produce(
+            9,
+            "idempotent",
+            partition,
+            idempotent_batch(producer, 1, "b"),
+        );
+        assert_eq!(second, (0, 1));
+        let retry = client.produce(
+            9,
+            "idempotent",
+            partition,
+            idempotent_batch(producer, 0, "a"),
+        );
+        assert_eq!(retry, (0, 0), "a duplicate gets its original offset");
+        let (gap, _) = client.produce(
+            9,
+            "idempotent",
+            partition,
+            idempotent_batch(producer, 5, "c"),
+        );
+        assert_eq!(gap, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+        let (error, high_watermark, records) = client.fetch(12, "idempotent", partition, 0, 0, 1);
+        assert_eq!((error, high_watermark), (0, 2));
+        let stored: Vec<String> = values(&records).into_iter().map(|(_, v)| v).collect();
+        assert_eq!(stored, ["a", "b"]);
+    }
+}
+
+/// Metadata v12 of every topic: (name, topic id) pairs.
+fn topic_ids(client: &mut KafkaClient) -> Vec<(String, uuid::Uuid)> {
+    let metadata: MetadataResponse = client.call(12, &MetadataRequest::default().with_topics(None));
+    metadata
+        .topics
+        .iter()
+        .map(|topic| (topic.name.as_ref().unwrap().0.to_string(), topic.topic_id))
+        .collect()
+}
+
+// Proves topic ids (KIP-516) reach Kafka clients: CreateTopics v7 and Metadata v10+ name the
+// same non-zero id, Metadata by id alone finds the topic, DeleteTopics v6 deletes by id, and a
+// topic re-created under the same name gets a new id (the old id is then unknown).
+#[test]
+fn topic_ids_are_served_and_change_with_each_incarnation() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), 2);
+    let mut client = KafkaClient::connect(broker.kafka_addr().unwrap());
+    let create = |client: &mut KafkaClient| -> uuid::Uuid {
+        let topic = CreatableTopic::default()
+            .with_name(topic_name("incarnations"))
+            .with_num_partitions(2)
+            .with_replication_factor(1);
+        let created: CreateTopicsResponse =
+            client.call(7, &CreateTopicsRequest::default().with_topics(vec![topic]));
+        assert_eq!(created.topics[0].error_code, 0);
+        created.topics[0].topic_id
+    };
+    let first = create(&mut client);
+    assert!(!first.is_nil(), "CreateTopics v7 names the topic id");
+    assert!(topic_ids(&mut client).contains(&("incarnations".to_string(), first)));
+    let by_id = MetadataRequestTopic::default()
+        .with_name(None)
+        .with_topic_id(first);
+    let found: MetadataResponse = client.call(
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![by_id.clone()])),
+    );
+    assert_eq!(found.topics[0].error_code, 0);
+    assert_eq!(
+        found.topics[0].name.as_ref().unwrap().0.as_str(),
+        "incarnations"
+    );
+    assert_eq!(found.topics[0].partitions.len(), 2);
+
+    let delete = DeleteTopicState::default()
+        .with_name(None)
+        .with_topic_id(first);
+    let deleted: DeleteTopicsResponse =
+        client.call(6, &DeleteTopicsRequest::default().with_topics(vec![delete]));
+    assert_eq!(deleted.responses[0].error_code, 0, "{deleted:?}");
+    assert!(topic_ids(&mut client)
+        .iter()
+        .all(|(name, _)| name != "incarnations"));
+
+    let second = create(&mut client);
+    assert!(
+        !second.is_nil() && second != first,
+        "a new incarnation gets a new id"
+    );
+    let stale: MetadataResponse = client.call(
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![by_id])),
+    );
+    assert_eq!(stale.topics[0].error_code, 100, "UNKNOWN_TOPIC_ID");
+}

@@ -7,9 +7,9 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
     FetchRequest, FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest,
-    SyncGroupRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
@@ -46,6 +46,8 @@ pub enum Request {
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
     /// DescribeCluster.
     DescribeCluster(DescribeClusterRequest),
+    /// InitProducerId.
+    InitProducerId(InitProducerIdRequest),
     /// A consumer-group request.
     Group(GroupRequest),
 }
@@ -153,6 +155,7 @@ fn decode_generated(api: ApiKey, bytes: &mut bytes::Bytes, version: i16) -> Deco
         ApiKey::DescribeConfigs => R::DescribeConfigs(decode(bytes, version)?),
         ApiKey::IncrementalAlterConfigs => R::IncrementalAlterConfigs(decode(bytes, version)?),
         ApiKey::DescribeCluster => R::DescribeCluster(decode(bytes, version)?),
+        ApiKey::InitProducerId => R::InitProducerId(decode(bytes, version)?),
         ApiKey::FindCoordinator => R::Group(G::FindCoordinator(decode(bytes, version)?)),
         ApiKey::JoinGroup => R::Group(G::JoinGroup(decode(bytes, version)?)),
         ApiKey::SyncGroup => R::Group(G::SyncGroup(decode(bytes, version)?)),

@@ -4,10 +4,11 @@
 //! 2.x/3.x and kafkajs 2.2 ask for (a client uses the lower of its own maximum and ours).
 //!
 //! Where a newer version exists but is left out, the reason is given:
-//! - Produce v13 and Fetch v13+ name topics by topic id; the shard table has no topic ids yet.
+//! - Produce v13 and Fetch v13+ name topics by topic id only; our Produce decoder and Fetch
+//!   path look topics up by name (Metadata, CreateTopics and DeleteTopics do carry ids).
 //! - ListOffsets v7+ adds the max-timestamp query (-3), which the log cannot answer yet.
-//! - Metadata v10+ carries topic ids: we answer the zero UUID (Kafka's "no id"), which clients
-//!   accept since they only use ids for Fetch v13+, which we do not advertise.
+//! - InitProducerId v5 belongs to transactions' second version (KIP-890); transactions are
+//!   not implemented, so it stops at v4 (what librdkafka 2.x asks for).
 //!
 //! The consumer-group APIs are listed by [`ApiTable::with_groups`], once a group coordinator
 //! serves them.
@@ -30,7 +31,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> ApiSupport {
 }
 
 /// The data and admin APIs: always served.
-pub const CORE_APIS: [ApiSupport; 12] = [
+pub const CORE_APIS: [ApiSupport; 13] = [
     api(ApiKey::Produce, 3, 12),
     api(ApiKey::Fetch, 4, 12),
     api(ApiKey::ListOffsets, 1, 6),
@@ -43,6 +44,7 @@ pub const CORE_APIS: [ApiSupport; 12] = [
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The classic consumer-group APIs (served when a group coordinator is wired in).

@@ -15,7 +15,7 @@ use sluice_kafka::kafka_protocol::protocol::Encodable;
 use sluice_kafka::{encode_response, Request, RequestHeader};
 use sluice_net::PayloadPart;
 
-use super::{fetch, groups, metadata, offsets, produce, topics};
+use super::{fetch, groups, metadata, offsets, produce, producer_id, topics};
 use crate::server::ShardServer;
 
 /// What the writer does for one request.
@@ -73,6 +73,7 @@ pub async fn handle(
         Request::IncrementalAlterConfigs(request) => {
             topics::alter_configs(server, header, &request).await
         }
+        Request::InitProducerId(request) => producer_id::init(server, header, &request).await,
         Request::Group(request) => groups::handle(server, header, request, peer).await,
     }
 }

@@ -4,8 +4,8 @@
 //! address, and for each partition its leader, leader epoch, replicas and ISR as the shard
 //! table holds them. Topics are never created by a Metadata request (Kafka's
 //! `auto.create.topics.enable` is off here): an unknown topic is UNKNOWN_TOPIC_OR_PARTITION.
-//! Topic ids are the zero UUID (Kafka's "no id") until the shard table carries them; a topic
-//! asked for by id alone is UNKNOWN_TOPIC_ID.
+//! Each topic carries its topic id (KIP-516: a UUID per incarnation, from the shard table); a
+//! topic asked for by id alone (v12) is found by it, or is UNKNOWN_TOPIC_ID.
 
 use sluice_kafka::kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use sluice_kafka::kafka_protocol::messages::metadata_response::{
@@ -20,6 +20,7 @@ use sluice_kafka::kafka_protocol::ResponseError;
 use sluice_kafka::{api_versions_body, RequestHeader};
 use sluice_shard::partition::SINGLE_NODE_LEADER_EPOCH;
 use sluice_shard::{ClusterView, ShardTable, TopicAssignment, NO_LEADER};
+use uuid::Uuid;
 
 use super::dispatch::{respond, Answer};
 use crate::server::ShardServer;
@@ -99,10 +100,7 @@ pub fn metadata(server: &ShardServer, header: &RequestHeader, request: &Metadata
                 .iter()
                 .map(|topic| match &topic.name {
                     Some(name) => named_topic(server, table, name.0.as_str()),
-                    None => MetadataResponseTopic::default()
-                        .with_name(None)
-                        .with_topic_id(topic.topic_id)
-                        .with_error_code(ResponseError::UnknownTopicId.code()),
+                    None => topic_by_id(server, table, topic.topic_id),
                 })
                 .collect(),
         };
@@ -126,6 +124,21 @@ fn named_topic(server: &ShardServer, table: &ShardTable, name: &str) -> Metadata
         None => MetadataResponseTopic::default()
             .with_name(Some(TopicName(str_bytes(name))))
             .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+    }
+}
+
+/// The metadata of the topic whose current incarnation is `topic_id` (Metadata v12 names
+/// topics by id alone), or UNKNOWN_TOPIC_ID.
+fn topic_by_id(server: &ShardServer, table: &ShardTable, topic_id: Uuid) -> MetadataResponseTopic {
+    let found = table
+        .topics()
+        .find(|(_, assignment)| !topic_id.is_nil() && assignment.topic_id == topic_id);
+    match found {
+        Some((name, assignment)) => topic_metadata(server, table.cluster(), name, assignment),
+        None => MetadataResponseTopic::default()
+            .with_name(None)
+            .with_topic_id(topic_id)
+            .with_error_code(ResponseError::UnknownTopicId.code()),
     }
 }
 
@@ -169,6 +182,7 @@ fn topic_metadata(
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(name))))
+        .with_topic_id(assignment.topic_id)
         .with_is_internal(name.starts_with("__"))
         .with_partitions(partitions)
 }

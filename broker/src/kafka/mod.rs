@@ -22,6 +22,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod offsets;
 pub mod produce;
+pub mod producer_id;
 pub mod topics;
 
 use std::net::SocketAddr;

@@ -183,8 +183,13 @@ fn creatable_result(
     result: &TopicResult,
     asked: &CreatableTopic,
 ) -> CreatableTopicResult {
+    let topic_id = server
+        .shard
+        .with_table(|table| table.topic_id(&result.name))
+        .unwrap_or_default();
     let answer = CreatableTopicResult::default()
         .with_name(TopicName(str_bytes(&result.name)))
+        .with_topic_id(topic_id)
         .with_error_code(result.error)
         .with_error_message(result.message.as_deref().map(str_bytes));
     if result.error != 0 || version < FIRST_CREATE_DETAILS_VERSION {
@@ -222,7 +227,21 @@ fn creatable_result(
         .with_configs(Some(configs))
 }
 
-/// DeleteTopics (by name; a topic named by id alone is UNKNOWN_TOPIC_ID until topic ids exist).
+/// The name of the topic whose current incarnation is `topic_id`.
+fn topic_named_by(server: &ShardServer, topic_id: uuid::Uuid) -> Option<String> {
+    if topic_id.is_nil() {
+        return None;
+    }
+    server.shard.with_table(|table| {
+        table
+            .topics()
+            .find(|(_, assignment)| assignment.topic_id == topic_id)
+            .map(|(name, _)| name.to_string())
+    })
+}
+
+/// DeleteTopics, by name or (v6) by topic id: an id that names no current topic incarnation is
+/// UNKNOWN_TOPIC_ID.
 pub async fn delete_topics(
     server: &Rc<ShardServer>,
     header: &RequestHeader,
@@ -237,7 +256,10 @@ pub async fn delete_topics(
     for topic in &request.topics {
         match &topic.name {
             Some(name) => names.push(name.0.as_str().to_string()),
-            None => unknown_ids.push(topic.topic_id),
+            None => match topic_named_by(server, topic.topic_id) {
+                Some(name) => names.push(name),
+                None => unknown_ids.push(topic.topic_id),
+            },
         }
     }
     let results = if names.is_empty() {

@@ -572,7 +572,7 @@ fn producer_id_failed(code: ErrorCode, message: Option<String>) -> InitProducerI
 /// never repeat after a restart). Without a transactional id every call gets a new id, as in
 /// Kafka; a transactional id (re-initialisation bumping the epoch and fencing the previous
 /// instance) belongs to transactions, which are not implemented yet, so it is refused.
-async fn init_producer_id(
+pub(crate) async fn init_producer_id(
     server: &ShardServer,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {

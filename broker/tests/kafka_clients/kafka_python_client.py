@@ -63,10 +63,10 @@ def described_entries(described, topic):
 
 
 def producer_options():
-    """kafka-python 3 producers are idempotent by default, which needs InitProducerId: off
-    until Sluice serves it (kafka-python 2 has no such option)."""
+    """Idempotent producers (InitProducerId, then producer id and sequence numbers in every
+    batch), as kafka-python 3 does by default; kafka-python 2 has no such option."""
     if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
-        return {"enable_idempotence": False}
+        return {"enable_idempotence": True}
     return {}
 
 

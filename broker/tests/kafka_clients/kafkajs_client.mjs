@@ -42,7 +42,10 @@ async function main() {
   });
   if (!created) fail('createTopics answered false');
 
-  const producer = kafka.producer({ allowAutoTopicCreation: false });
+  // Idempotent (InitProducerId, then sequence numbers); kafkajs allows one request in flight.
+  const producer = kafka.producer({
+    allowAutoTopicCreation: false, idempotent: true, maxInFlightRequests: 1,
+  });
   await producer.connect();
   const produced = [];
   const codecs = [['none', CompressionTypes.None], ['gzip', CompressionTypes.GZIP],

@@ -83,6 +83,11 @@ impl BrokerNode {
         self.addresses.native.clone()
     }
 
+    /// `host:port` of its Kafka port (this start's: a restart gets a new one).
+    pub fn kafka_addr(&self) -> String {
+        self.addresses.kafka.clone()
+    }
+
     /// `host:port` of each shard's own port, by shard (this start's).
     pub fn shard_addrs(&self) -> Vec<String> {
         self.addresses.shards.clone()
@@ -271,10 +276,11 @@ impl Drop for BrokerNode {
 }
 
 /// Where one start of a broker listens: the lines it prints before `ready` (`native ADDR`,
-/// `shard N ADDR`, `admin ADDR`).
+/// `shard N ADDR`, `kafka ADDR`, `admin ADDR`).
 #[derive(Debug, Clone, Default)]
 struct Addresses {
     native: String,
+    kafka: String,
     shards: Vec<String>,
     admin: String,
 }
@@ -287,6 +293,7 @@ impl Addresses {
                 ["native", addr] => addresses.native = (*addr).to_string(),
                 ["shard", _, addr] => addresses.shards.push((*addr).to_string()),
                 ["admin", addr] => addresses.admin = (*addr).to_string(),
+                ["kafka", addr] => addresses.kafka = (*addr).to_string(),
                 _ => {}
             }
         }
