@@ -237,7 +237,7 @@ fn confluent_kafka_round_trips() {
     verify_natively(&broker, "confluent", &produced, 5);
 }
 
-// Proves two confluent-kafka (librdkafka) consumers in one group share a 6-partition topic
+// Proves three confluent-kafka (librdkafka) consumers in one group split a 6-partition topic
 // (each gets some partitions), read every acknowledged message exactly once between them while
 // committing, and that a new member of the group resumes after what was committed: it reads
 // exactly the messages produced after the others closed.
@@ -261,6 +261,8 @@ fn confluent_kafka_consumer_group_shares_and_resumes() {
         .unwrap();
     let summary: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(summary["resumed"], 60, "{summary}");
+    let per_member = summary["per_member"].as_array().unwrap();
+    assert_eq!(per_member.len(), 3, "{summary}");
 }
 
 // Proves kafka-python administers topics (create with a config, describe it, delete another),
@@ -378,8 +380,62 @@ fn kcat_round_trips_and_lists_metadata() {
     verify_natively(&broker, "kcat", &consumed, 5);
 
     kcat_lists_metadata(&bootstrap);
+    kcat_group_resumes_after_commit(&broker, &bootstrap);
     kcat_reads_from_timestamp(&broker, &bootstrap);
     kcat_reads_native_messages(&broker, &bootstrap);
+}
+
+/// Produces `values` (one per line, keyed by themselves) to `topic` with kcat.
+fn kcat_produce(bootstrap: &str, topic: &str, values: &[String]) {
+    let lines: Vec<String> = values
+        .iter()
+        .map(|value| format!("{value}:{value}"))
+        .collect();
+    let mut command = kcat();
+    command
+        .args(["-b", bootstrap, "-P", "-t", topic, "-K:"])
+        .args(["-X", "acks=all"]);
+    run_client(command, Some(&(lines.join("\n") + "\n")));
+}
+
+/// One balanced kcat consumer (`-G`) of `group` reading `topic` to its end, then closing (which
+/// commits what it read); returns the values it printed, sorted.
+fn kcat_group_read(bootstrap: &str, group: &str, topic: &str) -> Vec<String> {
+    let mut command = kcat();
+    command
+        .args(["-b", bootstrap, "-G", group, "-e", "-q", "-f", "%s\n"])
+        .args(["-X", "auto.offset.reset=earliest", topic]);
+    let mut values: Vec<String> = run_client(command, None)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    values.sort();
+    values
+}
+
+/// kcat as a consumer-group member (`-G`) reads every message and commits; after more messages,
+/// a new kcat member of the same group reads exactly the new ones.
+fn kcat_group_resumes_after_commit(broker: &BrokerHandle, bootstrap: &str) {
+    let config = native_client(broker);
+    run(async move {
+        let client = Client::connect(config).await.unwrap();
+        client
+            .create_topic("kcat-group", 3, 1, Vec::new())
+            .await
+            .unwrap();
+    });
+    let mut before: Vec<String> = (0..30).map(|i| format!("before-{i:02}")).collect();
+    kcat_produce(bootstrap, "kcat-group", &before);
+    before.sort();
+    assert_eq!(kcat_group_read(bootstrap, "kcat-g", "kcat-group"), before);
+    let mut after: Vec<String> = (0..10).map(|i| format!("after-{i:02}")).collect();
+    kcat_produce(bootstrap, "kcat-group", &after);
+    after.sort();
+    assert_eq!(
+        kcat_group_read(bootstrap, "kcat-g", "kcat-group"),
+        after,
+        "the second member did not resume after the first one's commit"
+    );
 }
 
 /// kcat -L lists this broker and the topic `kcat` with all its partitions.

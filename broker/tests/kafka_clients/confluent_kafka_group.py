@@ -1,9 +1,9 @@
 """Consumer groups on Sluice's Kafka port with confluent-kafka (librdkafka).
 
-Run by broker/tests/kafka_clients.rs. Two consumers join one group on a 6-partition topic and
+Run by broker/tests/kafka_clients.rs. Three consumers join one group on a 6-partition topic and
 wait until the group has given all partitions out between them; then messages are produced with
-acks=all and the two read them, committing synchronously after each message. Every message must
-be read exactly once across the two, and each must have read some. Then both close, more
+acks=all and the three read them, committing synchronously after each message. Every message must
+be read exactly once across the three, and each must have read some. Then all close, more
 messages are produced, and a new member of the same group must read exactly the new ones: it
 resumes from the committed offsets. Prints one JSON line with the counts; exits non-zero on any
 failure.
@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 DEADLINE_S = 90
 PARTITIONS = 6
+MEMBERS = 3
 
 
 def fail(message):
@@ -102,7 +103,7 @@ def main():
     group = args.topic + "-group"
     try:
         create_topic(args.bootstrap, args.topic)
-        consumers = [member(args.bootstrap, group, args.topic) for _ in range(2)]
+        consumers = [member(args.bootstrap, group, args.topic) for _ in range(MEMBERS)]
         sizes = wait_for_assignment(consumers)
         produce(args.bootstrap, args.topic, 0, args.count)
         seen = shared_read(consumers, args.count)

@@ -3,7 +3,8 @@
 Run by broker/tests/kafka_clients.rs. Administers topics (create with a config, describe the
 config, create and delete another), produces keyed messages with acks=all and every codec
 kafka-python offers (its default partitioner is Java's murmur2), reads them back from assigned
-partitions, looks an offset up by timestamp, and reads what Sluice's native producer wrote.
+partitions, reads in a consumer group that commits and resumes after the commit, looks an
+offset up by timestamp, and reads what Sluice's native producer wrote.
 Prints one JSON line describing what it produced; exits non-zero on any failure.
 """
 import argparse
@@ -18,6 +19,11 @@ CODECS = [None, "gzip", "snappy", "lz4", "zstd"]
 PER_CODEC = 25
 DEADLINE_S = 60
 RETENTION_MS = "3600000"
+
+# Messages a group member reads and commits, then messages produced after the commit, which a
+# new member of the group must read exactly.
+GROUP_FIRST = 40
+RESUMED = 20
 
 
 def fail(message):
@@ -122,6 +128,47 @@ def offset_by_timestamp(bootstrap, topic):
         fail(f"offset for timestamp is {answer}, expected offset 5 at {base + 5000}")
 
 
+def group_read(bootstrap, topic, group, expected):
+    """One group member reads until it has `expected` messages, commits them and closes."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+    seen = []
+    deadline = time.time() + DEADLINE_S
+    while len(seen) < expected and time.time() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            seen.extend(record.value.decode() for record in records)
+    consumer.commit()
+    consumer.close()
+    if len(seen) != expected:
+        fail(f"group {group} read {len(seen)} of {expected} messages from {topic}")
+    return seen
+
+
+def send_values(bootstrap, topic, values):
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **producer_options())
+    for value in values:
+        producer.send(topic, key=value.encode(), value=value.encode()).get(timeout=DEADLINE_S)
+    producer.close()
+
+
+def group_resumes(bootstrap, topic):
+    """In a topic of its own: a group member reads every message and commits; after more
+    messages, a new member of the same group reads exactly the new ones."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 3, 1)])
+    admin.close()
+    group = topic + "-group"
+    before = [f"before-commit-{i}" for i in range(GROUP_FIRST)]
+    send_values(bootstrap, topic, before)
+    if sorted(group_read(bootstrap, topic, group, len(before))) != sorted(before):
+        fail("the group member read other messages than were produced")
+    later = [f"after-commit-{i}" for i in range(RESUMED)]
+    send_values(bootstrap, topic, later)
+    resumed = group_read(bootstrap, topic, group, RESUMED)
+    if sorted(resumed) != sorted(later):
+        fail(f"the resumed member read {resumed[:3]}...: not exactly the new messages")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
@@ -135,6 +182,7 @@ def main():
     consumed = consume(args.bootstrap, args.topic, args.partitions, len(produced))
     if sorted(map(tuple, consumed)) != sorted(map(tuple, produced)):
         fail("messages read back differ from the messages produced")
+    group_resumes(args.bootstrap, args.topic + "-group")
     offset_by_timestamp(args.bootstrap, args.topic + "-times")
     native = consume(args.bootstrap, args.native_topic, 1, args.native_count)
     if sorted(value for _, _, _, value in native) != sorted(f"native-{i}" for i in range(args.native_count)):
