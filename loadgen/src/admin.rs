@@ -42,15 +42,17 @@ pub fn bootstrap_list(bootstrap: &str) -> Vec<String> {
 
 /// Connects to the first broker of `bootstrap` (a comma-separated list) that answers, and
 /// fetches the cluster's metadata, failing with a clear message within `connect_timeout` (plus
-/// [`CONNECT_GRACE_MS`]) if none does.
+/// [`CONNECT_GRACE_MS`]) if none does. `shard_aware` as [`ClientConfig::shard_aware`].
 pub async fn connect(
     bootstrap: &str,
     connect_timeout: Duration,
+    shard_aware: bool,
 ) -> Result<Rc<Client>, LoadgenError> {
     let connect_timeout_ms = connect_timeout.as_millis() as u64;
     let config = ClientConfig {
         bootstrap: bootstrap_list(bootstrap),
         connect_timeout_ms,
+        shard_aware,
         ..ClientConfig::default()
     };
     let limit = connect_timeout + Duration::from_millis(CONNECT_GRACE_MS);
@@ -83,7 +85,7 @@ where
         .name("loadgen-admin")
         .io_memory(EXECUTOR_IO_MEMORY_BYTES)
         .spawn(move || async move {
-            let client = connect(&bootstrap, connect_timeout).await?;
+            let client = connect(&bootstrap, connect_timeout, true).await?;
             job(client).await
         })
         .map_err(|error| LoadgenError::Executor {

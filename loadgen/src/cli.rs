@@ -114,6 +114,12 @@ pub struct Cli {
     /// Longest connecting to the broker may take, in ms.
     #[arg(long, value_name = "MS", default_value_t = CONNECT_TIMEOUT_DEFAULT_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout_ms: u64,
+    /// Native driver: send every request to the broker's shared native port instead of
+    /// straight to the shard owning each partition; the broker forwards requests for another
+    /// core's partitions over its channel mesh (measures what forwarding costs, which is how
+    /// every Kafka client is served).
+    #[arg(long)]
+    pub no_shard_aware: bool,
 
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
@@ -311,6 +317,7 @@ impl Cli {
         options.progress_interval = Duration::from_secs(self.progress_interval_s);
         options.drain_timeout = Duration::from_secs(self.drain_timeout_s);
         options.connect_timeout = Duration::from_millis(self.connect_timeout_ms);
+        options.shard_aware = !self.no_shard_aware;
         options.print_progress = !self.quiet;
         Ok(options)
     }

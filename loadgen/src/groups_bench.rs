@@ -132,7 +132,7 @@ async fn bench(
     let mut consumers = Vec::with_capacity(members);
     for index in 0..members {
         // A client each, as separate processes would have.
-        let own = connect(bootstrap, connect_timeout).await?;
+        let own = connect(bootstrap, connect_timeout, true).await?;
         let config = GroupConsumerConfig {
             client_id: format!("bench-{index}"),
             session_timeout_ms: 10_000,

@@ -84,6 +84,10 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// How long connecting to the broker may take.
     pub connect_timeout: Duration,
+    /// Native driver: route each request to the shard that owns its partition (true), or send
+    /// everything to the broker's shared port, which forwards requests for another core's
+    /// partitions over its channel mesh (false: what forwarding costs, as a Kafka client sees).
+    pub shard_aware: bool,
     /// Set (by a SIGINT handler) to stop the run early; what was measured is still reported.
     pub interrupt: Arc<AtomicBool>,
     /// Print the progress line every window.
@@ -104,6 +108,7 @@ impl RunOptions {
             progress_interval: Duration::from_secs(PROGRESS_INTERVAL_DEFAULT_S),
             drain_timeout: Duration::from_secs(DRAIN_TIMEOUT_DEFAULT_S),
             connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_DEFAULT_MS),
+            shard_aware: true,
             interrupt: Arc::new(AtomicBool::new(false)),
             print_progress: true,
         }
@@ -174,7 +179,7 @@ pub fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
     Ok(Report {
         tool: "sluice-loadgen".to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        driver: driver_name(options.driver),
+        driver: driver_name(options.driver, options.shard_aware),
         started_at_unix_ms,
         workload: options.workload.clone(),
         machine: MachineInfo::detect(),
@@ -193,9 +198,10 @@ pub fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
 }
 
 /// The driver as the report names it.
-fn driver_name(driver: Driver) -> String {
+fn driver_name(driver: Driver, shard_aware: bool) -> String {
     match driver {
-        Driver::Native => "native".to_string(),
+        Driver::Native if shard_aware => "native".to_string(),
+        Driver::Native => "native (shared port only, forwarded)".to_string(),
         Driver::Kafka => format!("kafka ({})", crate::kafka::client_version()),
     }
 }
@@ -388,6 +394,7 @@ fn drive(
         bootstrap: bootstrap.to_string(),
         pool,
         connect_timeout: options.connect_timeout,
+        shard_aware: options.shard_aware,
     });
     let plans = plan_executors(&options.workload, &executor_cpus(options)?);
     if options.print_progress {

@@ -181,6 +181,46 @@ fn interrupt_stops_and_still_reports() {
     broker.shutdown().unwrap();
 }
 
+// Proves --no-shard-aware sends everything through the broker's shared port: against a 2-shard
+// broker, a short run still delivers every message exactly once, its report names the mode,
+// and the broker forwarded requests between its shards (which the shard-aware client never
+// causes).
+#[test]
+fn shared_port_only_run_is_forwarded_and_exactly_once() {
+    let _guard = EMBEDDED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let directory = tempfile::tempdir().unwrap();
+    let broker = sluice_broker::Broker::start(sluice_broker::BrokerConfig {
+        data_dir: directory.path().to_path_buf(),
+        native_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: None,
+        shards: 2,
+        pin: false,
+        ..sluice_broker::BrokerConfig::default()
+    })
+    .unwrap();
+    let mut options = RunOptions::new(
+        short_workload("it-forwarded"),
+        BrokerTarget::Remote {
+            bootstrap: broker.native_addr().to_string(),
+        },
+    );
+    options.pin = false;
+    options.print_progress = false;
+    options.shard_aware = false;
+    let report = run(&options).unwrap();
+    assert!(report.correctness.passed, "{}", report.correctness.message);
+    assert!(report.driver.contains("forwarded"), "{}", report.driver);
+    let forwarded: u64 = broker
+        .metrics()
+        .iter()
+        .map(|metrics| metrics.forwarded_requests.get())
+        .sum();
+    assert!(forwarded > 0, "no request was forwarded between shards");
+    broker.shutdown().unwrap();
+}
+
 // Proves --bootstrap takes a list: a run whose first address refuses connections bootstraps from
 // the next one and delivers every message exactly once.
 #[test]

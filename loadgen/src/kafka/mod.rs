@@ -147,6 +147,7 @@ pub fn drive(
         bootstrap: bootstrap.to_string(),
         pool,
         connect_timeout: options.connect_timeout,
+        shard_aware: true,
     });
     let work: Vec<Work> = plan_executors(&options.workload, &executor_cpus(options)?)
         .into_iter()

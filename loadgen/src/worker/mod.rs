@@ -53,6 +53,8 @@ pub struct SharedRun {
     pub pool: PayloadPool,
     /// How long connecting may take.
     pub connect_timeout: Duration,
+    /// Native client: straight to each partition's shard, or everything via the shared port.
+    pub shard_aware: bool,
 }
 
 /// What an executor tells the main thread.
@@ -238,7 +240,12 @@ async fn run_executor(
     shared: Arc<SharedRun>,
     events: &Sender<ExecutorEvent>,
 ) -> Result<ExecutorOutcome, LoadgenError> {
-    let client = connect(&shared.bootstrap, shared.connect_timeout).await?;
+    let client = connect(
+        &shared.bootstrap,
+        shared.connect_timeout,
+        shared.shard_aware,
+    )
+    .await?;
     let local = Rc::new(ExecutorLocal::new(shared.clone()));
     let consumers = consumer::prepare(&client, &plan.consumers, &local).await?;
     let producers = producer::prepare(&client, &plan.producers, &local);
