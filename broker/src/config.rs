@@ -120,6 +120,10 @@ pub struct StorageSettings {
     pub log_cleaner_offset_map_bytes_max: usize,
     /// Pause of a shard's cleaner when no compacted log needs cleaning, milliseconds.
     pub log_cleaner_backoff_ms: u64,
+    /// How long a partition remembers an idempotent producer after its newest batch, ms
+    /// (Kafka's `producer.id.expiration.ms`); a producer silent for longer gets
+    /// UNKNOWN_PRODUCER_ID unless it starts a new sequence.
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for StorageSettings {
@@ -159,6 +163,7 @@ impl Default for StorageSettings {
             log_cleaner_io_bytes_per_second_max: cleaner.io_bytes_per_second_max,
             log_cleaner_offset_map_bytes_max: cleaner.offset_map_bytes_max,
             log_cleaner_backoff_ms: cleaner.backoff_ms,
+            producer_id_expiration_ms: log.producer_id_expiration_ms,
         }
     }
 }
@@ -194,6 +199,7 @@ impl StorageSettings {
             retention_ms: optional("retention_ms", self.retention_ms)?,
             retention_bytes: optional("retention_bytes", self.retention_bytes)?,
             tail_cache_bytes_max: self.tail_cache_bytes_max,
+            producer_id_expiration_ms: self.producer_id_expiration_ms,
             ..LogConfig::default()
         };
         config.validate().map_err(|error| ConfigError::Invalid {
@@ -514,6 +520,10 @@ pub struct StorageOverlay {
     #[arg(long, env = "SLUICE_TAIL_CACHE_BYTES_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tail_cache_bytes_max: Option<usize>,
+    /// Idempotent producer state kept after a producer's newest batch, ms.
+    #[arg(long, env = "SLUICE_PRODUCER_ID_EXPIRATION_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producer_id_expiration_ms: Option<u64>,
     /// truncate-tail or refuse.
     #[arg(long, env = "SLUICE_RECOVERY")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -597,7 +607,7 @@ impl ConfigOverlay {
         overlay!(self.storage, lower.storage; write_mode, segment_bytes_max, segment_ms_max,
             durability, flush_bytes_max, flush_ms_max, retention_ms, retention_bytes,
             batch_bytes_max, tail_cache_bytes_max, recovery, log_cleaner_io_bytes_per_second_max,
-            log_cleaner_offset_map_bytes_max, log_cleaner_backoff_ms);
+            log_cleaner_offset_map_bytes_max, log_cleaner_backoff_ms, producer_id_expiration_ms);
         overlay!(self.limits, lower.limits; frame_bytes_max, connection_inflight_requests_max,
             fetch_max_wait_ms_max, connections_max, partitions_max, mesh_queue_depth_max,
             shutdown_drain_ms_max);
@@ -678,7 +688,7 @@ impl BrokerConfig {
         set!(self.storage, storage; write_mode, segment_bytes_max, segment_ms_max, flush_bytes_max,
             flush_ms_max, durability, retention_ms, retention_bytes, batch_bytes_max,
             tail_cache_bytes_max, recovery, log_cleaner_io_bytes_per_second_max,
-            log_cleaner_offset_map_bytes_max, log_cleaner_backoff_ms);
+            log_cleaner_offset_map_bytes_max, log_cleaner_backoff_ms, producer_id_expiration_ms);
         let limits = overlay.limits;
         set!(self.limits, limits; frame_bytes_max, connection_inflight_requests_max,
             fetch_max_wait_ms_max, connections_max, partitions_max, mesh_queue_depth_max,
@@ -875,6 +885,7 @@ impl BrokerConfig {
                 ),
                 log_cleaner_offset_map_bytes_max: Some(storage.log_cleaner_offset_map_bytes_max),
                 log_cleaner_backoff_ms: Some(storage.log_cleaner_backoff_ms),
+                producer_id_expiration_ms: Some(storage.producer_id_expiration_ms),
             },
             limits: LimitsOverlay {
                 frame_bytes_max: Some(limits.frame_bytes_max),

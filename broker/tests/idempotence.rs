@@ -105,3 +105,55 @@ fn retries_are_answered_with_the_original_offsets() {
         assert_eq!(offsets, vec![0, 1], "each batch once, nothing else");
     });
 }
+
+/// One record of producer `producer_id` at `sequence`, stamped now (expiration counts from a
+/// producer's newest batch timestamp, as in Kafka).
+fn fresh_batch(producer_id: i64, sequence: i32, tag: &str) -> Bytes {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let mut builder = BatchBuilder::new(Compression::None).with_producer(producer_id, 0, sequence);
+    builder.push(
+        i64::try_from(now_ms).unwrap(),
+        Some(b"k"),
+        Some(tag.as_bytes()),
+        &[],
+    );
+    builder.build().unwrap().freeze()
+}
+
+#[test]
+fn producer_state_expires_after_the_setting() {
+    // Proves `producer_id_expiration_ms` reaches the partitions: with a 1 s setting, a producer
+    // silent for 3 s is forgotten, so its next sequence is UNKNOWN_PRODUCER_ID, and starting a
+    // new sequence at 0 is accepted; a producer that keeps sending is not forgotten.
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(
+        &dir.path().join("data"),
+        &["--shards", "1", "--producer-id-expiration-ms", "1000"],
+    );
+    run(async {
+        let mut client = RawClient::connect(broker.native).await;
+        client.create_topic(TOPIC, 1).await;
+        let (silent, _) = init_producer_id(&mut client).await;
+        let (busy, _) = init_producer_id(&mut client).await;
+        let first = client.produce(TOPIC, 0, fresh_batch(silent, 0, "a")).await;
+        assert_eq!(first.partitions[0].error, 0, "{first:?}");
+        for sequence in 0..6 {
+            let answer = client
+                .produce(TOPIC, 0, fresh_batch(busy, sequence, "b"))
+                .await;
+            assert_eq!(answer.partitions[0].error, 0, "busy producer: {answer:?}");
+            glommio::timer::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let late = client.produce(TOPIC, 0, fresh_batch(silent, 1, "c")).await;
+        assert_eq!(
+            late.partitions[0].error,
+            ErrorCode::UnknownProducerId.code(),
+            "{late:?}"
+        );
+        let restarted = client.produce(TOPIC, 0, fresh_batch(silent, 0, "d")).await;
+        assert_eq!(restarted.partitions[0].error, 0, "{restarted:?}");
+    });
+}

@@ -363,11 +363,15 @@ impl LogInner {
 
 impl LogInner {
     /// Forgets producers whose newest batch is older than `producer_id_expiration_ms`, at most
-    /// every `PRODUCER_EXPIRATION_CHECK_MS`.
+    /// every `PRODUCER_EXPIRATION_CHECK_MS` (or every half expiration, when that is shorter, so
+    /// a short setting is honoured within 1.5 times its length).
     fn expire_producers(&self, now_ms: i64) {
+        let expiration_ms =
+            i64::try_from(self.config.producer_id_expiration_ms).unwrap_or(i64::MAX);
+        let check_ms = PRODUCER_EXPIRATION_CHECK_MS.min(expiration_ms / 2).max(1);
         let mut state = self.state.borrow_mut();
         let last = state.producers_expired_ms;
-        if last.is_some_and(|last| now_ms.saturating_sub(last) < PRODUCER_EXPIRATION_CHECK_MS) {
+        if last.is_some_and(|last| now_ms.saturating_sub(last) < check_ms) {
             return;
         }
         state.producers_expired_ms = Some(now_ms);
