@@ -72,7 +72,8 @@ fn producer_ids_never_repeat_across_a_sigkill_restart() {
 #[test]
 fn retries_are_answered_with_the_original_offsets() {
     // Proves the broker path end to end: a retried batch gets its first offset and the log
-    // holds it once; a gap answers OUT_OF_ORDER_SEQUENCE_NUMBER and appends nothing.
+    // holds it once (and /metrics counts one duplicate); a gap answers
+    // OUT_OF_ORDER_SEQUENCE_NUMBER and appends nothing.
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(&dir.path().join("data"), &["--shards", "2"]);
     run(async {
@@ -104,6 +105,14 @@ fn retries_are_answered_with_the_original_offsets() {
         let offsets: Vec<i64> = batches.iter().map(|(base, _, _)| *base).collect();
         assert_eq!(offsets, vec![0, 1], "each batch once, nothing else");
     });
+    let (_, metrics) = http_get(broker.admin.unwrap(), "/metrics");
+    let duplicates: u64 = (0..2)
+        .map(|shard| {
+            let series = format!("sluice_produce_duplicate_batches_total{{shard=\"{shard}\"}}");
+            metric(&metrics, &series)
+        })
+        .sum();
+    assert_eq!(duplicates, 1, "the retry is counted as a duplicate");
 }
 
 /// One record of producer `producer_id` at `sequence`, stamped now (expiration counts from a

@@ -30,6 +30,8 @@ pub struct AppendOutcome {
     pub last_offset: i64,
     /// The partition's offsets right after the append.
     pub state: PartitionState,
+    /// An idempotent producer's retry answered with the original offsets (nothing appended).
+    pub duplicate: bool,
 }
 
 /// The answer to a forwarded read: whole batches copied out of the owner's log.

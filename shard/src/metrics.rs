@@ -184,6 +184,9 @@ pub struct ShardMetrics {
     pub shard: ShardId,
     /// Produce requests received on this shard's connections.
     pub produce_requests: Counter,
+    /// Partition appends from this shard's connections that were an idempotent producer's
+    /// retry of batches already in the log (answered with the original offsets).
+    pub produce_duplicate_batches: Counter,
     /// Fetch requests received on this shard's connections.
     pub fetch_requests: Counter,
     /// Record bytes accepted by produce requests on this shard's connections.
@@ -245,6 +248,7 @@ impl ShardMetrics {
         ShardMetrics {
             shard,
             produce_requests: Counter::default(),
+            produce_duplicate_batches: Counter::default(),
             fetch_requests: Counter::default(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
@@ -338,12 +342,18 @@ fn render_replica_lag(out: &mut String, shards: &[Arc<ShardMetrics>]) {
 
 type CounterField = fn(&ShardMetrics) -> u64;
 
-const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 24] = [
+const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 25] = [
     (
         "sluice_produce_requests_total",
         "counter",
         "Produce requests received.",
         |m| m.produce_requests.get(),
+    ),
+    (
+        "sluice_produce_duplicate_batches_total",
+        "counter",
+        "Idempotent producers' retries answered with their original offsets, not appended.",
+        |m| m.produce_duplicate_batches.get(),
     ),
     (
         "sluice_fetch_requests_total",

@@ -306,6 +306,7 @@ impl Partition {
             base_offset: info.base_offset,
             last_offset: info.last_offset,
             state: self.state(),
+            duplicate: info.duplicate,
         })
     }
 

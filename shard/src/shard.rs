@@ -221,6 +221,20 @@ impl Shard {
         batches: BytesMut,
         acks_all: Option<Duration>,
     ) -> Result<AppendOutcome, PartitionError> {
+        let outcome = self.route_append(topic, partition, batches, acks_all).await;
+        if outcome.as_ref().is_ok_and(|outcome| outcome.duplicate) {
+            self.metrics.produce_duplicate_batches.increment();
+        }
+        outcome
+    }
+
+    async fn route_append(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: BytesMut,
+        acks_all: Option<Duration>,
+    ) -> Result<AppendOutcome, PartitionError> {
         match self.route(topic, partition) {
             Route::Local(local) => local.append_as_leader(batches, acks_all).await,
             Route::Remote(owner) => {

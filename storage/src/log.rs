@@ -80,6 +80,9 @@ pub struct AppendInfo {
     pub max_timestamp: i64,
     /// Log end offset right after this append.
     pub log_end_offset: i64,
+    /// The batches were an idempotent producer's retry of batches already in the log: nothing
+    /// was appended, and the offsets are the originals'.
+    pub duplicate: bool,
 }
 
 /// Bytes a read returns: nothing, a file range to splice, or memory from the tail cache.

@@ -78,6 +78,7 @@ fn append_info(batches: &[BatchMeta]) -> AppendInfo {
         last_offset,
         max_timestamp,
         log_end_offset: last_offset + 1,
+        duplicate: false,
     }
 }
 
@@ -274,6 +275,7 @@ impl LogInner {
             last_offset,
             max_timestamp: i64::MIN,
             log_end_offset: self.log_end.get(),
+            duplicate: true,
         })
     }
 
