@@ -13,6 +13,7 @@ pub mod admin;
 pub mod cli;
 pub mod control;
 pub mod coordinator;
+pub mod cpu;
 pub mod embedded;
 pub mod error;
 pub mod groups_bench;

@@ -365,6 +365,9 @@ pub struct Report {
     pub notes: Vec<String>,
     /// The first errors producers and consumers saw.
     pub errors: Vec<String>,
+    /// Embedded broker: CPU-seconds of its shards and of the load generator, per GB moved.
+    #[serde(default)]
+    pub cpu: Option<crate::cpu::CpuReport>,
 }
 
 impl Report {
@@ -389,6 +392,18 @@ impl Report {
             counts.duplicates,
             counts.missing
         );
+        if let Some(cpu) = &self.cpu {
+            let _ = writeln!(
+                out,
+                "CPU over the whole run: broker {:.1} s = {:.3} s per GB moved (produced + consumed, \
+                 {:.2} GB) | load generator {:.1} s = {:.3} s per GB",
+                cpu.broker_cpu_s,
+                cpu.broker_cpu_s_per_gb,
+                cpu.moved_gb,
+                cpu.loadgen_cpu_s,
+                cpu.loadgen_cpu_s_per_gb
+            );
+        }
         if counts.subscriptions_per_topic > 0 {
             let groups = &counts.groups;
             let _ = writeln!(
@@ -555,6 +570,7 @@ pub(crate) mod test_support {
             },
             notes: vec!["each subscription is a consumer group".to_string()],
             errors: Vec::new(),
+            cpu: None,
         }
     }
 }

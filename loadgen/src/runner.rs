@@ -1,5 +1,6 @@
 //! Runs a workload end to end: broker (embedded or remote), topics, executors, phases, report.
 
+use crate::cpu::{CpuReading, CpuReport};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -155,7 +156,9 @@ pub fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
         }
         BrokerTarget::Remote { bootstrap } => (None, bootstrap.clone(), remote_info(bootstrap)),
     };
+    let cpu_start = embedded.as_ref().and_then(|_| CpuReading::now());
     let result = run_on_broker(options, &bootstrap, pool);
+    let cpu_end = embedded.as_ref().and_then(|_| CpuReading::now());
     let shutdown = embedded.map(EmbeddedBroker::shutdown).transpose();
     let (topics, measured, mut errors) = result?;
     if let Some(Some(kept)) = shutdown? {
@@ -176,6 +179,10 @@ pub fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
         options.workload.subscriptions_per_topic,
         &measured.outcomes,
     );
+    let moved_bytes = (counts.acked + counts.consumed) * options.workload.message_size as u64;
+    let cpu = cpu_start
+        .zip(cpu_end)
+        .map(|(start, end)| CpuReport::between(start, end, moved_bytes));
     Ok(Report {
         tool: "sluice-loadgen".to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -194,6 +201,7 @@ pub fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
         counts,
         notes: notes(&options.workload, options.driver),
         errors,
+        cpu,
     })
 }
 
