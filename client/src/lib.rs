@@ -39,6 +39,7 @@ mod delivery;
 mod error;
 mod fetch;
 pub mod group;
+mod idempotence;
 mod metadata;
 mod notify;
 mod partitioner;
@@ -48,6 +49,7 @@ mod retry;
 pub use client::Client;
 pub use config::{
     Acks, ClientConfig, ConsumerConfig, OffsetSpec, Partitioner, ProducerConfig, SeekTo,
+    IDEMPOTENT_IN_FLIGHT_MAX,
 };
 pub use consumer::{Consumer, FailingPartition};
 pub use delivery::{DeliveryFuture, RecordMetadata};
