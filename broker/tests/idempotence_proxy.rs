@@ -33,6 +33,10 @@ const RECORDS_PER_PARTITION: usize = 600;
 const DROP_EVERY_PRODUCE: u32 = 15;
 /// Connections the proxy cuts at most.
 const DROPS_MAX: u32 = 4;
+/// The sender pauses `SEND_PAUSE` after this many records per partition, so records go out in
+/// many requests rather than a few large ones.
+const SEND_PAUSE_EVERY: usize = 4;
+const SEND_PAUSE: Duration = Duration::from_millis(1);
 /// Loopback address the proxy listens on; the broker binds 127.0.0.1 and advertises this one.
 const PROXY_HOST: &str = "127.0.0.2";
 /// How often the proxy's accept loops look for a new connection or the stop flag.
@@ -199,8 +203,8 @@ async fn produce_all(client: &Rc<Client>) -> Vec<(i32, i64, Bytes)> {
                 producer.send(record).await.unwrap(),
             ));
         }
-        if index % 4 == 0 {
-            futures_lite::future::yield_now().await;
+        if index % SEND_PAUSE_EVERY == 0 {
+            glommio::timer::sleep(SEND_PAUSE).await;
         }
     }
     producer.flush().await.unwrap();
