@@ -1,20 +1,34 @@
 //! `Producer`: batches records per partition and sends them to the owning shard.
 //!
-//! Delivery is at least once: a batch whose request failed with a retriable error (a lost
-//! connection, a timeout, a leader change, not enough in-sync replicas) is sent again after a
-//! metadata refresh and a backoff, for as long as it is younger than `delivery_timeout_ms`
-//! (see `retry`); a NotLeaderOrFollower answer that names the new leader sends it there at
-//! once. If the broker had appended a batch before the failure, it is written twice.
-//! Idempotent produce (producer id and sequence numbers) will remove those duplicates; until
-//! then consumers must tolerate them.
+//! Delivery contract:
+//! - Retries: a batch whose request failed with a retriable error (a lost connection, a
+//!   timeout, a leader change, not enough in-sync replicas) is sent again after a metadata
+//!   refresh and a backoff, for as long as it is younger than `delivery_timeout_ms` (see
+//!   `retry`); a NotLeaderOrFollower answer that names the new leader sends it there at once.
+//!   Each record's delivery future resolves with its offset once acknowledged.
+//! - Idempotent (the default, `enable_idempotence`): the sender task gets a producer id and
+//!   epoch (InitProducerId) before its first request; each batch gets its partition's next
+//!   sequence when first sent and keeps it when resent (see `idempotence`), so the leader
+//!   appends it once and answers a retry of an appended batch with the original offsets. Up to
+//!   `max_in_flight_requests_per_partition` (5) requests per partition are in flight; after a
+//!   retriable error, the batches that come back are resent in sequence order, one request at
+//!   a time, before any newer batch. A sequence error behind an unanswered earlier batch is only
+//!   its consequence and is resent after it; one with nothing before it means the broker lost
+//!   the partition's producer state, and the partition continues under a new producer id from
+//!   sequence 0 (KIP-360), once nothing of it is in flight. That reset is the one window in
+//!   which a record may be written twice: a batch whose earlier send was appended but not
+//!   answered, still waiting when the reset happens, is sent again under the new id (Kafka has
+//!   the same window). INVALID_PRODUCER_EPOCH (fenced) fails the producer: every unanswered
+//!   record and every later send fail with it.
+//! - Not idempotent: at least once. A partition has one request in flight, so its records are
+//!   appended in send order, but a batch the broker appended before the failure is written
+//!   twice; and, as with Kafka's non-idempotent producer, a request the client gave up on
+//!   (timed out, or its connection lost) may still be appended after its retry and after later
+//!   batches, leaving an out-of-order duplicate.
 //!
-//! Ordering: a partition's batches are appended in the order they were sent, each retry before
-//! any later batch. One exception, as with Kafka's non-idempotent producer: a request the client
-//! gave up on (timed out, or its connection lost) may still be appended by the broker after its
-//! retry, and after later batches, leaving an out-of-order duplicate.
-//!
-//! **Invariant:** one produce request per partition is in flight at a time (see
-//! `accumulator`), so records of a partition are appended in the order they were sent.
+//! **Invariant:** a partition's batches reach the broker in the order they were closed (see
+//! `accumulator`): resends go ahead of newer batches, and with idempotence the leader's
+//! sequence check turns any reordering in transit into a resend.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
