@@ -112,6 +112,13 @@ impl SendRules {
         }
         queue.in_flight.len() < in_flight_max
     }
+
+    /// True when `queue` sends nothing only because it waits for an identity (the producer's
+    /// first, or a new one after a reset): its waiting batches still expire meanwhile.
+    fn waits_for_identity(&self, queue: &PartitionQueue) -> bool {
+        self.idempotent_in_flight.is_some()
+            && (self.identity.is_none() || queue.sequences.reset_pending())
+    }
 }
 
 impl PartitionQueue {
@@ -320,7 +327,8 @@ impl Accumulator {
         let mut released = 0;
         for (topic, queues) in &mut self.topics {
             for (partition, queue) in queues.iter_mut().enumerate() {
-                if !rules.may_send(queue) {
+                let may_send = rules.may_send(queue);
+                if !may_send && !rules.waits_for_identity(queue) {
                     continue;
                 }
                 let lingered = queue
@@ -331,6 +339,9 @@ impl Accumulator {
                     released += close_open(queue);
                 }
                 released += expire_front(queue, topic, partition as i32, now, delivery_timeout);
+                if !may_send {
+                    continue;
+                }
                 let batches = match rules.identity {
                     Some(identity) if rules.idempotent_in_flight.is_some() => {
                         let (batches, failed) = take_stamped(queue, now, identity);
@@ -1023,5 +1034,26 @@ mod tests {
             ((12, 2), vec![vec![9; 8]]),
         ];
         assert_eq!(resent, expected);
+    }
+
+    // Proves batches waiting for the producer's identity still expire: with no InitProducerId
+    // answer, a batch older than the delivery timeout fails instead of waiting forever (a
+    // flush would otherwise never return).
+    #[test]
+    fn batches_waiting_for_an_identity_expire() {
+        let start = Instant::now();
+        let timeout = Duration::from_secs(10);
+        let mut accumulator =
+            Accumulator::new(Compression::None, 8, Duration::ZERO, timeout).idempotent(5);
+        let topic: Rc<str> = Rc::from("t");
+        let appended = accumulator.append(&topic, 0, record(&[1; 8]), start);
+        assert!(accumulator.drain(start, REQUEST_BYTES_MAX).is_empty());
+        assert!(!appended.outcome.is_done());
+        assert!(accumulator
+            .drain(start + timeout, REQUEST_BYTES_MAX)
+            .is_empty());
+        assert!(appended.outcome.is_done());
+        assert_eq!(accumulator.take_released_bytes(), 8 + 24);
+        assert!(accumulator.is_idle());
     }
 }

@@ -284,3 +284,46 @@ pub enum SeekTo {
     /// The first record at or after this Unix time in milliseconds (the end when none is).
     Timestamp(i64),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(config: &ProducerConfig) -> String {
+        match config.validate() {
+            Err(ClientError::Config { reason }) => reason,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    // Proves the idempotence settings are checked in one place: idempotence is on by default
+    // with 5 in flight, 0 or 6 in flight and acks=0 are refused with idempotence, and without
+    // it any in-flight value is accepted and one request per partition is used.
+    #[test]
+    fn idempotence_settings_are_validated() {
+        let default = ProducerConfig::default();
+        assert!(default.enable_idempotence);
+        assert_eq!(default.in_flight_per_partition(), IDEMPOTENT_IN_FLIGHT_MAX);
+        default.validate().unwrap();
+        for in_flight in [0, IDEMPOTENT_IN_FLIGHT_MAX + 1] {
+            let config = ProducerConfig {
+                max_in_flight_requests_per_partition: in_flight,
+                ..ProducerConfig::default()
+            };
+            assert!(refused(&config).contains("max_in_flight_requests_per_partition"));
+        }
+        let acks_none = ProducerConfig {
+            acks: Acks::None,
+            ..ProducerConfig::default()
+        };
+        assert!(refused(&acks_none).contains("acks"));
+        let at_least_once = ProducerConfig {
+            acks: Acks::None,
+            enable_idempotence: false,
+            max_in_flight_requests_per_partition: 9,
+            ..ProducerConfig::default()
+        };
+        at_least_once.validate().unwrap();
+        assert_eq!(at_least_once.in_flight_per_partition(), 1);
+    }
+}
