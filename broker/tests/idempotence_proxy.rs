@@ -6,24 +6,20 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[allow(dead_code)]
+#[path = "support_cluster/proxy.rs"]
+mod proxy;
 
-use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{run, BrokerProcess};
+use proxy::{DropProxy, DropRule};
 use sluice_client::{
     Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord,
     SeekTo,
 };
-use sluice_net::api::ApiKey;
-use sluice_net::frame::{FLAG_RESPONSE, FRAME_PREFIX_BYTES};
 
 const TOPIC: &str = "proxied";
 const PARTITIONS: i32 = 2;
@@ -39,143 +35,8 @@ const SEND_PAUSE_EVERY: usize = 4;
 const SEND_PAUSE: Duration = Duration::from_millis(1);
 /// Loopback address the proxy listens on; the broker binds 127.0.0.1 and advertises this one.
 const PROXY_HOST: &str = "127.0.0.2";
-/// How often the proxy's accept loops look for a new connection or the stop flag.
-const ACCEPT_POLL: Duration = Duration::from_millis(5);
 /// Longest the whole read-back may take.
 const READ_BACK_WAIT: Duration = Duration::from_secs(60);
-
-/// What the proxy threads share.
-#[derive(Default)]
-struct ProxyState {
-    stop: AtomicBool,
-    /// Produce requests forwarded so far, over every connection.
-    produce_requests: AtomicU32,
-    /// Connections cut after an appended produce request.
-    drops: AtomicU32,
-}
-
-/// Forwards `PROXY_HOST:port` to `127.0.0.1:port` for each port, cutting connections as
-/// `DROP_EVERY_PRODUCE` says. Stops its threads when dropped.
-struct DropProxy {
-    state: Arc<ProxyState>,
-    accept_threads: Vec<JoinHandle<()>>,
-}
-
-impl DropProxy {
-    fn start(targets: &[SocketAddr]) -> DropProxy {
-        let state = Arc::new(ProxyState::default());
-        let accept_threads = targets
-            .iter()
-            .map(|target| {
-                let listen: SocketAddr = format!("{PROXY_HOST}:{}", target.port()).parse().unwrap();
-                let listener = TcpListener::bind(listen).unwrap();
-                listener.set_nonblocking(true).unwrap();
-                let (state, target) = (Arc::clone(&state), *target);
-                std::thread::spawn(move || accept_loop(&listener, target, &state))
-            })
-            .collect();
-        DropProxy {
-            state,
-            accept_threads,
-        }
-    }
-}
-
-impl Drop for DropProxy {
-    fn drop(&mut self) {
-        self.state.stop.store(true, Ordering::SeqCst);
-        for thread in self.accept_threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn accept_loop(listener: &TcpListener, target: SocketAddr, state: &Arc<ProxyState>) {
-    while !state.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((client, _)) => {
-                client.set_nonblocking(false).unwrap();
-                let Ok(broker) = TcpStream::connect(target) else {
-                    continue;
-                };
-                start_pumps(client, broker, state);
-            }
-            Err(_) => std::thread::sleep(ACCEPT_POLL),
-        }
-    }
-}
-
-/// Reads one whole frame (length prefix included), or `None` at the end of the stream.
-fn read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut prefix = [0_u8; FRAME_PREFIX_BYTES];
-    stream.read_exact(&mut prefix).ok()?;
-    let length = u32::from_be_bytes(prefix) as usize;
-    let mut frame = vec![0_u8; FRAME_PREFIX_BYTES + length];
-    frame[..FRAME_PREFIX_BYTES].copy_from_slice(&prefix);
-    stream.read_exact(&mut frame[FRAME_PREFIX_BYTES..]).ok()?;
-    Some(frame)
-}
-
-fn api_of(frame: &[u8]) -> u16 {
-    u16::from_be_bytes([frame[4], frame[5]])
-}
-
-fn correlation_of(frame: &[u8]) -> u32 {
-    u32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]])
-}
-
-fn is_response(frame: &[u8]) -> bool {
-    u16::from_be_bytes([frame[12], frame[13]]) & FLAG_RESPONSE != 0
-}
-
-/// Two threads per connection: requests to the broker (marking every `DROP_EVERY_PRODUCE`-th
-/// produce request), responses back (cutting both sockets instead of returning a marked one).
-fn start_pumps(client: TcpStream, broker: TcpStream, state: &Arc<ProxyState>) {
-    let marked: Arc<Mutex<HashSet<u32>>> = Arc::default();
-    let (mut client_in, mut broker_out) =
-        (client.try_clone().unwrap(), broker.try_clone().unwrap());
-    let (requests_state, requests_marked) = (Arc::clone(state), Arc::clone(&marked));
-    std::thread::spawn(move || {
-        while let Some(frame) = read_frame(&mut client_in) {
-            if api_of(&frame) == ApiKey::Produce.code() {
-                let seen = requests_state
-                    .produce_requests
-                    .fetch_add(1, Ordering::SeqCst)
-                    + 1;
-                if seen % DROP_EVERY_PRODUCE == 0
-                    && requests_state.drops.load(Ordering::SeqCst) < DROPS_MAX
-                {
-                    requests_marked
-                        .lock()
-                        .unwrap()
-                        .insert(correlation_of(&frame));
-                }
-            }
-            if broker_out.write_all(&frame).is_err() {
-                break;
-            }
-        }
-        let _ = broker_out.shutdown(Shutdown::Both);
-        let _ = client_in.shutdown(Shutdown::Both);
-    });
-    let (mut broker_in, mut client_out) = (broker, client);
-    let state = Arc::clone(state);
-    std::thread::spawn(move || {
-        while let Some(frame) = read_frame(&mut broker_in) {
-            let cut = is_response(&frame) && marked.lock().unwrap().remove(&correlation_of(&frame));
-            if cut {
-                // The broker appended the batch and answered; the client never hears it.
-                state.drops.fetch_add(1, Ordering::SeqCst);
-                break;
-            }
-            if client_out.write_all(&frame).is_err() {
-                break;
-            }
-        }
-        let _ = client_out.shutdown(Shutdown::Both);
-        let _ = broker_in.shutdown(Shutdown::Both);
-    });
-}
 
 fn value(partition: i32, index: usize) -> Bytes {
     Bytes::from(format!("p{partition}-{index:06}"))
@@ -260,7 +121,11 @@ fn lost_produce_responses_never_duplicate_or_reorder() {
     );
     let mut targets = vec![broker.native];
     targets.extend(broker.shards.iter().copied());
-    let proxy = DropProxy::start(&targets);
+    let rule = DropRule {
+        every_produce: DROP_EVERY_PRODUCE,
+        drops_max: DROPS_MAX,
+    };
+    let proxy = DropProxy::start(PROXY_HOST, &targets, rule);
     let (acknowledged, records) = run(async {
         let client = Client::connect(ClientConfig {
             bootstrap: vec![format!("{PROXY_HOST}:{}", broker.native.port())],
@@ -279,7 +144,7 @@ fn lost_produce_responses_never_duplicate_or_reorder() {
         (acknowledged, records)
     });
     assert!(
-        proxy.state.drops.load(Ordering::SeqCst) >= 2,
+        proxy.drops() >= 2,
         "the proxy cut too few connections to prove anything"
     );
     let mut expected = acknowledged.clone();

@@ -556,15 +556,15 @@ async fn send_numbered(producer: &Producer, from: usize, count: usize) -> Vec<i6
             producer
                 .send(record(0, &format!("m{index}")))
                 .await
-                .unwrap(),
+                .expect("send refused"),
         );
         // Let the sender take each record as a batch of its own, so several are in flight.
         futures_lite::future::yield_now().await;
     }
-    producer.flush().await.unwrap();
+    producer.flush().await.expect("flush failed");
     let mut offsets = Vec::new();
     for delivery in deliveries {
-        offsets.push(delivery.await.unwrap().offset);
+        offsets.push(delivery.await.expect("record not acknowledged").offset);
     }
     offsets
 }
