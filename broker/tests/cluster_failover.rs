@@ -331,6 +331,8 @@ fn leader_sigkill_with_lost_produce_answers_writes_each_message_once() {
     const PARTITIONS: i32 = 3;
     let (mut cluster, proxy) = proxied_cluster();
     cluster.create_topic(TOPIC, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
+    // The proxy loses answers from the first produce request on.
+    let faults_from = Instant::now();
     let producer = NumberedProducer::start(producer_options(&cluster, TOPIC, PARTITIONS, 0));
     producer.wait_progress(
         &[0; 3],
@@ -340,7 +342,6 @@ fn leader_sigkill_with_lost_produce_answers_writes_each_message_once() {
     );
     let victim = cluster.partition(TOPIC, 0).leader;
     let acked_at_kill = producer.acked_all();
-    let killed_at = Instant::now();
     cluster.kill(victim);
     cluster.wait_partition(TOPIC, 0, "a new leader", |meta| {
         meta.leader >= 0 && meta.leader != victim
@@ -362,7 +363,7 @@ fn leader_sigkill_with_lost_produce_answers_writes_each_message_once() {
     for partition in 0..PARTITIONS {
         let (leader, high_watermark) = cluster.wait_settled(TOPIC, partition);
         let consumed = read_partition(cluster.client_config(), TOPIC, partition, high_watermark);
-        let summary = check_history(partition, &consumed, &outcomes, killed_at);
+        let summary = check_history(partition, &consumed, &outcomes, faults_from);
         eprintln!("{TOPIC}-{partition} (leader {leader}): {summary:?}");
         assert_eq!(
             (summary.duplicates, summary.records),

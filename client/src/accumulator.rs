@@ -907,7 +907,10 @@ mod tests {
         }
     }
 
-    fn sequence_of(batch: &ReadyBatch) -> (i64, i32) {
+    /// (producer id, base sequence) of a sent batch.
+    type Stamped = (i64, i32);
+
+    fn sequence_of(batch: &ReadyBatch) -> Stamped {
         let header = validate_batch(&batch.bytes, usize::MAX).unwrap();
         (header.producer_id, header.base_sequence)
     }
@@ -962,8 +965,7 @@ mod tests {
         // Answers arrive in order, but requeue order must not matter: last one first.
         let third = sent.pop().unwrap();
         accumulator.requeue(&topic, 0, vec![third]);
-        let first_two: Vec<ReadyBatch> = sent.drain(..).collect();
-        for batch in first_two {
+        for batch in std::mem::take(&mut sent) {
             accumulator.requeue(&topic, 0, vec![batch]);
         }
         // Each round drains what may go out, then the broker answers all of it.
@@ -1028,7 +1030,7 @@ mod tests {
                     .map(|batch| (sequence_of(batch), values_of(batch))),
             );
         }
-        let expected: Vec<((i64, i32), Vec<Vec<u8>>)> = vec![
+        let expected: Vec<(Stamped, Vec<Vec<u8>>)> = vec![
             ((12, 0), vec![vec![1; 8]]),
             ((12, 1), vec![vec![2; 8]]),
             ((12, 2), vec![vec![9; 8]]),
