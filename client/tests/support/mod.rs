@@ -76,7 +76,7 @@ pub struct FakeState {
     pub produce_drops_left: Cell<u32>,
     /// The produce request (counted from 1 over the cluster's life, as `produce_requests`)
     /// after whose append the connection is closed, losing its response and those held with
-    /// it; 0 for none.
+    /// it; 0 for none. Answers are no longer held after that (`produce_hold` drops to 1).
     pub produce_drop_after_request: Cell<u32>,
     /// (topic, partition) -> the idempotent producers' sequence state.
     pub producer_states: RefCell<HashMap<(String, i32), ProducerStateManager>>,
@@ -329,6 +329,12 @@ async fn serve(state: Rc<FakeState>, node: usize, listener: usize, mut connectio
             let payload = frame.payload.clone().freeze();
             let response = produce(&state, node, listener, &request, &payload);
             if state.produce_drop_after_request.get() == state.produce_requests.get() {
+                // This request was waiting for its answer too. Later requests (the resends, one
+                // at a time) are answered at once.
+                state
+                    .produce_pending_max
+                    .set(state.produce_pending_max.get().max(held.len() + 1));
+                state.produce_hold.set(1);
                 return;
             }
             if request.acks == 0 {
