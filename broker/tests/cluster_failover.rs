@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use sluice_client::Acks;
 use support_cluster::logs::{common_prefix, read_batches};
+use support_cluster::proxy::{DropProxy, DropRule};
 use support_cluster::*;
 
 /// Producer rate, messages per second over all partitions.
@@ -25,6 +26,41 @@ const PROGRESS_WAIT: Duration = Duration::from_secs(90);
 
 /// Records sent with acks=1 to the old leader alone, while its followers are stopped.
 const UNREPLICATED_SENDS: u64 = 10;
+
+/// Loopback address the brokers advertise in the lost-answer test: a proxy listens there and
+/// forwards to their ports on 127.0.0.1.
+const PROXY_HOST: &str = "127.0.0.2";
+
+/// The proxy cuts the connection after the answer of every this many-th produce request...
+const DROP_EVERY_PRODUCE: u32 = 40;
+
+/// ...this many times at most.
+const DROPS_MAX: u32 = 6;
+
+/// A default cluster whose brokers advertise `PROXY_HOST`, and the proxy in front of every
+/// broker's native and shard ports.
+fn proxied_cluster() -> (Cluster, DropProxy) {
+    let cluster = Cluster::start(ClusterSpec {
+        extra_flags: vec!["--advertised-host".to_string(), PROXY_HOST.to_string()],
+        ..ClusterSpec::default()
+    });
+    let mut targets = Vec::new();
+    for id in cluster.ids() {
+        let node = cluster.node(id);
+        targets.push(node.native_addr().parse().unwrap());
+        targets.extend(
+            node.shard_addrs()
+                .iter()
+                .map(|addr| addr.parse::<std::net::SocketAddr>().unwrap()),
+        );
+    }
+    let rule = DropRule {
+        every_produce: DROP_EVERY_PRODUCE,
+        drops_max: DROPS_MAX,
+    };
+    let proxy = DropProxy::start(PROXY_HOST, &targets, rule);
+    (cluster, proxy)
+}
 
 fn producer_options(
     cluster: &Cluster,
@@ -45,13 +81,13 @@ fn producer_options(
 
 // Proves a SIGKILLed leader loses no acknowledged message: etcd + 3 brokers, a topic of 3
 // partitions with replication factor 3 and min.insync.replicas 2, an acks=all producer of
-// numbered messages; partition 0's leader is killed mid-stream; a new leader from the ISR takes
-// over with a higher epoch, the producer carries on (retrying, no send fails), and each
-// partition read from offset 0 holds every acknowledged message at exactly its acknowledged
-// offset, in order, and nothing that was never sent. Retries may duplicate a message whose
-// first send was appended but not acknowledged (the answer died with the leader): copies are
-// tolerated only for messages not acknowledged before the kill, and only before the copy that
-// was acknowledged.
+// numbered messages (idempotent, the client's default, 5 requests per partition in flight);
+// partition 0's leader is killed mid-stream; a new leader from the ISR takes over with a higher
+// epoch, the producer carries on (retrying, no send fails), and each partition read from offset
+// 0 holds every acknowledged message exactly once, at exactly its acknowledged offset, in
+// order, and nothing that was never sent: a retry of a batch the old leader had appended (its
+// answer died with the leader) is recognised by the new leader, which rebuilt the producer
+// state from the replicated batches, and is not written again.
 #[test]
 fn leader_sigkill_mid_stream_loses_no_acknowledged_message() {
     const TOPIC: &str = "orders";
@@ -98,6 +134,11 @@ fn leader_sigkill_mid_stream_loses_no_acknowledged_message() {
         let consumed = read_partition(cluster.client_config(), TOPIC, partition, high_watermark);
         let summary = check_history(partition, &consumed, &outcomes, killed_at);
         eprintln!("{TOPIC}-{partition} (leader {leader}): {summary:?}");
+        assert_eq!(
+            (summary.duplicates, summary.records),
+            (0, summary.acknowledged),
+            "{TOPIC}-{partition}: an idempotent producer's retry was written twice"
+        );
     }
 }
 
@@ -275,4 +316,59 @@ fn divergent_batches(cluster: &Cluster, topic: &str, dead: i32, leader: i32) -> 
     let dead_batches = read_batches(&cluster.partition_dir(dead, topic, 0));
     let leader_batches = read_batches(&cluster.partition_dir(leader, topic, 0));
     dead_batches.len() - common_prefix(&dead_batches, &leader_batches)
+}
+
+// Proves exactly once in send order across a leader SIGKILL and lost answers: the brokers
+// advertise 127.0.0.2, where a proxy forwards to them and cuts the client's connection after
+// the answer of every 40th produce request (up to 6 times), so appended batches are resent;
+// etcd + 3 brokers, 3 partitions with replication factor 3 and min.insync.replicas 2, the
+// idempotent producer of numbered messages (5 requests per partition in flight) carries on
+// through the kill of partition 0's leader with no send failing, and every partition read back
+// holds each acknowledged message exactly once, at its acknowledged offset, in order.
+#[test]
+fn leader_sigkill_with_lost_produce_answers_writes_each_message_once() {
+    const TOPIC: &str = "lossy";
+    const PARTITIONS: i32 = 3;
+    let (mut cluster, proxy) = proxied_cluster();
+    cluster.create_topic(TOPIC, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
+    // The proxy loses answers from the first produce request on.
+    let faults_from = Instant::now();
+    let producer = NumberedProducer::start(producer_options(&cluster, TOPIC, PARTITIONS, 0));
+    producer.wait_progress(
+        &[0; 3],
+        ACKED_PER_PHASE,
+        PROGRESS_WAIT,
+        "messages before the kill",
+    );
+    let victim = cluster.partition(TOPIC, 0).leader;
+    let acked_at_kill = producer.acked_all();
+    cluster.kill(victim);
+    cluster.wait_partition(TOPIC, 0, "a new leader", |meta| {
+        meta.leader >= 0 && meta.leader != victim
+    });
+    producer.wait_progress(
+        &acked_at_kill,
+        ACKED_PER_PHASE,
+        PROGRESS_WAIT,
+        "messages after the kill",
+    );
+    let outcomes = producer.finish();
+    assert_all_acknowledged(&outcomes);
+    assert!(
+        proxy.drops() >= 2,
+        "the proxy cut {} connections ({} produce requests): too few to prove anything",
+        proxy.drops(),
+        proxy.produce_requests()
+    );
+    for partition in 0..PARTITIONS {
+        let (leader, high_watermark) = cluster.wait_settled(TOPIC, partition);
+        let consumed = read_partition(cluster.client_config(), TOPIC, partition, high_watermark);
+        let summary = check_history(partition, &consumed, &outcomes, faults_from);
+        eprintln!("{TOPIC}-{partition} (leader {leader}): {summary:?}");
+        assert_eq!(
+            (summary.duplicates, summary.records),
+            (0, summary.acknowledged),
+            "{TOPIC}-{partition}: a resent batch was written twice"
+        );
+    }
 }

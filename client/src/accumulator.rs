@@ -2,10 +2,20 @@
 //! drained into requests. Pure state driven by the caller's clock, no I/O, so batching is tested
 //! deterministically.
 //!
-//! **Invariant:** a partition has at most one produce request in flight. Retried batches go back
-//! to the front of their partition's queue, so records of one partition are appended in the
-//! order they were sent, even across retries. A batch still waiting to be sent when its
-//! delivery timeout passes fails here, without being sent.
+//! Two modes:
+//! - At least once (idempotence off): a partition has at most one produce request in flight,
+//!   carrying any number of its batches. Retried batches go back to the front of their
+//!   partition's queue, so records of one partition are appended in the order they were sent.
+//! - Idempotent: every request carries one batch per partition, and up to `max_in_flight`
+//!   requests of a partition are in flight. A batch gets its producer id, epoch and base
+//!   sequence when it is first drained (see `idempotence`) and keeps them when resent. A batch
+//!   that comes back for a retry is put back in sequence order, and while the front of the
+//!   queue is such a batch the partition sends one request at a time (as Kafka's client does),
+//!   so the broker sees the sequences in order again.
+//!
+//! **Invariant:** a partition's batches are sent in the order they were closed, each resend
+//! before any later batch; a batch still waiting to be sent when its delivery timeout passes
+//! fails here, without being sent.
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -16,6 +26,7 @@ use sluice_storage::batch::{BatchBuilder, Compression};
 
 use crate::delivery::BatchOutcome;
 use crate::error::ClientError;
+use crate::idempotence::{BatchStamp, PartitionSequences, ProducerIdentity};
 use crate::retry::{delivery_timeout_error, FailedBatch};
 
 /// Smallest buffer a new batch starts with, in bytes.
@@ -49,30 +60,108 @@ pub(crate) struct ReadyBatch {
     pub(crate) created_at: Instant,
     /// Why its last send failed, for the error of a batch that expires waiting to be resent.
     pub(crate) last_error: Option<String>,
+    /// Its producer id, epoch and sequence once sent by an idempotent producer.
+    pub(crate) stamp: Option<BatchStamp>,
+}
+
+/// A batch in flight, as its partition sees it.
+#[derive(Debug)]
+struct InFlight {
+    outcome: Rc<BatchOutcome>,
+    stamp: Option<BatchStamp>,
 }
 
 #[derive(Debug, Default)]
 struct PartitionQueue {
     open: Option<OpenBatch>,
     ready: VecDeque<ReadyBatch>,
-    /// Outcomes of the batches of the request in flight; non-empty mutes the partition.
-    in_flight: Vec<Rc<BatchOutcome>>,
+    /// The batches of the requests in flight, oldest first.
+    in_flight: Vec<InFlight>,
+    /// Sequence numbers (idempotent mode).
+    sequences: PartitionSequences,
     /// Size of the last batch closed, in bytes: the next batch's buffer starts at twice that
     /// (within the batch size), so filling it rarely reallocates while a slow partition does
     /// not hold a whole batch size of memory per batch.
     last_batch_bytes: usize,
 }
 
+/// When a partition may send: the per-partition rules of both modes.
+#[derive(Debug, Clone, Copy)]
+struct SendRules {
+    /// Requests in flight per partition in idempotent mode; `None` when not idempotent.
+    idempotent_in_flight: Option<usize>,
+    /// The producer's identity (idempotent mode), `None` until InitProducerId answered.
+    identity: Option<ProducerIdentity>,
+}
+
+impl SendRules {
+    /// True when `queue` may start another request now (whatever is due in it).
+    fn may_send(&self, queue: &PartitionQueue) -> bool {
+        let Some(in_flight_max) = self.idempotent_in_flight else {
+            return queue.in_flight.is_empty();
+        };
+        if self.identity.is_none() || queue.sequences.reset_pending() {
+            return false;
+        }
+        let retrying = queue
+            .ready
+            .front()
+            .is_some_and(|front| front.stamp.is_some());
+        if retrying {
+            return queue.in_flight.is_empty();
+        }
+        queue.in_flight.len() < in_flight_max
+    }
+
+    /// True when `queue` sends nothing only because it waits for an identity (the producer's
+    /// first, or a new one after a reset): its waiting batches still expire meanwhile.
+    fn waits_for_identity(&self, queue: &PartitionQueue) -> bool {
+        self.idempotent_in_flight.is_some()
+            && (self.identity.is_none() || queue.sequences.reset_pending())
+    }
+}
+
 impl PartitionQueue {
-    /// When this partition next has something to send, if it is not muted.
-    fn deadline(&self, linger: Duration, now: Instant) -> Option<Instant> {
-        if !self.in_flight.is_empty() {
+    /// When this partition next has something to send, if it may send.
+    fn deadline(&self, rules: SendRules, linger: Duration, now: Instant) -> Option<Instant> {
+        if !rules.may_send(self) {
             return None;
         }
         if let Some(front) = self.ready.front() {
             return Some(front.not_before.unwrap_or(now));
         }
         self.open.as_ref().map(|open| open.opened_at + linger)
+    }
+
+    /// True when a stamped batch sent before `stamp`, of the same identity, is unanswered.
+    fn predecessor_pending(&self, stamp: &BatchStamp) -> bool {
+        let earlier = |other: &Option<BatchStamp>| {
+            other.is_some_and(|other| {
+                other.identity == stamp.identity && other.ordinal < stamp.ordinal
+            })
+        };
+        self.in_flight.iter().any(|batch| earlier(&batch.stamp))
+            || self.ready.iter().any(|batch| earlier(&batch.stamp))
+    }
+
+    /// Forgets the in-flight entries of `batches`.
+    fn land(&mut self, batches: &[ReadyBatch]) {
+        self.in_flight.retain(|entry| {
+            !batches
+                .iter()
+                .any(|batch| Rc::ptr_eq(&batch.outcome, &entry.outcome))
+        });
+    }
+
+    /// Puts a batch back in sequence order: before the first batch stamped after it, or
+    /// before the first unstamped one.
+    fn insert_in_order(&mut self, batch: ReadyBatch, ordinal: u64) {
+        let position = self
+            .ready
+            .iter()
+            .position(|other| other.stamp.is_none_or(|stamp| stamp.ordinal > ordinal))
+            .unwrap_or(self.ready.len());
+        self.ready.insert(position, batch);
     }
 }
 
@@ -118,6 +207,7 @@ pub(crate) struct Accumulator {
     batch_bytes_max: usize,
     linger: Duration,
     delivery_timeout: Duration,
+    rules: SendRules,
     topics: HashMap<Rc<str>, Vec<PartitionQueue>>,
     /// Buffer bytes of batches that failed inside the accumulator (build errors, expired
     /// delivery timeouts), to be given back by the producer.
@@ -138,9 +228,25 @@ impl Accumulator {
             batch_bytes_max,
             linger,
             delivery_timeout,
+            rules: SendRules {
+                idempotent_in_flight: None,
+                identity: None,
+            },
             topics: HashMap::new(),
             released_bytes: 0,
         }
+    }
+
+    /// Switches to idempotent mode with up to `in_flight_max` requests per partition. Nothing
+    /// is sent before `set_identity`.
+    pub(crate) fn idempotent(mut self, in_flight_max: usize) -> Self {
+        self.rules.idempotent_in_flight = Some(in_flight_max.max(1));
+        self
+    }
+
+    /// The producer's identity: partitions without one (new, or reset) take it.
+    pub(crate) fn set_identity(&mut self, identity: ProducerIdentity) {
+        self.rules.identity = Some(identity);
     }
 
     fn queue_mut(&mut self, topic: &Rc<str>, partition: i32) -> &mut PartitionQueue {
@@ -207,22 +313,22 @@ impl Accumulator {
         }
     }
 
-    /// Takes what is due for sending: every unmuted partition's ready batches (up to
-    /// `partition_request_bytes_max` bytes, at least one batch) and its open batch once its
-    /// linger time has passed. The partitions taken are muted until `complete` or `requeue`.
-    /// Ready batches whose delivery timeout passed fail instead of being sent.
+    /// Takes what is due for sending from every partition that may send (see `SendRules`):
+    /// its ready batches (up to `partition_request_bytes_max` bytes, at least one batch; one
+    /// batch when idempotent, stamped with its sequence) and its open batch once its linger time
+    /// has passed. Ready batches whose delivery timeout passed fail instead of being sent.
     pub(crate) fn drain(
         &mut self,
         now: Instant,
         partition_request_bytes_max: usize,
     ) -> Vec<Drained> {
-        let linger = self.linger;
-        let delivery_timeout = self.delivery_timeout;
+        let (linger, delivery_timeout, rules) = (self.linger, self.delivery_timeout, self.rules);
         let mut drained = Vec::new();
         let mut released = 0;
         for (topic, queues) in &mut self.topics {
             for (partition, queue) in queues.iter_mut().enumerate() {
-                if !queue.in_flight.is_empty() {
+                let may_send = rules.may_send(queue);
+                if !may_send && !rules.waits_for_identity(queue) {
                     continue;
                 }
                 let lingered = queue
@@ -233,14 +339,24 @@ impl Accumulator {
                     released += close_open(queue);
                 }
                 released += expire_front(queue, topic, partition as i32, now, delivery_timeout);
-                let batches = take_due(queue, now, partition_request_bytes_max);
+                if !may_send {
+                    continue;
+                }
+                let batches = match rules.identity {
+                    Some(identity) if rules.idempotent_in_flight.is_some() => {
+                        let (batches, failed) = take_stamped(queue, now, identity);
+                        released += failed;
+                        batches
+                    }
+                    _ => take_due(queue, now, partition_request_bytes_max),
+                };
                 if batches.is_empty() {
                     continue;
                 }
-                queue.in_flight = batches
-                    .iter()
-                    .map(|batch| Rc::clone(&batch.outcome))
-                    .collect();
+                queue.in_flight.extend(batches.iter().map(|batch| InFlight {
+                    outcome: Rc::clone(&batch.outcome),
+                    stamp: batch.stamp,
+                }));
                 drained.push(Drained {
                     topic: Rc::clone(topic),
                     partition: partition as i32,
@@ -265,35 +381,90 @@ impl Accumulator {
             if queue.open.is_some() {
                 released += close_open(queue);
             }
-            outcomes.extend(queue.in_flight.iter().cloned());
+            outcomes.extend(
+                queue
+                    .in_flight
+                    .iter()
+                    .map(|batch| Rc::clone(&batch.outcome)),
+            );
             outcomes.extend(queue.ready.iter().map(|batch| Rc::clone(&batch.outcome)));
         }
         self.released_bytes += released;
         outcomes
     }
 
-    /// The request carrying this partition's batches was answered: unmute it.
-    pub(crate) fn complete(&mut self, topic: &Rc<str>, partition: i32) {
-        self.queue_mut(topic, partition).in_flight.clear();
+    /// These batches of the partition were answered (acknowledged or failed for good): they
+    /// are no longer in flight.
+    pub(crate) fn complete(&mut self, topic: &Rc<str>, partition: i32, batches: &[ReadyBatch]) {
+        self.queue_mut(topic, partition).land(batches);
     }
 
-    /// Puts batches that failed with a retriable error back at the front of their partition's
-    /// queue, in their original order, and unmutes the partition.
+    /// Puts batches that failed with a retriable error back in their partition's queue, ahead
+    /// of every batch sent after them (in sequence order when idempotent).
     pub(crate) fn requeue(&mut self, topic: &Rc<str>, partition: i32, batches: Vec<ReadyBatch>) {
         let queue = self.queue_mut(topic, partition);
-        queue.in_flight.clear();
+        queue.land(&batches);
         for batch in batches.into_iter().rev() {
-            queue.ready.push_front(batch);
+            match batch.stamp {
+                Some(stamp) => queue.insert_in_order(batch, stamp.ordinal),
+                None => queue.ready.push_front(batch),
+            }
+        }
+    }
+
+    /// True when a batch of the partition stamped before `stamp` (same identity) is still
+    /// unanswered: a sequence error of the batch stamped `stamp` is then only a consequence.
+    pub(crate) fn predecessor_pending(
+        &mut self,
+        topic: &Rc<str>,
+        partition: i32,
+        stamp: &BatchStamp,
+    ) -> bool {
+        self.queue_mut(topic, partition).predecessor_pending(stamp)
+    }
+
+    /// The broker lost the partition's sequences: send nothing more of it until
+    /// `reset_sequences`.
+    pub(crate) fn require_reset(&mut self, topic: &Rc<str>, partition: i32) {
+        self.queue_mut(topic, partition).sequences.require_reset();
+    }
+
+    /// Partitions waiting for a new identity with nothing in flight any more: ready for
+    /// `reset_sequences`.
+    pub(crate) fn resets_due(&self) -> Vec<(Rc<str>, i32)> {
+        let mut due = Vec::new();
+        for (topic, queues) in &self.topics {
+            for (partition, queue) in queues.iter().enumerate() {
+                if queue.sequences.reset_pending() && queue.in_flight.is_empty() {
+                    due.push((Rc::clone(topic), partition as i32));
+                }
+            }
+        }
+        due
+    }
+
+    /// Restarts the partition's sequences at 0 under `identity`: its waiting batches lose their
+    /// stamps and are stamped again, in the same order, when next drained.
+    pub(crate) fn reset_sequences(
+        &mut self,
+        topic: &Rc<str>,
+        partition: i32,
+        identity: ProducerIdentity,
+    ) {
+        let queue = self.queue_mut(topic, partition);
+        queue.sequences.reset(identity);
+        for batch in &mut queue.ready {
+            batch.stamp = None;
         }
     }
 
     /// The earliest instant at which `drain` will have something to take (`now` when it has
-    /// already), or `None` when nothing is waiting outside muted partitions.
+    /// already), or `None` when nothing is waiting outside partitions that may not send.
     pub(crate) fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.topics
             .values()
             .flat_map(|queues| queues.iter())
-            .filter_map(|queue| queue.deadline(self.linger, now))
+            .filter_map(|queue| queue.deadline(self.rules, self.linger, now))
             .min()
     }
 
@@ -314,7 +485,7 @@ impl Accumulator {
     }
 
     /// Fails every batch that is not in flight (open and waiting) with `error`; returns the
-    /// buffer bytes they held. Used when the producer is closed or dropped.
+    /// buffer bytes they held. Used when the producer is closed, dropped or fenced.
     pub(crate) fn fail_unsent(&mut self, error: &ClientError) -> usize {
         let mut released = std::mem::take(&mut self.released_bytes);
         for queue in self
@@ -354,6 +525,7 @@ fn close_open(queue: &mut PartitionQueue) -> usize {
                 not_before: None,
                 created_at: open.opened_at,
                 last_error: None,
+                stamp: None,
             });
             0
         }
@@ -397,6 +569,41 @@ fn expire_front(
         released += batch.reserved_bytes;
     }
     released
+}
+
+/// The front ready batch of `queue` if it is due, stamped with the partition's next sequence
+/// unless it kept its stamp from an earlier send. A batch whose header cannot be stamped fails;
+/// the buffer bytes it held are returned alongside.
+fn take_stamped(
+    queue: &mut PartitionQueue,
+    now: Instant,
+    identity: ProducerIdentity,
+) -> (Vec<ReadyBatch>, usize) {
+    let due = queue
+        .ready
+        .front()
+        .is_some_and(|front| front.not_before.is_none_or(|not_before| not_before <= now));
+    let Some(mut batch) = due.then(|| queue.ready.pop_front()).flatten() else {
+        return (Vec::new(), 0);
+    };
+    if batch.stamp.is_some() {
+        return (vec![batch], 0);
+    }
+    let stamp = queue.sequences.stamp_next(identity, batch.records);
+    let mut bytes = std::mem::take(&mut batch.bytes)
+        .try_into_mut()
+        .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
+    match stamp.write(&mut bytes) {
+        Ok(()) => {
+            batch.bytes = bytes.freeze();
+            batch.stamp = Some(stamp);
+            (vec![batch], 0)
+        }
+        Err(error) => {
+            batch.outcome.complete(Err(ClientError::Batch(error)));
+            (Vec::new(), batch.reserved_bytes)
+        }
+    }
 }
 
 /// The ready batches at the front of `queue` that are due, up to `bytes_max` (at least one).
@@ -482,7 +689,7 @@ mod tests {
             accumulator.next_deadline(start).is_none(),
             "muted partition has no deadline"
         );
-        accumulator.complete(&topic, 0);
+        accumulator.complete(&topic, 0, &drained[0].batches);
         assert_eq!(
             accumulator.next_deadline(start),
             Some(start + Duration::from_secs(60))
@@ -577,7 +784,7 @@ mod tests {
         assert_eq!(drained.len(), 3);
         assert!(!accumulator.is_idle());
         for batch in &drained {
-            accumulator.complete(&batch.topic, batch.partition);
+            accumulator.complete(&batch.topic, batch.partition, &batch.batches);
         }
         assert!(accumulator.is_idle());
     }
@@ -602,7 +809,7 @@ mod tests {
             "only one batch fits a 100-byte request"
         );
         assert_eq!(values_of(&drained[0].batches[0]), vec![b"small".to_vec()]);
-        accumulator.complete(&topic, 0);
+        accumulator.complete(&topic, 0, &drained[0].batches);
         let drained = accumulator.drain(start, 100);
         assert_eq!(drained[0].batches.len(), 1);
         assert_eq!(values_of(&drained[0].batches[0]), vec![big]);
@@ -620,12 +827,13 @@ mod tests {
         let value = |tag: u8| vec![tag; 70];
         let (a, b, c) = (value(b'a'), value(b'b'), value(b'c'));
         accumulator.append(&topic, 0, record(&a), start);
-        assert_eq!(accumulator.drain(start, REQUEST_BYTES_MAX).len(), 1);
+        let first = accumulator.drain(start, REQUEST_BYTES_MAX);
+        assert_eq!(first.len(), 1);
         let expired = accumulator.append(&topic, 0, record(&b), start);
         let later = start + Duration::from_secs(5);
         accumulator.append(&topic, 0, record(&c), later);
         accumulator.take_released_bytes();
-        accumulator.complete(&topic, 0);
+        accumulator.complete(&topic, 0, &first[0].batches);
         let drained = accumulator.drain(start + Duration::from_secs(11), REQUEST_BYTES_MAX);
         let values: Vec<Vec<u8>> = drained[0].batches.iter().flat_map(values_of).collect();
         assert_eq!(values, vec![c]);
@@ -660,6 +868,194 @@ mod tests {
         let released = accumulator.fail_unsent(&ClientError::Closed);
         assert_eq!(released, 3 + 24);
         assert!(appended.outcome.is_done());
+        assert!(accumulator.is_idle());
+    }
+
+    const ID_A: ProducerIdentity = ProducerIdentity {
+        producer_id: 11,
+        epoch: 0,
+    };
+    const ID_B: ProducerIdentity = ProducerIdentity {
+        producer_id: 12,
+        epoch: 0,
+    };
+
+    /// An idempotent accumulator (5 in flight) whose batches close at every 2-byte record.
+    fn idempotent() -> Accumulator {
+        let mut accumulator =
+            Accumulator::new(Compression::None, 8, Duration::ZERO, TIMEOUT).idempotent(5);
+        accumulator.set_identity(ID_A);
+        accumulator
+    }
+
+    /// Drains until nothing more comes, as the sender does; one batch per partition each time.
+    fn drain_all(accumulator: &mut Accumulator, now: Instant) -> Vec<ReadyBatch> {
+        let mut batches = Vec::new();
+        loop {
+            let drained = accumulator.drain(now, REQUEST_BYTES_MAX);
+            if drained.is_empty() {
+                return batches;
+            }
+            for partition in drained {
+                assert_eq!(
+                    partition.batches.len(),
+                    1,
+                    "one batch per idempotent request"
+                );
+                batches.extend(partition.batches);
+            }
+        }
+    }
+
+    /// (producer id, base sequence) of a sent batch.
+    type Stamped = (i64, i32);
+
+    fn sequence_of(batch: &ReadyBatch) -> Stamped {
+        let header = validate_batch(&batch.bytes, usize::MAX).unwrap();
+        (header.producer_id, header.base_sequence)
+    }
+
+    // Proves an idempotent partition sends nothing before the producer has an identity, then
+    // up to 5 single-batch requests at once, each stamped (header and CRC) with consecutive
+    // sequences; the sixth waits until one of them is answered.
+    #[test]
+    fn idempotent_partition_keeps_five_in_flight_with_consecutive_sequences() {
+        let start = Instant::now();
+        let mut accumulator =
+            Accumulator::new(Compression::None, 8, Duration::ZERO, TIMEOUT).idempotent(5);
+        let topic: Rc<str> = Rc::from("t");
+        for index in 0..7_u8 {
+            accumulator.append(&topic, 0, record(&[index; 8]), start);
+        }
+        assert!(accumulator.drain(start, REQUEST_BYTES_MAX).is_empty());
+        assert_eq!(accumulator.next_deadline(start), None);
+        accumulator.set_identity(ID_A);
+        let sent = drain_all(&mut accumulator, start);
+        let sequences: Vec<(i64, i32)> = sent.iter().map(sequence_of).collect();
+        assert_eq!(sequences, vec![(11, 0), (11, 1), (11, 2), (11, 3), (11, 4)]);
+        assert_eq!(
+            accumulator.next_deadline(start),
+            None,
+            "five in flight: full"
+        );
+        accumulator.complete(&topic, 0, &sent[..1]);
+        let next = drain_all(&mut accumulator, start);
+        assert_eq!(
+            next.iter().map(sequence_of).collect::<Vec<_>>(),
+            vec![(11, 5)]
+        );
+        assert_eq!(values_of(&next[0]), vec![vec![5_u8; 8]]);
+    }
+
+    // Proves a retry keeps its sequence and goes out before everything sent after it, alone:
+    // when three in-flight batches come back for a retry (in any order), they are resent one
+    // request at a time in sequence order, and new batches go out in parallel after the last.
+    #[test]
+    fn idempotent_retries_resend_in_sequence_order_one_at_a_time() {
+        let start = Instant::now();
+        let mut accumulator = idempotent();
+        let topic: Rc<str> = Rc::from("t");
+        for index in 0..3_u8 {
+            accumulator.append(&topic, 0, record(&[index; 8]), start);
+        }
+        let mut sent = drain_all(&mut accumulator, start);
+        assert_eq!(sent.len(), 3);
+        accumulator.append(&topic, 0, record(&[3; 8]), start);
+        accumulator.append(&topic, 0, record(&[4; 8]), start);
+        // Answers arrive in order, but requeue order must not matter: last one first.
+        let third = sent.pop().unwrap();
+        accumulator.requeue(&topic, 0, vec![third]);
+        for batch in std::mem::take(&mut sent) {
+            accumulator.requeue(&topic, 0, vec![batch]);
+        }
+        // Each round drains what may go out, then the broker answers all of it.
+        let mut rounds = Vec::new();
+        loop {
+            let batches = drain_all(&mut accumulator, start);
+            if batches.is_empty() {
+                break;
+            }
+            accumulator.complete(&topic, 0, &batches);
+            rounds.push(batches.iter().map(sequence_of).collect::<Vec<_>>());
+        }
+        // The retries go out one at a time; new batches may follow the last retry at once.
+        let expected = vec![
+            vec![(11, 0)],
+            vec![(11, 1)],
+            vec![(11, 2), (11, 3), (11, 4)],
+        ];
+        assert_eq!(rounds, expected);
+    }
+
+    // Proves the predecessor check and the reset: a sequence error behind an unanswered
+    // earlier batch is only a consequence; without one the partition stops sending, is due for
+    // a reset once nothing of it is in flight, and then restamps its waiting batches from 0
+    // under the new identity, in their original order.
+    #[test]
+    fn sequence_reset_restamps_waiting_batches_under_a_new_identity() {
+        let start = Instant::now();
+        let mut accumulator = idempotent();
+        let topic: Rc<str> = Rc::from("t");
+        for index in 0..3_u8 {
+            accumulator.append(&topic, 0, record(&[index; 8]), start);
+        }
+        let mut sent = drain_all(&mut accumulator, start);
+        let stamps: Vec<BatchStamp> = sent.iter().map(|batch| batch.stamp.unwrap()).collect();
+        assert!(!accumulator.predecessor_pending(&topic, 0, &stamps[0]));
+        assert!(accumulator.predecessor_pending(&topic, 0, &stamps[1]));
+        let acknowledged = sent.remove(0);
+        accumulator.complete(&topic, 0, &[acknowledged]);
+        assert!(!accumulator.predecessor_pending(&topic, 0, &stamps[1]));
+        accumulator.require_reset(&topic, 0);
+        let rejected = sent.remove(0);
+        accumulator.requeue(&topic, 0, vec![rejected]);
+        assert!(accumulator.resets_due().is_empty(), "one still in flight");
+        accumulator.append(&topic, 0, record(&[9; 8]), start);
+        assert!(accumulator.drain(start, REQUEST_BYTES_MAX).is_empty());
+        let last = sent.remove(0);
+        accumulator.requeue(&topic, 0, vec![last]);
+        assert_eq!(accumulator.resets_due(), vec![(Rc::clone(&topic), 0)]);
+        accumulator.set_identity(ID_B);
+        accumulator.reset_sequences(&topic, 0, ID_B);
+        let mut resent = Vec::new();
+        loop {
+            let batches = drain_all(&mut accumulator, start);
+            if batches.is_empty() {
+                break;
+            }
+            accumulator.complete(&topic, 0, &batches);
+            resent.extend(
+                batches
+                    .iter()
+                    .map(|batch| (sequence_of(batch), values_of(batch))),
+            );
+        }
+        let expected: Vec<(Stamped, Vec<Vec<u8>>)> = vec![
+            ((12, 0), vec![vec![1; 8]]),
+            ((12, 1), vec![vec![2; 8]]),
+            ((12, 2), vec![vec![9; 8]]),
+        ];
+        assert_eq!(resent, expected);
+    }
+
+    // Proves batches waiting for the producer's identity still expire: with no InitProducerId
+    // answer, a batch older than the delivery timeout fails instead of waiting forever (a
+    // flush would otherwise never return).
+    #[test]
+    fn batches_waiting_for_an_identity_expire() {
+        let start = Instant::now();
+        let timeout = Duration::from_secs(10);
+        let mut accumulator =
+            Accumulator::new(Compression::None, 8, Duration::ZERO, timeout).idempotent(5);
+        let topic: Rc<str> = Rc::from("t");
+        let appended = accumulator.append(&topic, 0, record(&[1; 8]), start);
+        assert!(accumulator.drain(start, REQUEST_BYTES_MAX).is_empty());
+        assert!(!appended.outcome.is_done());
+        assert!(accumulator
+            .drain(start + timeout, REQUEST_BYTES_MAX)
+            .is_empty());
+        assert!(appended.outcome.is_done());
+        assert_eq!(accumulator.take_released_bytes(), 8 + 24);
         assert!(accumulator.is_idle());
     }
 }

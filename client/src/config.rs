@@ -156,7 +156,20 @@ pub struct ProducerConfig {
     /// `retries`); the delivery timeout bounds them too. 0: a failed send fails its records
     /// with the broker's error at once.
     pub retries_max: u32,
+    /// Idempotent produce (Kafka's `enable.idempotence`, on by default as in the Java client):
+    /// the producer gets a producer id and numbers its batches per partition, so the broker
+    /// appends a retried batch once and in order. Needs `acks` Leader or All. Off: at least
+    /// once, one request per partition in flight.
+    pub enable_idempotence: bool,
+    /// Produce requests of one partition in flight at once with idempotence, 1 to
+    /// `IDEMPOTENT_IN_FLIGHT_MAX` (Kafka's `max.in.flight.requests.per.connection`, per
+    /// partition here). Without idempotence the producer sends one at a time whatever this says.
+    pub max_in_flight_requests_per_partition: usize,
 }
+
+/// Requests in flight per partition an idempotent producer may have, at most: the broker
+/// keeps the last 5 batches of a producer per partition to recognise a retry.
+pub const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
 
 impl Default for ProducerConfig {
     fn default() -> Self {
@@ -170,6 +183,8 @@ impl Default for ProducerConfig {
             partitioner: Partitioner::Default,
             delivery_timeout_ms: 120_000,
             retries_max: u32::MAX,
+            enable_idempotence: true,
+            max_in_flight_requests_per_partition: IDEMPOTENT_IN_FLIGHT_MAX,
         }
     }
 }
@@ -202,6 +217,12 @@ impl ProducerConfig {
             Some("inflight_requests_max must be positive")
         } else if self.buffer_bytes_max < self.batch_bytes_max {
             Some("buffer_bytes_max must be at least batch_bytes_max")
+        } else if self.enable_idempotence && self.acks == Acks::None {
+            Some("enable_idempotence needs acks Leader or All (turn idempotence off for acks=0)")
+        } else if self.enable_idempotence
+            && !(1..=IDEMPOTENT_IN_FLIGHT_MAX).contains(&self.max_in_flight_requests_per_partition)
+        {
+            Some("max_in_flight_requests_per_partition must be 1 to 5 with enable_idempotence")
         } else {
             None
         };
@@ -210,6 +231,18 @@ impl ProducerConfig {
                 reason: reason.to_string(),
             }),
             None => Ok(()),
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// Requests of one partition the producer keeps in flight: the setting with idempotence,
+    /// 1 without (a retry could otherwise land after a later batch).
+    pub fn in_flight_per_partition(&self) -> usize {
+        if self.enable_idempotence {
+            self.max_in_flight_requests_per_partition
+        } else {
+            1
         }
     }
 }
@@ -250,4 +283,47 @@ pub enum SeekTo {
     Offset(i64),
     /// The first record at or after this Unix time in milliseconds (the end when none is).
     Timestamp(i64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(config: &ProducerConfig) -> String {
+        match config.validate() {
+            Err(ClientError::Config { reason }) => reason,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    // Proves the idempotence settings are checked in one place: idempotence is on by default
+    // with 5 in flight, 0 or 6 in flight and acks=0 are refused with idempotence, and without
+    // it any in-flight value is accepted and one request per partition is used.
+    #[test]
+    fn idempotence_settings_are_validated() {
+        let default = ProducerConfig::default();
+        assert!(default.enable_idempotence);
+        assert_eq!(default.in_flight_per_partition(), IDEMPOTENT_IN_FLIGHT_MAX);
+        default.validate().unwrap();
+        for in_flight in [0, IDEMPOTENT_IN_FLIGHT_MAX + 1] {
+            let config = ProducerConfig {
+                max_in_flight_requests_per_partition: in_flight,
+                ..ProducerConfig::default()
+            };
+            assert!(refused(&config).contains("max_in_flight_requests_per_partition"));
+        }
+        let acks_none = ProducerConfig {
+            acks: Acks::None,
+            ..ProducerConfig::default()
+        };
+        assert!(refused(&acks_none).contains("acks"));
+        let at_least_once = ProducerConfig {
+            acks: Acks::None,
+            enable_idempotence: false,
+            max_in_flight_requests_per_partition: 9,
+            ..ProducerConfig::default()
+        };
+        at_least_once.validate().unwrap();
+        assert_eq!(at_least_once.in_flight_per_partition(), 1);
+    }
 }

@@ -15,8 +15,9 @@
 //! - Producer: per-partition batches closed at `batch_bytes_max` or after `linger_ms`; one
 //!   request per connection carries every ready partition; retriable errors (connection
 //!   errors included) refresh metadata and retry with backoff until `delivery_timeout_ms`,
-//!   going straight to the leader a NotLeaderOrFollower answer names. Retries may write a batch
-//!   twice until idempotent produce lands; records of one partition stay in order.
+//!   going straight to the leader a NotLeaderOrFollower answer names. Idempotent by default
+//!   (`idempotence`: producer id, per-partition sequences, up to 5 requests per partition in
+//!   flight), so a retry never writes a record twice; records of one partition stay in order.
 //! - Consumer: explicit assignment, one fetch per owning shard per round, long polling; a
 //!   partition whose fetch fails with a retriable error backs off, the metadata is refreshed,
 //!   and reading resumes from the same position on the new leader.
@@ -39,6 +40,7 @@ mod delivery;
 mod error;
 mod fetch;
 pub mod group;
+mod idempotence;
 mod metadata;
 mod notify;
 mod partitioner;
@@ -48,6 +50,7 @@ mod retry;
 pub use client::Client;
 pub use config::{
     Acks, ClientConfig, ConsumerConfig, OffsetSpec, Partitioner, ProducerConfig, SeekTo,
+    IDEMPOTENT_IN_FLIGHT_MAX,
 };
 pub use consumer::{Consumer, FailingPartition};
 pub use delivery::{DeliveryFuture, RecordMetadata};

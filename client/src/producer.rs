@@ -1,20 +1,34 @@
 //! `Producer`: batches records per partition and sends them to the owning shard.
 //!
-//! Delivery is at least once: a batch whose request failed with a retriable error (a lost
-//! connection, a timeout, a leader change, not enough in-sync replicas) is sent again after a
-//! metadata refresh and a backoff, for as long as it is younger than `delivery_timeout_ms`
-//! (see `retry`); a NotLeaderOrFollower answer that names the new leader sends it there at
-//! once. If the broker had appended a batch before the failure, it is written twice.
-//! Idempotent produce (producer id and sequence numbers) will remove those duplicates; until
-//! then consumers must tolerate them.
+//! Delivery contract:
+//! - Retries: a batch whose request failed with a retriable error (a lost connection, a
+//!   timeout, a leader change, not enough in-sync replicas) is sent again after a metadata
+//!   refresh and a backoff, for as long as it is younger than `delivery_timeout_ms` (see
+//!   `retry`); a NotLeaderOrFollower answer that names the new leader sends it there at once.
+//!   Each record's delivery future resolves with its offset once acknowledged.
+//! - Idempotent (the default, `enable_idempotence`): the sender task gets a producer id and
+//!   epoch (InitProducerId) before its first request; each batch gets its partition's next
+//!   sequence when first sent and keeps it when resent (see `idempotence`), so the leader
+//!   appends it once and answers a retry of an appended batch with the original offsets. Up to
+//!   `max_in_flight_requests_per_partition` (5) requests per partition are in flight; after a
+//!   retriable error, the batches that come back are resent in sequence order, one request at
+//!   a time, before any newer batch. A sequence error behind an unanswered earlier batch is only
+//!   its consequence and is resent after it; one with nothing before it means the broker lost
+//!   the partition's producer state, and the partition continues under a new producer id from
+//!   sequence 0 (KIP-360), once nothing of it is in flight. That reset is the one window in
+//!   which a record may be written twice: a batch whose earlier send was appended but not
+//!   answered, still waiting when the reset happens, is sent again under the new id (Kafka has
+//!   the same window). INVALID_PRODUCER_EPOCH (fenced) fails the producer: every unanswered
+//!   record and every later send fail with it.
+//! - Not idempotent: at least once. A partition has one request in flight, so its records are
+//!   appended in send order, but a batch the broker appended before the failure is written
+//!   twice; and, as with Kafka's non-idempotent producer, a request the client gave up on
+//!   (timed out, or its connection lost) may still be appended after its retry and after later
+//!   batches, leaving an out-of-order duplicate.
 //!
-//! Ordering: a partition's batches are appended in the order they were sent, each retry before
-//! any later batch. One exception, as with Kafka's non-idempotent producer: a request the client
-//! gave up on (timed out, or its connection lost) may still be appended by the broker after its
-//! retry, and after later batches, leaving an out-of-order duplicate.
-//!
-//! **Invariant:** one produce request per partition is in flight at a time (see
-//! `accumulator`), so records of a partition are appended in the order they were sent.
+//! **Invariant:** a partition's batches reach the broker in the order they were closed (see
+//! `accumulator`): resends go ahead of newer batches, and with idempotence the leader's
+//! sequence check turns any reordering in transit into a resend.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -32,6 +46,7 @@ use crate::client::Client;
 use crate::config::{Acks, ProducerConfig};
 use crate::delivery::DeliveryFuture;
 use crate::error::ClientError;
+use crate::idempotence::{classify, ProducerIdentity, SequenceVerdict};
 use crate::notify::Notify;
 use crate::partitioner::PartitionChooser;
 use crate::retry::{produce_retry, FailedBatch, ProduceRetryPolicy, RetryDecision};
@@ -111,6 +126,12 @@ struct Shared {
     wake: Notify,
     closed: Cell<bool>,
     refresh_running: Cell<bool>,
+    /// The producer id and epoch new (and reset) partitions take, once InitProducerId answered
+    /// (idempotence only).
+    identity: Cell<Option<ProducerIdentity>>,
+    /// Why the producer cannot send any more (fenced, or InitProducerId refused): every send
+    /// and every unanswered batch fails with it.
+    fatal: RefCell<Option<ClientError>>,
 }
 
 /// Batches records per partition and sends them to their leaders' owning shards. It is `!Send`
@@ -136,13 +157,17 @@ impl Producer {
     pub fn new(client: Rc<Client>, config: ProducerConfig) -> Producer {
         let linger = Duration::from_millis(config.linger_ms);
         let delivery_timeout = Duration::from_millis(config.delivery_timeout_ms);
+        let mut accumulator = Accumulator::new(
+            config.compression,
+            config.batch_bytes_max,
+            linger,
+            delivery_timeout,
+        );
+        if config.enable_idempotence {
+            accumulator = accumulator.idempotent(config.in_flight_per_partition());
+        }
         let shared = Rc::new(Shared {
-            accumulator: RefCell::new(Accumulator::new(
-                config.compression,
-                config.batch_bytes_max,
-                linger,
-                delivery_timeout,
-            )),
+            accumulator: RefCell::new(accumulator),
             chooser: RefCell::new(PartitionChooser::new(config.partitioner)),
             topics: RefCell::new(HashMap::new()),
             buffer: Semaphore::new(config.buffer_bytes_max as u64),
@@ -150,6 +175,8 @@ impl Producer {
             wake: Notify::default(),
             closed: Cell::new(false),
             refresh_running: Cell::new(false),
+            identity: Cell::new(None),
+            fatal: RefCell::new(None),
             client,
             config,
         });
@@ -170,6 +197,9 @@ impl Producer {
         shared.config.validate_for(shared.client.config())?;
         if shared.closed.get() {
             return Err(ClientError::Closed);
+        }
+        if let Some(fatal) = &*shared.fatal.borrow() {
+            return Err(fatal.duplicate());
         }
         let partitions = shared.partition_count(&record.topic).await?;
         if let Some(partition) = record.partition {
@@ -501,7 +531,28 @@ impl Shared {
             // A broker that is no longer the leader may name the one that is: go there next.
             self.client
                 .note_leader(&partition.topic, partition.partition, result.current_leader);
-            self.retry_or_fail(partition, &ClientError::from_code(result.error, context));
+            let error = ClientError::from_code(result.error, context);
+            match self.sequence_verdict(&partition, result.error) {
+                SequenceVerdict::Ordinary => self.retry_or_fail(partition, &error),
+                SequenceVerdict::RetryAfterPredecessor => self.resend_in_order(partition, &error),
+                SequenceVerdict::ResetSequences => {
+                    tracing::info!(
+                        %error,
+                        topic = %partition.topic,
+                        partition = partition.partition,
+                        "the broker lost this partition's producer sequences: resetting them \
+                         under a new producer id"
+                    );
+                    self.accumulator
+                        .borrow_mut()
+                        .require_reset(&partition.topic, partition.partition);
+                    self.resend_in_order(partition, &error);
+                }
+                SequenceVerdict::Fenced => {
+                    self.fail_producer(&error);
+                    self.finish(partition, |_| Err(error.duplicate()));
+                }
+            }
         }
     }
 
@@ -517,10 +568,91 @@ impl Shared {
             batch.outcome.complete(result(batch.records));
             released += batch.reserved_bytes;
         }
+        self.accumulator.borrow_mut().complete(
+            &partition.topic,
+            partition.partition,
+            &partition.batches,
+        );
+        self.buffer.signal(released as u64);
+    }
+
+    /// What a sequence error means for the (single, stamped) batch of an idempotent request;
+    /// `Ordinary` for anything else.
+    fn sequence_verdict(&self, partition: &Drained, code: i16) -> SequenceVerdict {
+        let [batch] = &partition.batches[..] else {
+            return SequenceVerdict::Ordinary;
+        };
+        let Some(stamp) = batch.stamp else {
+            return SequenceVerdict::Ordinary;
+        };
+        let pending = self.accumulator.borrow_mut().predecessor_pending(
+            &partition.topic,
+            partition.partition,
+            &stamp,
+        );
+        classify(code, pending)
+    }
+
+    /// Puts the batches back to be sent again in sequence order, without a backoff or a retry
+    /// counted: the broker refused them only because of what came before them.
+    fn resend_in_order(&self, partition: Drained, error: &ClientError) {
+        let mut batches = partition.batches;
+        for batch in &mut batches {
+            batch.not_before = None;
+            batch.last_error = Some(error.to_string());
+        }
         self.accumulator
             .borrow_mut()
-            .complete(&partition.topic, partition.partition);
+            .requeue(&partition.topic, partition.partition, batches);
+    }
+
+    /// Makes the producer unusable with `error`: sends fail with it, unsent batches fail now,
+    /// batches in flight when they are answered (unless acknowledged).
+    fn fail_producer(&self, error: &ClientError) {
+        tracing::error!(%error, "the idempotent producer cannot continue");
+        self.fatal.replace(Some(error.duplicate()));
+        let released = self.accumulator.borrow_mut().fail_unsent(error);
         self.buffer.signal(released as u64);
+    }
+
+    /// A new producer id and epoch from InitProducerId, retried while the error is retriable.
+    async fn new_identity(&self) -> Result<ProducerIdentity, ClientError> {
+        let (producer_id, epoch) = self
+            .client
+            .retrying(|| self.client.init_producer_id())
+            .await?;
+        Ok(ProducerIdentity { producer_id, epoch })
+    }
+
+    /// Before draining (idempotence only): gets the producer its first identity, and a new one
+    /// for the partitions whose sequences the broker lost once nothing of theirs is in flight
+    /// (KIP-360; Sluice's broker hands out a fresh id rather than bumping the epoch, and a
+    /// fresh id leaves the other partitions' sequences untouched). A retriable failure waits a
+    /// backoff and is tried again at the next round; any other fails the producer.
+    async fn prepare_identity(&self) {
+        if self.fatal.borrow().is_some() {
+            return;
+        }
+        let resets = self.accumulator.borrow().resets_due();
+        if self.identity.get().is_some() && resets.is_empty() {
+            return;
+        }
+        match self.new_identity().await {
+            Ok(identity) => {
+                self.identity.set(Some(identity));
+                let mut accumulator = self.accumulator.borrow_mut();
+                accumulator.set_identity(identity);
+                for (topic, partition) in resets {
+                    accumulator.reset_sequences(&topic, partition, identity);
+                }
+            }
+            Err(error) if error.is_retriable() => {
+                tracing::warn!(%error, "InitProducerId failed; trying again");
+                let backoff_ms = self.client.config().retry_backoff_ms_max;
+                glommio::timer::sleep(Duration::from_millis(backoff_ms)).await;
+            }
+            Err(error) => self.fail_producer(&error),
+        }
     }
 
     /// Requeues the batches of a partition whose send failed with a retriable error (with
@@ -531,6 +663,16 @@ impl Shared {
             self.finish(partition, |_| Err(error.duplicate()));
             return;
         }
+        let fatal = self.fatal.borrow().as_ref().map(ClientError::duplicate);
+        if let Some(fatal) = fatal {
+            self.finish(partition, |_| Err(fatal.duplicate()));
+            return;
+        }
+        self.accumulator.borrow_mut().complete(
+            &partition.topic,
+            partition.partition,
+            &partition.batches,
+        );
         let now = Instant::now();
         let policy = ProduceRetryPolicy {
             delivery_timeout: Duration::from_millis(self.config.delivery_timeout_ms),
@@ -583,6 +725,9 @@ impl Shared {
 /// backoff deadline or until woken by a send, a completed request or a flush.
 async fn run_sender(shared: Rc<Shared>) {
     loop {
+        if shared.config.enable_idempotence {
+            shared.prepare_identity().await;
+        }
         let drained = shared
             .accumulator
             .borrow_mut()

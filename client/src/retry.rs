@@ -10,10 +10,9 @@
 //! - [`PartitionRetry`]: a consumer's per-partition state: a retriable fetch failure holds the
 //!   partition back for a backoff and never fails the poll; other errors do.
 //!
-//! Retrying keeps a partition's order because the producer has one request per partition in
-//! flight and requeues a failed batch in front of the newer ones (see `accumulator`).
-//! Idempotent producers (several requests in flight, sequence numbers) extend these rules; they
-//! do not replace them.
+//! Retrying keeps a partition's order because the producer requeues a failed batch in front of
+//! the newer ones (see `accumulator`). Idempotent producers (several requests in flight,
+//! sequence numbers) extend these rules with `idempotence::classify`; they do not replace them.
 
 use std::time::{Duration, Instant};
 

@@ -45,9 +45,9 @@ fn record(partition: i32, value: &str) -> ProducerRecord {
     }
 }
 
-// Proves the producer pipelines: three partitions' batches become three produce requests on
-// one shard connection, all in flight at once (the fake broker holds its answers until three
-// are waiting), and each record is acknowledged at offset 0 of its partition.
+// Proves the at-least-once producer pipelines: three partitions' batches become three produce
+// requests on one shard connection, all in flight at once (the fake broker holds its answers
+// until three are waiting), and each record is acknowledged at offset 0 of its partition.
 #[test]
 fn producer_pipelines_requests_on_one_connection() {
     run(async {
@@ -56,7 +56,11 @@ fn producer_pipelines_requests_on_one_connection() {
         let client = Client::connect(client_config(broker.main_addr()))
             .await
             .unwrap();
-        let producer = Producer::new(Rc::clone(&client), producer_config(0));
+        let config = ProducerConfig {
+            enable_idempotence: false,
+            ..producer_config(0)
+        };
+        let producer = Producer::new(Rc::clone(&client), config);
         let mut deliveries = Vec::new();
         for partition in 0..3 {
             deliveries.push(
@@ -362,6 +366,7 @@ fn acks_none_and_offset_lookups() {
             Rc::clone(&client),
             ProducerConfig {
                 acks: Acks::None,
+                enable_idempotence: false,
                 ..producer_config(0)
             },
         );
@@ -539,5 +544,94 @@ fn unkeyed_records_move_on_after_each_sent_batch() {
             .map(|partition| broker.records("t", partition).len())
             .sum();
         assert_eq!(stored, 20);
+    });
+}
+
+/// Values `m0`, `m1`, ... of `count` records sent to partition 0 one by one, with their
+/// delivery reports' offsets once all are answered.
+async fn send_numbered(producer: &Producer, from: usize, count: usize) -> Vec<i64> {
+    let mut deliveries = Vec::new();
+    for index in from..from + count {
+        deliveries.push(
+            producer
+                .send(record(0, &format!("m{index}")))
+                .await
+                .expect("send refused"),
+        );
+        // Let the sender take each record as a batch of its own, so several are in flight.
+        futures_lite::future::yield_now().await;
+    }
+    producer.flush().await.expect("flush failed");
+    let mut offsets = Vec::new();
+    for delivery in deliveries {
+        offsets.push(delivery.await.expect("record not acknowledged").offset);
+    }
+    offsets
+}
+
+fn numbered(count: usize) -> Vec<(i64, Bytes)> {
+    (0..count)
+        .map(|index| (index as i64, Bytes::from(format!("m{index}"))))
+        .collect()
+}
+
+// Proves an idempotent producer writes a batch once when the response to its append is lost:
+// the fake broker holds three appended requests' answers (so three requests of the partition
+// are in flight at once) and then drops the connection; the
+// producer resends those batches with their sequences, the broker answers them as duplicates
+// with the original offsets, and the log holds each of 40 records once, in send order, at the
+// offsets the delivery reports name.
+#[test]
+fn lost_response_of_an_appended_batch_is_not_written_twice() {
+    run(async {
+        let broker = support::start(1, "t", 1);
+        broker.produce_hold.set(3);
+        broker.produce_drop_after_request.set(3);
+        let client = Client::connect(client_config(broker.main_addr()))
+            .await
+            .unwrap();
+        let config = ProducerConfig {
+            batch_bytes_max: 16,
+            ..producer_config(0)
+        };
+        let producer = Producer::new(Rc::clone(&client), config);
+        let offsets = send_numbered(&producer, 0, 40).await;
+        assert_eq!(offsets, (0..40).collect::<Vec<i64>>());
+        assert_eq!(broker.records("t", 0), numbered(40));
+        assert_eq!(
+            broker.produce_pending_max.get(),
+            3,
+            "three requests of one partition were not in flight at once"
+        );
+        assert!(
+            broker.duplicates_answered.get() >= 1,
+            "no retry was answered as a duplicate"
+        );
+    });
+}
+
+// Proves the KIP-360 reset: when the broker forgets the producer's sequences (its state is
+// dropped after 10 records), the next batch is refused UNKNOWN_PRODUCER_ID with nothing before
+// it pending; the producer gets a new producer id, restarts that partition's sequences at 0,
+// and every record is still written once, in order.
+#[test]
+fn unknown_producer_id_resets_sequences_under_a_new_id() {
+    run(async {
+        let broker = support::start(1, "t", 1);
+        let client = Client::connect(client_config(broker.main_addr()))
+            .await
+            .unwrap();
+        let producer = Producer::new(Rc::clone(&client), producer_config(0));
+        let first = send_numbered(&producer, 0, 10).await;
+        assert_eq!(first, (0..10).collect::<Vec<i64>>());
+        broker.producer_states.borrow_mut().clear();
+        let second = send_numbered(&producer, 10, 10).await;
+        assert_eq!(second, (10..20).collect::<Vec<i64>>());
+        assert_eq!(broker.records("t", 0), numbered(20));
+        assert_eq!(
+            broker.producer_ids_issued.get(),
+            2,
+            "the reset took a new producer id"
+        );
     });
 }

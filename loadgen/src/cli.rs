@@ -203,6 +203,9 @@ pub struct WorkloadFlags {
     /// Batch codec.
     #[arg(long, value_name = "none|zstd")]
     pub compression: Option<CompressionSetting>,
+    /// At-least-once producers: turn idempotence off (a retry may then write a message twice).
+    #[arg(long)]
+    pub no_idempotence: bool,
 }
 
 impl WorkloadFlags {
@@ -228,6 +231,7 @@ impl WorkloadFlags {
             linger_ms: flags.linger_ms,
             acks: flags.acks,
             compression: flags.compression,
+            idempotence: flags.no_idempotence.then_some(false),
         }
     }
 }
@@ -443,7 +447,7 @@ fn describe(options: &RunOptions) -> String {
     };
     let mut text = format!(
         "Workload {}: {} topic(s) x {} partition(s), {} B messages, {} producer(s) per topic at {rate} in total, \
-         {} subscription(s) x {} consumer(s), acks={}, compression={}, batch {} B, linger {} ms; against {broker}",
+         {} subscription(s) x {} consumer(s), acks={}, compression={}, idempotence {}, batch {} B, linger {} ms; against {broker}",
         w.name,
         w.topics,
         w.partitions_per_topic,
@@ -453,6 +457,7 @@ fn describe(options: &RunOptions) -> String {
         w.consumers_per_subscription,
         w.acks,
         w.compression,
+        if w.idempotence && w.acks != AcksSetting::None { "on" } else { "off" },
         w.batch_bytes,
         w.linger_ms
     );

@@ -220,6 +220,10 @@ pub struct Workload {
     pub acks: AcksSetting,
     /// Batch codec.
     pub compression: CompressionSetting,
+    /// Idempotent producers (the default; with the Kafka driver only at acks=all, which
+    /// librdkafka requires): a retry never writes a message
+    /// twice. Runs with acks=0 are never idempotent (no answers to dedupe by).
+    pub idempotence: bool,
 }
 
 impl Default for Workload {
@@ -243,6 +247,7 @@ impl Default for Workload {
             linger_ms: 1,
             acks: AcksSetting::All,
             compression: CompressionSetting::None,
+            idempotence: true,
         }
     }
 }
@@ -269,6 +274,7 @@ pub struct WorkloadOverrides {
     pub linger_ms: Option<u64>,
     pub acks: Option<AcksSetting>,
     pub compression: Option<CompressionSetting>,
+    pub idempotence: Option<bool>,
 }
 
 /// Broker-side bounds a workload must respect.
@@ -356,7 +362,8 @@ impl Workload {
             batch_bytes,
             linger_ms,
             acks,
-            compression
+            compression,
+            idempotence
         );
         // A payload source given as a flag replaces the file's source of the other kind too.
         if let Some(ratio) = o.compressible_ratio {

@@ -372,6 +372,29 @@ pub fn stamp(
     Ok(())
 }
 
+/// Byte position of the producer id; the producer epoch and base sequence follow it.
+const PRODUCER_ID_AT: usize = 43;
+/// Byte position just past the base sequence.
+const BASE_SEQUENCE_END: usize = 57;
+
+/// Writes an idempotent producer's id, epoch and base sequence into the header of the batch at
+/// the start of `batch` (CRC-covered fields) and recomputes its CRC. A producer assigns the
+/// sequence when it first sends a built batch, and again after a sequence reset.
+pub fn stamp_producer(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<(), BatchError> {
+    crc_of(batch)?;
+    let mut out = &mut batch[PRODUCER_ID_AT..BASE_SEQUENCE_END];
+    out.put_i64(producer_id);
+    out.put_i16(producer_epoch);
+    out.put_i32(base_sequence);
+    refresh_crc(batch)?;
+    Ok(())
+}
+
 /// Writes `crc` into the CRC field of the header at the start of `batch`.
 fn write_crc(batch: &mut [u8], crc: u32) {
     let mut out = &mut batch[CRC_AT..CRC_COVERED_START];

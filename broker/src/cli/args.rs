@@ -122,6 +122,10 @@ pub struct ProduceArgs {
     /// request-timeout-ms.
     #[arg(long, default_value_t = 120_000, value_name = "MS")]
     pub delivery_timeout_ms: u64,
+    /// At-least-once: turn the idempotent producer off, so a retry may write a message twice.
+    /// Idempotence (the default) needs acks 1 or all; with acks 0 it is always off.
+    #[arg(long)]
+    pub no_idempotence: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }

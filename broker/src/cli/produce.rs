@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use futures_channel::mpsc;
 use futures_lite::StreamExt;
 use sluice_client::{
-    ClientError, DeliveryFuture, Partitioner, Producer, ProducerConfig, ProducerRecord,
+    Acks, ClientError, DeliveryFuture, Partitioner, Producer, ProducerConfig, ProducerRecord,
 };
 
 use super::args::ProduceArgs;
@@ -148,6 +148,7 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         linger_ms: args.linger_ms,
         delivery_timeout_ms: args.delivery_timeout_ms,
         partitioner: Partitioner::Default,
+        enable_idempotence: !args.no_idempotence && args.acks != Acks::None,
         ..ProducerConfig::default()
     };
     let buffer_bytes_max = config.buffer_bytes_max.max(config.batch_bytes_max);

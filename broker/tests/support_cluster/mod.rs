@@ -14,6 +14,7 @@ pub mod logs;
 pub mod netns;
 pub mod node;
 pub mod ports;
+pub mod proxy;
 pub mod traffic;
 pub mod verify;
 pub mod wire;

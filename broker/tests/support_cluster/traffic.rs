@@ -1,5 +1,5 @@
-//! Client traffic through the native client (`sluice_client`): a paced producer of numbered
-//! messages on its own glommio executor thread that records, per message, whether and when it
+//! Client traffic through the native client (`sluice_client`): a paced, idempotent producer of
+//! numbered messages on its own glommio executor thread that records, per message, whether and when it
 //! was acknowledged and at which offset; single sends with a chosen acks level; a consumer that
 //! reads a partition from the beginning; and a consumer of every partition polling on its own
 //! thread while faults are injected.
@@ -215,6 +215,7 @@ async fn produce(options: ProducerOptions, progress: Progress) -> Result<Vec<Out
         ProducerConfig {
             acks: options.acks,
             linger_ms: 1,
+            enable_idempotence: true,
             ..ProducerConfig::default()
         },
     );

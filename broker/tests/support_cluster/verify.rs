@@ -110,7 +110,8 @@ pub fn check_history(
 }
 
 /// The first copy of each message must come in increasing message order: the producer keeps
-/// one request per partition in flight, so a later message is never appended before an
+/// a partition's batches in order (one request in flight without idempotence; with it, up to 5
+/// whose sequence numbers the leader checks), so a later message is never appended before an
 /// earlier one's first copy.
 fn check_order(partition: i32, offsets_of: &BTreeMap<u64, Vec<i64>>) {
     let mut firsts: Vec<(i64, u64)> = offsets_of

@@ -10,8 +10,13 @@
 //! naming the true leader when `name_leader_in_errors` is on. A killed node closes its listeners
 //! (connections are refused) and drops every connection it had; Metadata stops listing it.
 //!
+//! Idempotent producers: InitProducerId hands out ids 1000, 1001, ...; produce runs the broker's
+//! own sequence check (`ProducerStateManager`), so a retried batch is answered with its original
+//! offsets and not appended again, and a gap is OUT_OF_ORDER_SEQUENCE_NUMBER.
+//!
 //! Faults: produce and fetch answers with an error code, produce and fetch requests answered by
-//! closing the connection, held produce answers (to observe pipelining).
+//! closing the connection (before or after appending), held produce answers (to observe
+//! pipelining).
 
 // Test support: a failed unwrap is a failed test, which is what these helpers want; each test
 // file uses a different subset of them.
@@ -29,6 +34,10 @@ use sluice_net::frame::{ControlEncode, Frame, FrameHeader};
 use sluice_net::messages::*;
 use sluice_net::Connection;
 use sluice_storage::batch::{stamp, BatchIter};
+use sluice_storage::producer_state::{
+    AppendDecision, ProducerBatch, ProducerStateError, ProducerStateManager,
+    PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+};
 
 /// One node of the fake cluster.
 #[derive(Debug, Default)]
@@ -65,6 +74,16 @@ pub struct FakeState {
     pub produce_error: Cell<i16>,
     /// Produce requests still to answer by closing the connection without a response.
     pub produce_drops_left: Cell<u32>,
+    /// The produce request (counted from 1 over the cluster's life, as `produce_requests`)
+    /// after whose append the connection is closed, losing its response and those held with
+    /// it; 0 for none. Answers are no longer held after that (`produce_hold` drops to 1).
+    pub produce_drop_after_request: Cell<u32>,
+    /// (topic, partition) -> the idempotent producers' sequence state.
+    pub producer_states: RefCell<HashMap<(String, i32), ProducerStateManager>>,
+    /// Producer ids handed out so far.
+    pub producer_ids_issued: Cell<i64>,
+    /// Produce batches answered as duplicates (original offsets, nothing appended).
+    pub duplicates_answered: Cell<u32>,
     /// Fetch answers still to fail with `fetch_error` for every partition (one per request).
     pub fetch_failures_left: Cell<u32>,
     /// The error code those failures carry.
@@ -309,6 +328,15 @@ async fn serve(state: Rc<FakeState>, node: usize, listener: usize, mut connectio
             }
             let payload = frame.payload.clone().freeze();
             let response = produce(&state, node, listener, &request, &payload);
+            if state.produce_drop_after_request.get() == state.produce_requests.get() {
+                // This request was waiting for its answer too. Later requests (the resends, one
+                // at a time) are answered at once.
+                state
+                    .produce_pending_max
+                    .set(state.produce_pending_max.get().max(held.len() + 1));
+                state.produce_hold.set(1);
+                return;
+            }
             if request.acks == 0 {
                 continue;
             }
@@ -379,6 +407,18 @@ async fn answer(
         ApiKey::ListOffsets => {
             let request: ListOffsetsRequest = frame.decode()?;
             reply(connection, &frame, &list_offsets(state, &request), &[]).await
+        }
+        ApiKey::InitProducerId => {
+            let _: InitProducerIdRequest = frame.decode()?;
+            let issued = state.producer_ids_issued.get();
+            state.producer_ids_issued.set(issued + 1);
+            let response = InitProducerIdResponse {
+                error: 0,
+                message: None,
+                producer_id: FIRST_PRODUCER_ID + issued,
+                producer_epoch: 0,
+            };
+            reply(connection, &frame, &response, &[]).await
         }
         other => panic!("fake broker got an unexpected {other} request"),
     }
@@ -542,13 +582,72 @@ fn produce(
                 result.error = state.produce_error.get();
                 result.message = Some("injected failure".to_string());
             } else {
-                result.base_offset = state.next_offset(topic, partition);
-                append(state, topic, partition, &records, result.base_offset);
+                let offset = state.next_offset(topic, partition);
+                match check_sequences(state, topic, partition, &records, offset) {
+                    Ok(AppendDecision::Append) => {
+                        result.base_offset = offset;
+                        append(state, topic, partition, &records, offset);
+                    }
+                    Ok(AppendDecision::Duplicate { first_offset, .. }) => {
+                        state
+                            .duplicates_answered
+                            .set(state.duplicates_answered.get() + 1);
+                        result.base_offset = first_offset;
+                    }
+                    Err(error) => {
+                        result.error = sequence_error_code(&error).code();
+                        result.message = Some(error.to_string());
+                    }
+                }
             }
             result
         })
         .collect();
     ProduceResponse { partitions }
+}
+
+/// The first producer id InitProducerId hands out.
+pub const FIRST_PRODUCER_ID: i64 = 1000;
+
+/// The broker's sequence check of one partition's batches, which would get offsets from
+/// `offset` on.
+fn check_sequences(
+    state: &FakeState,
+    topic: &str,
+    partition: i32,
+    records: &Bytes,
+    mut offset: i64,
+) -> Result<AppendDecision, ProducerStateError> {
+    let mut batches = Vec::new();
+    for batch in BatchIter::new(records, usize::MAX) {
+        let (header, _) = batch.unwrap();
+        let last = offset + i64::from(header.last_offset_delta);
+        if let Some(producer) = ProducerBatch::from_header(&header) {
+            batches.push((producer, offset, last));
+        }
+        offset = last + 1;
+    }
+    let mut states = state.producer_states.borrow_mut();
+    let manager = states
+        .entry((topic.to_string(), partition))
+        .or_insert_with(|| ProducerStateManager::new(PRODUCER_ID_EXPIRATION_MS_DEFAULT));
+    let decision = manager.check_append(&batches)?;
+    if decision == AppendDecision::Append {
+        for (batch, first, last) in &batches {
+            manager.record(batch, *first, *last);
+        }
+    }
+    Ok(decision)
+}
+
+/// The Kafka code the broker answers a refused idempotent batch with.
+fn sequence_error_code(error: &ProducerStateError) -> ErrorCode {
+    match error {
+        ProducerStateError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+        ProducerStateError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+        ProducerStateError::UnknownProducerId { .. } => ErrorCode::UnknownProducerId,
+        ProducerStateError::PartialDuplicate { .. } => ErrorCode::InvalidRequest,
+    }
 }
 
 fn append(state: &FakeState, topic: &str, partition: i32, records: &Bytes, mut offset: i64) {

@@ -87,6 +87,9 @@ fn producer_config(shared: &SharedRun) -> rdkafka::config::ClientConfig {
         AcksSetting::Leader => "1",
         AcksSetting::All => "all",
     };
+    // librdkafka's idempotent producer needs acks=all; the workload's switch decides, as it
+    // does for the native driver.
+    let idempotence = workload.idempotence && workload.acks == AcksSetting::All;
     let compression = match workload.compression {
         CompressionSetting::None => "none",
         CompressionSetting::Zstd => "zstd",
@@ -96,7 +99,7 @@ fn producer_config(shared: &SharedRun) -> rdkafka::config::ClientConfig {
         .set("compression.type", compression)
         .set("linger.ms", workload.linger_ms.to_string())
         .set("batch.size", workload.batch_bytes.to_string())
-        .set("enable.idempotence", "false")
+        .set("enable.idempotence", idempotence.to_string())
         .set(
             "queue.buffering.max.messages",
             PRODUCER_QUEUE_MESSAGES_MAX.to_string(),

@@ -88,6 +88,7 @@ pub fn producer_config(workload: &Workload) -> ProducerConfig {
         batch_bytes_max: workload.batch_bytes,
         linger_ms: workload.linger_ms,
         partitioner: Partitioner::Default,
+        enable_idempotence: workload.idempotence && workload.acks != AcksSetting::None,
         ..ProducerConfig::default()
     }
 }
