@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Kafka port vs native port on the same embedded broker build, same run (issue 10):
+# Kafka port vs native port, and idempotence on vs off, on the same embedded broker build, same
+# run (issues 10 and 11):
 #   benches/kafka-vs-native.sh [OUT_DIR]      (default target/bench-kafka; one log per run)
 # For each workload (max rate, fixed 50k msg/s) it runs, in this order:
-#   1 shard:  native driver | Kafka driver (librdkafka on the Kafka port)
+#   1 shard:  native driver | native --no-idempotence | Kafka driver (librdkafka on the Kafka
+#             port) | Kafka driver --no-idempotence
 #   2 shards: native driver (shard-aware: straight to each partition's core) |
 #             native --no-shard-aware (everything via the shared port, forwarded between cores)
 #             | Kafka driver (the Kafka port forwards the same way)
@@ -31,7 +33,9 @@ run() { # name shards args...
 for workload in max-rate 1-topic-16-partitions-1kb; do
   file="workloads/$workload.toml"
   run "$workload-1shard-native" 1 --workload "$file"
+  run "$workload-1shard-native-noidem" 1 --workload "$file" --no-idempotence
   run "$workload-1shard-kafka" 1 --workload "$file" --driver kafka
+  run "$workload-1shard-kafka-noidem" 1 --workload "$file" --driver kafka --no-idempotence
   run "$workload-2shards-native" 2 --workload "$file"
   run "$workload-2shards-forwarded" 2 --workload "$file" --no-shard-aware
   run "$workload-2shards-kafka" 2 --workload "$file" --driver kafka
