@@ -149,13 +149,16 @@ pub fn drive(
         connect_timeout: options.connect_timeout,
         shard_aware: true,
     });
-    let work: Vec<Work> = plan_executors(&options.workload, &executor_cpus(options)?)
-        .into_iter()
-        .flat_map(|plan| {
-            let producers = plan.producers.into_iter().map(Work::Producer);
-            producers.chain(plan.consumers.into_iter().map(Work::Consumer))
-        })
-        .collect();
+    let work: Vec<(Option<usize>, Work)> =
+        plan_executors(&options.workload, &executor_cpus(options)?)
+            .into_iter()
+            .flat_map(|plan| {
+                let cpu = plan.cpu;
+                let producers = plan.producers.into_iter().map(Work::Producer);
+                let consumers = plan.consumers.into_iter().map(Work::Consumer);
+                producers.chain(consumers).map(move |work| (cpu, work))
+            })
+            .collect();
     if options.print_progress {
         println!(
             "Kafka broker at {bootstrap} ({}); topic(s) {}; {} producer and consumer thread(s)",
@@ -167,8 +170,8 @@ pub fn drive(
     let (sender, receiver) = mpsc::channel();
     let workers = work.len();
     let mut handles = Vec::with_capacity(workers);
-    for (index, work) in work.into_iter().enumerate() {
-        match spawn_worker(index, work, shared.clone(), sender.clone()) {
+    for (index, (cpu, work)) in work.into_iter().enumerate() {
+        match spawn_worker(index, cpu, work, shared.clone(), sender.clone()) {
             Ok(handle) => handles.push(handle),
             Err(error) => {
                 control.abort();
@@ -205,8 +208,29 @@ pub fn drive(
     result
 }
 
+/// Pins the calling thread to `cpu`. librdkafka's own threads, created later by this thread's
+/// client, inherit the mask, so the whole driver stays off the embedded broker's cores as the
+/// native driver's pinned executors do. A failure is logged: the run still measures, unpinned.
+fn pin_current_thread(cpu: usize) {
+    // SAFETY: `set` is a plain bitmask owned by this frame; sched_setaffinity(0, ...) only reads
+    // it and changes the calling thread's own affinity.
+    let result = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if result != 0 {
+        tracing::warn!(
+            cpu,
+            error = %std::io::Error::last_os_error(),
+            "cannot pin a Kafka driver thread"
+        );
+    }
+}
+
 fn spawn_worker(
     index: usize,
+    cpu: Option<usize>,
     work: Work,
     shared: Arc<SharedRun>,
     events: Sender<ExecutorEvent>,
@@ -214,6 +238,9 @@ fn spawn_worker(
     std::thread::Builder::new()
         .name(format!("loadgen-kafka-{index}"))
         .spawn(move || {
+            if let Some(cpu) = cpu {
+                pin_current_thread(cpu);
+            }
             let control = shared.control.clone();
             let result = match work {
                 Work::Producer(plan) => producer::run(index, plan, &shared, &events),
