@@ -5,7 +5,8 @@
 // kafkajs offers here (none, gzip built in, snappy through kafkajs-snappy; its lz4 and zstd
 // codecs are native add-ons not installed), checks the offsets the admin client reads, and
 // looks an offset up by timestamp; then reads every message back as a consumer-group member
-// (kafkajs reads only inside groups) and checks the offsets the group committed. The Rust side
+// (kafkajs reads only inside groups) and checks the offsets the group committed, and that a new
+// member of a group resumes after the previous member's commit. The Rust side
 // also reads these messages with Sluice's native consumer. Prints one JSON line describing what
 // it produced; exits non-zero on any failure.
 import { createRequire } from 'node:module';
@@ -37,7 +38,8 @@ async function main() {
   const admin = kafka.admin();
   await admin.connect();
   const created = await admin.createTopics({
-    topics: [{ topic, numPartitions: partitions }, { topic: `${topic}-times`, numPartitions: 1 }],
+    topics: [{ topic, numPartitions: partitions }, { topic: `${topic}-times`, numPartitions: 1 },
+      { topic: `${topic}-resume`, numPartitions: 2 }],
     waitForLeaders: true,
   });
   if (!created) fail('createTopics answered false');
@@ -85,27 +87,59 @@ async function main() {
     fail(`the group committed offsets adding up to ${committedTotal}, read ${produced.length}`);
   }
 
+  await groupResumes(kafka, producer, `${topic}-resume`);
   await producer.disconnect();
   await admin.disconnect();
   console.log(JSON.stringify({ produced }));
+}
+
+// A group member reads every message of `topic` and commits; after more messages, a new member
+// of the same group reads exactly the new ones (it resumes after the commit).
+async function groupResumes(kafka, producer, topic) {
+  const send = async (values) => {
+    for (const value of values) {
+      await producer.send({ topic, acks: -1, messages: [{ key: value, value }] });
+    }
+  };
+  const before = Array.from({ length: 20 }, (_, index) => `before-${index}`);
+  await send(before);
+  const first = await readValues(kafka, topic, `${topic}-group`, before.length);
+  if (JSON.stringify(first.sort()) !== JSON.stringify(before.sort())) {
+    fail('the first group member read other messages than were produced');
+  }
+  const after = Array.from({ length: 10 }, (_, index) => `after-${index}`);
+  await send(after);
+  const resumed = await readValues(kafka, topic, `${topic}-group`, after.length);
+  if (JSON.stringify(resumed.sort()) !== JSON.stringify(after.sort())) {
+    fail(`the resumed member read ${resumed.slice(0, 3)}...: not exactly the new messages`);
+  }
 }
 
 // Reads the topic from the beginning as the one member of a consumer group (consumer.run with
 // eachMessage, auto commit) until as many messages arrived as were produced, and checks they
 // are exactly the produced ones.
 async function readInGroup(kafka, topic, produced) {
-  const consumer = kafka.consumer({ groupId: `${topic}-group`, sessionTimeout: 10000,
-    heartbeatInterval: 1000 });
+  const read = await readValues(kafka, topic, `${topic}-group`, produced.length);
+  const expected = produced.map((entry) => entry[3]).sort();
+  if (JSON.stringify(read.sort()) !== JSON.stringify(expected)) {
+    fail('the group consumer read other messages than were produced');
+  }
+}
+
+// One member of `groupId` reads `count` message values of `topic` (from the beginning where the
+// group has no commit, else from its commit), commits them on leaving, and returns them.
+async function readValues(kafka, topic, groupId, count) {
+  const consumer = kafka.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 1000 });
   await consumer.connect();
   await consumer.subscribe({ topic, fromBeginning: true });
   const read = [];
   await new Promise((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new Error(`the group read ${read.length} of ${produced.length} messages`)), 90000);
+      () => reject(new Error(`group ${groupId} read ${read.length} of ${count} messages`)), 90000);
     consumer.run({
       eachMessage: async ({ message }) => {
         read.push(message.value.toString());
-        if (read.length >= produced.length) {
+        if (read.length >= count) {
           clearTimeout(timer);
           resolve();
         }
@@ -113,10 +147,7 @@ async function readInGroup(kafka, topic, produced) {
     }).catch(reject);
   }).catch((error) => fail(error.message));
   await consumer.disconnect();
-  const expected = produced.map((entry) => entry[3]).sort();
-  if (JSON.stringify(read.sort()) !== JSON.stringify(expected)) {
-    fail('the group consumer read other messages than were produced');
-  }
+  return read;
 }
 
 main().catch((error) => fail(error.stack || String(error)));
