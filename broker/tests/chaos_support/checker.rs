@@ -102,10 +102,16 @@ pub struct Findings {
     pub reader_mismatch: Vec<String>,
     /// Records the reader was given.
     pub reader_records: usize,
+    /// Group members the reader ran (1 + replacements after fatal errors).
+    pub reader_members: usize,
+    /// Polls, commits and connects of the reader that failed (retried).
+    pub reader_errors: usize,
     /// Commits acknowledged.
     pub commits: usize,
     /// Committed offsets that moved backwards (acknowledged or read back).
     pub commits_backwards: Vec<String>,
+    /// Partitions read back with no record.
+    pub empty_partitions: usize,
 }
 
 /// Checks one partition's final records against the acknowledgements.
@@ -115,6 +121,7 @@ pub fn check_partition(
     outcomes: &[Outcome],
     findings: &mut Findings,
 ) {
+    findings.empty_partitions += usize::from(end.records.is_empty());
     let mut offsets_of: BTreeMap<u64, Vec<i64>> = BTreeMap::new();
     let mut seq_at: BTreeMap<i64, u64> = BTreeMap::new();
     let sent_here = |seq: u64| {
@@ -174,6 +181,8 @@ pub fn check_partition(
 /// Checks the reader's records against the final logs, and its commits for moving backwards.
 pub fn check_reader(log: &ReaderLog, ends: &[PartitionEnd], findings: &mut Findings) {
     findings.reader_records = log.records.len();
+    findings.reader_members = log.members;
+    findings.reader_errors = log.errors.len();
     findings.commits = log.commits.len();
     for (partition, offset, value) in &log.records {
         let end = &ends[usize::try_from(*partition).unwrap()];
@@ -268,6 +277,7 @@ impl Report {
                 findings.duplicates
             ));
         }
+        failures.extend(self.vacuous());
         for fault in self.faults.iter().filter(|f| f.recovered_in.is_none()) {
             failures.push(format!(
                 "no recovery within {:?} after {} (broker {:?})",
@@ -277,6 +287,31 @@ impl Report {
             ));
         }
         failures
+    }
+}
+
+impl Report {
+    /// Why the run proved nothing, if it did not: no fault, no acknowledged write, nothing
+    /// read or committed by the reader, or a partition read back empty.
+    fn vacuous(&self) -> Vec<String> {
+        let findings = &self.findings;
+        [
+            (self.faults.is_empty(), "no fault was injected"),
+            (findings.acknowledged == 0, "no write was acknowledged"),
+            (
+                findings.reader_records == 0,
+                "the reader was given no record",
+            ),
+            (findings.commits == 0, "the reader committed nothing"),
+            (
+                findings.empty_partitions > 0,
+                "a partition was read back empty",
+            ),
+        ]
+        .into_iter()
+        .filter(|(vacuous, _)| *vacuous)
+        .map(|(_, what)| format!("vacuous run: {what}"))
+        .collect()
     }
 }
 
@@ -326,11 +361,14 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  reader: {} records, {} not in the log, {} commits, {} backwards",
+            "  reader: {} records, {} not in the log, {} commits, {} backwards ({} members, {} \
+             failed requests retried)",
             findings.reader_records,
             findings.reader_mismatch.len(),
             findings.commits,
-            findings.commits_backwards.len()
+            findings.commits_backwards.len(),
+            findings.reader_members,
+            findings.reader_errors
         )?;
         let unavailable: Vec<Duration> = self.unavailable.iter().flatten().copied().collect();
         let recovered: Vec<Duration> = self.faults.iter().filter_map(|f| f.recovered_in).collect();
