@@ -2,14 +2,14 @@
 //! compare-and-swap ISR changes.
 #![allow(clippy::unwrap_used)]
 
-mod cluster_support;
+mod support_cluster;
 
 use std::sync::{Arc, Barrier};
 
-use cluster_support::{config, etcd_history, EtcdServer, WAIT};
 use sluice_broker::cluster::{
     ClusterError, ClusterHandle, ClusterState, PartitionState, TopicSpec, NO_LEADER,
 };
+use support_cluster::control::{config, etcd_history, EtcdServer, WAIT};
 
 fn topic(name: &str, partitions: i32, replication_factor: i16) -> TopicSpec {
     TopicSpec {

@@ -2,10 +2,10 @@
 //! start-up errors, and surviving an etcd restart.
 #![allow(clippy::unwrap_used)]
 
-mod cluster_support;
+mod support_cluster;
 
-use cluster_support::{config, etcd_get, free_port, EtcdServer, WAIT};
 use sluice_broker::cluster::{BrokerInfo, ClusterError, ClusterHandle, TopicSpec};
+use support_cluster::control::{config, etcd_get, free_port, EtcdServer, WAIT};
 
 fn topic(name: &str, partitions: i32, replication_factor: i16) -> TopicSpec {
     TopicSpec {

@@ -3,12 +3,12 @@
 //! broker epoch (KIP-903): it leaves the ISRs it was in and rejoins only under that epoch.
 #![allow(clippy::unwrap_used)]
 
-mod cluster_support;
+mod support_cluster;
 
 use std::time::{Duration, Instant};
 
-use cluster_support::{config, etcd_get, EtcdServer, WAIT};
 use sluice_broker::cluster::{ClusterError, ClusterHandle, ClusterState, TopicSpec};
+use support_cluster::control::{config, etcd_get, EtcdServer, WAIT};
 
 /// How long etcd stays down while the broker starts: longer than the test config's connect
 /// timeout, so the broker's first attempts fail.

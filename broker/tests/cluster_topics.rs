@@ -3,15 +3,15 @@
 //! change subscriptions.
 #![allow(clippy::unwrap_used)]
 
-mod cluster_support;
+mod support_cluster;
 
 use std::sync::mpsc;
 
-use cluster_support::{block_on, config, etcd_count, etcd_get, EtcdServer, WAIT};
 use sluice_broker::cluster::{
     ClusterHandle, EtcdMetadataStore, PartitionState, TopicAssignment, TopicSpec,
 };
 use sluice_broker::metadata::{MetadataError, MetadataStore, TopicRecord};
+use support_cluster::control::{block_on, config, etcd_count, etcd_get, EtcdServer, WAIT};
 
 fn record(name: &str, partitions: u32, replication_factor: i16) -> TopicRecord {
     TopicRecord {

@@ -2,8 +2,8 @@
 //! ephemeral ports, driven with the native client.
 #![allow(clippy::unwrap_used)]
 
-mod cluster_support;
 mod common;
+mod support_cluster;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cluster_support::{EtcdServer, WAIT};
 use common::{http_get, run};
 use sluice_broker::{Broker, BrokerConfig, BrokerHandle};
 use sluice_client::{
@@ -20,6 +19,7 @@ use sluice_client::{
 };
 use sluice_net::messages::TopicMeta;
 use sluice_storage::PartitionLog;
+use support_cluster::control::{EtcdServer, WAIT};
 
 const TOPIC: &str = "replicated";
 const PARTITIONS: i32 = 3;

@@ -4,11 +4,14 @@
 //! killing and restarting etcd, cutting a network namespace's link), waits on what the brokers
 //! report through Metadata and on etcd's controller key, traffic through the native client, and
 //! byte-for-byte comparison of replica logs. Every wait has a deadline and panics saying what
-//! it waited for; every process dies with the test, pass or fail.
+//! it waited for; every process dies with the test, pass or fail. `control` serves the tests
+//! that run the control plane (`ClusterHandle`) or whole brokers inside the test process
+//! against the same etcd.
 // Each test file uses a different subset of the harness; tests may unwrap.
 #![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 pub mod cluster;
+pub mod control;
 pub mod etcd;
 pub mod logs;
 pub mod netns;

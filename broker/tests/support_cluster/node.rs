@@ -155,6 +155,19 @@ impl BrokerNode {
         self.spawn();
     }
 
+    /// Deletes its data directory, as a lost disk (it must not be running): the next start
+    /// begins with no logs and no checkpoints.
+    pub fn wipe_data(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "broker {} is still running",
+            self.id()
+        );
+        if self.data_dir.exists() {
+            std::fs::remove_dir_all(&self.data_dir).unwrap();
+        }
+    }
+
     /// The last `lines` lines of everything the broker logged, over all its starts.
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.log_path(), lines)

@@ -99,8 +99,20 @@ struct Progress {
 }
 
 impl NumberedProducer {
-    /// Starts the producer thread.
+    /// Starts the producer thread with `options.acks`, a 1 ms linger, idempotence and the
+    /// client's other producer defaults.
     pub fn start(options: ProducerOptions) -> NumberedProducer {
+        let producer = ProducerConfig {
+            acks: options.acks,
+            linger_ms: 1,
+            enable_idempotence: true,
+            ..ProducerConfig::default()
+        };
+        NumberedProducer::start_with(options, producer)
+    }
+
+    /// Starts the producer thread with these producer settings (`options.acks` is ignored).
+    pub fn start_with(options: ProducerOptions, producer: ProducerConfig) -> NumberedProducer {
         let partitions = options.partitions;
         let acked: Arc<Vec<AtomicU64>> =
             Arc::new((0..partitions).map(|_| AtomicU64::new(0)).collect());
@@ -115,7 +127,7 @@ impl NumberedProducer {
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name("numbered-producer")
             .spawn(move || async move {
-                let result = produce(options, progress).await;
+                let result = produce(options, producer, progress).await;
                 let _ = sender.send(result);
             })
             .unwrap();
@@ -206,19 +218,15 @@ impl NumberedProducer {
 }
 
 /// The producer thread's body.
-async fn produce(options: ProducerOptions, progress: Progress) -> Result<Vec<Outcome>, String> {
+async fn produce(
+    options: ProducerOptions,
+    config: ProducerConfig,
+    progress: Progress,
+) -> Result<Vec<Outcome>, String> {
     let client = Client::connect(options.client.clone())
         .await
         .map_err(|error| format!("connect: {error}"))?;
-    let producer = Producer::new(
-        client,
-        ProducerConfig {
-            acks: options.acks,
-            linger_ms: 1,
-            enable_idempotence: true,
-            ..ProducerConfig::default()
-        },
-    );
+    let producer = Producer::new(client, config);
     let window_units = u64::try_from(options.window).unwrap();
     let window = Rc::new(Semaphore::new(window_units));
     let outcomes: Rc<RefCell<Vec<Outcome>>> = Rc::new(RefCell::new(Vec::new()));

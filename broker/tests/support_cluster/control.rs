@@ -1,9 +1,8 @@
-//! Helpers for the cluster control-plane tests: a real etcd (Debian's etcd-server, installed
-//! through scripts/etcd.sh when missing) on free 127.0.0.1 ports with a temporary data
-//! directory, killed when dropped; cluster configs with short TTLs; and raw etcd reads for
-//! checking what the control plane wrote.
-// Each test file uses a different subset of these helpers.
-#![allow(dead_code, clippy::unwrap_used)]
+//! In-process control-plane tests (`cluster_leadership.rs`, `cluster_membership.rs`,
+//! `cluster_rejoin.rs`, `cluster_topics.rs`, `replication.rs`): the same etcd process as the
+//! multi-process tests in a temporary directory of its own, cluster configs with short TTLs for
+//! `ClusterHandle`s started inside the test process, and raw etcd reads for checking what the
+//! control plane wrote.
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,10 +10,8 @@ use std::time::Duration;
 use etcd_client::{Client, GetOptions, KeyValue, WatchOptions};
 use sluice_broker::cluster::ClusterConfig;
 
-// The etcd process itself comes from the multi-process harness, so both kinds of cluster test
-// start, restart and install etcd the same way.
-#[path = "../support_cluster/mod.rs"]
-mod harness;
+use super::etcd::Etcd;
+use super::ports::free_ports;
 
 /// Upper bound for every wait on the cluster in these tests. It is a safety net against a hung
 /// test, not a speed requirement: failover is expected within a few seconds.
@@ -23,7 +20,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// A throwaway single-member etcd on 127.0.0.1 with a temporary data directory.
 pub struct EtcdServer {
     // Declared before `dir` so etcd is killed before its directory is removed.
-    etcd: harness::etcd::Etcd,
+    etcd: Etcd,
     dir: tempfile::TempDir,
 }
 
@@ -31,7 +28,7 @@ impl EtcdServer {
     /// Starts etcd on free ports.
     pub fn start() -> EtcdServer {
         let dir = tempfile::tempdir().unwrap();
-        let etcd = harness::etcd::Etcd::start(dir.path(), "127.0.0.1");
+        let etcd = Etcd::start(dir.path(), "127.0.0.1");
         EtcdServer { etcd, dir }
     }
 
@@ -53,7 +50,7 @@ impl EtcdServer {
 
 /// A port nothing listens on now (and that this test process has not handed out before).
 pub fn free_port() -> u16 {
-    harness::ports::free_ports("127.0.0.1", 1)[0]
+    free_ports("127.0.0.1", 1)[0]
 }
 
 /// Runs `future` on a fresh tokio runtime (for raw etcd access from a test thread).

@@ -1,0 +1,182 @@
+//! One run of one seed: start the cluster, the workload and the reader; inject faults until the
+//! duration is over; heal, settle, and check.
+
+use std::time::{Duration, Instant};
+
+use sluice_client::{Acks, ProducerConfig};
+
+use super::checker::{
+    availability, check_partition, check_reader, compare_replicas, Findings, PartitionEnd, Report,
+};
+use super::consumer::Reader;
+use super::nemesis::{every_isr_complete, inject, Target};
+use super::schedule::Schedule;
+use crate::support_cluster::{
+    read_partition, Cluster, ClusterSpec, NetnsLink, NumberedProducer, ProducerOptions,
+};
+
+/// The workload's topic.
+const TOPIC: &str = "chaos";
+
+/// Its partitions.
+const PARTITIONS: i32 = 3;
+
+/// Its replication factor.
+const REPLICATION_FACTOR: i16 = 3;
+
+/// Producer rate, messages per second over all partitions.
+const RATE_PER_S: u64 = 300;
+
+/// Messages sent but not yet answered, at most.
+const WINDOW: usize = 128;
+
+/// Segment size of the brokers, bytes: small, so each partition's segments roll every two
+/// seconds or so under the workload (about 8 KB/s per partition) and the nemesis can kill a
+/// leader during a roll.
+const SEGMENT_BYTES: u64 = 16 * 1024;
+
+/// The broker run inside the network namespace (when namespaces are available).
+const NETNS_BROKER: i32 = 3;
+
+/// Bound on the workload's first acknowledgement on every partition.
+const FIRST_ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// How long the workload keeps writing after everything was healed, before it stops.
+const TAIL_WRITES: Duration = Duration::from_secs(2);
+
+/// Whether the workload's producer is idempotent, which makes duplicates a failure.
+fn producer_is_idempotent(config: &ProducerConfig) -> bool {
+    config.enable_idempotence
+}
+
+fn spec() -> ClusterSpec {
+    let flags = [
+        "--segment-bytes-max",
+        &SEGMENT_BYTES.to_string(),
+        "--offsets-topic-partitions",
+        "3",
+        "--initial-rebalance-delay-ms",
+        "500",
+        "--session-timeout-ms-min",
+        "1000",
+    ]
+    .iter()
+    .map(|flag| flag.to_string())
+    .collect();
+    ClusterSpec {
+        extra_flags: flags,
+        ..ClusterSpec::default()
+    }
+}
+
+/// The cluster, with broker `NETNS_BROKER` in a network namespace when namespaces work here.
+fn start_cluster() -> (Cluster, Option<i32>) {
+    match NetnsLink::unavailable_reason() {
+        None => {
+            let link = NetnsLink::create()
+                .unwrap_or_else(|error| panic!("cannot set up the network namespace: {error}"));
+            (
+                Cluster::start_with_netns(spec(), link, NETNS_BROKER),
+                Some(NETNS_BROKER),
+            )
+        }
+        Some(reason) => {
+            eprintln!("chaos: no network partitions ({reason}); they become pauses");
+            (Cluster::start(spec()), None)
+        }
+    }
+}
+
+fn producer_config() -> ProducerConfig {
+    ProducerConfig {
+        acks: Acks::All,
+        linger_ms: 5,
+        // Idempotent with up to 5 requests per partition in flight: the leader's sequence
+        // checks keep each partition's order and drop retried copies, so the checker requires
+        // acknowledged offsets in send order and no duplicate.
+        enable_idempotence: true,
+        ..ProducerConfig::default()
+    }
+}
+
+/// Runs `seed` for `duration` of faults and returns the report.
+pub fn run_seed(seed: u64, duration: Duration) -> Report {
+    eprintln!("chaos: seed {seed}, {} s of faults", duration.as_secs());
+    let (mut cluster, netns_broker) = start_cluster();
+    cluster.create_topic(
+        TOPIC,
+        PARTITIONS,
+        REPLICATION_FACTOR,
+        &[("min.insync.replicas", "2")],
+    );
+    let config = producer_config();
+    let idempotent = producer_is_idempotent(&config);
+    let options = ProducerOptions {
+        client: cluster.client_config(),
+        topic: TOPIC.to_string(),
+        partitions: PARTITIONS,
+        acks: Acks::All,
+        rate_per_s: RATE_PER_S,
+        window: WINDOW,
+        first_seq: 0,
+    };
+    let producer = NumberedProducer::start_with(options, config);
+    let reader = Reader::start(cluster.client_config(), TOPIC);
+    producer.wait_progress(&[0; 3], 1, FIRST_ACK_WAIT, "the first writes");
+    let acked = || producer.acked_all();
+    let target = Target {
+        topic: TOPIC,
+        partitions: PARTITIONS,
+        netns_broker,
+        acked: &acked,
+    };
+    let mut schedule = Schedule::new(seed);
+    let started = Instant::now();
+    let mut faults = Vec::new();
+    while started.elapsed() < duration {
+        let fault = schedule.next_fault();
+        let record = inject(&mut cluster, &target, fault);
+        eprintln!(
+            "chaos: {:>4} s  {fault} -> broker {:?} {}; recovered in {:?}",
+            started.elapsed().as_secs(),
+            record.target,
+            record.note,
+            record.recovered_in
+        );
+        faults.push(record);
+    }
+    let ran = started.elapsed();
+    cluster.wait_view("every ISR complete after healing", every_isr_complete);
+    std::thread::sleep(TAIL_WRITES);
+    let outcomes = producer.finish();
+    let log = reader.finish();
+    let mut ends = Vec::new();
+    for partition in 0..PARTITIONS {
+        let (high_watermark, divergence) = compare_replicas(&cluster, TOPIC, partition);
+        let records = read_partition(cluster.client_config(), TOPIC, partition, high_watermark);
+        ends.push(PartitionEnd {
+            high_watermark,
+            records,
+            divergence,
+        });
+    }
+    let mut findings = Findings {
+        sent: outcomes.len(),
+        acknowledged: outcomes.iter().filter(|o| o.result.is_ok()).count(),
+        failed: outcomes.iter().filter(|o| o.result.is_err()).count(),
+        ..Findings::default()
+    };
+    for (partition, end) in (0..PARTITIONS).zip(&ends) {
+        check_partition(partition, end, &outcomes, &mut findings);
+    }
+    check_reader(&log, &ends, &mut findings);
+    let unavailable = availability(&faults, &outcomes, PARTITIONS);
+    Report {
+        seed,
+        ran,
+        faults,
+        findings,
+        unavailable,
+        idempotent,
+    }
+}
