@@ -119,20 +119,34 @@ impl CpuReport {
 mod tests {
     use super::*;
 
+    /// CPU time the test's spinning thread burns, seconds.
+    const SPIN_CPU_S: f64 = 0.2;
+
+    /// Bound on the spin's wall time.
+    const SPIN_WALL_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
     #[test]
     fn this_process_and_a_named_thread_are_measured() {
-        // Proves the readings follow real CPU use: a thread named like a shard that spins for
-        // a while adds its time to the shard total and to the process total.
+        // Proves the readings follow real CPU use: a thread named like a shard that spins until
+        // its own CPU time (not wall time, so a loaded machine cannot fail it) reaches 0.2 s
+        // adds at least that to the shard total, and the process total grows with it.
         let before = CpuReading::now().expect("/proc/self is readable on Linux");
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let (spun_tx, spun_rx) = std::sync::mpsc::channel::<()>();
         let spinner = std::thread::Builder::new()
             .name(format!("{BROKER_THREAD_PREFIX}-9"))
             .spawn(move || {
-                let start = std::time::Instant::now();
+                let own = Path::new("/proc/thread-self/stat");
+                let deadline = std::time::Instant::now() + SPIN_WALL_MAX;
                 let mut x = 0u64;
-                while start.elapsed() < std::time::Duration::from_millis(300) {
-                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                while stat_cpu_seconds(own).unwrap() < SPIN_CPU_S {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no CPU time in {SPIN_WALL_MAX:?}"
+                    );
+                    for _ in 0..100_000 {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
                 }
                 let _ = spun_tx.send(());
                 let _ = done_rx.recv();
@@ -143,7 +157,7 @@ mod tests {
         let _ = done_tx.send(());
         spinner.join().unwrap();
         let report = CpuReport::between(before, after, 2_000_000_000);
-        assert!(report.broker_cpu_s >= 0.1, "{report:?}");
+        assert!(report.broker_cpu_s >= SPIN_CPU_S, "{report:?}");
         assert!((report.broker_cpu_s_per_gb - report.broker_cpu_s / 2.0).abs() < 1e-9);
         assert!(after.process_s >= before.process_s + report.broker_cpu_s - 0.05);
     }
