@@ -631,6 +631,10 @@ impl LogInner {
         state.reserved_epochs = state.epochs.clone();
         state.reserved_producers = state.producers.clone();
         state.poisoned = false;
+        // Every append is settled: none is in flight to chain the next one behind (the failed
+        // ones would otherwise abort every later append, for good).
+        state.last_completion = None;
+        state.last_published = None;
         state.generation += 1;
         tracing::warn!(file = %path.display(), size, "rewound the active segment after a failed write");
         Ok(())
