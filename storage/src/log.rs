@@ -187,8 +187,8 @@ pub(crate) struct LogState {
     preparing: bool,
     /// Finished when the background seal of the last rolled segment is done.
     sealing: Option<Rc<Completion>>,
-    /// A write failed: the file must be rewound before the next append.
-    poisoned: bool,
+    /// A write failed (why): the file must be rewound before the next append.
+    poisoned: Option<String>,
     /// Bumped by every rewind and truncation, so a flush that raced one does not advance the
     /// flushed offset over bytes it did not sync.
     generation: u64,
@@ -245,7 +245,7 @@ impl LogState {
             prepared: None,
             preparing: false,
             sealing: None,
-            poisoned: false,
+            poisoned: None,
             generation: 0,
             published_bytes: 0,
             flushed_bytes: 0,

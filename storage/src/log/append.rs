@@ -402,7 +402,10 @@ impl LogInner {
         let aborted = StorageError::Aborted { base_offset };
         let result = written.and(if predecessor_ok { Ok(()) } else { Err(aborted) });
         if let Err(error) = result {
-            self.state.borrow_mut().poisoned = true;
+            self.state
+                .borrow_mut()
+                .poisoned
+                .get_or_insert_with(|| error.to_string());
             completion.finish(false);
             // Failed appends finish in order too, so the last one failing means every earlier
             // one is settled (published or failed) and a rewind cannot cut queued bytes.
@@ -599,7 +602,7 @@ impl LogInner {
             last.wait().await;
         }
         self.check_open()?;
-        if !self.state.borrow().poisoned {
+        if self.state.borrow().poisoned.is_none() {
             return Ok(());
         }
         let extension = {
@@ -630,13 +633,13 @@ impl LogInner {
         state.next_offset = self.log_end.get();
         state.reserved_epochs = state.epochs.clone();
         state.reserved_producers = state.producers.clone();
-        state.poisoned = false;
+        let reason = state.poisoned.take().unwrap_or_default();
         // Every append is settled: none is in flight to chain the next one behind (the failed
         // ones would otherwise abort every later append, for good).
         state.last_completion = None;
         state.last_published = None;
         state.generation += 1;
-        tracing::warn!(file = %path.display(), size, "rewound the active segment after a failed write");
+        tracing::warn!(file = %path.display(), size, %reason, "rewound the active segment after a failed write");
         Ok(())
     }
 }
