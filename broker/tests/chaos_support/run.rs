@@ -49,7 +49,22 @@ fn producer_is_idempotent(config: &ProducerConfig) -> bool {
     config.enable_idempotence
 }
 
-fn spec() -> ClusterSpec {
+/// Size of each broker's own disk (a tmpfs, when run as root), bytes: far more than a long run
+/// writes, and what a disk-full fault allocates (in memory) while it lasts.
+const DISK_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Whether brokers get disks of their own (a tmpfs each) that disk-full faults can fill.
+fn own_disks() -> bool {
+    match Cluster::own_disks_unavailable_reason() {
+        None => true,
+        Some(reason) => {
+            eprintln!("chaos: no disks of their own ({reason}); disk-full faults become pauses");
+            false
+        }
+    }
+}
+
+fn spec(own_disks: bool) -> ClusterSpec {
     let flags = [
         "--segment-bytes-max",
         &SEGMENT_BYTES.to_string(),
@@ -65,24 +80,25 @@ fn spec() -> ClusterSpec {
     .collect();
     ClusterSpec {
         extra_flags: flags,
+        disk_bytes: own_disks.then_some(DISK_BYTES),
         ..ClusterSpec::default()
     }
 }
 
 /// The cluster, with broker `NETNS_BROKER` in a network namespace when namespaces work here.
-fn start_cluster() -> (Cluster, Option<i32>) {
+fn start_cluster(own_disks: bool) -> (Cluster, Option<i32>) {
     match NetnsLink::unavailable_reason() {
         None => {
             let link = NetnsLink::create()
                 .unwrap_or_else(|error| panic!("cannot set up the network namespace: {error}"));
             (
-                Cluster::start_with_netns(spec(), link, NETNS_BROKER),
+                Cluster::start_with_netns(spec(own_disks), link, NETNS_BROKER),
                 Some(NETNS_BROKER),
             )
         }
         Some(reason) => {
             eprintln!("chaos: no network partitions ({reason}); they become pauses");
-            (Cluster::start(spec()), None)
+            (Cluster::start(spec(own_disks)), None)
         }
     }
 }
@@ -102,7 +118,8 @@ fn producer_config() -> ProducerConfig {
 /// Runs `seed` for `duration` of faults and returns the report.
 pub fn run_seed(seed: u64, duration: Duration) -> Report {
     eprintln!("chaos: seed {seed}, {} s of faults", duration.as_secs());
-    let (mut cluster, netns_broker) = start_cluster();
+    let own_disks = own_disks();
+    let (mut cluster, netns_broker) = start_cluster(own_disks);
     cluster.create_topic(
         TOPIC,
         PARTITIONS,
@@ -128,12 +145,13 @@ pub fn run_seed(seed: u64, duration: Duration) -> Report {
         topic: TOPIC,
         partitions: PARTITIONS,
         netns_broker,
+        own_disks,
         acked: &acked,
     };
     let mut schedule = Schedule::new(seed);
     let started = Instant::now();
     let mut faults = Vec::new();
-    while started.elapsed() < duration {
+    while started.elapsed() < duration || !schedule.covered_every_kind() {
         let fault = schedule.next_fault();
         let record = inject(&mut cluster, &target, fault);
         eprintln!(
