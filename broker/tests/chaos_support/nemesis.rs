@@ -21,6 +21,9 @@ pub const MIN_INSYNC_REPLICAS: usize = 2;
 /// How long the nemesis watches a leader's partition directory for a segment roll.
 const ROLL_WAIT: Duration = Duration::from_secs(10);
 
+/// How long the nemesis watches a compacted partition's directory for the cleaner at work.
+const CLEAN_WAIT: Duration = Duration::from_secs(15);
+
 /// Poll interval while watching for a segment roll.
 const ROLL_POLL: Duration = Duration::from_millis(2);
 
@@ -51,6 +54,8 @@ pub struct FaultRecord {
 pub struct Target<'a> {
     /// The workload's topic.
     pub topic: &'a str,
+    /// The compacted topic (one partition) the cleaner keeps working on.
+    pub compacted_topic: &'a str,
     /// Its partitions.
     pub partitions: i32,
     /// The broker inside the network namespace, when there is one.
@@ -105,6 +110,7 @@ pub fn inject(cluster: &mut Cluster, target: &Target<'_>, fault: Fault) -> Fault
         FaultKind::Wipe => wipe(cluster, target, fault, &mut record),
         FaultKind::KillAtRoll => kill_at_roll(cluster, target, fault, &mut record),
         FaultKind::DiskFull => disk_full(cluster, target, fault, &mut record),
+        FaultKind::KillWhileCleaning => kill_while_cleaning(cluster, target, fault, &mut record),
         FaultKind::EtcdCut | FaultKind::OneWay => one_way(cluster, target, fault, &mut record),
     }
     record.healed_at = Instant::now();
@@ -206,6 +212,47 @@ fn kill_at_roll(
     cluster.kill(id);
     std::thread::sleep(fault.hold);
     cluster.restart(id);
+}
+
+/// SIGKILLs a replica of the compacted topic (by the fault's role) as soon as its partition
+/// directory shows the cleaner's swap in progress (a `.cleaned` file or the `cleaner-swap`
+/// manifest), restarts it after `hold`.
+fn kill_while_cleaning(
+    cluster: &mut Cluster,
+    target: &Target<'_>,
+    fault: Fault,
+    record: &mut FaultRecord,
+) {
+    let compacted = Target {
+        topic: target.compacted_topic,
+        partitions: 1,
+        ..*target
+    };
+    let id = pick(cluster, &compacted, fault);
+    let dir = cluster.partition_dir(id, target.compacted_topic, 0);
+    let deadline = Instant::now() + CLEAN_WAIT;
+    while !cleaning(&dir) && Instant::now() < deadline {
+        std::thread::sleep(ROLL_POLL);
+    }
+    if !cleaning(&dir) {
+        record.note = format!("no cleaning seen within {CLEAN_WAIT:?}: killed anyway");
+    }
+    record.target = Some(id);
+    record.injected_at = Instant::now();
+    cluster.kill(id);
+    std::thread::sleep(fault.hold);
+    cluster.restart(id);
+}
+
+/// Whether the cleaner is between writing a cleaned segment and finishing its swap in `dir`.
+fn cleaning(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".cleaned") || name == "cleaner-swap"
+        })
+    })
 }
 
 fn segment_count(dir: &Path) -> usize {

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use sluice_client::{Acks, ProducerConfig};
 
 use super::checker::{
-    availability, check_partition, check_reader, compare_replicas, Findings, PartitionEnd, Report,
+    availability, check_compacted, check_partition, check_reader, compare_replicas, Findings,
+    PartitionEnd, Report,
 };
 use super::consumer::Reader;
 use super::nemesis::{every_isr_complete, inject, Target};
@@ -20,6 +21,28 @@ const TOPIC: &str = "chaos";
 
 /// Its partitions.
 const PARTITIONS: i32 = 3;
+
+/// The compacted topic (one partition, keyed writes), whose replicas' cleaners are always at
+/// work, so a kill can land inside a segment swap.
+const COMPACTED_TOPIC: &str = "chaos-compacted";
+
+/// Its configuration: tiny segments that roll every 300 ms, any dirty segment cleanable.
+const COMPACTED_CONFIGS: [(&str, &str); 5] = [
+    ("min.insync.replicas", "2"),
+    ("cleanup.policy", "compact"),
+    ("segment.bytes", "4096"),
+    ("segment.ms", "300"),
+    ("min.cleanable.dirty.ratio", "0.01"),
+];
+
+/// Distinct keys of the compacted topic's writes.
+const COMPACTED_KEYS: u64 = 20;
+
+/// Writes per second to the compacted topic.
+const COMPACTED_RATE_PER_S: u64 = 100;
+
+/// Pause of each shard's log cleaner between rounds, ms.
+const CLEANER_BACKOFF_MS: &str = "100";
 
 /// Its replication factor.
 const REPLICATION_FACTOR: i16 = 3;
@@ -74,6 +97,8 @@ fn spec(own_disks: bool) -> ClusterSpec {
         "500",
         "--session-timeout-ms-min",
         "1000",
+        "--log-cleaner-backoff-ms",
+        CLEANER_BACKOFF_MS,
     ]
     .iter()
     .map(|flag| flag.to_string())
@@ -115,6 +140,25 @@ fn producer_config() -> ProducerConfig {
     }
 }
 
+/// Creates the compacted topic and starts its keyed producer (the workload's settings otherwise).
+fn start_compacted(
+    cluster: &Cluster,
+    options: ProducerOptions,
+    config: ProducerConfig,
+) -> NumberedProducer {
+    cluster.create_topic(COMPACTED_TOPIC, 1, REPLICATION_FACTOR, &COMPACTED_CONFIGS);
+    let options = ProducerOptions {
+        topic: COMPACTED_TOPIC.to_string(),
+        partitions: 1,
+        rate_per_s: COMPACTED_RATE_PER_S,
+        keys: Some(COMPACTED_KEYS),
+        ..options
+    };
+    let producer = NumberedProducer::start_with(options, config);
+    producer.wait_progress(&[0], 1, FIRST_ACK_WAIT, "the first compacted writes");
+    producer
+}
+
 /// Runs `seed` for `duration` of faults and returns the report.
 pub fn run_seed(seed: u64, duration: Duration) -> Report {
     eprintln!("chaos: seed {seed}, {} s of faults", duration.as_secs());
@@ -136,13 +180,16 @@ pub fn run_seed(seed: u64, duration: Duration) -> Report {
         rate_per_s: RATE_PER_S,
         window: WINDOW,
         first_seq: 0,
+        keys: None,
     };
-    let producer = NumberedProducer::start_with(options, config);
+    let producer = NumberedProducer::start_with(options.clone(), config.clone());
+    let compacted = start_compacted(&cluster, options, config);
     let reader = Reader::start(cluster.client_config(), TOPIC);
     producer.wait_progress(&[0; 3], 1, FIRST_ACK_WAIT, "the first writes");
     let acked = || producer.acked_all();
     let target = Target {
         topic: TOPIC,
+        compacted_topic: COMPACTED_TOPIC,
         partitions: PARTITIONS,
         netns_broker,
         own_disks,
@@ -167,6 +214,7 @@ pub fn run_seed(seed: u64, duration: Duration) -> Report {
     cluster.wait_view("every ISR complete after healing", every_isr_complete);
     std::thread::sleep(TAIL_WRITES);
     let outcomes = producer.finish();
+    let compacted_outcomes = compacted.finish();
     let log = reader.finish();
     let mut ends = Vec::new();
     for partition in 0..PARTITIONS {
@@ -188,6 +236,15 @@ pub fn run_seed(seed: u64, duration: Duration) -> Report {
         check_partition(partition, end, &outcomes, &mut findings);
     }
     check_reader(&log, &ends, &mut findings);
+    let (_, compacted_end) = cluster.wait_settled(COMPACTED_TOPIC, 0);
+    let compacted_records =
+        read_partition(cluster.client_config(), COMPACTED_TOPIC, 0, compacted_end);
+    check_compacted(
+        &compacted_records,
+        &compacted_outcomes,
+        COMPACTED_KEYS,
+        &mut findings,
+    );
     let unavailable = availability(&faults, &outcomes, PARTITIONS);
     Report {
         seed,

@@ -54,6 +54,9 @@ pub enum FaultKind {
     KillAtRoll,
     /// Fill a broker's disk to the last byte for `hold`, then free it.
     DiskFull,
+    /// SIGKILL a replica of the compacted topic while its log cleaner is swapping a cleaned
+    /// segment in, restart it after `hold`.
+    KillWhileCleaning,
     /// The broker in the network namespace loses etcd alone for `hold` (its packets to etcd
     /// are dropped): brokers and clients still reach it.
     EtcdCut,
@@ -64,7 +67,7 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -72,6 +75,7 @@ impl FaultKind {
         FaultKind::Wipe,
         FaultKind::KillAtRoll,
         FaultKind::DiskFull,
+        FaultKind::KillWhileCleaning,
         FaultKind::EtcdCut,
         FaultKind::OneWay,
     ];
@@ -85,6 +89,7 @@ impl FaultKind {
             | FaultKind::Wipe
             | FaultKind::KillAtRoll
             | FaultKind::DiskFull
+            | FaultKind::KillWhileCleaning
             | FaultKind::EtcdCut
             | FaultKind::OneWay => 1,
         }
@@ -93,7 +98,10 @@ impl FaultKind {
     /// Range of `hold`, ms.
     fn hold_ms(self) -> (u64, u64) {
         match self {
-            FaultKind::Kill | FaultKind::Wipe | FaultKind::KillAtRoll => (0, DOWN_MS_MAX),
+            FaultKind::Kill
+            | FaultKind::Wipe
+            | FaultKind::KillAtRoll
+            | FaultKind::KillWhileCleaning => (0, DOWN_MS_MAX),
             FaultKind::Pause | FaultKind::DiskFull => (PAUSE_MS_MIN, PAUSE_MS_MAX),
             FaultKind::Partition | FaultKind::EtcdCut | FaultKind::OneWay => {
                 (PARTITION_MS_MIN, PARTITION_MS_MAX)
