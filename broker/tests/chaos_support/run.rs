@@ -10,7 +10,7 @@ use super::checker::{
     PartitionEnd, Report,
 };
 use super::consumer::Reader;
-use super::nemesis::{every_isr_complete, inject, Target};
+use super::nemesis::{every_isr_complete, inject, FaultRecord, Target};
 use super::schedule::Schedule;
 use crate::support_cluster::{
     read_partition, Cluster, ClusterSpec, NetnsLink, NumberedProducer, ProducerOptions,
@@ -172,16 +172,7 @@ pub fn run_seed(seed: u64, duration: Duration) -> Report {
     );
     let config = producer_config();
     let idempotent = producer_is_idempotent(&config);
-    let options = ProducerOptions {
-        client: cluster.client_config(),
-        topic: TOPIC.to_string(),
-        partitions: PARTITIONS,
-        acks: Acks::All,
-        rate_per_s: RATE_PER_S,
-        window: WINDOW,
-        first_seq: 0,
-        keys: None,
-    };
+    let options = workload_options(&cluster);
     let producer = NumberedProducer::start_with(options.clone(), config.clone());
     let compacted = start_compacted(&cluster, options, config);
     let reader = Reader::start(cluster.client_config(), TOPIC);
@@ -195,37 +186,15 @@ pub fn run_seed(seed: u64, duration: Duration) -> Report {
         own_disks,
         acked: &acked,
     };
-    let mut schedule = Schedule::new(seed);
     let started = Instant::now();
-    let mut faults = Vec::new();
-    while started.elapsed() < duration || !schedule.covered_every_kind() {
-        let fault = schedule.next_fault();
-        let record = inject(&mut cluster, &target, fault);
-        eprintln!(
-            "chaos: {:>4} s  {fault} -> broker {:?} {}; recovered in {:?}",
-            started.elapsed().as_secs(),
-            record.target,
-            record.note,
-            record.recovered_in
-        );
-        faults.push(record);
-    }
+    let faults = inject_faults(&mut cluster, &target, seed, duration);
     let ran = started.elapsed();
     cluster.wait_view("every ISR complete after healing", every_isr_complete);
     std::thread::sleep(TAIL_WRITES);
     let outcomes = producer.finish();
     let compacted_outcomes = compacted.finish();
     let log = reader.finish();
-    let mut ends = Vec::new();
-    for partition in 0..PARTITIONS {
-        let (high_watermark, divergence) = compare_replicas(&cluster, TOPIC, partition);
-        let records = read_partition(cluster.client_config(), TOPIC, partition, high_watermark);
-        ends.push(PartitionEnd {
-            high_watermark,
-            records,
-            divergence,
-        });
-    }
+    let ends = read_back(&cluster);
     let mut findings = Findings {
         sent: outcomes.len(),
         acknowledged: outcomes.iter().filter(|o| o.result.is_ok()).count(),
@@ -254,4 +223,58 @@ pub fn run_seed(seed: u64, duration: Duration) -> Report {
         unavailable,
         idempotent,
     }
+}
+
+/// The workload's producer settings.
+fn workload_options(cluster: &Cluster) -> ProducerOptions {
+    ProducerOptions {
+        client: cluster.client_config(),
+        topic: TOPIC.to_string(),
+        partitions: PARTITIONS,
+        acks: Acks::All,
+        rate_per_s: RATE_PER_S,
+        window: WINDOW,
+        first_seq: 0,
+        keys: None,
+    }
+}
+
+/// Injects the seed's faults until `duration` passed and every kind ran.
+fn inject_faults(
+    cluster: &mut Cluster,
+    target: &Target<'_>,
+    seed: u64,
+    duration: Duration,
+) -> Vec<FaultRecord> {
+    let mut schedule = Schedule::new(seed);
+    let started = Instant::now();
+    let mut faults = Vec::new();
+    while started.elapsed() < duration || !schedule.covered_every_kind() {
+        let fault = schedule.next_fault();
+        let record = inject(cluster, target, fault);
+        eprintln!(
+            "chaos: {:>4} s  {fault} -> broker {:?} {}; recovered in {:?}",
+            started.elapsed().as_secs(),
+            record.target,
+            record.note,
+            record.recovered_in
+        );
+        faults.push(record);
+    }
+    faults
+}
+
+/// Every partition of the workload's topic, compared across replicas and read back.
+fn read_back(cluster: &Cluster) -> Vec<PartitionEnd> {
+    (0..PARTITIONS)
+        .map(|partition| {
+            let (high_watermark, divergence) = compare_replicas(cluster, TOPIC, partition);
+            let records = read_partition(cluster.client_config(), TOPIC, partition, high_watermark);
+            PartitionEnd {
+                high_watermark,
+                records,
+                divergence,
+            }
+        })
+        .collect()
 }
