@@ -6,7 +6,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use sluice_net::messages::ElectionResult;
+use sluice_net::ErrorCode;
 use sluice_net::messages::{MetadataResponse, PartitionMeta};
 
 use super::args::ConnectArgs;
@@ -17,6 +19,19 @@ use super::connect;
 pub enum ClusterCommand {
     /// Brokers (id, address, alive), the controller, under-replicated and offline partitions.
     Info(ConnectArgs),
+    /// Move leadership of every partition (or one topic's) back to its preferred replica (the
+    /// first of its replicas) where that replica is live and in the ISR.
+    ElectLeaders(ElectLeadersArgs),
+}
+
+/// `sluice cluster elect-leaders`
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct ElectLeadersArgs {
+    /// Only this topic's partitions.
+    #[arg(long)]
+    pub topic: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// Runs one cluster command.
@@ -32,8 +47,44 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             out.write_all(info(&metadata).as_bytes())?;
             out.flush()?;
         }
+        ClusterCommand::ElectLeaders(args) => {
+            let client = connect(&args.connect).await?;
+            let results = client
+                .elect_leaders(args.topic.as_deref())
+                .await
+                .context("cannot elect preferred leaders")?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(election_report(&results).as_bytes())?;
+            out.flush()?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The text of `cluster elect-leaders`: one line per partition with its outcome, then counts.
+pub(crate) fn election_report(results: &[ElectionResult]) -> String {
+    let mut text = String::new();
+    let mut counts = [0usize; 3];
+    for result in results {
+        let (slot, outcome) = match ErrorCode::from_i16(result.error) {
+            Some(ErrorCode::None) => (0, "elected".to_string()),
+            Some(ErrorCode::ElectionNotNeeded) => (1, "already preferred".to_string()),
+            _ => (
+                2,
+                format!(
+                    "preferred leader not available: {}",
+                    result.message.as_deref().unwrap_or("unknown reason")
+                ),
+            ),
+        };
+        counts[slot] += 1;
+        text.push_str(&format!("{}-{}  {outcome}\n", result.topic, result.partition));
+    }
+    text.push_str(&format!(
+        "elected {}  already preferred {}  not available {}\n",
+        counts[0], counts[1], counts[2]
+    ));
+    text
 }
 
 fn join(ids: &[i32]) -> String {

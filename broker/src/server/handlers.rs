@@ -5,6 +5,8 @@ use std::rc::Rc;
 
 use futures_channel::oneshot;
 use sluice_net::{
+    AlterTopicConfigsRequest, AlterTopicConfigsResponse, CreatePartitionsRequest,
+    CreatePartitionsResponse, ElectLeadersRequest, ElectLeadersResponse,
     check_version, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerMeta,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     EpochAnswer, ErrorCode, FetchResponse, Frame, FrameHeader, InitProducerIdRequest,
@@ -19,7 +21,7 @@ use sluice_shard::{
 };
 use sluice_storage::{producer_state::ProducerStateError, StorageError};
 
-use super::{fetch, groups, produce, ShardServer};
+use super::{fetch, groups, produce, topic_admin, ShardServer};
 use crate::control::ControlRequest;
 
 /// A response body, one variant per api.
@@ -44,6 +46,12 @@ pub enum Body {
     InitProducerId(InitProducerIdResponse),
     /// A consumer-group api.
     Group(groups::GroupBody),
+    /// CreatePartitions.
+    CreatePartitions(CreatePartitionsResponse),
+    /// AlterTopicConfigs.
+    AlterTopicConfigs(AlterTopicConfigsResponse),
+    /// ElectLeaders.
+    ElectLeaders(ElectLeadersResponse),
 }
 
 /// A response ready to be written.
@@ -66,7 +74,7 @@ pub enum Outcome {
 }
 
 /// The api names that label the latency histograms, by api key.
-pub const API_NAMES: [&str; 20] = [
+pub const API_NAMES: [&str; 23] = [
     "api_versions",
     "metadata",
     "create_topics",
@@ -87,6 +95,9 @@ pub const API_NAMES: [&str; 20] = [
     "describe_groups",
     "delete_groups",
     "offset_delete",
+    "create_partitions",
+    "alter_topic_configs",
+    "elect_leaders",
 ];
 
 /// Runs the handler of `frame`'s api (the reader already checked the api key is known);
@@ -154,6 +165,24 @@ pub async fn handle(
         | ApiKey::OffsetDelete => groups::handle(server, api, &frame, peer)
             .await
             .map(Body::Group),
+        ApiKey::CreatePartitions => match frame.decode::<CreatePartitionsRequest>() {
+            Ok(request) => Ok(Body::CreatePartitions(
+                topic_admin::create_partitions(server, request).await,
+            )),
+            Err(error) => Err(error),
+        },
+        ApiKey::AlterTopicConfigs => match frame.decode::<AlterTopicConfigsRequest>() {
+            Ok(request) => Ok(Body::AlterTopicConfigs(
+                topic_admin::alter_topic_configs(server, request).await,
+            )),
+            Err(error) => Err(error),
+        },
+        ApiKey::ElectLeaders => match frame.decode::<ElectLeadersRequest>() {
+            Ok(request) => Ok(Body::ElectLeaders(
+                topic_admin::elect_leaders(server, request).await,
+            )),
+            Err(error) => Err(error),
+        },
     };
     match result {
         Ok(body) => Outcome::Respond(Outgoing { header, body }),
@@ -238,6 +267,16 @@ pub fn error_response(
             Some(body) => Body::Group(body),
             None => return Outcome::Close,
         },
+        ApiKey::CreatePartitions => Body::CreatePartitions(CreatePartitionsResponse {
+            results: vec![topic_result("", code, message)],
+        }),
+        ApiKey::AlterTopicConfigs => Body::AlterTopicConfigs(AlterTopicConfigsResponse {
+            results: vec![topic_result("", code, message)],
+        }),
+        ApiKey::ElectLeaders => Body::ElectLeaders(topic_admin::election_failed(
+            code,
+            message.unwrap_or_default(),
+        )),
     };
     Outcome::Respond(Outgoing { header, body })
 }
