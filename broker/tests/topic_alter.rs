@@ -12,8 +12,12 @@ use std::process::Command;
 
 use common::BrokerProcess;
 use e2e_support::*;
-use sluice_client::blocking::BlockingClient;
-use sluice_client::ProducerConfig;
+use bytes::Bytes;
+use sluice_client::blocking::{BlockingClient, BlockingProducer};
+use sluice_client::{ProducerConfig, ProducerRecord};
+
+/// A record value larger than the `max.message.bytes` the config test sets, bytes.
+const BIG_VALUE_BYTES: usize = 4096;
 
 /// Messages produced before and after the partition count grows, each.
 const MESSAGES_PER_PHASE: u64 = 2_000;
@@ -97,9 +101,31 @@ fn adding_partitions_keeps_existing_messages_and_refuses_shrinking() {
     assert_log_ends(&config, TOPIC, 4, &acknowledged);
 }
 
-// Proves `topic alter --config` sets and removes topic configs and that they survive a broker
-// restart: retention.ms is set, shown by `topic describe`, still set after the broker restarts
-// on its data directory, and removed again with --delete-config.
+/// Sends one record with a `value_bytes` value to `topic`; whether it was acknowledged.
+fn send_value(broker: &BrokerProcess, topic: &str, value_bytes: usize) -> Result<(), String> {
+    let config = client_config(broker.native, true);
+    let producer = BlockingProducer::new(config, ProducerConfig::default()).unwrap();
+    // Pseudo-random bytes, so a compressing producer cannot shrink the batch under the bound.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let value: Bytes = (0..value_bytes)
+        .map(|_| {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (state >> 56) as u8
+        })
+        .collect();
+    let sent = producer
+        .send(ProducerRecord::new(topic, value))
+        .map_err(|error| error.to_string())
+        .and_then(|handle| handle.wait().map_err(|error| error.to_string()));
+    let _ = producer.close();
+    sent.map(drop)
+}
+
+// Proves `topic alter --config` sets and removes topic configs on a live topic and that they
+// survive a broker restart: max.message.bytes=1000 makes the open partition refuse a 4 KiB
+// record it accepted before (the change reaches the open log at once), describe shows the
+// config, it is still set after the broker restarts on its data directory, and --delete-config
+// removes it (the 4 KiB record is accepted again).
 #[test]
 fn topic_configs_change_and_persist() {
     const TOPIC: &str = "configured";
@@ -109,17 +135,22 @@ fn topic_configs_change_and_persist() {
         &["topic", "create", TOPIC, "--bootstrap", &broker.native.to_string()],
         b"",
     );
-    let output = cli(&broker, &["topic", "alter", TOPIC, "--config", "retention.ms=3600000"]);
+    send_value(&broker, TOPIC, BIG_VALUE_BYTES).unwrap();
+    let output = cli(&broker, &["topic", "alter", TOPIC, "--config", "max.message.bytes=1000"]);
     assert!(output.status.success(), "{output:?}");
-    let wanted = vec![("retention.ms".to_string(), "3600000".to_string())];
+    let wanted = vec![("max.message.bytes".to_string(), "1000".to_string())];
     assert_eq!(described(&broker, TOPIC), (1, wanted.clone()));
+    let error = send_value(&broker, TOPIC, BIG_VALUE_BYTES).unwrap_err();
+    assert!(error.contains("larger than the maximum"), "{error}");
     broker.signal_and_wait(libc::SIGTERM);
     drop(broker);
     broker = start_broker(&dir);
     assert_eq!(described(&broker, TOPIC), (1, wanted));
-    let output = cli(&broker, &["topic", "alter", TOPIC, "--delete-config", "retention.ms"]);
+    assert!(send_value(&broker, TOPIC, BIG_VALUE_BYTES).is_err());
+    let output = cli(&broker, &["topic", "alter", TOPIC, "--delete-config", "max.message.bytes"]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(described(&broker, TOPIC), (1, Vec::new()));
+    send_value(&broker, TOPIC, BIG_VALUE_BYTES).unwrap();
 }
 
 // Proves Kafka's CreatePartitions and IncrementalAlterConfigs work from a real Kafka client:
