@@ -153,10 +153,11 @@ fn topic_configs_change_and_persist() {
     send_value(&broker, TOPIC, BIG_VALUE_BYTES).unwrap();
 }
 
-// Proves Kafka's CreatePartitions and IncrementalAlterConfigs work from a real Kafka client:
-// confluent-kafka's AdminClient grows a 2-partition topic to 3, sees 3 partitions in its own
-// metadata, is refused when it asks for 1, and sets retention.ms, which the native client then
-// sees on the topic.
+// Proves Kafka's CreatePartitions, IncrementalAlterConfigs and ElectLeaders work from a real
+// Kafka client: confluent-kafka's AdminClient grows a 2-partition topic to 3, sees 3 partitions
+// in its own metadata, is refused when it asks for 1, sets retention.ms (which the native
+// client then sees on the topic), and a preferred election on the single node answers
+// ELECTION_NOT_NEEDED (its only replica leads already).
 #[test]
 fn confluent_kafka_admin_adds_partitions_and_sets_configs() {
     const TOPIC: &str = "kafka-grown";
@@ -184,6 +185,7 @@ fn confluent_kafka_admin_adds_partitions_and_sets_configs() {
     let seen: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(seen["partitions"], 3, "{line}");
     assert!(seen["shrink"].as_str().unwrap().contains("INVALID_PARTITIONS"), "{line}");
+    assert_eq!(seen["election"][format!("{TOPIC}-0")], "ELECTION_NOT_NEEDED", "{line}");
     let wanted = vec![("retention.ms".to_string(), "3600000".to_string())];
     assert_eq!(described(&broker, TOPIC), (3, wanted));
 }

@@ -1,5 +1,5 @@
 //! Topic administration on the Kafka port: CreateTopics, DeleteTopics, CreatePartitions,
-//! DescribeConfigs, IncrementalAlterConfigs. Topic changes go to the control plane, as on the
+//! DescribeConfigs, IncrementalAlterConfigs, ElectLeaders (preferred). Topic changes go to the control plane, as on the
 //! native protocol, and are answered once every shard applied them.
 //!
 //! Differences from Kafka, each answered with a clear error rather than ignored: manual replica
@@ -19,17 +19,21 @@ use sluice_kafka::kafka_protocol::messages::delete_topics_response::DeletableTop
 use sluice_kafka::kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
+use sluice_kafka::kafka_protocol::messages::elect_leaders_response::{
+    PartitionResult, ReplicaElectionResult,
+};
 use sluice_kafka::kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use sluice_kafka::kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use sluice_kafka::kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
+    ElectLeadersRequest, ElectLeadersResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, TopicName,
 };
 use sluice_kafka::kafka_protocol::protocol::StrBytes;
 use sluice_kafka::kafka_protocol::ResponseError;
 use sluice_kafka::RequestHeader;
-use sluice_net::{NewPartitions, NewTopic, TopicConfigChange, TopicResult};
+use sluice_net::{ElectionResult, NewPartitions, NewTopic, TopicConfigChange, TopicResult};
 use sluice_shard::partition::{topic_log_config, MIN_INSYNC_REPLICAS_KEY};
 use sluice_storage::LogConfig;
 
@@ -738,4 +742,106 @@ fn validate_change(server: &ShardServer, change: &TopicConfigChange) -> TopicRes
             message: None,
         },
     )
+}
+
+/// Kafka's election types (ElectLeaders v1+; v0 is always preferred).
+const ELECTION_PREFERRED: i8 = 0;
+
+/// ElectLeaders: a preferred election through the control plane, as the native api does, for
+/// every partition (no topic list) or the listed ones. Unclean elections are refused: Sluice
+/// never elects a replica outside the ISR.
+pub async fn elect_leaders(
+    server: &Rc<ShardServer>,
+    header: &RequestHeader,
+    request: &ElectLeadersRequest,
+) -> Answer {
+    if header.api_version >= 1 && request.election_type != ELECTION_PREFERRED {
+        let answer = ElectLeadersResponse::default()
+            .with_error_code(ResponseError::InvalidRequest.code());
+        return respond(header, &answer, true);
+    }
+    let asked: Option<Vec<(String, Vec<i32>)>> = request.topic_partitions.as_ref().map(|topics| {
+        topics
+            .iter()
+            .map(|topic| (topic.topic.0.as_str().to_string(), topic.partitions.clone()))
+            .collect()
+    });
+    let mut request_error = 0;
+    let results = match &asked {
+        None => {
+            let answer = crate::server::topic_admin::elect_leaders(
+                server,
+                sluice_net::ElectLeadersRequest { topic: None },
+            )
+            .await;
+            request_error = answer.error;
+            answer.partitions
+        }
+        Some(topics) => {
+            let mut results = Vec::new();
+            for (topic, partitions) in topics {
+                results.extend(elect_partitions(server, topic, partitions).await);
+            }
+            results
+        }
+    };
+    let failed = request_error != 0 || results.iter().any(|result| result.error != 0);
+    let mut by_topic: std::collections::BTreeMap<String, Vec<PartitionResult>> =
+        std::collections::BTreeMap::new();
+    for result in results {
+        by_topic.entry(result.topic).or_default().push(
+            PartitionResult::default()
+                .with_partition_id(result.partition)
+                .with_error_code(result.error)
+                .with_error_message(result.message.map(StrBytes::from_string)),
+        );
+    }
+    let replica_election_results = by_topic
+        .into_iter()
+        .map(|(topic, partitions)| {
+            ReplicaElectionResult::default()
+                .with_topic(TopicName(StrBytes::from_string(topic)))
+                .with_partition_result(partitions)
+        })
+        .collect();
+    let mut answer =
+        ElectLeadersResponse::default().with_replica_election_results(replica_election_results);
+    if header.api_version >= 1 {
+        answer.error_code = request_error;
+    }
+    respond(header, &answer, failed)
+}
+
+/// The election of the listed partitions of `topic`; a partition the topic does not have is
+/// UNKNOWN_TOPIC_OR_PARTITION.
+async fn elect_partitions(server: &ShardServer, topic: &str, partitions: &[i32]) -> Vec<ElectionResult> {
+    let answer = crate::server::topic_admin::elect_leaders(
+        server,
+        sluice_net::ElectLeadersRequest {
+            topic: Some(topic.to_string()),
+        },
+    )
+    .await;
+    partitions
+        .iter()
+        .map(|partition| {
+            answer
+                .partitions
+                .iter()
+                .find(|result| result.partition == *partition)
+                .cloned()
+                .unwrap_or_else(|| ElectionResult {
+                    topic: topic.to_string(),
+                    partition: *partition,
+                    error: if answer.error != 0 {
+                        answer.error
+                    } else {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    },
+                    message: answer.message.clone().or_else(|| {
+                        Some(format!("{topic} has no partition {partition}"))
+                    }),
+                })
+        })
+        .collect()
 }

@@ -1,12 +1,14 @@
 """confluent-kafka's AdminClient against Sluice's Kafka port: grows a topic with
 CreatePartitions, tries to shrink it (which must be refused), sets a topic config with
-IncrementalAlterConfigs, and prints what the client then sees as one JSON line.
+IncrementalAlterConfigs, asks for a preferred leader election of partition 0 with
+ElectLeaders, and prints what the client then sees as one JSON line.
 
 Usage: confluent_kafka_admin.py BOOTSTRAP TOPIC PARTITIONS
 """
 import json
 import sys
 
+from confluent_kafka import ElectionType, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -38,7 +40,15 @@ def main():
         future.result()
     metadata = admin.list_topics(topic, timeout=TIMEOUT_S)
     partitions = len(metadata.topics[topic].partitions)
-    print(json.dumps({"partitions": partitions, "shrink": shrink}))
+    # No timeout keyword: confluent-kafka 2.16's elect_leaders fails on any keyword argument.
+    elected = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, 0)]).result(
+        timeout=TIMEOUT_S
+    )
+    election = {
+        f"{tp.topic}-{tp.partition}": (error.name() if error else "NONE")
+        for tp, error in elected.items()
+    }
+    print(json.dumps({"partitions": partitions, "shrink": shrink, "election": election}))
 
 
 if __name__ == "__main__":
