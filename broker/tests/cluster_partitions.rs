@@ -83,22 +83,46 @@ fn adding_partitions_in_cluster_mode_keeps_existing_messages() {
     assert!(stderr.contains("has 2 partitions"), "{stderr}");
     let stderr = refused(&cluster, &["topic", "alter", TOPIC, "--partitions", "2"]);
     assert!(stderr.contains("has 2 partitions"), "{stderr}");
-    let stderr = refused(&cluster, &["topic", "alter", "no-such-topic", "--partitions", "3"]);
-    assert!(stderr.contains("unknown topic \"no-such-topic\""), "{stderr}");
-    let stderr = refused(&cluster, &["topic", "alter", TOPIC, "--config", "bogus.key=1"]);
+    let stderr = refused(
+        &cluster,
+        &["topic", "alter", "no-such-topic", "--partitions", "3"],
+    );
+    assert!(
+        stderr.contains("unknown topic \"no-such-topic\""),
+        "{stderr}"
+    );
+    let stderr = refused(
+        &cluster,
+        &["topic", "alter", TOPIC, "--config", "bogus.key=1"],
+    );
     assert!(stderr.contains("unknown topic config"), "{stderr}");
-    let stderr = refused(&cluster, &["topic", "alter", TOPIC, "--config", "min.insync.replicas=3"]);
+    let stderr = refused(
+        &cluster,
+        &["topic", "alter", TOPIC, "--config", "min.insync.replicas=3"],
+    );
     assert!(stderr.contains("replication factor"), "{stderr}");
-    assert_eq!(described(&cluster, TOPIC), (2, Vec::new()), "a refusal changed the topic");
+    assert_eq!(
+        described(&cluster, TOPIC),
+        (2, Vec::new()),
+        "a refusal changed the topic"
+    );
 
     let grown_at = Instant::now();
     let output = cli(&cluster, &["topic", "alter", TOPIC, "--partitions", "4"]);
     assert!(output.status.success(), "{output:?}");
     let view = cluster.wait_in_sync(TOPIC, 4);
     let replicas: Vec<Vec<i32>> = (0..4)
-        .map(|partition| partition_of(&view, TOPIC, partition).unwrap().replicas.clone())
+        .map(|partition| {
+            partition_of(&view, TOPIC, partition)
+                .unwrap()
+                .replicas
+                .clone()
+        })
         .collect();
-    assert_eq!(replicas, vec![vec![1, 2], vec![2, 3], vec![3, 1], vec![1, 2]]);
+    assert_eq!(
+        replicas,
+        vec![vec![1, 2], vec![2, 3], vec![3, 1], vec![1, 2]]
+    );
 
     let second = producer(&cluster, TOPIC, 4, SECOND_FIRST_SEQ);
     second.wait_progress(&[0; 4], ACKED_PER_PHASE, PROGRESS_WAIT, "after growing");
@@ -110,8 +134,14 @@ fn adding_partitions_in_cluster_mode_keeps_existing_messages() {
         let consumed = read_partition(cluster.client_config(), TOPIC, partition, high_watermark);
         let summary = check_history(partition, &consumed, &outcomes, grown_at);
         eprintln!("{TOPIC}-{partition} (leader {leader}): {summary:?}");
-        assert_eq!((summary.duplicates, summary.records), (0, summary.acknowledged));
-        assert!(summary.acknowledged > 0, "{TOPIC}-{partition} took no writes");
+        assert_eq!(
+            (summary.duplicates, summary.records),
+            (0, summary.acknowledged)
+        );
+        assert!(
+            summary.acknowledged > 0,
+            "{TOPIC}-{partition} took no writes"
+        );
     }
 }
 
@@ -122,7 +152,10 @@ fn altering_topic_configs_in_cluster_mode_reaches_every_broker() {
     const TOPIC: &str = "configs";
     let cluster = Cluster::start(ClusterSpec::default());
     cluster.create_topic(TOPIC, 2, 3, &[]);
-    let output = cli(&cluster, &["topic", "alter", TOPIC, "--config", "retention.ms=3600000"]);
+    let output = cli(
+        &cluster,
+        &["topic", "alter", TOPIC, "--config", "retention.ms=3600000"],
+    );
     assert!(output.status.success(), "{output:?}");
     cluster.wait_view("every broker showing retention.ms", |view| {
         view.topics.iter().any(|topic| {
@@ -130,9 +163,14 @@ fn altering_topic_configs_in_cluster_mode_reaches_every_broker() {
                 && topic.configs == vec![("retention.ms".to_string(), "3600000".to_string())]
         })
     });
-    let output = cli(&cluster, &["topic", "alter", TOPIC, "--delete-config", "retention.ms"]);
+    let output = cli(
+        &cluster,
+        &["topic", "alter", TOPIC, "--delete-config", "retention.ms"],
+    );
     assert!(output.status.success(), "{output:?}");
     cluster.wait_view("every broker showing no configs", |view| {
-        view.topics.iter().any(|topic| topic.name == TOPIC && topic.configs.is_empty())
+        view.topics
+            .iter()
+            .any(|topic| topic.name == TOPIC && topic.configs.is_empty())
     });
 }

@@ -155,7 +155,10 @@ fn elect_leaders_moves_leadership_back_on_demand() {
     let producer = producer(&cluster, TOPIC);
     let (victim, killed_at) = fail_over_and_return(&mut cluster, &producer, TOPIC);
     let before = cluster.partition(TOPIC, 0);
-    assert_ne!(before.leader, victim, "nothing may move leadership back by itself");
+    assert_ne!(
+        before.leader, victim,
+        "nothing may move leadership back by itself"
+    );
 
     let output = cli(&cluster, &["cluster", "elect-leaders", "--topic", TOPIC]);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -171,9 +174,15 @@ fn elect_leaders_moves_leadership_back_on_demand() {
     let again = cli(&cluster, &["cluster", "elect-leaders", "--topic", TOPIC]);
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{again:?}");
-    assert!(stdout.contains(&format!("{TOPIC}-0  already preferred")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{TOPIC}-0  already preferred")),
+        "{stdout}"
+    );
 
-    let unknown = cli(&cluster, &["cluster", "elect-leaders", "--topic", "no-such-topic"]);
+    let unknown = cli(
+        &cluster,
+        &["cluster", "elect-leaders", "--topic", "no-such-topic"],
+    );
     let stderr = String::from_utf8_lossy(&unknown.stderr);
     assert!(!unknown.status.success(), "{unknown:?}");
     assert!(stderr.contains("does not exist"), "{stderr}");

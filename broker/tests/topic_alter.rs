@@ -10,9 +10,9 @@ mod e2e_support;
 use std::path::PathBuf;
 use std::process::Command;
 
+use bytes::Bytes;
 use common::BrokerProcess;
 use e2e_support::*;
-use bytes::Bytes;
 use sluice_client::blocking::{BlockingClient, BlockingProducer};
 use sluice_client::{ProducerConfig, ProducerRecord};
 
@@ -62,22 +62,51 @@ fn adding_partitions_keeps_existing_messages_and_refuses_shrinking() {
     let broker = start_broker(&dir);
     let config = client_config(broker.native, true);
     sluice_ok(
-        &["topic", "create", TOPIC, "--partitions", "2", "--bootstrap", &broker.native.to_string()],
+        &[
+            "topic",
+            "create",
+            TOPIC,
+            "--partitions",
+            "2",
+            "--bootstrap",
+            &broker.native.to_string(),
+        ],
         b"",
     );
-    let before = produce_numbered(&config, ProducerConfig::default(), TOPIC, 0..MESSAGES_PER_PHASE);
+    let before = produce_numbered(
+        &config,
+        ProducerConfig::default(),
+        TOPIC,
+        0..MESSAGES_PER_PHASE,
+    );
 
     let stderr = refused(&broker, &["topic", "alter", TOPIC, "--partitions", "1"]);
     assert!(stderr.contains("has 2 partitions"), "{stderr}");
     let stderr = refused(&broker, &["topic", "alter", TOPIC, "--partitions", "2"]);
     assert!(stderr.contains("has 2 partitions"), "{stderr}");
-    let stderr = refused(&broker, &["topic", "alter", "no-such-topic", "--partitions", "3"]);
-    assert!(stderr.contains("unknown topic \"no-such-topic\""), "{stderr}");
-    let stderr = refused(&broker, &["topic", "alter", TOPIC, "--config", "bogus.key=1"]);
+    let stderr = refused(
+        &broker,
+        &["topic", "alter", "no-such-topic", "--partitions", "3"],
+    );
+    assert!(
+        stderr.contains("unknown topic \"no-such-topic\""),
+        "{stderr}"
+    );
+    let stderr = refused(
+        &broker,
+        &["topic", "alter", TOPIC, "--config", "bogus.key=1"],
+    );
     assert!(stderr.contains("unknown topic config"), "{stderr}");
-    let stderr = refused(&broker, &["topic", "alter", TOPIC, "--config", "retention.ms=soon"]);
+    let stderr = refused(
+        &broker,
+        &["topic", "alter", TOPIC, "--config", "retention.ms=soon"],
+    );
     assert!(stderr.contains("retention.ms"), "{stderr}");
-    assert_eq!(described(&broker, TOPIC), (2, Vec::new()), "a refusal changed the topic");
+    assert_eq!(
+        described(&broker, TOPIC),
+        (2, Vec::new()),
+        "a refusal changed the topic"
+    );
 
     let output = cli(&broker, &["topic", "alter", TOPIC, "--partitions", "4"]);
     assert!(output.status.success(), "{output:?}");
@@ -109,7 +138,9 @@ fn send_value(broker: &BrokerProcess, topic: &str, value_bytes: usize) -> Result
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     let value: Bytes = (0..value_bytes)
         .map(|_| {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
             (state >> 56) as u8
         })
         .collect();
@@ -132,11 +163,26 @@ fn topic_configs_change_and_persist() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = start_broker(&dir);
     sluice_ok(
-        &["topic", "create", TOPIC, "--bootstrap", &broker.native.to_string()],
+        &[
+            "topic",
+            "create",
+            TOPIC,
+            "--bootstrap",
+            &broker.native.to_string(),
+        ],
         b"",
     );
     send_value(&broker, TOPIC, BIG_VALUE_BYTES).unwrap();
-    let output = cli(&broker, &["topic", "alter", TOPIC, "--config", "max.message.bytes=1000"]);
+    let output = cli(
+        &broker,
+        &[
+            "topic",
+            "alter",
+            TOPIC,
+            "--config",
+            "max.message.bytes=1000",
+        ],
+    );
     assert!(output.status.success(), "{output:?}");
     let wanted = vec![("max.message.bytes".to_string(), "1000".to_string())];
     assert_eq!(described(&broker, TOPIC), (1, wanted.clone()));
@@ -147,7 +193,16 @@ fn topic_configs_change_and_persist() {
     broker = start_broker(&dir);
     assert_eq!(described(&broker, TOPIC), (1, wanted));
     assert!(send_value(&broker, TOPIC, BIG_VALUE_BYTES).is_err());
-    let output = cli(&broker, &["topic", "alter", TOPIC, "--delete-config", "max.message.bytes"]);
+    let output = cli(
+        &broker,
+        &[
+            "topic",
+            "alter",
+            TOPIC,
+            "--delete-config",
+            "max.message.bytes",
+        ],
+    );
     assert!(output.status.success(), "{output:?}");
     assert_eq!(described(&broker, TOPIC), (1, Vec::new()));
     send_value(&broker, TOPIC, BIG_VALUE_BYTES).unwrap();
@@ -164,15 +219,27 @@ fn confluent_kafka_admin_adds_partitions_and_sets_configs() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(&dir);
     sluice_ok(
-        &["topic", "create", TOPIC, "--partitions", "2", "--bootstrap", &broker.native.to_string()],
+        &[
+            "topic",
+            "create",
+            TOPIC,
+            "--partitions",
+            "2",
+            "--bootstrap",
+            &broker.native.to_string(),
+        ],
         b"",
     );
     let clients = std::env::var_os("SLUICE_KAFKA_CLIENTS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.kafka-clients"));
     let python = clients.join("venv/bin/python");
-    assert!(python.exists(), "confluent-kafka is not installed: run scripts/kafka-clients.sh install");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/confluent_kafka_admin.py");
+    assert!(
+        python.exists(),
+        "confluent-kafka is not installed: run scripts/kafka-clients.sh install"
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/kafka_clients/confluent_kafka_admin.py");
     let kafka = broker.kafka.unwrap().to_string();
     let output = Command::new(python)
         .arg(script)
@@ -184,8 +251,18 @@ fn confluent_kafka_admin_adds_partitions_and_sets_configs() {
     let line = stdout.lines().last().unwrap();
     let seen: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(seen["partitions"], 3, "{line}");
-    assert!(seen["shrink"].as_str().unwrap().contains("INVALID_PARTITIONS"), "{line}");
-    assert_eq!(seen["election"][format!("{TOPIC}-0")], "ELECTION_NOT_NEEDED", "{line}");
+    assert!(
+        seen["shrink"]
+            .as_str()
+            .unwrap()
+            .contains("INVALID_PARTITIONS"),
+        "{line}"
+    );
+    assert_eq!(
+        seen["election"][format!("{TOPIC}-0")],
+        "ELECTION_NOT_NEEDED",
+        "{line}"
+    );
     let wanted = vec![("retention.ms".to_string(), "3600000".to_string())];
     assert_eq!(described(&broker, TOPIC), (3, wanted));
 }

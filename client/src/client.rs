@@ -13,11 +13,11 @@ use sluice_net::api::ErrorCode;
 use sluice_net::frame::{ControlDecode, ControlEncode};
 use sluice_net::messages::{
     AlterTopicConfigsRequest, AlterTopicConfigsResponse, CreatePartitionsRequest,
-    CreatePartitionsResponse, ElectLeadersRequest, ElectLeadersResponse, ElectionResult,
-    NewPartitions, TopicConfigChange, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest,
-    MetadataResponse, NewTopic, TopicMeta, TopicResult,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse, ElectionResult, FetchRequest,
+    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsPartition,
+    ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest, MetadataResponse,
+    NewPartitions, NewTopic, TopicConfigChange, TopicMeta, TopicResult,
 };
 
 use crate::config::{ClientConfig, OffsetSpec};

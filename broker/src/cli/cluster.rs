@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use sluice_net::messages::ElectionResult;
-use sluice_net::ErrorCode;
 use sluice_net::messages::{MetadataResponse, PartitionMeta};
+use sluice_net::ErrorCode;
 
 use super::args::ConnectArgs;
 use super::connect;
@@ -78,7 +78,10 @@ pub(crate) fn election_report(results: &[ElectionResult]) -> String {
             ),
         };
         counts[slot] += 1;
-        text.push_str(&format!("{}-{}  {outcome}\n", result.topic, result.partition));
+        text.push_str(&format!(
+            "{}-{}  {outcome}\n",
+            result.topic, result.partition
+        ));
     }
     text.push_str(&format!(
         "elected {}  already preferred {}  not available {}\n",

@@ -64,7 +64,9 @@ pub(crate) async fn run(command: TopicCommand) -> anyhow::Result<ExitCode> {
 async fn alter(args: TopicAlterArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
     let changes_configs = !args.configs.is_empty() || !args.delete_configs.is_empty();
     if args.partitions.is_none() && !changes_configs {
-        anyhow::bail!("nothing to change: give --partitions N, --config KEY=VALUE or --delete-config KEY");
+        anyhow::bail!(
+            "nothing to change: give --partitions N, --config KEY=VALUE or --delete-config KEY"
+        );
     }
     let client = connect(&args.connect).await?;
     if let Some(count) = args.partitions {
@@ -83,7 +85,11 @@ async fn alter(args: TopicAlterArgs, out: &mut impl std::io::Write) -> anyhow::R
     }
     if changes_configs {
         client
-            .alter_topic_configs(&args.name, args.configs.clone(), args.delete_configs.clone())
+            .alter_topic_configs(
+                &args.name,
+                args.configs.clone(),
+                args.delete_configs.clone(),
+            )
             .await
             .with_context(|| format!("cannot alter the configs of topic {}", args.name))?;
         writeln!(out, "altered the configs of topic {}", args.name)?;

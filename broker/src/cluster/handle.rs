@@ -478,7 +478,10 @@ impl ClusterHandle {
         topic: Option<&str>,
     ) -> Result<Vec<PartitionElection>, ClusterError> {
         let topic = topic.map(str::to_string);
-        self.request("elect leaders", |reply| Command::ElectLeaders { topic, reply })
+        self.request("elect leaders", |reply| Command::ElectLeaders {
+            topic,
+            reply,
+        })
     }
 
     /// Grows topic `name` to `count` partitions (see `ops::add_partitions`); returns the new

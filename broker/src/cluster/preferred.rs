@@ -61,7 +61,8 @@ pub struct BrokerImbalance {
 impl BrokerImbalance {
     /// Whether `led_elsewhere / preferring` is above `percentage` percent.
     pub fn above(&self, percentage: u32) -> bool {
-        self.preferring > 0 && self.led_elsewhere * PERCENT > self.preferring * u64::from(percentage)
+        self.preferring > 0
+            && self.led_elsewhere * PERCENT > self.preferring * u64::from(percentage)
     }
 }
 
@@ -353,8 +354,20 @@ mod tests {
             (&[1, 2, 0], 1, &[0, 1, 2]),
         ]);
         let counts = imbalance(&state);
-        assert_eq!(counts[&0], BrokerImbalance { preferring: 3, led_elsewhere: 1 });
-        assert_eq!(counts[&1], BrokerImbalance { preferring: 1, led_elsewhere: 0 });
+        assert_eq!(
+            counts[&0],
+            BrokerImbalance {
+                preferring: 3,
+                led_elsewhere: 1
+            }
+        );
+        assert_eq!(
+            counts[&1],
+            BrokerImbalance {
+                preferring: 1,
+                led_elsewhere: 0
+            }
+        );
         assert_eq!(imbalanced_partitions(&state), 1);
         let changes = auto_rebalance(&state, &live(&[0, 1, 2]), 9, 10);
         assert_eq!(changes.len(), 1);

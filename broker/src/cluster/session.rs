@@ -24,9 +24,9 @@ use tokio::task::{JoinError, JoinHandle};
 use tokio::time::MissedTickBehavior;
 
 use super::controller::{on_broker_change, ChangeReason, PartitionChange};
-use super::preferred::{self, ElectionOutcome, PartitionElection, PreferredOutcome};
 use super::handle::{Command, Shared};
 use super::ops::{self, IsrRequest};
+use super::preferred::{self, ElectionOutcome, PartitionElection, PreferredOutcome};
 use super::state::{ClusterKeys, ClusterState};
 use super::{ClusterConfig, ClusterError};
 
@@ -261,10 +261,8 @@ impl ControlPlane {
         let mut tick = tokio::time::interval(self.config.ttl() / 3);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let check_interval = Duration::from_millis(self.config.leader_imbalance_check_interval_ms);
-        let mut rebalance = tokio::time::interval_at(
-            tokio::time::Instant::now() + check_interval,
-            check_interval,
-        );
+        let mut rebalance =
+            tokio::time::interval_at(tokio::time::Instant::now() + check_interval, check_interval);
         rebalance.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let wake = tokio::select! {

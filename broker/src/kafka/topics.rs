@@ -647,7 +647,9 @@ fn config_change(resource: &AlterConfigsResource) -> Result<TopicConfigChange, R
             (other, _) => {
                 return Err((
                     ResponseError::InvalidRequest,
-                    format!("config {key}: operation {other} is not supported (SET 0 and DELETE 1 are)"),
+                    format!(
+                        "config {key}: operation {other} is not supported (SET 0 and DELETE 1 are)"
+                    ),
                 ))
             }
         }
@@ -756,8 +758,8 @@ pub async fn elect_leaders(
     request: &ElectLeadersRequest,
 ) -> Answer {
     if header.api_version >= 1 && request.election_type != ELECTION_PREFERRED {
-        let answer = ElectLeadersResponse::default()
-            .with_error_code(ResponseError::InvalidRequest.code());
+        let answer =
+            ElectLeadersResponse::default().with_error_code(ResponseError::InvalidRequest.code());
         return respond(header, &answer, true);
     }
     let asked: Option<Vec<(String, Vec<i32>)>> = request.topic_partitions.as_ref().map(|topics| {
@@ -814,7 +816,11 @@ pub async fn elect_leaders(
 
 /// The election of the listed partitions of `topic`; a partition the topic does not have is
 /// UNKNOWN_TOPIC_OR_PARTITION.
-async fn elect_partitions(server: &ShardServer, topic: &str, partitions: &[i32]) -> Vec<ElectionResult> {
+async fn elect_partitions(
+    server: &ShardServer,
+    topic: &str,
+    partitions: &[i32],
+) -> Vec<ElectionResult> {
     let answer = crate::server::topic_admin::elect_leaders(
         server,
         sluice_net::ElectLeadersRequest {
@@ -838,9 +844,10 @@ async fn elect_partitions(server: &ShardServer, topic: &str, partitions: &[i32])
                     } else {
                         ResponseError::UnknownTopicOrPartition.code()
                     },
-                    message: answer.message.clone().or_else(|| {
-                        Some(format!("{topic} has no partition {partition}"))
-                    }),
+                    message: answer
+                        .message
+                        .clone()
+                        .or_else(|| Some(format!("{topic} has no partition {partition}"))),
                 })
         })
         .collect()

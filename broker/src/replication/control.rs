@@ -260,15 +260,18 @@ impl ClusterControl {
         let mut results = Vec::with_capacity(topics.len());
         for topic in topics {
             let partitions_max = self.config.partitions_max;
-            let outcome = check_new_partitions(&self.store, &topic, partitions_max).and_then(
-                |count| {
+            let outcome =
+                check_new_partitions(&self.store, &topic, partitions_max).and_then(|count| {
                     self.store
                         .add_partitions(&topic.name, count)
                         .map_err(|error| store_failure(&topic.name, &error))
-                },
-            );
+                });
             if outcome.is_ok() {
-                tracing::info!(topic = topic.name, partitions = topic.count, "added partitions");
+                tracing::info!(
+                    topic = topic.name,
+                    partitions = topic.count,
+                    "added partitions"
+                );
             }
             results.push(outcome.map_or_else(
                 |refused| refused,

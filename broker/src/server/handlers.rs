@@ -5,15 +5,13 @@ use std::rc::Rc;
 
 use futures_channel::oneshot;
 use sluice_net::{
-    AlterTopicConfigsRequest, AlterTopicConfigsResponse, CreatePartitionsRequest,
-    CreatePartitionsResponse, ElectLeadersRequest, ElectLeadersResponse,
-    check_version, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerMeta,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    EpochAnswer, ErrorCode, FetchResponse, Frame, FrameHeader, InitProducerIdRequest,
-    InitProducerIdResponse, ListOffsetsPartitionResult, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, NetError, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, PartitionMeta, PayloadPart, ProducePartitionResult,
-    ProduceResponse, TopicMeta, TopicResult,
+    check_version, AlterTopicConfigsResponse, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
+    BrokerMeta, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, ElectLeadersResponse, EpochAnswer, ErrorCode,
+    FetchResponse, Frame, FrameHeader, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsPartitionResult, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, NetError, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    PartitionMeta, PayloadPart, ProducePartitionResult, ProduceResponse, TopicMeta, TopicResult,
 };
 use sluice_shard::partition::SINGLE_NODE_LEADER_EPOCH;
 use sluice_shard::{
@@ -165,24 +163,9 @@ pub async fn handle(
         | ApiKey::OffsetDelete => groups::handle(server, api, &frame, peer)
             .await
             .map(Body::Group),
-        ApiKey::CreatePartitions => match frame.decode::<CreatePartitionsRequest>() {
-            Ok(request) => Ok(Body::CreatePartitions(
-                topic_admin::create_partitions(server, request).await,
-            )),
-            Err(error) => Err(error),
-        },
-        ApiKey::AlterTopicConfigs => match frame.decode::<AlterTopicConfigsRequest>() {
-            Ok(request) => Ok(Body::AlterTopicConfigs(
-                topic_admin::alter_topic_configs(server, request).await,
-            )),
-            Err(error) => Err(error),
-        },
-        ApiKey::ElectLeaders => match frame.decode::<ElectLeadersRequest>() {
-            Ok(request) => Ok(Body::ElectLeaders(
-                topic_admin::elect_leaders(server, request).await,
-            )),
-            Err(error) => Err(error),
-        },
+        ApiKey::CreatePartitions | ApiKey::AlterTopicConfigs | ApiKey::ElectLeaders => {
+            topic_admin::handle(server, api, &frame).await
+        }
     };
     match result {
         Ok(body) => Outcome::Respond(Outgoing { header, body }),
@@ -273,10 +256,9 @@ pub fn error_response(
         ApiKey::AlterTopicConfigs => Body::AlterTopicConfigs(AlterTopicConfigsResponse {
             results: vec![topic_result("", code, message)],
         }),
-        ApiKey::ElectLeaders => Body::ElectLeaders(topic_admin::election_failed(
-            code,
-            message.unwrap_or_default(),
-        )),
+        ApiKey::ElectLeaders => {
+            Body::ElectLeaders(topic_admin::election_failed(code, error.to_string()))
+        }
     };
     Outcome::Respond(Outgoing { header, body })
 }

@@ -5,13 +5,31 @@
 
 use futures_channel::oneshot;
 use sluice_net::{
-    AlterTopicConfigsRequest, AlterTopicConfigsResponse, CreatePartitionsRequest,
-    CreatePartitionsResponse, ElectLeadersRequest, ElectLeadersResponse, ErrorCode,
+    AlterTopicConfigsRequest, AlterTopicConfigsResponse, ApiKey, CreatePartitionsRequest,
+    CreatePartitionsResponse, ElectLeadersRequest, ElectLeadersResponse, ErrorCode, Frame,
+    NetError,
 };
 
-use super::handlers::ask_control;
+use super::handlers::{ask_control, Body};
 use super::ShardServer;
 use crate::control::ControlRequest;
+
+/// Decodes and serves one of this module's apis (the caller checked `api` is one of them).
+pub(crate) async fn handle(
+    server: &ShardServer,
+    api: ApiKey,
+    frame: &Frame,
+) -> Result<Body, NetError> {
+    Ok(match api {
+        ApiKey::CreatePartitions => {
+            Body::CreatePartitions(create_partitions(server, frame.decode()?).await)
+        }
+        ApiKey::AlterTopicConfigs => {
+            Body::AlterTopicConfigs(alter_topic_configs(server, frame.decode()?).await)
+        }
+        _ => Body::ElectLeaders(elect_leaders(server, frame.decode()?).await),
+    })
+}
 
 /// CreatePartitions: grows each named topic to its new partition count.
 pub(crate) async fn create_partitions(

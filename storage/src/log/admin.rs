@@ -319,9 +319,12 @@ impl LogInner {
                     now_ms.saturating_sub(newest) > i64::try_from(retention_ms).unwrap_or(i64::MAX)
                 })
             });
-            let size_breach = self.config().retention_bytes.is_some_and(|retention_bytes| {
-                remaining.saturating_sub(segment.size) >= retention_bytes
-            });
+            let size_breach = self
+                .config()
+                .retention_bytes
+                .is_some_and(|retention_bytes| {
+                    remaining.saturating_sub(segment.size) >= retention_bytes
+                });
             if !(time_breach || size_breach) {
                 break;
             }
