@@ -22,6 +22,10 @@ use crate::metadata::{MetadataError, MetadataStore, TopicRecord};
 /// with RequestTimedOut rather than block their executor.
 pub const CONTROL_QUEUE_DEPTH_MAX: usize = 64;
 
+/// The topic config key of the cleanup policy, and its compacting value.
+const CLEANUP_POLICY_KEY: &str = "cleanup.policy";
+const COMPACT_POLICY: &str = "compact";
+
 /// Longest topic name, in bytes (Kafka's limit).
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
@@ -488,6 +492,13 @@ pub(crate) fn check_new_partitions(
             Some(format!("topic {name} does not exist")),
         ));
     };
+    if name == sluice_group::CONSUMER_OFFSETS_TOPIC {
+        let message = format!(
+            "{name} cannot grow: each group lives on the partition its id hashes to modulo the \
+             partition count, so a new count would move every group away from its offsets"
+        );
+        return Err(result(name, ErrorCode::InvalidRequest, Some(message)));
+    }
     let requested = topic.count;
     if i64::from(requested) <= i64::from(current.partitions) {
         let message = format!(
@@ -527,6 +538,16 @@ pub(crate) fn checked_configs(
     }
     for (key, value) in &change.set {
         configs.insert(key.clone(), value.clone());
+    }
+    let compacted = configs
+        .get(CLEANUP_POLICY_KEY)
+        .is_some_and(|policy| policy.trim() == COMPACT_POLICY);
+    if name == sluice_group::CONSUMER_OFFSETS_TOPIC && !compacted {
+        let message = format!(
+            "{name} must keep {CLEANUP_POLICY_KEY}={COMPACT_POLICY}: it holds every group's \
+             newest offsets and state, which deletion by retention would lose"
+        );
+        return Err(result(name, ErrorCode::InvalidConfig, Some(message)));
     }
     let configs: Vec<(String, String)> = configs.into_iter().collect();
     let as_new = NewTopic {
@@ -647,6 +668,84 @@ pub(crate) fn store_failure(name: &str, error: &MetadataError) -> TopicResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metadata::EmbeddedMetadataStore;
+
+    fn store_with(
+        topics: &[(&str, u32, &[(&str, &str)])],
+    ) -> (tempfile::TempDir, EmbeddedMetadataStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = EmbeddedMetadataStore::open(dir.path()).unwrap();
+        for (name, partitions, configs) in topics {
+            let configs = configs
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect();
+            store
+                .create_topic(TopicRecord {
+                    name: name.to_string(),
+                    partitions: *partitions,
+                    replication_factor: 1,
+                    configs,
+                })
+                .unwrap();
+        }
+        (dir, store)
+    }
+
+    // Proves the checks of topic changes: a count that does not grow, an unknown topic and the
+    // internal offsets topic are refused with their codes; an unknown config key, a bad value
+    // and dropping compaction from the offsets topic are refused; a valid change merges set and
+    // deleted keys over the current configs.
+    #[test]
+    fn topic_changes_are_checked() {
+        let offsets = sluice_group::CONSUMER_OFFSETS_TOPIC;
+        let (_dir, store) = store_with(&[
+            ("t", 2, &[("retention.ms", "1000")]),
+            (offsets, 50, &[("cleanup.policy", "compact")]),
+        ]);
+        let grow = |name: &str, count| NewPartitions {
+            name: name.to_string(),
+            count,
+        };
+        let code = |refused: TopicResult| ErrorCode::from_i16(refused.error);
+        assert_eq!(check_new_partitions(&store, &grow("t", 3), 10), Ok(3));
+        for (asked, expected) in [
+            (grow("t", 2), ErrorCode::InvalidPartitions),
+            (grow("t", 11), ErrorCode::InvalidPartitions),
+            (grow("nope", 3), ErrorCode::UnknownTopicOrPartition),
+            (grow(offsets, 60), ErrorCode::InvalidRequest),
+        ] {
+            let refused = check_new_partitions(&store, &asked, 10).unwrap_err();
+            assert_eq!(code(refused), Some(expected), "{asked:?}");
+        }
+        let change = |name: &str, set: &[(&str, &str)], delete: &[&str]| TopicConfigChange {
+            name: name.to_string(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            delete: delete.iter().map(|k| k.to_string()).collect(),
+        };
+        let base = LogConfig::default();
+        let merged = checked_configs(
+            &store,
+            &change("t", &[("segment.ms", "5")], &["retention.ms"]),
+            &base,
+        );
+        assert_eq!(
+            merged,
+            Ok(vec![("segment.ms".to_string(), "5".to_string())])
+        );
+        for bad in [
+            change("t", &[("bogus", "1")], &[]),
+            change("t", &[("retention.ms", "soon")], &[]),
+            change(offsets, &[("cleanup.policy", "delete")], &[]),
+            change(offsets, &[], &["cleanup.policy"]),
+        ] {
+            let refused = checked_configs(&store, &bad, &base).unwrap_err();
+            assert_eq!(code(refused), Some(ErrorCode::InvalidConfig), "{bad:?}");
+        }
+    }
 
     // Proves the topic name rule: allowed characters and lengths pass, everything else is
     // refused with a message naming the problem.

@@ -63,8 +63,11 @@ fn fail_over_and_return(
     let victim = cluster.partition(topic, 0).replicas[0];
     let killed_at = Instant::now();
     cluster.kill(victim);
-    cluster.wait_partition(topic, 0, "a leader other than the victim", |meta| {
+    let failed_over = cluster.wait_partition(topic, 0, "a leader other than the victim", |meta| {
         meta.leader >= 0 && meta.leader != victim
+    });
+    wait_imbalance(cluster, failed_over.leader, "at least 1", |value| {
+        value >= 1.0
     });
     let acked = producer.acked_all();
     producer.wait_progress(&acked, ACKED_PER_PHASE, PROGRESS_WAIT, "while it is down");
@@ -98,6 +101,25 @@ fn finish_and_check(
     }
 }
 
+/// Waits until broker `id`'s `sluice_preferred_leader_imbalance` satisfies `check`.
+fn wait_imbalance(cluster: &Cluster, id: i32, what: &str, check: impl Fn(f64) -> bool) {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    loop {
+        let admin = cluster.node(id).admin_addr();
+        let value = wire::http_get(&admin, "/metrics")
+            .ok()
+            .and_then(|(_, body)| wire::metric_ending_with(&body, "preferred_leader_imbalance"));
+        if value.is_some_and(&check) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {id}: preferred leader imbalance never became {what} (last {value:?})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Runs the `sluice` CLI with `args`, bootstrapping from `cluster`.
 fn cli(cluster: &Cluster, args: &[&str]) -> Output {
     let bootstrap = cluster.client_config().bootstrap.join(",");
@@ -112,7 +134,9 @@ fn cli(cluster: &Cluster, args: &[&str]) -> Output {
 // with replication factor 3, an idempotent acks=all producer; partition 0's preferred leader
 // is SIGKILLed (another ISR member takes over) and restarted; with a 1 s imbalance check the
 // controller moves leadership back to every preferred replica once it is in the ISR again, and
-// every acknowledged message is read back exactly once, in order, at its offset.
+// every acknowledged message is read back exactly once, in order, at its offset;
+// `sluice_preferred_leader_imbalance` counts the moved partition meanwhile and 0 afterwards on
+// every broker.
 #[test]
 fn auto_rebalance_moves_leadership_back_after_a_failover() {
     const TOPIC: &str = "preferred-auto";
@@ -130,6 +154,9 @@ fn auto_rebalance_moves_leadership_back_after_a_failover() {
         preferred_leads(view, TOPIC)
     });
     assert_eq!(partition_of(&view, TOPIC, 0).unwrap().leader, victim);
+    for id in cluster.ids() {
+        wait_imbalance(&cluster, id, "0", |value| value == 0.0);
+    }
     finish_and_check(&cluster, producer, TOPIC, killed_at);
 }
 
