@@ -670,9 +670,10 @@ mod tests {
     use super::*;
     use crate::metadata::EmbeddedMetadataStore;
 
-    fn store_with(
-        topics: &[(&str, u32, &[(&str, &str)])],
-    ) -> (tempfile::TempDir, EmbeddedMetadataStore) {
+    /// A topic to put in a test store: name, partitions, configs.
+    type TestTopic<'a> = (&'a str, u32, &'a [(&'a str, &'a str)]);
+
+    fn store_with(topics: &[TestTopic<'_>]) -> (tempfile::TempDir, EmbeddedMetadataStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = EmbeddedMetadataStore::open(dir.path()).unwrap();
         for (name, partitions, configs) in topics {
