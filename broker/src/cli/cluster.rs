@@ -164,6 +164,36 @@ mod tests {
     use super::*;
     use sluice_net::messages::{BrokerMeta, TopicMeta};
 
+    // Proves `cluster elect-leaders` prints one line per partition naming its outcome (with the
+    // broker's reason when the preferred replica cannot lead) and the counts of each outcome.
+    #[test]
+    fn election_report_names_each_outcome() {
+        let result = |partition: i32, error: ErrorCode, message: Option<&str>| ElectionResult {
+            topic: "orders".into(),
+            partition,
+            error: error.code(),
+            message: message.map(str::to_string),
+        };
+        let text = election_report(&[
+            result(0, ErrorCode::None, None),
+            result(1, ErrorCode::ElectionNotNeeded, None),
+            result(
+                2,
+                ErrorCode::PreferredLeaderNotAvailable,
+                Some("not in the ISR"),
+            ),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "orders-0  elected");
+        assert_eq!(lines[1], "orders-1  already preferred");
+        assert_eq!(
+            lines[2],
+            "orders-2  preferred leader not available: not in the ISR"
+        );
+        assert_eq!(lines[3], "elected 1  already preferred 1  not available 1");
+        assert_eq!(lines.len(), 4);
+    }
+
     // Proves `cluster info` lists live brokers with their addresses, a replica broker missing
     // from the live list as not alive, the controller, and exactly the under-replicated and the
     // offline partitions.
