@@ -439,6 +439,11 @@ fn launch_cluster(
     cluster_config.admin_addr = joining.admin_addr.map(|addr| addr.to_string());
     cluster_config.kafka_port = shared.kafka.as_ref().map(|kafka| kafka.advertised_port);
     cluster_config.broker_session_ttl_s = config.cluster.broker_session_ttl_s;
+    cluster_config.auto_leader_rebalance_enable = config.cluster.auto_leader_rebalance_enable;
+    cluster_config.leader_imbalance_check_interval_ms =
+        config.cluster.leader_imbalance_check_interval_ms;
+    cluster_config.leader_imbalance_per_broker_percentage =
+        config.cluster.leader_imbalance_per_broker_percentage;
     let handle = match ClusterHandle::start(cluster_config) {
         Ok(handle) => handle,
         Err(error) => {

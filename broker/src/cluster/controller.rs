@@ -43,6 +43,12 @@ pub enum ChangeReason {
     Restarted,
     /// The partition had no state; this is its initial one.
     Missing,
+    /// Leadership moves back to the preferred replica (the first of the assignment), which is
+    /// live and in the ISR (`preferred`).
+    Preferred {
+        /// The leader it moves from.
+        from: i32,
+    },
 }
 
 /// One partition state the controller wants written.
@@ -149,7 +155,7 @@ fn initial(
 
 /// Whether ISR member `member` of `current` is live but registered with another broker epoch
 /// than the one recorded when it joined.
-fn restarted(
+pub(crate) fn is_restarted(
     current: &PartitionState,
     member: i32,
     live: &BTreeSet<i32>,
@@ -171,7 +177,7 @@ fn elect(
     epochs: Epochs<'_>,
     controller_epoch: i64,
 ) -> Option<(PartitionState, ChangeReason)> {
-    let restarted = |member: i32| restarted(current, member, live, epochs);
+    let restarted = |member: i32| is_restarted(current, member, live, epochs);
     let leader_serves =
         current.leader != NO_LEADER && live.contains(&current.leader) && !restarted(current.leader);
     if leader_serves {

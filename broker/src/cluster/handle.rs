@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt as _;
 
+use super::preferred::PartitionElection;
 use super::session::ControlPlane;
 use super::state::{ClusterState, PartitionEntry, PartitionState, TopicAssignment};
 use super::{ClusterConfig, ClusterError};
@@ -90,6 +91,21 @@ pub(crate) enum Command {
         count: i64,
         reply: Reply<i64>,
     },
+    ElectLeaders {
+        topic: Option<String>,
+        reply: Reply<Vec<PartitionElection>>,
+    },
+    AddPartitions {
+        name: String,
+        count: i32,
+        reply: Reply<TopicAssignment>,
+    },
+    SetTopicConfigs {
+        name: String,
+        expected: BTreeMap<String, String>,
+        next: BTreeMap<String, String>,
+        reply: Reply<()>,
+    },
     /// Stop; `revoke` gives the lease back so the others see this broker leave at once,
     /// otherwise the registration lapses after the TTL as if the process had died.
     Shutdown {
@@ -106,6 +122,9 @@ impl Command {
             Command::DeleteTopic { .. } => "delete topic",
             Command::UpdateIsr { .. } => "update isr",
             Command::ReserveProducerIds { .. } => "reserve producer ids",
+            Command::ElectLeaders { .. } => "elect leaders",
+            Command::AddPartitions { .. } => "add partitions",
+            Command::SetTopicConfigs { .. } => "alter topic configs",
             Command::Shutdown { .. } => "shutdown",
         }
     }
@@ -118,6 +137,9 @@ impl Command {
             Command::DeleteTopic { reply, .. } => drop(reply.try_send(Err(error))),
             Command::UpdateIsr { reply, .. } => drop(reply.try_send(Err(error))),
             Command::ReserveProducerIds { reply, .. } => drop(reply.try_send(Err(error))),
+            Command::ElectLeaders { reply, .. } => drop(reply.try_send(Err(error))),
+            Command::AddPartitions { reply, .. } => drop(reply.try_send(Err(error))),
+            Command::SetTopicConfigs { reply, .. } => drop(reply.try_send(Err(error))),
             Command::Shutdown { reply, .. } => drop(reply.try_send(Ok(()))),
         }
     }
@@ -445,6 +467,48 @@ impl ClusterHandle {
     pub fn reserve_producer_ids(&self, count: i64) -> Result<i64, ClusterError> {
         self.request("reserve producer ids", |reply| {
             Command::ReserveProducerIds { count, reply }
+        })
+    }
+
+    /// Moves leadership of every partition (of `topic` only, when given) to its preferred
+    /// replica where that replica is live and in the ISR; answers per partition. The decision
+    /// and the fenced write are the controller's (see `preferred`).
+    pub fn elect_leaders(
+        &self,
+        topic: Option<&str>,
+    ) -> Result<Vec<PartitionElection>, ClusterError> {
+        let topic = topic.map(str::to_string);
+        self.request("elect leaders", |reply| Command::ElectLeaders {
+            topic,
+            reply,
+        })
+    }
+
+    /// Grows topic `name` to `count` partitions (see `ops::add_partitions`); returns the new
+    /// assignment once the snapshot shows it.
+    pub fn add_partitions(&self, name: &str, count: i32) -> Result<TopicAssignment, ClusterError> {
+        let name = name.to_string();
+        self.request("add partitions", |reply| Command::AddPartitions {
+            name,
+            count,
+            reply,
+        })
+    }
+
+    /// Replaces topic `name`'s configs with `next`, provided they are still `expected`;
+    /// returns once the snapshot shows the change.
+    pub fn set_topic_configs(
+        &self,
+        name: &str,
+        expected: BTreeMap<String, String>,
+        next: BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        let name = name.to_string();
+        self.request("alter topic configs", |reply| Command::SetTopicConfigs {
+            name,
+            expected,
+            next,
+            reply,
         })
     }
 

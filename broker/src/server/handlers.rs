@@ -5,13 +5,13 @@ use std::rc::Rc;
 
 use futures_channel::oneshot;
 use sluice_net::{
-    check_version, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerMeta,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    EpochAnswer, ErrorCode, FetchResponse, Frame, FrameHeader, InitProducerIdRequest,
-    InitProducerIdResponse, ListOffsetsPartitionResult, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, NetError, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, PartitionMeta, PayloadPart, ProducePartitionResult,
-    ProduceResponse, TopicMeta, TopicResult,
+    check_version, AlterTopicConfigsResponse, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
+    BrokerMeta, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, ElectLeadersResponse, EpochAnswer, ErrorCode,
+    FetchResponse, Frame, FrameHeader, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsPartitionResult, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, NetError, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    PartitionMeta, PayloadPart, ProducePartitionResult, ProduceResponse, TopicMeta, TopicResult,
 };
 use sluice_shard::partition::SINGLE_NODE_LEADER_EPOCH;
 use sluice_shard::{
@@ -19,7 +19,7 @@ use sluice_shard::{
 };
 use sluice_storage::{producer_state::ProducerStateError, StorageError};
 
-use super::{fetch, groups, produce, ShardServer};
+use super::{fetch, groups, produce, topic_admin, ShardServer};
 use crate::control::ControlRequest;
 
 /// A response body, one variant per api.
@@ -44,6 +44,12 @@ pub enum Body {
     InitProducerId(InitProducerIdResponse),
     /// A consumer-group api.
     Group(groups::GroupBody),
+    /// CreatePartitions.
+    CreatePartitions(CreatePartitionsResponse),
+    /// AlterTopicConfigs.
+    AlterTopicConfigs(AlterTopicConfigsResponse),
+    /// ElectLeaders.
+    ElectLeaders(ElectLeadersResponse),
 }
 
 /// A response ready to be written.
@@ -66,7 +72,7 @@ pub enum Outcome {
 }
 
 /// The api names that label the latency histograms, by api key.
-pub const API_NAMES: [&str; 20] = [
+pub const API_NAMES: [&str; 23] = [
     "api_versions",
     "metadata",
     "create_topics",
@@ -87,6 +93,9 @@ pub const API_NAMES: [&str; 20] = [
     "describe_groups",
     "delete_groups",
     "offset_delete",
+    "create_partitions",
+    "alter_topic_configs",
+    "elect_leaders",
 ];
 
 /// Runs the handler of `frame`'s api (the reader already checked the api key is known);
@@ -154,6 +163,9 @@ pub async fn handle(
         | ApiKey::OffsetDelete => groups::handle(server, api, &frame, peer)
             .await
             .map(Body::Group),
+        ApiKey::CreatePartitions | ApiKey::AlterTopicConfigs | ApiKey::ElectLeaders => {
+            topic_admin::handle(server, api, &frame).await
+        }
     };
     match result {
         Ok(body) => Outcome::Respond(Outgoing { header, body }),
@@ -238,6 +250,15 @@ pub fn error_response(
             Some(body) => Body::Group(body),
             None => return Outcome::Close,
         },
+        ApiKey::CreatePartitions => Body::CreatePartitions(CreatePartitionsResponse {
+            results: vec![topic_result("", code, message)],
+        }),
+        ApiKey::AlterTopicConfigs => Body::AlterTopicConfigs(AlterTopicConfigsResponse {
+            results: vec![topic_result("", code, message)],
+        }),
+        ApiKey::ElectLeaders => {
+            Body::ElectLeaders(topic_admin::election_failed(code, error.to_string()))
+        }
     };
     Outcome::Respond(Outgoing { header, body })
 }

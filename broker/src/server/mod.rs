@@ -11,6 +11,7 @@ pub mod handlers;
 pub mod ports;
 pub mod produce;
 pub mod replication;
+pub(crate) mod topic_admin;
 pub mod trigger;
 
 use std::cell::Cell;

@@ -112,7 +112,7 @@ impl LogInner {
         kind: AppendKind,
     ) -> Result<AppendInfo, StorageError> {
         self.check_open()?;
-        let mut metas = validate_input(&batches, self.config.batch_bytes_max)?;
+        let mut metas = validate_input(&batches, self.config().batch_bytes_max)?;
         let units = batches.len().min(APPEND_INFLIGHT_BYTES_MAX) as u64;
         let bytes_slot = self
             .inflight_bytes
@@ -302,7 +302,7 @@ impl LogInner {
         let (extension, wait) = {
             let mut state = self.state.borrow_mut();
             match state.writer.as_mut() {
-                Some(writer) => writer.plan_extension(len, self.config.segment_bytes_max),
+                Some(writer) => writer.plan_extension(len, self.config().segment_bytes_max),
                 None => (None, None),
             }
         };
@@ -328,7 +328,7 @@ impl LogInner {
     fn reserve(&self, batches: BytesMut, batches_meta: Vec<BatchMeta>) -> PendingAppend {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
-        let keep = self.config.tail_cache_bytes_max > 0;
+        let keep = self.config().tail_cache_bytes_max > 0;
         let bytes = batches.len() as u64;
         let segment_base = state
             .segments
@@ -425,7 +425,7 @@ impl LogInner {
         });
         completion.finish(true);
         drop(written_guard);
-        match self.config.durability {
+        match self.config().durability {
             Durability::Interval { .. } => self.publish_queued(usize::MAX),
             Durability::Durable => self.request_commit(),
         }
@@ -530,7 +530,7 @@ impl LogInner {
             });
         }
         state.published_bytes += bytes;
-        if matches!(self.config.durability, Durability::Interval { .. }) {
+        if matches!(self.config().durability, Durability::Interval { .. }) {
             state.unflushed_since_ms.get_or_insert_with(now_ms);
         }
         self.log_end.set(next_offset);
@@ -540,7 +540,7 @@ impl LogInner {
     async fn after_publish(self: &Rc<Self>) -> Result<(), StorageError> {
         let Durability::Interval {
             flush_bytes_max, ..
-        } = self.config.durability
+        } = self.config().durability
         else {
             return Ok(());
         };
@@ -576,7 +576,7 @@ impl LogInner {
             last.wait().await;
         }
         self.check_open()?;
-        let flushed = match self.config.durability {
+        let flushed = match self.config().durability {
             Durability::Durable => self.flushed.get(),
             Durability::Interval { .. } => self.sync_published().await?,
         };
