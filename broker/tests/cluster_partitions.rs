@@ -52,6 +52,7 @@ fn producer(cluster: &Cluster, topic: &str, partitions: i32, first_seq: u64) -> 
         rate_per_s: RATE_PER_S,
         window: WINDOW,
         first_seq,
+        keys: None,
     })
 }
 

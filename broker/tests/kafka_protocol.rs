@@ -343,6 +343,22 @@ fn fenced_batch(producer_id: i64, epoch: i16, sequence: i32, tag: &str) -> Bytes
     builder.build().unwrap().freeze()
 }
 
+/// One InitProducerId (idempotent, no transactional id) per served version, each answered with
+/// epoch 0: the producer ids.
+fn producer_id_per_version(client: &mut KafkaClient) -> Vec<i64> {
+    (0..=4)
+        .map(|version| {
+            let idempotent = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_producer_id(ProducerId(-1));
+            let response: InitProducerIdResponse = client.call(version, &idempotent);
+            assert_eq!(response.error_code, 0, "v{version}: {response:?}");
+            assert_eq!(response.producer_epoch, 0);
+            response.producer_id.0
+        })
+        .collect()
+}
+
 // Proves idempotent producers work on the Kafka port: InitProducerId answers every served
 // version with a new id and epoch 0 (never the same id twice), a transactional id is refused,
 // a retried batch is answered with its original offset and not appended again, a sequence gap
@@ -355,16 +371,7 @@ fn init_producer_id_and_sequence_checks() {
     let broker = start_broker(dir.path(), 2);
     let mut client = KafkaClient::connect(broker.kafka_addr().unwrap());
     client.create_topic("idempotent", 2);
-    let mut ids = Vec::new();
-    for version in 0..=4 {
-        let idempotent = InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_producer_id(ProducerId(-1));
-        let response: InitProducerIdResponse = client.call(version, &idempotent);
-        assert_eq!(response.error_code, 0, "v{version}: {response:?}");
-        assert_eq!(response.producer_epoch, 0);
-        ids.push(response.producer_id.0);
-    }
+    let ids = producer_id_per_version(&mut client);
     let mut unique = ids.clone();
     unique.sort_unstable();
     unique.dedup();
