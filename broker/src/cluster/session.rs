@@ -433,8 +433,18 @@ impl ControlPlane {
             return Ok(());
         };
         let changes = on_broker_change(&self.state, &self.state.live_brokers(), epoch);
+        self.write_changes(session, epoch, &changes).await
+    }
+
+    /// Writes the controller's `changes` (each a fenced compare-and-swap) and logs each outcome.
+    async fn write_changes(
+        &mut self,
+        session: &mut Session,
+        epoch: i64,
+        changes: &[PartitionChange],
+    ) -> Result<(), ClusterError> {
         let timeout = self.config.request_timeout();
-        for change in &changes {
+        for change in changes {
             let written =
                 ops::write_change(&mut session.client, &self.keys, epoch, change, timeout).await?;
             log_change(change, written);
@@ -455,13 +465,7 @@ impl ControlPlane {
         let percentage = self.config.leader_imbalance_per_broker_percentage;
         let live = self.state.live_brokers();
         let changes = preferred::auto_rebalance(&self.state, &live, epoch, percentage);
-        let timeout = self.config.request_timeout();
-        for change in &changes {
-            let written =
-                ops::write_change(&mut session.client, &self.keys, epoch, change, timeout).await?;
-            log_change(change, written);
-        }
-        Ok(())
+        self.write_changes(session, epoch, &changes).await
     }
 
     /// An on-demand preferred election (of `topic`'s partitions, or all). The decision is the
