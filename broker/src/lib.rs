@@ -487,6 +487,9 @@ fn join_cluster(
         control_config,
         metrics,
     );
+    // Subscribed before the first state is applied, so a change in between is not missed (it
+    // queues a ClusterChanged the control thread serves once it runs).
+    let watcher = spawn_watcher(handle, shared.control.clone(), plane.change_queued())?;
     plane
         .apply_current()
         .map_err(|reason| BrokerError::Startup(format!("applying the cluster state: {reason}")))?;
@@ -497,7 +500,6 @@ fn join_cluster(
             "cluster mode without an ISR queue".to_string(),
         ));
     };
-    let watcher = spawn_watcher(handle, shared.control.clone(), plane.change_queued())?;
     let worker = spawn_isr_worker(handle.clone(), requests).map_err(thread_error("isr"))?;
     plane.adopt_helpers(vec![watcher, worker], isr);
     plane
