@@ -16,6 +16,7 @@ pub mod consumer;
 pub mod nemesis;
 pub mod run;
 pub mod schedule;
+pub mod watch;
 
 use std::time::Duration;
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use sluice_net::MetadataResponse;
 
 use super::schedule::{Fault, FaultKind, Role};
+use super::watch::DirWatch;
 use crate::support_cluster::{as_set, live_brokers, partition_of, Cluster};
 
 /// Bound on the cluster's recovery after a healed fault: every broker registered, every
@@ -214,9 +215,10 @@ fn kill_at_roll(
     cluster.restart(id);
 }
 
-/// SIGKILLs a replica of the compacted topic (by the fault's role) as soon as its partition
-/// directory shows the cleaner's swap in progress (a `.cleaned` file or the `cleaner-swap`
-/// manifest), restarts it after `hold`.
+/// SIGKILLs a replica of the compacted topic (by the fault's role) the moment inotify reports
+/// the cleaner's swap starting in its partition directory (a `.cleaned` file or the
+/// `cleaner-swap` manifest created), notes whether the swap's files were still there after
+/// the kill, and restarts it after `hold`.
 fn kill_while_cleaning(
     cluster: &mut Cluster,
     target: &Target<'_>,
@@ -231,15 +233,15 @@ fn kill_while_cleaning(
     let id = pick(cluster, &compacted, fault);
     let dir = cluster.partition_dir(id, target.compacted_topic, 0);
     let deadline = Instant::now() + CLEAN_WAIT;
-    while !cleaning(&dir) && Instant::now() < deadline {
-        std::thread::sleep(ROLL_POLL);
-    }
-    if !cleaning(&dir) {
-        record.note = format!("no cleaning seen within {CLEAN_WAIT:?}: killed anyway");
-    }
+    let seen = DirWatch::new(&dir).is_some_and(|watch| watch.wait_for(is_swap_file, deadline));
     record.target = Some(id);
     record.injected_at = Instant::now();
     cluster.kill(id);
+    record.note = match (seen, cleaning(&dir)) {
+        (true, true) => "killed inside a segment swap (its files were left)".to_string(),
+        (true, false) => "killed just after a segment swap began (it had finished)".to_string(),
+        (false, _) => format!("no cleaning seen within {CLEAN_WAIT:?}: killed anyway"),
+    };
     std::thread::sleep(fault.hold);
     cluster.restart(id);
 }
@@ -247,12 +249,15 @@ fn kill_while_cleaning(
 /// Whether the cleaner is between writing a cleaned segment and finishing its swap in `dir`.
 fn cleaning(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries.filter_map(Result::ok).any(|entry| {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            name.ends_with(".cleaned") || name == "cleaner-swap"
-        })
+        entries
+            .filter_map(Result::ok)
+            .any(|entry| is_swap_file(&entry.file_name().to_string_lossy()))
     })
+}
+
+/// Whether a partition directory entry belongs to a segment swap in progress.
+fn is_swap_file(name: &str) -> bool {
+    name.ends_with(".cleaned") || name == "cleaner-swap"
 }
 
 fn segment_count(dir: &Path) -> usize {
