@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt as _;
 
+use super::reassign::ReassignRequest;
 use super::session::ControlPlane;
 use super::state::{ClusterState, PartitionEntry, PartitionState, TopicAssignment};
 use super::{ClusterConfig, ClusterError};
@@ -90,6 +91,10 @@ pub(crate) enum Command {
         count: i64,
         reply: Reply<i64>,
     },
+    Reassign {
+        request: ReassignRequest,
+        reply: Reply<()>,
+    },
     /// Stop; `revoke` gives the lease back so the others see this broker leave at once,
     /// otherwise the registration lapses after the TTL as if the process had died.
     Shutdown {
@@ -106,6 +111,7 @@ impl Command {
             Command::DeleteTopic { .. } => "delete topic",
             Command::UpdateIsr { .. } => "update isr",
             Command::ReserveProducerIds { .. } => "reserve producer ids",
+            Command::Reassign { .. } => "reassign partition",
             Command::Shutdown { .. } => "shutdown",
         }
     }
@@ -118,6 +124,7 @@ impl Command {
             Command::DeleteTopic { reply, .. } => drop(reply.try_send(Err(error))),
             Command::UpdateIsr { reply, .. } => drop(reply.try_send(Err(error))),
             Command::ReserveProducerIds { reply, .. } => drop(reply.try_send(Err(error))),
+            Command::Reassign { reply, .. } => drop(reply.try_send(Err(error))),
             Command::Shutdown { reply, .. } => drop(reply.try_send(Ok(()))),
         }
     }
@@ -445,6 +452,16 @@ impl ClusterHandle {
     pub fn reserve_producer_ids(&self, count: i64) -> Result<i64, ClusterError> {
         self.request("reserve producer ids", |reply| {
             Command::ReserveProducerIds { count, reply }
+        })
+    }
+
+    /// Submits or cancels a partition reassignment (see [`super::reassign`]): checked against
+    /// this broker's snapshot, written with compare-and-swap; returns once the snapshot shows
+    /// it. A refused request changes nothing.
+    pub fn reassign(&self, request: ReassignRequest) -> Result<(), ClusterError> {
+        self.request("reassign partition", |reply| Command::Reassign {
+            request,
+            reply,
         })
     }
 

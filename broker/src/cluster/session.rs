@@ -26,6 +26,7 @@ use tokio::time::MissedTickBehavior;
 use super::controller::{on_broker_change, ChangeReason, PartitionChange};
 use super::handle::{Command, Shared};
 use super::ops::{self, IsrRequest};
+use super::reassign_ops;
 use super::state::{ClusterKeys, ClusterState};
 use super::{ClusterConfig, ClusterError};
 
@@ -430,7 +431,9 @@ impl ControlPlane {
                 ops::write_change(&mut session.client, &self.keys, epoch, change, timeout).await?;
             log_change(change, written);
         }
-        Ok(())
+        // Reassignments whose target replicas all caught up end now (see `reassign`).
+        reassign_ops::complete_all(&mut session.client, &self.keys, &self.state, epoch, timeout)
+            .await
     }
 
     async fn on_command(&mut self, session: &mut Session, command: Command) {
@@ -467,6 +470,14 @@ impl ControlPlane {
                 };
                 match ops::update_isr(client, &self.keys, &self.state, &request, timeout).await {
                     Ok((state, revision)) => self.defer(revision, reply, Ok(state)),
+                    Err(error) => drop(reply.try_send(Err(error))),
+                }
+            }
+            Command::Reassign { request, reply } => {
+                let state = &self.state;
+                match reassign_ops::execute(client, &self.keys, state, &request, timeout).await {
+                    Ok(Some(revision)) => self.defer(revision, reply, Ok(())),
+                    Ok(None) => drop(reply.try_send(Ok(()))),
                     Err(error) => drop(reply.try_send(Err(error))),
                 }
             }
