@@ -47,11 +47,16 @@ pub enum ApiKey {
     DeleteGroups = 18,
     /// Delete some of a group's committed offsets.
     OffsetDelete = 19,
+    /// Start or cancel partition reassignments (KIP-455). Codes 20-22 are reserved for the
+    /// leader-election and topic-alteration apis.
+    AlterPartitionReassignments = 23,
+    /// The partition reassignments in progress.
+    ListPartitionReassignments = 24,
 }
 
 impl ApiKey {
     /// Every api key, in wire-value order.
-    pub const ALL: [ApiKey; 20] = [
+    pub const ALL: [ApiKey; 22] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -72,6 +77,8 @@ impl ApiKey {
         ApiKey::DescribeGroups,
         ApiKey::DeleteGroups,
         ApiKey::OffsetDelete,
+        ApiKey::AlterPartitionReassignments,
+        ApiKey::ListPartitionReassignments,
     ];
 
     /// The wire value of this key.
@@ -105,6 +112,8 @@ impl TryFrom<u16> for ApiKey {
             17 => ApiKey::DescribeGroups,
             18 => ApiKey::DeleteGroups,
             19 => ApiKey::OffsetDelete,
+            23 => ApiKey::AlterPartitionReassignments,
+            24 => ApiKey::ListPartitionReassignments,
             _ => return Err(NetError::UnknownApi(value)),
         };
         Ok(api)
@@ -119,7 +128,7 @@ impl std::fmt::Display for ApiKey {
 
 /// The version ranges this build implements, `(api, min, max)` inclusive, one entry per api in
 /// wire-value order. ApiVersions answers with exactly this table.
-static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 20] = [
+static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 22] = [
     (ApiKey::ApiVersions, 0, 0),
     (ApiKey::Metadata, 0, 0),
     (ApiKey::CreateTopics, 0, 0),
@@ -140,6 +149,8 @@ static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 20] = [
     (ApiKey::DescribeGroups, 0, 0),
     (ApiKey::DeleteGroups, 0, 0),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The version ranges this build implements: `(api, min, max)`, inclusive.

@@ -46,6 +46,8 @@ pub enum TopicCommand {
     Describe(TopicNameArgs),
     /// Delete a topic and its data.
     Delete(TopicNameArgs),
+    /// Move one partition onto other brokers (or cancel its move in progress).
+    Reassign(super::reassign::TopicReassignArgs),
 }
 
 /// `sluice topic create`

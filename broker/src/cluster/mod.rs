@@ -20,6 +20,7 @@
 //! - [`state`]: the keys, the values and [`ClusterState`], the snapshot built from them.
 //! - [`controller`]: the controller's decisions (sans-IO).
 //! - [`reassign`]: partition reassignment decisions (sans-IO, KIP-455).
+//! - [`rebalance`]: rebalance and decommission plans (pure).
 //! - `session` and `ops` (private): the etcd side: lease, registration, election, watch,
 //!   compare-and-swap writes, reconnection.
 //! - [`handle`]: [`ClusterHandle`], what the broker holds.
@@ -36,6 +37,7 @@ mod ops;
 pub mod placement;
 pub mod reassign;
 mod reassign_ops;
+pub mod rebalance;
 mod session;
 pub mod state;
 pub mod store;

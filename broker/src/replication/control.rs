@@ -149,6 +149,14 @@ impl ClusterControl {
                 ControlRequest::AllocateProducerId { reply } => {
                     let _ = reply.send(self.producer_ids.allocate(&mut self.store));
                 }
+                ControlRequest::AlterReassignments { partitions, reply } => {
+                    let min_insync = self.config.min_insync_replicas_default;
+                    let _ =
+                        reply.send(super::reassign::alter(&self.handle, min_insync, partitions));
+                }
+                ControlRequest::ListReassignments { reply } => {
+                    let _ = reply.send(super::reassign::list(&self.handle));
+                }
                 ControlRequest::ClusterChanged => {
                     self.change_queued.store(false, Ordering::Release);
                     if let Err(message) = self.apply_current() {

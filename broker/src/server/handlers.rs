@@ -19,7 +19,7 @@ use sluice_shard::{
 };
 use sluice_storage::{producer_state::ProducerStateError, StorageError};
 
-use super::{fetch, groups, produce, ShardServer};
+use super::{fetch, groups, produce, reassign, ShardServer};
 use crate::control::ControlRequest;
 
 /// A response body, one variant per api.
@@ -44,6 +44,8 @@ pub enum Body {
     InitProducerId(InitProducerIdResponse),
     /// A consumer-group api.
     Group(groups::GroupBody),
+    /// A partition-reassignment api.
+    Reassign(reassign::ReassignBody),
 }
 
 /// A response ready to be written.
@@ -154,6 +156,11 @@ pub async fn handle(
         | ApiKey::OffsetDelete => groups::handle(server, api, &frame, peer)
             .await
             .map(Body::Group),
+        ApiKey::AlterPartitionReassignments | ApiKey::ListPartitionReassignments => {
+            reassign::handle(server, api, &frame)
+                .await
+                .map(Body::Reassign)
+        }
     };
     match result {
         Ok(body) => Outcome::Respond(Outgoing { header, body }),
@@ -238,6 +245,9 @@ pub fn error_response(
             Some(body) => Body::Group(body),
             None => return Outcome::Close,
         },
+        ApiKey::AlterPartitionReassignments | ApiKey::ListPartitionReassignments => {
+            Body::Reassign(reassign::ReassignBody::error(api, code, message))
+        }
     };
     Outcome::Respond(Outgoing { header, body })
 }
