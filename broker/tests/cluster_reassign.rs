@@ -109,7 +109,7 @@ fn rebalance_onto_a_new_broker_loses_nothing() {
     let added = cluster.add_broker();
     let (ok, stdout, stderr) = cluster.cli(&["cluster", "rebalance", "--dry-run"]);
     assert!(ok, "dry run failed: {stdout}{stderr}");
-    let (ok, stdout, stderr) = cluster.cli(&["cluster", "rebalance"]);
+    let (ok, stdout, stderr) = cluster.cli(&["cluster", "rebalance", "--timeout-s", "120"]);
     assert!(ok, "rebalance failed: {stdout}{stderr}");
     assert!(stdout.contains("done:"), "{stdout}");
     let moved_at = Instant::now();
@@ -193,7 +193,7 @@ fn decommissioned_broker_can_be_killed_without_loss() {
     cluster.create_topic(TOPIC, PARTITIONS, 2, &[("min.insync.replicas", "2")]);
     let producer = producer(&cluster, TOPIC);
     producer.wait_progress(&[0; 6], ACKED_PER_PHASE, PROGRESS_WAIT, "before the move");
-    let (ok, stdout, stderr) = cluster.cli(&["cluster", "decommission", "3"]);
+    let (ok, stdout, stderr) = cluster.cli(&["cluster", "decommission", "3", "--timeout-s", "120"]);
     assert!(ok, "decommission failed: {stdout}{stderr}");
     assert!(
         stdout.contains("broker 3 holds no replicas; it can be stopped"),
