@@ -283,6 +283,14 @@ pub struct ClusterSettings {
     pub replica_fetch_max_bytes: u32,
     /// Longest a leader holds a follower's fetch waiting for new records, milliseconds.
     pub replica_fetch_wait_max_ms: u32,
+    /// Whether the controller moves leadership back to preferred replicas by itself (Kafka's
+    /// `auto.leader.rebalance.enable`).
+    pub auto_leader_rebalance_enable: bool,
+    /// Interval of the controller's leader imbalance check, milliseconds.
+    pub leader_imbalance_check_interval_ms: u64,
+    /// Per-broker imbalance (partitions preferring the broker but led elsewhere, over the
+    /// partitions preferring it) above which leadership moves back, percent.
+    pub leader_imbalance_per_broker_percentage: u32,
 }
 
 impl Default for ClusterSettings {
@@ -295,6 +303,11 @@ impl Default for ClusterSettings {
             min_insync_replicas: 1,
             replica_fetch_max_bytes: 1024 * 1024,
             replica_fetch_wait_max_ms: 500,
+            auto_leader_rebalance_enable: crate::cluster::AUTO_LEADER_REBALANCE_ENABLE_DEFAULT,
+            leader_imbalance_check_interval_ms:
+                crate::cluster::LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
+            leader_imbalance_per_broker_percentage:
+                crate::cluster::LEADER_IMBALANCE_PER_BROKER_PERCENTAGE_DEFAULT,
         }
     }
 }
@@ -474,6 +487,18 @@ pub struct ClusterOverlay {
     #[arg(long, env = "SLUICE_REPLICA_FETCH_WAIT_MAX_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replica_fetch_wait_max_ms: Option<u32>,
+    /// The controller moves leadership back to preferred replicas (true/false).
+    #[arg(long, env = "SLUICE_AUTO_LEADER_REBALANCE_ENABLE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_leader_rebalance_enable: Option<bool>,
+    /// Interval of the leader imbalance check, ms.
+    #[arg(long, env = "SLUICE_LEADER_IMBALANCE_CHECK_INTERVAL_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_imbalance_check_interval_ms: Option<u64>,
+    /// Per-broker leader imbalance that triggers a rebalance, percent.
+    #[arg(long, env = "SLUICE_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_imbalance_per_broker_percentage: Option<u32>,
 }
 
 /// The `[storage]` keys of a [`ConfigOverlay`].
@@ -613,7 +638,8 @@ impl ConfigOverlay {
             shutdown_drain_ms_max);
         overlay!(self.cluster, lower.cluster; etcd, name, broker_session_ttl_s,
             replica_lag_time_max_ms, min_insync_replicas, replica_fetch_max_bytes,
-            replica_fetch_wait_max_ms);
+            replica_fetch_wait_max_ms, auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_ms, leader_imbalance_per_broker_percentage);
         self.groups = self.groups.over(lower.groups);
         self
     }
@@ -702,7 +728,9 @@ impl BrokerConfig {
                 .collect();
         }
         set!(self.cluster, cluster; name, broker_session_ttl_s, replica_lag_time_max_ms,
-            min_insync_replicas, replica_fetch_max_bytes, replica_fetch_wait_max_ms);
+            min_insync_replicas, replica_fetch_max_bytes, replica_fetch_wait_max_ms,
+            auto_leader_rebalance_enable, leader_imbalance_check_interval_ms,
+            leader_imbalance_per_broker_percentage);
         self.groups.apply(overlay.groups);
         self.validate()?;
         Ok(self)
@@ -809,7 +837,19 @@ impl BrokerConfig {
                 format!("must be at least {ttl_min} (etcd grants no shorter lease)"),
             ));
         }
-        let positive: [(&'static str, u64); 4] = [
+        let percentage_max = crate::cluster::LEADER_IMBALANCE_PER_BROKER_PERCENTAGE_MAX;
+        if cluster.leader_imbalance_per_broker_percentage > percentage_max {
+            return Err(invalid(
+                "leader_imbalance_per_broker_percentage",
+                cluster.leader_imbalance_per_broker_percentage,
+                format!("must be at most {percentage_max}"),
+            ));
+        }
+        let positive: [(&'static str, u64); 5] = [
+            (
+                "leader_imbalance_check_interval_ms",
+                cluster.leader_imbalance_check_interval_ms,
+            ),
             ("replica_lag_time_max_ms", cluster.replica_lag_time_max_ms),
             (
                 "min_insync_replicas",
@@ -911,6 +951,11 @@ impl BrokerConfig {
             min_insync_replicas: Some(cluster.min_insync_replicas),
             replica_fetch_max_bytes: Some(cluster.replica_fetch_max_bytes),
             replica_fetch_wait_max_ms: Some(cluster.replica_fetch_wait_max_ms),
+            auto_leader_rebalance_enable: Some(cluster.auto_leader_rebalance_enable),
+            leader_imbalance_check_interval_ms: Some(cluster.leader_imbalance_check_interval_ms),
+            leader_imbalance_per_broker_percentage: Some(
+                cluster.leader_imbalance_per_broker_percentage,
+            ),
         }
     }
 

@@ -8,7 +8,10 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
 use futures_channel::oneshot;
-use sluice_net::{ErrorCode, NewTopic, TopicResult};
+use sluice_net::{
+    ElectLeadersResponse, ElectionResult, ErrorCode, NewPartitions, NewTopic, TopicConfigChange,
+    TopicResult,
+};
 use sluice_shard::partition::{topic_log_config, topic_min_insync_replicas};
 use sluice_shard::{ControlSender, ShardControl, ShardTable, TopicAssignment};
 use sluice_storage::LogConfig;
@@ -18,6 +21,10 @@ use crate::metadata::{MetadataError, MetadataStore, TopicRecord};
 /// Capacity of the control plane's request queue. Shards that find it full answer the client
 /// with RequestTimedOut rather than block their executor.
 pub const CONTROL_QUEUE_DEPTH_MAX: usize = 64;
+
+/// The topic config key of the cleanup policy, and its compacting value.
+const CLEANUP_POLICY_KEY: &str = "cleanup.policy";
+const COMPACT_POLICY: &str = "compact";
 
 /// Longest topic name, in bytes (Kafka's limit).
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -38,6 +45,27 @@ pub enum ControlRequest {
         names: Vec<String>,
         /// Where the results go.
         reply: oneshot::Sender<Vec<TopicResult>>,
+    },
+    /// Grow topics; answered with one result per topic, in request order.
+    CreatePartitions {
+        /// The topics and their new partition counts.
+        topics: Vec<NewPartitions>,
+        /// Where the results go.
+        reply: oneshot::Sender<Vec<TopicResult>>,
+    },
+    /// Change topic configs; answered with one result per topic, in request order.
+    AlterTopicConfigs {
+        /// The changes.
+        changes: Vec<TopicConfigChange>,
+        /// Where the results go.
+        reply: oneshot::Sender<Vec<TopicResult>>,
+    },
+    /// A preferred leader election (cluster mode; a single node leads everything already).
+    ElectLeaders {
+        /// Only this topic's partitions, when given.
+        topic: Option<String>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ElectLeadersResponse>,
     },
     /// A new idempotent producer id, from the broker's reserved block (a new block is reserved
     /// in the metadata store when it runs out).
@@ -255,6 +283,15 @@ impl ControlPlane {
                         reassignments: Vec::new(),
                     });
                 }
+                ControlRequest::CreatePartitions { topics, reply } => {
+                    let _ = reply.send(self.create_partitions(topics));
+                }
+                ControlRequest::AlterTopicConfigs { changes, reply } => {
+                    let _ = reply.send(self.alter_topic_configs(changes));
+                }
+                ControlRequest::ElectLeaders { topic, reply } => {
+                    let _ = reply.send(single_node_election(self.store.as_ref(), topic));
+                }
                 ControlRequest::ClusterChanged => {}
                 ControlRequest::Stop => break,
             }
@@ -381,6 +418,58 @@ impl ControlPlane {
         results
     }
 
+    fn create_partitions(&mut self, topics: Vec<NewPartitions>) -> Vec<TopicResult> {
+        let mut results = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let checked = check_new_partitions(self.store.as_ref(), &topic, self.partitions_max)
+                .and_then(|count| {
+                    self.store
+                        .add_partitions(&topic.name, count)
+                        .map_err(|error| partition_failure(&topic.name, &error))
+                });
+            results.push(checked.map_or_else(
+                |refused| refused,
+                |_| result(&topic.name, ErrorCode::None, None),
+            ));
+        }
+        self.broadcast_after_change(&mut results);
+        results
+    }
+
+    fn alter_topic_configs(&mut self, changes: Vec<TopicConfigChange>) -> Vec<TopicResult> {
+        let mut results = Vec::with_capacity(changes.len());
+        for change in changes {
+            let checked = checked_configs(self.store.as_ref(), &change, &self.base_log_config)
+                .and_then(|configs| {
+                    self.store
+                        .set_topic_configs(&change.name, configs)
+                        .map_err(|error| partition_failure(&change.name, &error))
+                });
+            results.push(checked.map_or_else(
+                |refused| refused,
+                |_| result(&change.name, ErrorCode::None, None),
+            ));
+        }
+        self.broadcast_after_change(&mut results);
+        results
+    }
+
+    /// Broadcasts the store's table after changes, when any succeeded; a shard failure turns
+    /// the successes into storage errors naming it.
+    fn broadcast_after_change(&self, results: &mut [TopicResult]) {
+        if results.iter().all(|entry| entry.error != 0) {
+            return;
+        }
+        if let Err(message) = self.broadcast() {
+            for entry in results.iter_mut().filter(|entry| entry.error == 0) {
+                entry.error = ErrorCode::KafkaStorageError.code();
+                entry.message = Some(format!(
+                    "the change is recorded but the shards failed to apply it: {message}"
+                ));
+            }
+        }
+    }
+
     /// Sends the table for the store's current version to every shard and waits until each
     /// has applied it.
     fn broadcast(&self) -> Result<(), String> {
@@ -426,6 +515,137 @@ pub(crate) fn check_topic_request(
         }
     }
     Ok(())
+}
+
+/// Checks a partition count change against `store`: the topic exists, the count grows and stays
+/// within `partitions_max`. Returns the new count.
+pub(crate) fn check_new_partitions(
+    store: &dyn MetadataStore,
+    topic: &NewPartitions,
+    partitions_max: i32,
+) -> Result<u32, TopicResult> {
+    let name = topic.name.as_str();
+    let Some(current) = store.topic(name) else {
+        return Err(result(
+            name,
+            ErrorCode::UnknownTopicOrPartition,
+            Some(format!("topic {name} does not exist")),
+        ));
+    };
+    if name == sluice_group::CONSUMER_OFFSETS_TOPIC {
+        let message = format!(
+            "{name} cannot grow: each group lives on the partition its id hashes to modulo the \
+             partition count, so a new count would move every group away from its offsets"
+        );
+        return Err(result(name, ErrorCode::InvalidRequest, Some(message)));
+    }
+    let requested = topic.count;
+    if i64::from(requested) <= i64::from(current.partitions) {
+        let message = format!(
+            "topic {name} has {} partitions; the count can only grow (asked for {requested})",
+            current.partitions
+        );
+        return Err(result(name, ErrorCode::InvalidPartitions, Some(message)));
+    }
+    if requested > partitions_max {
+        let message = format!(
+            "partitions must be at most {partitions_max} (partitions_max), got {requested}"
+        );
+        return Err(result(name, ErrorCode::InvalidPartitions, Some(message)));
+    }
+    Ok(u32::try_from(requested).unwrap_or(current.partitions))
+}
+
+/// The configs topic `change.name` would have after `change`, validated as CreateTopics
+/// validates configs (known keys, valid values, `min.insync.replicas` at most the replication
+/// factor). Nothing is changed when this refuses.
+pub(crate) fn checked_configs(
+    store: &dyn MetadataStore,
+    change: &TopicConfigChange,
+    base_log_config: &LogConfig,
+) -> Result<Vec<(String, String)>, TopicResult> {
+    let name = change.name.as_str();
+    let Some(current) = store.topic(name) else {
+        return Err(result(
+            name,
+            ErrorCode::UnknownTopicOrPartition,
+            Some(format!("topic {name} does not exist")),
+        ));
+    };
+    let mut configs: BTreeMap<String, String> = current.configs.into_iter().collect();
+    for key in &change.delete {
+        configs.remove(key);
+    }
+    for (key, value) in &change.set {
+        configs.insert(key.clone(), value.clone());
+    }
+    let compacted = configs
+        .get(CLEANUP_POLICY_KEY)
+        .is_some_and(|policy| policy.trim() == COMPACT_POLICY);
+    if name == sluice_group::CONSUMER_OFFSETS_TOPIC && !compacted {
+        let message = format!(
+            "{name} must keep {CLEANUP_POLICY_KEY}={COMPACT_POLICY}: it holds every group's \
+             newest offsets and state, which deletion by retention would lose"
+        );
+        return Err(result(name, ErrorCode::InvalidConfig, Some(message)));
+    }
+    let configs: Vec<(String, String)> = configs.into_iter().collect();
+    let as_new = NewTopic {
+        name: name.to_string(),
+        partitions: 1,
+        replication_factor: current.replication_factor,
+        configs: configs.clone(),
+    };
+    check_topic_request(&as_new, i32::MAX, base_log_config)?;
+    Ok(configs)
+}
+
+/// The result for a failed partition or config change in the store.
+pub(crate) fn partition_failure(name: &str, error: &MetadataError) -> TopicResult {
+    match error {
+        MetadataError::UnknownTopic(_) => result(
+            name,
+            ErrorCode::UnknownTopicOrPartition,
+            Some(format!("topic {name} does not exist")),
+        ),
+        MetadataError::PartitionsNotIncreased { .. } => {
+            result(name, ErrorCode::InvalidPartitions, Some(error.to_string()))
+        }
+        other => store_failure(name, other),
+    }
+}
+
+/// A single node leads every partition it has (it is every partition's only replica, so its
+/// preferred one): every partition answers ELECTION_NOT_NEEDED.
+fn single_node_election(store: &dyn MetadataStore, topic: Option<String>) -> ElectLeadersResponse {
+    if let Some(name) = &topic {
+        if store.topic(name).is_none() {
+            return ElectLeadersResponse {
+                error: ErrorCode::UnknownTopicOrPartition.code(),
+                message: Some(format!("topic {name} does not exist")),
+                partitions: Vec::new(),
+            };
+        }
+    }
+    let partitions = store
+        .list_topics()
+        .into_iter()
+        .filter(|record| topic.as_ref().is_none_or(|name| *name == record.name))
+        .flat_map(|record| {
+            let count = i32::try_from(record.partitions).unwrap_or(i32::MAX);
+            (0..count).map(move |partition| ElectionResult {
+                topic: record.name.clone(),
+                partition,
+                error: ErrorCode::ElectionNotNeeded.code(),
+                message: None,
+            })
+        })
+        .collect();
+    ElectLeadersResponse {
+        error: ErrorCode::None.code(),
+        message: None,
+        partitions,
+    }
 }
 
 /// Sends `table` to every shard and waits until each has applied it; the error names the first
@@ -477,7 +697,7 @@ fn remove_stale_partition_dirs(data_dir: &Path, topic: &str) -> std::io::Result<
     Ok(())
 }
 
-fn store_failure(name: &str, error: &MetadataError) -> TopicResult {
+pub(crate) fn store_failure(name: &str, error: &MetadataError) -> TopicResult {
     result(
         name,
         ErrorCode::KafkaStorageError,
@@ -488,6 +708,85 @@ fn store_failure(name: &str, error: &MetadataError) -> TopicResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metadata::EmbeddedMetadataStore;
+
+    /// A topic to put in a test store: name, partitions, configs.
+    type TestTopic<'a> = (&'a str, u32, &'a [(&'a str, &'a str)]);
+
+    fn store_with(topics: &[TestTopic<'_>]) -> (tempfile::TempDir, EmbeddedMetadataStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = EmbeddedMetadataStore::open(dir.path()).unwrap();
+        for (name, partitions, configs) in topics {
+            let configs = configs
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect();
+            store
+                .create_topic(TopicRecord {
+                    name: name.to_string(),
+                    partitions: *partitions,
+                    replication_factor: 1,
+                    configs,
+                })
+                .unwrap();
+        }
+        (dir, store)
+    }
+
+    // Proves the checks of topic changes: a count that does not grow, an unknown topic and the
+    // internal offsets topic are refused with their codes; an unknown config key, a bad value
+    // and dropping compaction from the offsets topic are refused; a valid change merges set and
+    // deleted keys over the current configs.
+    #[test]
+    fn topic_changes_are_checked() {
+        let offsets = sluice_group::CONSUMER_OFFSETS_TOPIC;
+        let (_dir, store) = store_with(&[
+            ("t", 2, &[("retention.ms", "1000")]),
+            (offsets, 50, &[("cleanup.policy", "compact")]),
+        ]);
+        let grow = |name: &str, count| NewPartitions {
+            name: name.to_string(),
+            count,
+        };
+        let code = |refused: TopicResult| ErrorCode::from_i16(refused.error);
+        assert_eq!(check_new_partitions(&store, &grow("t", 3), 10), Ok(3));
+        for (asked, expected) in [
+            (grow("t", 2), ErrorCode::InvalidPartitions),
+            (grow("t", 11), ErrorCode::InvalidPartitions),
+            (grow("nope", 3), ErrorCode::UnknownTopicOrPartition),
+            (grow(offsets, 60), ErrorCode::InvalidRequest),
+        ] {
+            let refused = check_new_partitions(&store, &asked, 10).unwrap_err();
+            assert_eq!(code(refused), Some(expected), "{asked:?}");
+        }
+        let change = |name: &str, set: &[(&str, &str)], delete: &[&str]| TopicConfigChange {
+            name: name.to_string(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            delete: delete.iter().map(|k| k.to_string()).collect(),
+        };
+        let base = LogConfig::default();
+        let merged = checked_configs(
+            &store,
+            &change("t", &[("segment.ms", "5")], &["retention.ms"]),
+            &base,
+        );
+        assert_eq!(
+            merged,
+            Ok(vec![("segment.ms".to_string(), "5".to_string())])
+        );
+        for bad in [
+            change("t", &[("bogus", "1")], &[]),
+            change("t", &[("retention.ms", "soon")], &[]),
+            change(offsets, &[("cleanup.policy", "delete")], &[]),
+            change(offsets, &[], &["cleanup.policy"]),
+        ] {
+            let refused = checked_configs(&store, &bad, &base).unwrap_err();
+            assert_eq!(code(refused), Some(ErrorCode::InvalidConfig), "{bad:?}");
+        }
+    }
 
     // Proves the topic name rule: allowed characters and lengths pass, everything else is
     // refused with a message naming the problem.

@@ -439,6 +439,11 @@ fn launch_cluster(
     cluster_config.admin_addr = joining.admin_addr.map(|addr| addr.to_string());
     cluster_config.kafka_port = shared.kafka.as_ref().map(|kafka| kafka.advertised_port);
     cluster_config.broker_session_ttl_s = config.cluster.broker_session_ttl_s;
+    cluster_config.auto_leader_rebalance_enable = config.cluster.auto_leader_rebalance_enable;
+    cluster_config.leader_imbalance_check_interval_ms =
+        config.cluster.leader_imbalance_check_interval_ms;
+    cluster_config.leader_imbalance_per_broker_percentage =
+        config.cluster.leader_imbalance_per_broker_percentage;
     let handle = match ClusterHandle::start(cluster_config) {
         Ok(handle) => handle,
         Err(error) => {
@@ -482,6 +487,9 @@ fn join_cluster(
         control_config,
         metrics,
     );
+    // Subscribed before the first state is applied, so a change in between is not missed (it
+    // queues a ClusterChanged the control thread serves once it runs).
+    let watcher = spawn_watcher(handle, shared.control.clone(), plane.change_queued())?;
     plane
         .apply_current()
         .map_err(|reason| BrokerError::Startup(format!("applying the cluster state: {reason}")))?;
@@ -492,7 +500,6 @@ fn join_cluster(
             "cluster mode without an ISR queue".to_string(),
         ));
     };
-    let watcher = spawn_watcher(handle, shared.control.clone(), plane.change_queued())?;
     let worker = spawn_isr_worker(handle.clone(), requests).map_err(thread_error("isr"))?;
     plane.adopt_helpers(vec![watcher, worker], isr);
     plane

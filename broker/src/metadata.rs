@@ -52,6 +52,18 @@ pub enum MetadataError {
     /// DeleteTopics named a topic that does not exist.
     #[error("topic {0} does not exist")]
     UnknownTopic(String),
+    /// CreatePartitions asked for no more partitions than the topic has.
+    #[error(
+        "topic {topic} has {current} partitions; the count can only grow (asked for {requested})"
+    )]
+    PartitionsNotIncreased {
+        /// Topic.
+        topic: String,
+        /// Partitions now.
+        current: u32,
+        /// Partitions asked for.
+        requested: u32,
+    },
 }
 
 /// One topic as the metadata records it.
@@ -85,6 +97,15 @@ pub trait MetadataStore: Send {
     fn create_topic(&mut self, topic: TopicRecord) -> Result<u64, MetadataError>;
     /// Removes a topic durably.
     fn delete_topic(&mut self, name: &str) -> Result<u64, MetadataError>;
+    /// Grows topic `name` to `partitions` partitions durably; a count not above the current
+    /// one is refused with [`MetadataError::PartitionsNotIncreased`] and changes nothing.
+    fn add_partitions(&mut self, name: &str, partitions: u32) -> Result<u64, MetadataError>;
+    /// Replaces topic `name`'s config overrides durably.
+    fn set_topic_configs(
+        &mut self,
+        name: &str,
+        configs: Vec<(String, String)>,
+    ) -> Result<u64, MetadataError>;
     /// Reserves `count` producer ids durably and returns the first: no later reservation, by
     /// this broker after a restart or by any other broker of the cluster, returns them again.
     fn reserve_producer_ids(&mut self, count: i64) -> Result<i64, MetadataError>;
@@ -290,6 +311,39 @@ impl MetadataStore for EmbeddedMetadataStore {
                 .remove(name)
                 .map(|_| ())
                 .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))
+        })
+    }
+
+    fn add_partitions(&mut self, name: &str, partitions: u32) -> Result<u64, MetadataError> {
+        self.change(|state| {
+            let topic = state
+                .topics
+                .get_mut(name)
+                .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+            if partitions <= topic.partitions {
+                return Err(MetadataError::PartitionsNotIncreased {
+                    topic: name.to_string(),
+                    current: topic.partitions,
+                    requested: partitions,
+                });
+            }
+            topic.partitions = partitions;
+            Ok(())
+        })
+    }
+
+    fn set_topic_configs(
+        &mut self,
+        name: &str,
+        configs: Vec<(String, String)>,
+    ) -> Result<u64, MetadataError> {
+        self.change(|state| {
+            let topic = state
+                .topics
+                .get_mut(name)
+                .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+            topic.configs = configs;
+            Ok(())
         })
     }
 

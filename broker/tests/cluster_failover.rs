@@ -76,6 +76,7 @@ fn producer_options(
         rate_per_s: RATE_PER_S,
         window: WINDOW,
         first_seq,
+        keys: None,
     }
 }
 

@@ -35,6 +35,7 @@ fn start_producer(cluster: &Cluster, topic: &str) -> NumberedProducer {
         rate_per_s: RATE_PER_S,
         window: 256,
         first_seq: 0,
+        keys: None,
     })
 }
 

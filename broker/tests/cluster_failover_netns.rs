@@ -48,6 +48,7 @@ fn network_partitioned_broker_fails_over_and_rejoins() {
         rate_per_s: 600,
         window: 256,
         first_seq: 0,
+        keys: None,
     });
     producer.wait_progress(
         &[0; 3],

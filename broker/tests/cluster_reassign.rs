@@ -36,6 +36,7 @@ fn producer(cluster: &Cluster, topic: &str) -> NumberedProducer {
         rate_per_s: RATE_PER_S,
         window: WINDOW,
         first_seq: 0,
+        keys: None,
     })
 }
 

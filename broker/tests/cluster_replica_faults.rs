@@ -1,5 +1,6 @@
 //! Replica faults against real processes that the scripted failover tests do not reach: a
-//! follower restarted with a wiped data directory, a topic deleted and created again while a
+//! follower restarted with a wiped data directory, a leader restarted with one before the
+//! controller could fail it over, a topic deleted and created again while a
 //! replica's broker is away, a follower that fell behind the leader's log start, and the
 //! committed offsets a restarted broker serves.
 #![allow(clippy::unwrap_used)]
@@ -16,6 +17,9 @@ use support_cluster::*;
 /// Poll interval of this file's own waits.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long a follower keeps meeting a restarted leader before the test moves on.
+const FOLLOWER_RETRIES_WINDOW: Duration = Duration::from_secs(3);
+
 /// Sends messages `first..first + count` to partition 0 of `topic` with `acks` (the client
 /// retries through failovers) and returns each one's (number, offset) once all are answered.
 fn produce(cluster: &Cluster, topic: &str, first: u64, count: u64, acks: Acks) -> Vec<(u64, i64)> {
@@ -24,13 +28,13 @@ fn produce(cluster: &Cluster, topic: &str, first: u64, count: u64, acks: Acks) -
         linger_ms: 0,
         ..ProducerConfig::default()
     };
-    produce_with(cluster, topic, first, count, config)
+    produce_with(cluster, (topic, 0), first, count, config)
 }
 
-/// Like [`produce`], with the producer's settings given.
+/// Like [`produce`], to any partition, with the producer's settings given.
 fn produce_with(
     cluster: &Cluster,
-    topic: &str,
+    (topic, partition): (&str, i32),
     first: u64,
     count: u64,
     config: ProducerConfig,
@@ -39,7 +43,7 @@ fn produce_with(
     let handles: Vec<_> = (first..first + count)
         .map(|seq| {
             let record = ProducerRecord {
-                partition: Some(0),
+                partition: Some(partition),
                 ..ProducerRecord::new(topic, message_value(seq))
             };
             (seq, producer.send(record).unwrap())
@@ -167,6 +171,91 @@ fn wiped_follower_leaves_the_isr_and_is_never_elected() {
     assert_present(&consumed, &more);
 }
 
+// Proves a leader restarted with a wiped disk before the controller failed its partition over
+// never leads with its empty log, so no follower truncates acknowledged records to it (a loss
+// the chaos suite found: a wiped broker re-registered, took the leadership the state still gave
+// it, and its followers truncated to nothing): rf 3, min.insync.replicas 2, 200 records
+// acknowledged by all on a partition whose leader is not the controller; the controller is
+// frozen with its lease held by the test (no failover can happen), the leader is killed, wiped
+// and restarted, and re-registers under a new broker epoch while the state still names it
+// leader; the third replica keeps trying to follow it meanwhile. Then the controller dies, the
+// restarted broker must not be elected, and every acknowledged record is read back from the
+// replica that kept its log. (Without the fix the keeper truncates to the empty log and the
+// read stops short of offset 200.)
+#[test]
+fn wiped_leader_never_leads_before_failover() {
+    const TOPIC: &str = "wiped-leader";
+    const PARTITIONS: i32 = 3;
+    let spec = ClusterSpec {
+        replica_lag_time_max_ms: 600_000,
+        ..ClusterSpec::default()
+    };
+    let mut cluster = Cluster::start(spec);
+    cluster.create_topic(TOPIC, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
+    cluster.wait_in_sync(TOPIC, PARTITIONS);
+    let controller = cluster
+        .wait_controller("a controller", |id| id.is_some())
+        .unwrap();
+    let partition = (0..PARTITIONS)
+        .find(|p| cluster.partition(TOPIC, *p).leader != controller)
+        .expect("a partition led by another broker than the controller");
+    let meta = cluster.partition(TOPIC, partition);
+    let wiped = meta.leader;
+    let keeper = meta
+        .replicas
+        .iter()
+        .copied()
+        .find(|id| ![wiped, controller].contains(id))
+        .unwrap();
+    let config = ProducerConfig {
+        acks: Acks::All,
+        linger_ms: 0,
+        ..ProducerConfig::default()
+    };
+    let acknowledged = produce_with(&cluster, (TOPIC, partition), 0, 200, config);
+
+    let held = cluster
+        .etcd
+        .hold_lease(&format!("/sluice/{}/brokers/{controller}", cluster.name));
+    cluster.node_mut(controller).stop();
+    let registration = format!("/sluice/{}/brokers/{wiped}", cluster.name);
+    let old_epoch = cluster.etcd.create_revision(&registration);
+    cluster.kill(wiped);
+    cluster.node_mut(wiped).wipe_data();
+    cluster.restart(wiped);
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    while cluster
+        .etcd
+        .create_revision(&registration)
+        .is_none_or(|epoch| Some(epoch) == old_epoch)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the wiped broker did not register again within {CLUSTER_WAIT:?}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    // The keeper's fetcher retries the restarted broker every few hundred milliseconds.
+    std::thread::sleep(FOLLOWER_RETRIES_WINDOW);
+    let log = std::fs::read_to_string(cluster.node(wiped).log_path()).unwrap();
+    assert!(
+        log.contains("not taking a leadership recorded under another broker epoch"),
+        "the restarted broker never saw the state name it leader under its old epoch"
+    );
+
+    drop(held);
+    cluster.kill(controller);
+    let failed_over = cluster.wait_partition(TOPIC, partition, "a new leader", |meta| {
+        meta.leader >= 0 && meta.leader != wiped
+    });
+    assert_eq!(
+        failed_over.leader, keeper,
+        "only the replica that kept its log may be elected"
+    );
+    let consumed = read_partition(cluster.client_config(), TOPIC, partition, 200);
+    assert_present(&consumed, &acknowledged);
+}
+
 // Proves a topic deleted and created again while one replica's broker was down never serves
 // the old incarnation's records (topic ids, KIP-516): the preferred leader is killed, the topic
 // deleted, the broker restarted on its data (the old log still on its disk), the topic created
@@ -244,12 +333,12 @@ fn follower_behind_the_leader_log_start_catches_up() {
         batch_bytes_max: 256,
         ..ProducerConfig::default()
     };
-    produce_with(&cluster, TOPIC, 0, 20, small_batches.clone());
+    produce_with(&cluster, (TOPIC, 0), 0, 20, small_batches.clone());
     cluster.kill(follower);
     let follower_end = read_batches(&cluster.partition_dir(follower, TOPIC, 0))
         .last()
         .map_or(0, |batch| batch.last_offset + 1);
-    let acknowledged = produce_with(&cluster, TOPIC, 20, 1_000, small_batches);
+    let acknowledged = produce_with(&cluster, (TOPIC, 0), 20, 1_000, small_batches);
     let deadline = Instant::now() + CLUSTER_WAIT;
     let client = BlockingClient::connect(cluster.client_config()).unwrap();
     loop {

@@ -332,31 +332,46 @@ fn topic_admin_and_configs() {
 
 /// One record of producer `producer_id` (epoch 0) at `sequence`.
 fn idempotent_batch(producer_id: i64, sequence: i32, tag: &str) -> Bytes {
-    let mut builder = BatchBuilder::new(Compression::Lz4).with_producer(producer_id, 0, sequence);
+    fenced_batch(producer_id, 0, sequence, tag)
+}
+
+/// Like [`idempotent_batch`], with the producer epoch given.
+fn fenced_batch(producer_id: i64, epoch: i16, sequence: i32, tag: &str) -> Bytes {
+    let mut builder =
+        BatchBuilder::new(Compression::Lz4).with_producer(producer_id, epoch, sequence);
     builder.push(1_700_000_000_000, Some(b"k"), Some(tag.as_bytes()), &[]);
     builder.build().unwrap().freeze()
 }
 
+/// One InitProducerId (idempotent, no transactional id) per served version, each answered with
+/// epoch 0: the producer ids.
+fn producer_id_per_version(client: &mut KafkaClient) -> Vec<i64> {
+    (0..=4)
+        .map(|version| {
+            let idempotent = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_producer_id(ProducerId(-1));
+            let response: InitProducerIdResponse = client.call(version, &idempotent);
+            assert_eq!(response.error_code, 0, "v{version}: {response:?}");
+            assert_eq!(response.producer_epoch, 0);
+            response.producer_id.0
+        })
+        .collect()
+}
+
 // Proves idempotent producers work on the Kafka port: InitProducerId answers every served
 // version with a new id and epoch 0 (never the same id twice), a transactional id is refused,
-// a retried batch is answered with its original offset and not appended again, and a sequence
-// gap is OUT_OF_ORDER_SEQUENCE_NUMBER; the partition holds each record once.
+// a retried batch is answered with its original offset and not appended again, a sequence gap
+// is OUT_OF_ORDER_SEQUENCE_NUMBER, a batch of an older epoch after a newer one is
+// INVALID_PRODUCER_EPOCH (fenced), an unknown producer past sequence 0 is UNKNOWN_PRODUCER_ID;
+// the partition holds each accepted record once.
 #[test]
 fn init_producer_id_and_sequence_checks() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path(), 2);
     let mut client = KafkaClient::connect(broker.kafka_addr().unwrap());
     client.create_topic("idempotent", 2);
-    let mut ids = Vec::new();
-    for version in 0..=4 {
-        let idempotent = InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_producer_id(ProducerId(-1));
-        let response: InitProducerIdResponse = client.call(version, &idempotent);
-        assert_eq!(response.error_code, 0, "v{version}: {response:?}");
-        assert_eq!(response.producer_epoch, 0);
-        ids.push(response.producer_id.0);
-    }
+    let ids = producer_id_per_version(&mut client);
     let mut unique = ids.clone();
     unique.sort_unstable();
     unique.dedup();
@@ -396,10 +411,34 @@ fn init_producer_id_and_sequence_checks() {
             idempotent_batch(producer, 5, "c"),
         );
         assert_eq!(gap, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+        let bumped = client.produce(
+            9,
+            "idempotent",
+            partition,
+            fenced_batch(producer, 1, 0, "e"),
+        );
+        assert_eq!(bumped, (0, 2), "a newer epoch starts again at sequence 0");
+        let (fenced, _) = client.produce(
+            9,
+            "idempotent",
+            partition,
+            fenced_batch(producer, 0, 2, "old"),
+        );
+        assert_eq!(fenced, 47, "INVALID_PRODUCER_EPOCH for the older epoch");
+        let (unknown, _) = client.produce(
+            9,
+            "idempotent",
+            partition,
+            idempotent_batch(ids[1], 7, "never"),
+        );
+        assert_eq!(
+            unknown, 59,
+            "UNKNOWN_PRODUCER_ID past sequence 0 of a new producer"
+        );
         let (error, high_watermark, records) = client.fetch(12, "idempotent", partition, 0, 0, 1);
-        assert_eq!((error, high_watermark), (0, 2));
+        assert_eq!((error, high_watermark), (0, 3));
         let stored: Vec<String> = values(&records).into_iter().map(|(_, v)| v).collect();
-        assert_eq!(stored, ["a", "b"]);
+        assert_eq!(stored, ["a", "b", "e"]);
     }
 }
 

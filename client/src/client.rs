@@ -17,10 +17,12 @@ use sluice_net::messages::{
     ReassignPartition, ReassignResult,
 };
 use sluice_net::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest,
-    MetadataResponse, NewTopic, TopicMeta, TopicResult,
+    AlterTopicConfigsRequest, AlterTopicConfigsResponse, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse, ElectionResult, FetchRequest,
+    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsPartition,
+    ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest, MetadataResponse,
+    NewPartitions, NewTopic, TopicConfigChange, TopicMeta, TopicResult,
 };
 
 use crate::config::{ClientConfig, OffsetSpec};
@@ -186,6 +188,71 @@ impl Client {
             tracing::debug!(%error, topic = name, "metadata refresh after delete failed");
         }
         Ok(())
+    }
+
+    /// Grows topic `name` to `count` partitions (the new total). Existing partitions keep their
+    /// records and offsets; keys of new writes may map to new partitions. Fails with
+    /// `InvalidPartitions` when `count` is not more than now.
+    pub async fn create_partitions(&self, name: &str, count: i32) -> Result<(), ClientError> {
+        let request = CreatePartitionsRequest {
+            topics: vec![NewPartitions {
+                name: name.to_string(),
+                count,
+            }],
+            timeout_ms: self.timeout_ms_u32(),
+        };
+        let (response, _) = self
+            .request_any::<_, CreatePartitionsResponse>(&request)
+            .await?;
+        topic_result(&response.results, name, "add partitions to")?;
+        if let Err(error) = self.metadata(Some(vec![name.to_string()])).await {
+            tracing::debug!(%error, topic = name, "metadata refresh after adding partitions failed");
+        }
+        Ok(())
+    }
+
+    /// Sets the entries `set` and removes the keys `delete` of topic `name`'s configs. An
+    /// invalid entry fails the whole change and leaves the topic as it was.
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        set: Vec<(String, String)>,
+        delete: Vec<String>,
+    ) -> Result<(), ClientError> {
+        let request = AlterTopicConfigsRequest {
+            changes: vec![TopicConfigChange {
+                name: name.to_string(),
+                set,
+                delete,
+            }],
+            timeout_ms: self.timeout_ms_u32(),
+        };
+        let (response, _) = self
+            .request_any::<_, AlterTopicConfigsResponse>(&request)
+            .await?;
+        topic_result(&response.results, name, "alter configs of")
+    }
+
+    /// Moves leadership of every partition (of `topic` only, when given) to its preferred
+    /// replica where possible; one result per partition (cluster mode).
+    pub async fn elect_leaders(
+        &self,
+        topic: Option<&str>,
+    ) -> Result<Vec<ElectionResult>, ClientError> {
+        let request = ElectLeadersRequest {
+            topic: topic.map(str::to_string),
+        };
+        let (response, _) = self
+            .request_any::<_, ElectLeadersResponse>(&request)
+            .await?;
+        if response.error != ErrorCode::None.code() {
+            let detail = response.message.unwrap_or_default();
+            return Err(ClientError::from_code(
+                response.error,
+                format!("elect leaders: {detail}"),
+            ));
+        }
+        Ok(response.partitions)
     }
 
     /// A new idempotent producer id and its epoch (InitProducerId, no transactional id): unique

@@ -103,6 +103,7 @@ fn check_reencodes(header: &crate::header::RequestHeader, body: &Bytes) {
         ApiKey::DeleteTopics => roundtrip!(DeleteTopicsRequest),
         ApiKey::DescribeConfigs => roundtrip!(DescribeConfigsRequest),
         ApiKey::IncrementalAlterConfigs => roundtrip!(IncrementalAlterConfigsRequest),
+        ApiKey::ElectLeaders => roundtrip!(ElectLeadersRequest),
         ApiKey::OffsetCommit => roundtrip!(OffsetCommitRequest),
         ApiKey::JoinGroup => roundtrip!(JoinGroupRequest),
         _ => {}

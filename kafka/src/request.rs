@@ -6,10 +6,10 @@ use bytes::BytesMut;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, OffsetForLeaderEpochRequest, SyncGroupRequest,
+    ElectLeadersRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
@@ -48,6 +48,8 @@ pub enum Request {
     DescribeCluster(DescribeClusterRequest),
     /// InitProducerId.
     InitProducerId(InitProducerIdRequest),
+    /// ElectLeaders.
+    ElectLeaders(ElectLeadersRequest),
     /// A consumer-group request.
     Group(GroupRequest),
 }
@@ -156,6 +158,7 @@ fn decode_generated(api: ApiKey, bytes: &mut bytes::Bytes, version: i16) -> Deco
         ApiKey::IncrementalAlterConfigs => R::IncrementalAlterConfigs(decode(bytes, version)?),
         ApiKey::DescribeCluster => R::DescribeCluster(decode(bytes, version)?),
         ApiKey::InitProducerId => R::InitProducerId(decode(bytes, version)?),
+        ApiKey::ElectLeaders => R::ElectLeaders(decode(bytes, version)?),
         ApiKey::FindCoordinator => R::Group(G::FindCoordinator(decode(bytes, version)?)),
         ApiKey::JoinGroup => R::Group(G::JoinGroup(decode(bytes, version)?)),
         ApiKey::SyncGroup => R::Group(G::SyncGroup(decode(bytes, version)?)),

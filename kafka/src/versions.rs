@@ -31,7 +31,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> ApiSupport {
 }
 
 /// The data and admin APIs: always served.
-pub const CORE_APIS: [ApiSupport; 13] = [
+pub const CORE_APIS: [ApiSupport; 14] = [
     api(ApiKey::Produce, 3, 12),
     api(ApiKey::Fetch, 4, 12),
     api(ApiKey::ListOffsets, 1, 6),
@@ -45,6 +45,7 @@ pub const CORE_APIS: [ApiSupport; 13] = [
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DescribeCluster, 0, 1),
     api(ApiKey::InitProducerId, 0, 4),
+    api(ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// The classic consumer-group APIs (served when a group coordinator is wired in).
@@ -134,6 +135,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::IncrementalAlterConfigs => "incremental_alter_configs",
         ApiKey::OffsetDelete => "offset_delete",
         ApiKey::DescribeCluster => "describe_cluster",
+        ApiKey::ElectLeaders => "elect_leaders",
         _ => "other",
     }
 }

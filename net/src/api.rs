@@ -47,8 +47,13 @@ pub enum ApiKey {
     DeleteGroups = 18,
     /// Delete some of a group's committed offsets.
     OffsetDelete = 19,
-    /// Start or cancel partition reassignments (KIP-455). Codes 20-22 are reserved for the
-    /// leader-election and topic-alteration apis.
+    /// Add partitions to topics (never fewer).
+    CreatePartitions = 20,
+    /// Set or remove topic configs.
+    AlterTopicConfigs = 21,
+    /// Move leadership to preferred replicas (cluster mode).
+    ElectLeaders = 22,
+    /// Start or cancel partition reassignments (KIP-455).
     AlterPartitionReassignments = 23,
     /// The partition reassignments in progress.
     ListPartitionReassignments = 24,
@@ -56,7 +61,7 @@ pub enum ApiKey {
 
 impl ApiKey {
     /// Every api key, in wire-value order.
-    pub const ALL: [ApiKey; 22] = [
+    pub const ALL: [ApiKey; 25] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -77,6 +82,9 @@ impl ApiKey {
         ApiKey::DescribeGroups,
         ApiKey::DeleteGroups,
         ApiKey::OffsetDelete,
+        ApiKey::CreatePartitions,
+        ApiKey::AlterTopicConfigs,
+        ApiKey::ElectLeaders,
         ApiKey::AlterPartitionReassignments,
         ApiKey::ListPartitionReassignments,
     ];
@@ -112,6 +120,9 @@ impl TryFrom<u16> for ApiKey {
             17 => ApiKey::DescribeGroups,
             18 => ApiKey::DeleteGroups,
             19 => ApiKey::OffsetDelete,
+            20 => ApiKey::CreatePartitions,
+            21 => ApiKey::AlterTopicConfigs,
+            22 => ApiKey::ElectLeaders,
             23 => ApiKey::AlterPartitionReassignments,
             24 => ApiKey::ListPartitionReassignments,
             _ => return Err(NetError::UnknownApi(value)),
@@ -128,7 +139,7 @@ impl std::fmt::Display for ApiKey {
 
 /// The version ranges this build implements, `(api, min, max)` inclusive, one entry per api in
 /// wire-value order. ApiVersions answers with exactly this table.
-static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 22] = [
+static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 25] = [
     (ApiKey::ApiVersions, 0, 0),
     (ApiKey::Metadata, 0, 0),
     (ApiKey::CreateTopics, 0, 0),
@@ -149,6 +160,9 @@ static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 22] = [
     (ApiKey::DescribeGroups, 0, 0),
     (ApiKey::DeleteGroups, 0, 0),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::CreatePartitions, 0, 0),
+    (ApiKey::AlterTopicConfigs, 0, 0),
+    (ApiKey::ElectLeaders, 0, 0),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
 ];
@@ -317,6 +331,16 @@ pub enum ErrorCode {
     /// Another member with the same group.instance.id replaced this one.
     #[error("another member with the same group.instance.id replaced this one")]
     FencedInstanceId = 82,
+    /// The preferred replica of a partition is dead, restarted or outside the ISR, so it
+    /// cannot lead now.
+    #[error("the preferred leader is not available (dead, restarted or outside the ISR)")]
+    PreferredLeaderNotAvailable = 80,
+    /// The preferred replica leads already: no election was needed.
+    #[error("the preferred replica leads already; no election was needed")]
+    ElectionNotNeeded = 84,
+    /// No controller is elected right now.
+    #[error("no controller is available right now; retry")]
+    NotController = 41,
     /// The group's members subscribe to the topic whose offsets were to be deleted.
     #[error("the group is subscribed to the topic")]
     GroupSubscribedToTopic = 86,
@@ -332,7 +356,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every error code this build knows.
-    pub const ALL: [ErrorCode; 48] = [
+    pub const ALL: [ErrorCode; 51] = [
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
         ErrorCode::CorruptMessage,
@@ -380,6 +404,9 @@ impl ErrorCode {
         ErrorCode::GroupSubscribedToTopic,
         ErrorCode::OffsetNotAvailable,
         ErrorCode::InvalidRecord,
+        ErrorCode::PreferredLeaderNotAvailable,
+        ErrorCode::ElectionNotNeeded,
+        ErrorCode::NotController,
         ErrorCode::UnknownServerError,
     ];
 

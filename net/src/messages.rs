@@ -50,6 +50,97 @@ message!(ListGroups: ListGroupsRequest, ListGroupsResponse);
 message!(DescribeGroups: DescribeGroupsRequest, DescribeGroupsResponse);
 message!(DeleteGroups: DeleteGroupsRequest, DeleteGroupsResponse);
 message!(OffsetDelete: OffsetDeleteRequest, OffsetDeleteResponse);
+message!(CreatePartitions: CreatePartitionsRequest, CreatePartitionsResponse);
+message!(AlterTopicConfigs: AlterTopicConfigsRequest, AlterTopicConfigsResponse);
+message!(ElectLeaders: ElectLeadersRequest, ElectLeadersResponse);
+
+/// A topic to grow to `count` partitions (the new total, never fewer than now).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NewPartitions {
+    /// Topic name.
+    pub name: String,
+    /// The partition count the topic should have afterwards.
+    pub count: i32,
+}
+
+/// Adds partitions to topics. New partitions are placed like a new topic's; existing ones
+/// keep their replicas, records and offsets.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CreatePartitionsRequest {
+    /// Topics to grow.
+    pub topics: Vec<NewPartitions>,
+    /// How long the broker may wait for the change to complete, in milliseconds.
+    pub timeout_ms: u32,
+}
+
+/// Per-topic outcomes of a CreatePartitions request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CreatePartitionsResponse {
+    /// One result per requested topic.
+    pub results: Vec<TopicResult>,
+}
+
+/// Config changes of one topic: entries set (added or replaced) and keys removed (back to
+/// the broker default).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TopicConfigChange {
+    /// Topic name.
+    pub name: String,
+    /// Entries to set, key and value.
+    pub set: Vec<(String, String)>,
+    /// Keys to remove.
+    pub delete: Vec<String>,
+}
+
+/// Changes topic configs; every change is validated as CreateTopics validates configs, and a
+/// topic with any invalid entry is left unchanged.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AlterTopicConfigsRequest {
+    /// Changes, one per topic.
+    pub changes: Vec<TopicConfigChange>,
+    /// How long the broker may wait for the change to complete, in milliseconds.
+    pub timeout_ms: u32,
+}
+
+/// Per-topic outcomes of an AlterTopicConfigs request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AlterTopicConfigsResponse {
+    /// One result per requested topic.
+    pub results: Vec<TopicResult>,
+}
+
+/// Moves leadership of every partition (of `topic` only, when given) to its preferred replica
+/// (the first of its assignment), where that replica is live and in the ISR.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ElectLeadersRequest {
+    /// Only this topic's partitions; `None`: every topic.
+    pub topic: Option<String>,
+}
+
+/// One partition's outcome of a preferred election.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ElectionResult {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// None: elected; ElectionNotNeeded: the preferred replica led already;
+    /// PreferredLeaderNotAvailable: it cannot lead now (`message` says why).
+    pub error: i16,
+    /// Why, for an error.
+    pub message: Option<String>,
+}
+
+/// The outcome of an ElectLeaders request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ElectLeadersResponse {
+    /// An error for the whole request (unknown topic, single-node broker, no controller).
+    pub error: i16,
+    /// Why, for an error.
+    pub message: Option<String>,
+    /// One result per partition considered.
+    pub partitions: Vec<ElectionResult>,
+}
 message!(
     AlterPartitionReassignments: AlterPartitionReassignmentsRequest,
     AlterPartitionReassignmentsResponse

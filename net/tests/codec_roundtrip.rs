@@ -284,7 +284,16 @@ proptest! {
         assert_round_trip(&metadata, &carrier);
         assert_round_trip(&create, &carrier);
         assert_round_trip(&CreateTopicsResponse { results: results.clone() }, &carrier);
-        assert_round_trip(&DeleteTopicsRequest { names: delete_names, timeout_ms: carrier.correlation_id }, &carrier);
+        assert_round_trip(&DeleteTopicsRequest { names: delete_names.clone(), timeout_ms: carrier.correlation_id }, &carrier);
+        let grown = delete_names.iter().map(|name| NewPartitions { name: name.clone(), count: carrier.correlation_id as i32 }).collect();
+        assert_round_trip(&CreatePartitionsRequest { topics: grown, timeout_ms: carrier.correlation_id }, &carrier);
+        assert_round_trip(&CreatePartitionsResponse { results: results.clone() }, &carrier);
+        let changes = delete_names.iter().map(|name| TopicConfigChange { name: name.clone(), set: vec![(name.clone(), name.clone())], delete: delete_names.clone() }).collect();
+        assert_round_trip(&AlterTopicConfigsRequest { changes, timeout_ms: carrier.correlation_id }, &carrier);
+        assert_round_trip(&AlterTopicConfigsResponse { results: results.clone() }, &carrier);
+        assert_round_trip(&ElectLeadersRequest { topic: delete_names.first().cloned() }, &carrier);
+        let elections = results.iter().map(|result| ElectionResult { topic: result.name.clone(), partition: carrier.correlation_id as i32, error: result.error, message: result.message.clone() }).collect();
+        assert_round_trip(&ElectLeadersResponse { error: 0, message: None, partitions: elections }, &carrier);
         assert_round_trip(&DeleteTopicsResponse { results }, &carrier);
         assert_round_trip(&produce, &carrier);
         assert_round_trip(&produced, &carrier);
@@ -490,12 +499,13 @@ fn api_keys_and_error_codes_map_to_wire_numbers() {
         assert_eq!(ApiKey::try_from(api.code()).unwrap(), api);
     }
     let codes: Vec<u16> = ApiKey::ALL.iter().map(|api| api.code()).collect();
-    let expected: Vec<u16> = (0..=19).chain(23..=24).collect();
+    let expected: Vec<u16> = (0..=24).collect();
     assert_eq!(codes, expected, "wire values in order");
     assert_eq!(ApiKey::try_from(8).unwrap(), ApiKey::InitProducerId);
+    assert_eq!(ApiKey::try_from(22).unwrap(), ApiKey::ElectLeaders);
     assert!(matches!(
-        ApiKey::try_from(20),
-        Err(NetError::UnknownApi(20))
+        ApiKey::try_from(23),
+        Err(NetError::UnknownApi(23))
     ));
     assert!(matches!(
         ApiKey::try_from(u16::MAX),
@@ -514,6 +524,9 @@ fn api_keys_and_error_codes_map_to_wire_numbers() {
         (ErrorCode::MemberIdRequired, 79),
         (ErrorCode::FencedInstanceId, 82),
         (ErrorCode::GroupSubscribedToTopic, 86),
+        (ErrorCode::NotController, 41),
+        (ErrorCode::PreferredLeaderNotAvailable, 80),
+        (ErrorCode::ElectionNotNeeded, 84),
         (ErrorCode::UnknownServerError, -1),
     ];
     for (code, number) in kafka {

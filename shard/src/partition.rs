@@ -1116,6 +1116,7 @@ impl PartitionRegistry {
                         continue;
                     };
                     if partition.topic_id() == current {
+                        self.apply_topic_configs(&partition, table);
                         continue;
                     }
                     tracing::warn!(topic, partition = index, old = %partition.topic_id(), new = %current, "the topic was deleted and created again; deleting the old incarnation's log");
@@ -1151,6 +1152,39 @@ impl PartitionRegistry {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Gives an open partition the log settings its topic's configs in `table` make, when they
+    /// changed (a topic config was altered). A config the log cannot take is logged and left
+    /// out: the control plane validated it, so that is a bug, not an operator error.
+    fn apply_topic_configs(&self, partition: &Partition, table: &ShardTable) {
+        let Some(assignment) = table.topic(partition.topic()) else {
+            return;
+        };
+        let wanted = match topic_log_config(&self.base_config, &assignment.configs) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!(topic = partition.topic(), %error, "topic configs refused");
+                return;
+            }
+        };
+        if partition.log().config() == wanted {
+            return;
+        }
+        match partition.log().set_config(wanted) {
+            Ok(()) => tracing::info!(
+                topic = partition.topic(),
+                partition = partition.partition(),
+                configs = ?assignment.configs,
+                "applied changed topic configs"
+            ),
+            Err(error) => tracing::error!(
+                topic = partition.topic(),
+                partition = partition.partition(),
+                %error,
+                "changed topic configs not applied"
+            ),
+        }
     }
 
     async fn open(

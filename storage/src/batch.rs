@@ -378,20 +378,36 @@ const PRODUCER_ID_AT: usize = 43;
 const BASE_SEQUENCE_END: usize = 57;
 
 /// Writes an idempotent producer's id, epoch and base sequence into the header of the batch at
-/// the start of `batch` (CRC-covered fields) and recomputes its CRC. A producer assigns the
+/// the start of `batch` (CRC-covered fields) and updates its CRC. A producer assigns the
 /// sequence when it first sends a built batch, and again after a sequence reset.
+///
+/// The stored CRC must be the batch's (as [`BatchBuilder`](builder::BatchBuilder) leaves it):
+/// it is updated from the changed header bytes alone, not recomputed over the records. CRC-32C
+/// is linear: for messages `P || R` and `P' || R` with the same rest `R` of `n` bytes,
+/// `crc(P' || R) = crc(P || R) ^ shift(crc(P) ^ crc(P'), n)`, and `crc32c_combine(x, 0, n)` is
+/// that shift. So stamping costs the same for a 1 MiB batch as for a small one.
 pub fn stamp_producer(
     batch: &mut [u8],
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
 ) -> Result<(), BatchError> {
-    crc_of(batch)?;
+    let header = BatchHeader::parse(batch)?;
+    let total = header.total_bytes();
+    if total > batch.len() {
+        return Err(BatchError::Truncated {
+            needed: total,
+            available: batch.len(),
+        });
+    }
+    let before = crc32c::crc32c(&batch[CRC_COVERED_START..BASE_SEQUENCE_END]);
     let mut out = &mut batch[PRODUCER_ID_AT..BASE_SEQUENCE_END];
     out.put_i64(producer_id);
     out.put_i16(producer_epoch);
     out.put_i32(base_sequence);
-    refresh_crc(batch)?;
+    let after = crc32c::crc32c(&batch[CRC_COVERED_START..BASE_SEQUENCE_END]);
+    let shifted = crc32c::crc32c_combine(before ^ after, 0, total - BASE_SEQUENCE_END);
+    write_crc(batch, header.crc ^ shifted);
     Ok(())
 }
 

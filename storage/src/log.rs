@@ -131,7 +131,10 @@ pub struct PartitionLog {
 /// State shared with the tasks that run appends' writes.
 pub(crate) struct LogInner {
     dir: PathBuf,
-    config: LogConfig,
+    /// The settings in force; topic-level ones may be replaced while the log is open
+    /// ([`PartitionLog::set_config`]). Read through [`LogInner::config`], which hands out the
+    /// current `Rc` so no borrow is held across an await.
+    config: RefCell<Rc<LogConfig>>,
     state: RefCell<LogState>,
     /// Serialises reservations (offset assignment) and structural changes (roll, truncate,
     /// retention, close).
@@ -187,8 +190,8 @@ pub(crate) struct LogState {
     preparing: bool,
     /// Finished when the background seal of the last rolled segment is done.
     sealing: Option<Rc<Completion>>,
-    /// A write failed: the file must be rewound before the next append.
-    poisoned: bool,
+    /// A write failed (why): the file must be rewound before the next append.
+    poisoned: Option<String>,
     /// Bumped by every rewind and truncation, so a flush that raced one does not advance the
     /// flushed offset over bytes it did not sync.
     generation: u64,
@@ -245,7 +248,7 @@ impl LogState {
             prepared: None,
             preparing: false,
             sealing: None,
-            poisoned: false,
+            poisoned: None,
             generation: 0,
             published_bytes: 0,
             flushed_bytes: 0,
@@ -323,7 +326,7 @@ impl PartitionLog {
         );
         let inner = LogInner {
             dir,
-            config,
+            config: RefCell::new(Rc::new(config)),
             state: RefCell::new(state),
             append_lock: Semaphore::new(1),
             inflight: Rc::new(Semaphore::new(APPEND_INFLIGHT_MAX as u64)),
@@ -353,8 +356,8 @@ impl PartitionLog {
         batches: bytes::BytesMut,
         leader_epoch: i32,
     ) -> Result<AppendInfo, StorageError> {
-        if self.inner.config.cleanup_policy.compacts() {
-            crate::compaction::require_keys(&batches, self.inner.config.batch_bytes_max)?;
+        if self.inner.config().cleanup_policy.compacts() {
+            crate::compaction::require_keys(&batches, self.inner.config().batch_bytes_max)?;
         }
         LogInner::append(
             &self.inner,
@@ -538,9 +541,54 @@ impl PartitionLog {
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
+
+    /// The settings in force now.
+    pub fn config(&self) -> LogConfig {
+        LogConfig::clone(&self.inner.config())
+    }
+
+    /// Replaces the settings of an open log (a topic's configs changed). Only topic-level
+    /// settings may differ from the ones in force: retention, cleanup policy and compaction,
+    /// segment size and age, batch size; a change of anything else (write mode, durability,
+    /// caches, indexes: the broker's own settings, fixed while the log is open) is refused.
+    /// Each applies from the next time it is consulted: retention and compaction at the next
+    /// maintenance or cleaning round, the batch bound at the next append, the segment bounds
+    /// at the next roll check (the active segment rolls as soon as it passes the new size or
+    /// age; space already prepared ahead of its writes stays as it was planned).
+    pub fn set_config(&self, config: LogConfig) -> Result<(), StorageError> {
+        config.validate()?;
+        let current = self.inner.config();
+        let topic_level = LogConfig {
+            retention_ms: config.retention_ms,
+            retention_bytes: config.retention_bytes,
+            cleanup_policy: config.cleanup_policy,
+            delete_retention_ms: config.delete_retention_ms,
+            min_cleanable_dirty_ratio: config.min_cleanable_dirty_ratio,
+            min_compaction_lag_ms: config.min_compaction_lag_ms,
+            max_compaction_lag_ms: config.max_compaction_lag_ms,
+            segment_bytes_max: config.segment_bytes_max,
+            segment_ms_max: config.segment_ms_max,
+            batch_bytes_max: config.batch_bytes_max,
+            ..LogConfig::clone(&current)
+        };
+        if topic_level != config {
+            return Err(StorageError::InvalidConfig {
+                setting: "broker-level settings",
+                reason: "cannot change while the log is open; only topic-level ones can"
+                    .to_string(),
+            });
+        }
+        *self.inner.config.borrow_mut() = Rc::new(config);
+        Ok(())
+    }
 }
 
 impl LogInner {
+    /// The settings in force now (an `Rc`, so no borrow outlives the call).
+    pub(crate) fn config(&self) -> Rc<LogConfig> {
+        self.config.borrow().clone()
+    }
+
     fn check_open(&self) -> Result<(), StorageError> {
         if self.closed.get() {
             return Err(StorageError::Closed);
@@ -672,7 +720,7 @@ impl LogInner {
             self.dir.clone(),
             self.log_end.get(),
             self.gaps_allowed(),
-            self.config.producer_id_expiration_ms,
+            self.config().producer_id_expiration_ms,
         );
         let (producers, _) =
             blocking(move || producer_files::rebuild(&dir, &files, end, gaps, expiration_ms))

@@ -3,8 +3,8 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use sluice_storage::batch::{
-    crc_of, decode_records, refresh_crc, stamp, validate_batch, BatchBuilder, BatchError,
-    BatchHeader, BatchIter, Compression, Record, RecordHeader, BATCH_HEADER_BYTES,
+    crc_of, decode_records, refresh_crc, stamp, stamp_producer, validate_batch, BatchBuilder,
+    BatchError, BatchHeader, BatchIter, Compression, Record, RecordHeader, BATCH_HEADER_BYTES,
     CRC_COVERED_START, DECOMPRESSED_BYTES_MAX, LOG_OVERHEAD_BYTES, MAGIC_V2,
 };
 
@@ -171,6 +171,27 @@ proptest! {
         prop_assert_eq!(after.crc, before.crc);
         prop_assert_eq!(after.last_offset(), base_offset + records.len() as i64 - 1);
         prop_assert_eq!(decode_records(&batch).unwrap(), expected(&records, base_offset));
+    }
+
+    // Proves stamp_producer's CRC update from the changed header bytes alone equals a CRC over
+    // the whole stamped batch, for any records, codec and producer fields, stamped twice (a
+    // sequence reset restamps).
+    #[test]
+    fn stamp_producer_crc_equals_full_recompute(
+        records in input_records(),
+        compression in codec(),
+        stamps in proptest::collection::vec((any::<i64>(), any::<i16>(), any::<i32>()), 1..3),
+    ) {
+        let mut batch = build(compression, &records);
+        for (producer_id, epoch, sequence) in stamps {
+            stamp_producer(&mut batch, producer_id, epoch, sequence).unwrap();
+            let header = validate_batch(&batch, BATCH_BYTES_MAX).unwrap();
+            prop_assert_eq!(header.crc, crc_of(&batch).unwrap());
+            prop_assert_eq!(header.producer_id, producer_id);
+            prop_assert_eq!(header.producer_epoch, epoch);
+            prop_assert_eq!(header.base_sequence, sequence);
+        }
+        prop_assert_eq!(decode_records(&batch).unwrap(), expected(&records, 0));
     }
 
     // Proves any single corrupted byte from the CRC field to the end of the batch is reported as

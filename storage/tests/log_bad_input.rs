@@ -23,6 +23,8 @@ const CHILD_DIR_ENV: &str = "SLUICE_DISK_FULL_CHILD_DIR";
 const CHILD_MODE_ENV: &str = "SLUICE_DISK_FULL_CHILD_MODE";
 /// RLIMIT_FSIZE of the child: no file may grow past this many bytes.
 const FILE_SIZE_LIMIT_BYTES: u64 = 100_000;
+/// Appends the disk-full child makes after space came back; each must succeed.
+const RECOVERY_APPENDS: u8 = 3;
 /// Name of the disk-full test, which the child runs again.
 const DISK_FULL_TEST: &str = "disk_full_fails_the_append_and_keeps_the_log";
 
@@ -197,14 +199,10 @@ fn disk_full_config(mode: WriteMode) -> LogConfig {
 /// Child side: cap file sizes, append until the append fails, check the log still reads and
 /// the failure changed nothing, and report over stdout.
 fn disk_full_child(dir: &Path, mode: WriteMode) {
-    let limit = libc::rlimit {
-        rlim_cur: FILE_SIZE_LIMIT_BYTES,
-        rlim_max: FILE_SIZE_LIMIT_BYTES,
-    };
-    // SAFETY: plain libc calls with valid arguments; ignoring SIGXFSZ makes writes past the
-    // limit fail with EFBIG instead of killing the process.
+    set_file_size_limit(FILE_SIZE_LIMIT_BYTES);
+    // SAFETY: a plain libc call; ignoring SIGXFSZ makes writes past the limit fail with EFBIG
+    // instead of killing the process.
     unsafe {
-        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let dir = dir.to_path_buf();
@@ -235,12 +233,29 @@ fn disk_full_child(dir: &Path, mode: WriteMode) {
             println!("ACK {} {}", info.base_offset, info.last_offset);
         }
         println!("READABLE {}", log.log_end_offset());
+        // Space comes back: appends work again, at the next offset, with nothing reopened.
+        set_file_size_limit(libc::RLIM_INFINITY);
+        for fill in 0..RECOVERY_APPENDS {
+            let info = log.append(batch(2, 3000, fill, 0), 0).await.unwrap();
+            println!("ACK {} {}", info.base_offset, info.last_offset);
+        }
         log.close().await.unwrap();
     });
 }
 
+/// Sets RLIMIT_FSIZE (soft limit; the hard one stays unlimited so it can be raised again).
+fn set_file_size_limit(bytes: libc::rlim_t) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a plain libc call with a valid pointer.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit) }, 0);
+}
+
 // Proves that when the disk fills (RLIMIT_FSIZE in a child) the append fails with an Io error,
-// the log stays readable and unchanged, and it reopens with every acknowledged batch.
+// the log stays readable and unchanged, appends work again once space comes back, and it
+// reopens with every acknowledged batch.
 #[test]
 fn disk_full_fails_the_append_and_keeps_the_log() {
     if let (Ok(dir), Ok(mode)) = (std::env::var(CHILD_DIR_ENV), std::env::var(CHILD_MODE_ENV)) {
@@ -266,13 +281,20 @@ fn disk_full_fails_the_append_and_keeps_the_log() {
         let mut acknowledged_end = 0;
         let mut failed = false;
         let mut readable = None;
+        let mut recovered = 0;
         for line in BufReader::new(&output.stdout[..]).lines() {
             let line = line.unwrap();
             let fields: Vec<&str> = line.split_whitespace().collect();
             match fields.as_slice() {
-                ["ACK", _, last] => acknowledged_end = last.parse::<i64>().unwrap() + 1,
+                ["ACK", _, last] => {
+                    acknowledged_end = last.parse::<i64>().unwrap() + 1;
+                    recovered += u8::from(readable.is_some());
+                }
                 ["FAILED", ..] => failed = true,
-                ["READABLE", end] => readable = Some(end.parse::<i64>().unwrap()),
+                ["READABLE", end] => {
+                    readable = Some(end.parse::<i64>().unwrap());
+                    assert_eq!(readable, Some(acknowledged_end), "{mode:?}");
+                }
                 _ => {}
             }
         }
@@ -281,7 +303,14 @@ fn disk_full_fails_the_append_and_keeps_the_log() {
             acknowledged_end > 0,
             "{mode:?}: nothing was acknowledged before the disk filled"
         );
-        assert_eq!(readable, Some(acknowledged_end));
+        assert!(
+            readable.is_some(),
+            "{mode:?}: the log was not readable after the failure"
+        );
+        assert_eq!(
+            recovered, RECOVERY_APPENDS,
+            "{mode:?}: appends did not recover"
+        );
         let path = dir.path().to_path_buf();
         run(async move {
             let log = PartitionLog::open(&path, disk_full_config(mode))

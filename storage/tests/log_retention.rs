@@ -275,3 +275,42 @@ fn truncate_inside_a_multi_batch_append() {
         });
     }
 }
+
+// Proves a topic-level setting changed on an open log takes effect without a reopen: a log with
+// no retention keeps every segment, `set_config` with retention_bytes makes the next retention
+// pass delete the oldest closed segments (the newest bytes stay readable); a change of a
+// broker-level setting (the write mode) is refused and leaves the settings as they were.
+#[test]
+fn retention_set_on_an_open_log_applies_at_the_next_pass() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let config = retention_config(mode, None, None);
+            let log = PartitionLog::open(&path, config.clone()).await.unwrap();
+            fill(&log, 60, |i| i as i64 * 100, |_| 0).await;
+            let segments = log.segment_count();
+            assert_eq!(log.apply_retention(1_000_000).await.unwrap(), 0);
+            let limited = retention_config(mode, None, Some(32 * 1024));
+            log.set_config(limited.clone()).unwrap();
+            assert_eq!(log.config(), limited);
+            assert!(log.apply_retention(1_000_000).await.unwrap() > 0);
+            assert!(log.segment_count() < segments);
+            assert!(log.log_start_offset() > 0);
+            let other_mode = match mode {
+                WriteMode::Buffered => WriteMode::Direct,
+                WriteMode::Direct => WriteMode::Buffered,
+            };
+            let broker_level = LogConfig {
+                write_mode: other_mode,
+                ..limited.clone()
+            };
+            assert!(matches!(
+                log.set_config(broker_level),
+                Err(StorageError::InvalidConfig { .. })
+            ));
+            assert_eq!(log.config(), limited);
+            log.close().await.unwrap();
+        });
+    }
+}

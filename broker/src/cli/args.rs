@@ -48,6 +48,27 @@ pub enum TopicCommand {
     Delete(TopicNameArgs),
     /// Move one partition onto other brokers (or cancel its move in progress).
     Reassign(super::reassign::TopicReassignArgs),
+    /// Add partitions to a topic (never fewer) and/or change its configs.
+    Alter(TopicAlterArgs),
+}
+
+/// `sluice topic alter`
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct TopicAlterArgs {
+    /// Topic name.
+    pub name: String,
+    /// The partition count the topic should have (more than now). Existing partitions keep
+    /// their records and offsets; keys of new writes may map to new partitions.
+    #[arg(long)]
+    pub partitions: Option<i32>,
+    /// A topic setting to set, `key=value`; repeat for several.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config_entry)]
+    pub configs: Vec<(String, String)>,
+    /// A topic setting to remove (back to the broker default); repeat for several.
+    #[arg(long = "delete-config", value_name = "KEY")]
+    pub delete_configs: Vec<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// `sluice topic create`

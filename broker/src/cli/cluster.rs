@@ -6,8 +6,10 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use sluice_net::messages::ElectionResult;
 use sluice_net::messages::{MetadataResponse, PartitionMeta};
+use sluice_net::ErrorCode;
 
 use super::args::ConnectArgs;
 use super::connect;
@@ -24,6 +26,19 @@ pub enum ClusterCommand {
     Rebalance(RebalanceArgs),
     /// Move every replica off one broker, then say when it can be stopped.
     Decommission(DecommissionArgs),
+    /// Move leadership of every partition (or one topic's) back to its preferred replica (the
+    /// first of its replicas) where that replica is live and in the ISR.
+    ElectLeaders(ElectLeadersArgs),
+}
+
+/// `sluice cluster elect-leaders`
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct ElectLeadersArgs {
+    /// Only this topic's partitions.
+    #[arg(long)]
+    pub topic: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// Runs one cluster command.
@@ -48,8 +63,47 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         ClusterCommand::Decommission(args) => {
             return super::reassign::cluster_decommission(args).await
         }
+        ClusterCommand::ElectLeaders(args) => {
+            let client = connect(&args.connect).await?;
+            let results = client
+                .elect_leaders(args.topic.as_deref())
+                .await
+                .context("cannot elect preferred leaders")?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(election_report(&results).as_bytes())?;
+            out.flush()?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The text of `cluster elect-leaders`: one line per partition with its outcome, then counts.
+pub(crate) fn election_report(results: &[ElectionResult]) -> String {
+    let mut text = String::new();
+    let mut counts = [0usize; 3];
+    for result in results {
+        let (slot, outcome) = match ErrorCode::from_i16(result.error) {
+            Some(ErrorCode::None) => (0, "elected".to_string()),
+            Some(ErrorCode::ElectionNotNeeded) => (1, "already preferred".to_string()),
+            _ => (
+                2,
+                format!(
+                    "preferred leader not available: {}",
+                    result.message.as_deref().unwrap_or("unknown reason")
+                ),
+            ),
+        };
+        counts[slot] += 1;
+        text.push_str(&format!(
+            "{}-{}  {outcome}\n",
+            result.topic, result.partition
+        ));
+    }
+    text.push_str(&format!(
+        "elected {}  already preferred {}  not available {}\n",
+        counts[0], counts[1], counts[2]
+    ));
+    text
 }
 
 fn join(ids: &[i32]) -> String {
@@ -125,6 +179,36 @@ pub(crate) fn info(metadata: &MetadataResponse) -> String {
 mod tests {
     use super::*;
     use sluice_net::messages::{BrokerMeta, TopicMeta};
+
+    // Proves `cluster elect-leaders` prints one line per partition naming its outcome (with the
+    // broker's reason when the preferred replica cannot lead) and the counts of each outcome.
+    #[test]
+    fn election_report_names_each_outcome() {
+        let result = |partition: i32, error: ErrorCode, message: Option<&str>| ElectionResult {
+            topic: "orders".into(),
+            partition,
+            error: error.code(),
+            message: message.map(str::to_string),
+        };
+        let text = election_report(&[
+            result(0, ErrorCode::None, None),
+            result(1, ErrorCode::ElectionNotNeeded, None),
+            result(
+                2,
+                ErrorCode::PreferredLeaderNotAvailable,
+                Some("not in the ISR"),
+            ),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "orders-0  elected");
+        assert_eq!(lines[1], "orders-1  already preferred");
+        assert_eq!(
+            lines[2],
+            "orders-2  preferred leader not available: not in the ISR"
+        );
+        assert_eq!(lines[3], "elected 1  already preferred 1  not available 1");
+        assert_eq!(lines.len(), 4);
+    }
 
     // Proves `cluster info` lists live brokers with their addresses, a replica broker missing
     // from the live list as not alive, the controller, and exactly the under-replicated and the

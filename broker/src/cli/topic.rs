@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use sluice_net::messages::TopicMeta;
 
-use super::args::TopicCommand;
+use super::args::{TopicAlterArgs, TopicCommand};
 use super::connect;
 
 /// Runs one topic command.
@@ -54,9 +54,55 @@ pub(crate) async fn run(command: TopicCommand) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot delete topic {}", args.name))?;
             writeln!(out, "deleted topic {}", args.name)?;
         }
+        TopicCommand::Alter(args) => alter(args, &mut out).await?,
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `topic alter`: configs first (so a refused config leaves the partition count alone too),
+/// then the partition count.
+async fn alter(args: TopicAlterArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let changes_configs = !args.configs.is_empty() || !args.delete_configs.is_empty();
+    if args.partitions.is_none() && !changes_configs {
+        anyhow::bail!(
+            "nothing to change: give --partitions N, --config KEY=VALUE or --delete-config KEY"
+        );
+    }
+    let client = connect(&args.connect).await?;
+    if let Some(count) = args.partitions {
+        let topic = client
+            .describe_topic(&args.name)
+            .await
+            .with_context(|| format!("cannot alter topic {}", args.name))?;
+        let now = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        if count <= now {
+            anyhow::bail!(
+                "cannot alter topic {}: it has {now} partitions; --partitions must be more \
+                 (partitions can be added, never removed)",
+                args.name
+            );
+        }
+    }
+    if changes_configs {
+        client
+            .alter_topic_configs(
+                &args.name,
+                args.configs.clone(),
+                args.delete_configs.clone(),
+            )
+            .await
+            .with_context(|| format!("cannot alter the configs of topic {}", args.name))?;
+        writeln!(out, "altered the configs of topic {}", args.name)?;
+    }
+    if let Some(count) = args.partitions {
+        client
+            .create_partitions(&args.name, count)
+            .await
+            .with_context(|| format!("cannot add partitions to topic {}", args.name))?;
+        writeln!(out, "topic {} has {count} partitions now", args.name)?;
+    }
+    Ok(())
 }
 
 fn join(ids: &[i32]) -> String {

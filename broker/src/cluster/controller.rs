@@ -5,8 +5,10 @@
 //!
 //! Rules (DESIGN.md sections 5 and 6, Kafka's clean election, KIP-903 broker epochs):
 //! - A member is *restarted* when it is live but registered with another broker epoch than the
-//!   one the partition state recorded when it joined the ISR: it may have come back with an
-//!   empty or truncated log, so it holds nothing the ISR promises until it catches up again.
+//!   one the partition state recorded when it joined the ISR (or none was recorded): it may
+//!   have come back with an empty or truncated log, so it holds nothing the ISR promises until
+//!   it catches up again. A broker leads only under the epoch recorded for it (see
+//!   `replication::table`), so a leader that restarted never serves its old leadership.
 //! - A partition whose leader is live (and not restarted) is left alone, except that restarted
 //!   members leave its ISR (shrinking it for a lagging or dead follower is the leader's job,
 //!   through `update_isr`; the leader adds them back once they caught up).
@@ -43,6 +45,12 @@ pub enum ChangeReason {
     Restarted,
     /// The partition had no state; this is its initial one.
     Missing,
+    /// Leadership moves back to the preferred replica (the first of the assignment), which is
+    /// live and in the ISR (`preferred`).
+    Preferred {
+        /// The leader it moves from.
+        from: i32,
+    },
 }
 
 /// One partition state the controller wants written.
@@ -150,19 +158,18 @@ fn initial(
 }
 
 /// Whether ISR member `member` of `current` is live but registered with another broker epoch
-/// than the one recorded when it joined.
-fn restarted(
+/// than the one recorded when it joined, or with none recorded (it joined while unregistered,
+/// or the state predates broker epochs): nothing shows it holds what the ISR promises.
+pub(crate) fn is_restarted(
     current: &PartitionState,
     member: i32,
     live: &BTreeSet<i32>,
     epochs: Epochs<'_>,
 ) -> bool {
     live.contains(&member)
-        && current
-            .isr_epochs
+        && epochs
             .get(&member)
-            .zip(epochs.get(&member))
-            .is_some_and(|(joined, now)| joined != now)
+            .is_some_and(|now| current.isr_epochs.get(&member) != Some(now))
 }
 
 /// The election for one partition, or `None` when nothing changes.
@@ -173,7 +180,7 @@ fn elect(
     epochs: Epochs<'_>,
     controller_epoch: i64,
 ) -> Option<(PartitionState, ChangeReason)> {
-    let restarted = |member: i32| restarted(current, member, live, epochs);
+    let restarted = |member: i32| is_restarted(current, member, live, epochs);
     let leader_serves =
         current.leader != NO_LEADER && live.contains(&current.leader) && !restarted(current.leader);
     if leader_serves {
@@ -442,8 +449,9 @@ mod tests {
 
     // Proves KIP-903's rule with a live leader: an ISR member registered with another broker
     // epoch than the one it joined with (it restarted, maybe with an empty log) leaves the ISR,
-    // with the leader epoch unchanged; a member that kept its epoch, or whose epoch was never
-    // recorded (older states), stays.
+    // with the leader epoch unchanged; a member that kept its epoch stays, and one whose epoch
+    // was never recorded (it joined unregistered, or an older state) leaves as well: nothing
+    // shows it holds the ISR's records.
     #[test]
     fn restarted_members_leave_the_isr() {
         let all_in = joined(partition(0, 4, &[0, 1, 2]), &[(0, 10), (1, 11), (2, 12)]);
@@ -457,10 +465,16 @@ mod tests {
         assert_eq!(changes[0].next.isr_epochs, [(0, 10), (2, 12)].into());
         assert_eq!(changes[0].elected, None);
         let unrecorded = registered(
-            cluster(&[0, 1, 2], partition(0, 4, &[0, 1, 2])),
+            cluster(
+                &[0, 1, 2],
+                joined(partition(0, 4, &[0, 1, 2]), &[(0, 10), (2, 12)]),
+            ),
             &[(0, 10), (1, 21), (2, 12)],
         );
-        assert!(on_broker_change(&unrecorded, &live(&[0, 1, 2]), 9).is_empty());
+        let changes = on_broker_change(&unrecorded, &live(&[0, 1, 2]), 9);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].reason, ChangeReason::Restarted);
+        assert_eq!(changes[0].next.isr, vec![0, 2]);
     }
 
     // Proves a restarted member is never elected: with the leader dead, the first live ISR

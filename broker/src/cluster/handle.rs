@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt as _;
 
+use super::preferred::PartitionElection;
 use super::reassign::ReassignRequest;
 use super::session::ControlPlane;
 use super::state::{ClusterState, PartitionEntry, PartitionState, TopicAssignment};
@@ -95,6 +96,21 @@ pub(crate) enum Command {
         request: ReassignRequest,
         reply: Reply<()>,
     },
+    ElectLeaders {
+        topic: Option<String>,
+        reply: Reply<Vec<PartitionElection>>,
+    },
+    AddPartitions {
+        name: String,
+        count: i32,
+        reply: Reply<TopicAssignment>,
+    },
+    SetTopicConfigs {
+        name: String,
+        expected: BTreeMap<String, String>,
+        next: BTreeMap<String, String>,
+        reply: Reply<()>,
+    },
     /// Stop; `revoke` gives the lease back so the others see this broker leave at once,
     /// otherwise the registration lapses after the TTL as if the process had died.
     Shutdown {
@@ -112,6 +128,9 @@ impl Command {
             Command::UpdateIsr { .. } => "update isr",
             Command::ReserveProducerIds { .. } => "reserve producer ids",
             Command::Reassign { .. } => "reassign partition",
+            Command::ElectLeaders { .. } => "elect leaders",
+            Command::AddPartitions { .. } => "add partitions",
+            Command::SetTopicConfigs { .. } => "alter topic configs",
             Command::Shutdown { .. } => "shutdown",
         }
     }
@@ -125,6 +144,9 @@ impl Command {
             Command::UpdateIsr { reply, .. } => drop(reply.try_send(Err(error))),
             Command::ReserveProducerIds { reply, .. } => drop(reply.try_send(Err(error))),
             Command::Reassign { reply, .. } => drop(reply.try_send(Err(error))),
+            Command::ElectLeaders { reply, .. } => drop(reply.try_send(Err(error))),
+            Command::AddPartitions { reply, .. } => drop(reply.try_send(Err(error))),
+            Command::SetTopicConfigs { reply, .. } => drop(reply.try_send(Err(error))),
             Command::Shutdown { reply, .. } => drop(reply.try_send(Ok(()))),
         }
     }
@@ -461,6 +483,48 @@ impl ClusterHandle {
     pub fn reassign(&self, request: ReassignRequest) -> Result<(), ClusterError> {
         self.request("reassign partition", |reply| Command::Reassign {
             request,
+            reply,
+        })
+    }
+
+    /// Moves leadership of every partition (of `topic` only, when given) to its preferred
+    /// replica where that replica is live and in the ISR; answers per partition. The decision
+    /// and the fenced write are the controller's (see `preferred`).
+    pub fn elect_leaders(
+        &self,
+        topic: Option<&str>,
+    ) -> Result<Vec<PartitionElection>, ClusterError> {
+        let topic = topic.map(str::to_string);
+        self.request("elect leaders", |reply| Command::ElectLeaders {
+            topic,
+            reply,
+        })
+    }
+
+    /// Grows topic `name` to `count` partitions (see `ops::add_partitions`); returns the new
+    /// assignment once the snapshot shows it.
+    pub fn add_partitions(&self, name: &str, count: i32) -> Result<TopicAssignment, ClusterError> {
+        let name = name.to_string();
+        self.request("add partitions", |reply| Command::AddPartitions {
+            name,
+            count,
+            reply,
+        })
+    }
+
+    /// Replaces topic `name`'s configs with `next`, provided they are still `expected`;
+    /// returns once the snapshot shows the change.
+    pub fn set_topic_configs(
+        &self,
+        name: &str,
+        expected: BTreeMap<String, String>,
+        next: BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        let name = name.to_string();
+        self.request("alter topic configs", |reply| Command::SetTopicConfigs {
+            name,
+            expected,
+            next,
             reply,
         })
     }

@@ -21,6 +21,7 @@
 //! - [`controller`]: the controller's decisions (sans-IO).
 //! - [`reassign`]: partition reassignment decisions (sans-IO, KIP-455).
 //! - [`rebalance`]: rebalance and decommission plans (pure).
+//! - [`preferred`]: preferred leader elections and the automatic leader rebalance (sans-IO).
 //! - `session` and `ops` (private): the etcd side: lease, registration, election, watch,
 //!   compare-and-swap writes, reconnection.
 //! - [`handle`]: [`ClusterHandle`], what the broker holds.
@@ -35,6 +36,7 @@ pub mod controller;
 pub mod handle;
 mod ops;
 pub mod placement;
+pub mod preferred;
 pub mod reassign;
 mod reassign_ops;
 pub mod rebalance;
@@ -79,6 +81,22 @@ pub const RECONNECT_BACKOFF_MS_MAX_DEFAULT: u64 = 2_000;
 /// with the last error only after this long. Once joined, a broker never gives up: it
 /// reconnects for as long as it runs.
 pub const START_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+
+/// Default of the automatic leader rebalance (Kafka's `auto.leader.rebalance.enable`).
+pub const AUTO_LEADER_REBALANCE_ENABLE_DEFAULT: bool = true;
+
+/// Default interval of the controller's leader imbalance check, milliseconds. Kafka checks
+/// every 300 s; Sluice's failure detection is seconds (a 6 s session TTL), and a check reads
+/// only the in-memory snapshot, so leadership comes home after a restart within half a minute
+/// instead of five.
+pub const LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT: u64 = 30_000;
+
+/// Default per-broker imbalance above which the controller moves leadership back, percent
+/// (Kafka's `leader.imbalance.per.broker.percentage`).
+pub const LEADER_IMBALANCE_PER_BROKER_PERCENTAGE_DEFAULT: u32 = 10;
+
+/// Largest per-broker imbalance threshold, percent.
+pub const LEADER_IMBALANCE_PER_BROKER_PERCENTAGE_MAX: u32 = 100;
 
 /// Longest topic or cluster name, bytes (Kafka's topic name limit).
 pub const NAME_BYTES_MAX: usize = 249;
@@ -272,6 +290,25 @@ pub enum ClusterError {
     /// The producer-id block key holds something that is not a number.
     #[error("the producer-id key holds {0:?}, not a number")]
     ProducerIdsCorrupt(String),
+    /// A partition count that does not grow the topic.
+    #[error(
+        "topic {topic} has {current} partitions; the count can only grow (asked for {requested})"
+    )]
+    PartitionsNotIncreased {
+        /// Topic.
+        topic: String,
+        /// Partitions now.
+        current: i32,
+        /// Partitions asked for.
+        requested: i32,
+    },
+    /// The topic changed between the read a change was based on and its write; nothing was
+    /// written.
+    #[error("topic {0} changed meanwhile; nothing was written, try again")]
+    TopicChanged(String),
+    /// No controller is elected right now (an election is under way); try again.
+    #[error("no controller is elected right now; try again in a moment")]
+    NoController,
     /// The proposed ISR breaks a rule.
     #[error("partition {topic}-{partition}: invalid ISR {isr:?}: {reason}")]
     InvalidIsr {
@@ -327,6 +364,13 @@ pub struct ClusterConfig {
     pub reconnect_backoff_ms_max: u64,
     /// Bound on joining the cluster at start (retrying transient failures), milliseconds.
     pub start_timeout_ms: u64,
+    /// Whether the controller moves leadership back to preferred replicas by itself.
+    pub auto_leader_rebalance_enable: bool,
+    /// Interval of the controller's leader imbalance check, milliseconds.
+    pub leader_imbalance_check_interval_ms: u64,
+    /// Per-broker share of partitions preferring a broker but led elsewhere above which the
+    /// controller moves them back, percent.
+    pub leader_imbalance_per_broker_percentage: u32,
 }
 
 impl ClusterConfig {
@@ -347,6 +391,9 @@ impl ClusterConfig {
             command_timeout_ms: COMMAND_TIMEOUT_MS_DEFAULT,
             reconnect_backoff_ms_max: RECONNECT_BACKOFF_MS_MAX_DEFAULT,
             start_timeout_ms: START_TIMEOUT_MS_DEFAULT,
+            auto_leader_rebalance_enable: AUTO_LEADER_REBALANCE_ENABLE_DEFAULT,
+            leader_imbalance_check_interval_ms: LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
+            leader_imbalance_per_broker_percentage: LEADER_IMBALANCE_PER_BROKER_PERCENTAGE_DEFAULT,
         }
     }
 
@@ -372,9 +419,20 @@ impl ClusterConfig {
             ("command_timeout_ms", self.command_timeout_ms),
             ("reconnect_backoff_ms_max", self.reconnect_backoff_ms_max),
             ("start_timeout_ms", self.start_timeout_ms),
+            (
+                "leader_imbalance_check_interval_ms",
+                self.leader_imbalance_check_interval_ms,
+            ),
         ];
         if let Some((name, _)) = bounds.iter().find(|(_, value)| *value == 0) {
             return invalid(format!("{name} must be more than 0"));
+        }
+        let percentage = self.leader_imbalance_per_broker_percentage;
+        if percentage > LEADER_IMBALANCE_PER_BROKER_PERCENTAGE_MAX {
+            return invalid(format!(
+                "leader_imbalance_per_broker_percentage {percentage} is above \
+                 {LEADER_IMBALANCE_PER_BROKER_PERCENTAGE_MAX}"
+            ));
         }
         Ok(())
     }

@@ -320,6 +320,106 @@ pub(crate) async fn create_topic(
     Ok((topic, last))
 }
 
+/// Reads topic `name`'s key: its assignment and the key's mod_revision.
+async fn read_topic(
+    client: &mut Client,
+    keys: &ClusterKeys,
+    name: &str,
+    timeout: Duration,
+) -> Result<(TopicAssignment, i64), ClusterError> {
+    let key = keys.topic(name);
+    let got = timed(timeout, "read topic", &key, client.get(key.as_str(), None)).await?;
+    let kv = got
+        .kvs()
+        .first()
+        .ok_or_else(|| ClusterError::UnknownTopic(name.to_string()))?;
+    let topic: TopicAssignment =
+        serde_json::from_slice(kv.value()).map_err(|error| ClusterError::Corrupt {
+            key: key.clone(),
+            reason: error.to_string(),
+        })?;
+    Ok((topic, kv.mod_revision()))
+}
+
+/// Grows topic `name` to `count` partitions with one compare-and-swap on the topic key (the
+/// assignment grows) that also writes the new partitions' initial states (as many as fit in
+/// one transaction; the controller writes any missing ones). New partition i gets the seed's
+/// placement over the live brokers: replica j on broker (i + j) mod n, which continues the
+/// existing layout while the broker set is the one the topic was created on. Returns the new
+/// assignment and the revision of the write.
+pub(crate) async fn add_partitions(
+    client: &mut Client,
+    keys: &ClusterKeys,
+    state: &ClusterState,
+    name: &str,
+    count: i32,
+    timeout: Duration,
+) -> Result<(TopicAssignment, i64), ClusterError> {
+    let (mut topic, mod_revision) = read_topic(client, keys, name, timeout).await?;
+    if count <= topic.partitions {
+        return Err(ClusterError::PartitionsNotIncreased {
+            topic: name.to_string(),
+            current: topic.partitions,
+            requested: count,
+        });
+    }
+    let live: Vec<i32> = state.live_brokers().into_iter().collect();
+    let placed = assign_replicas(&live, count, topic.replication_factor)?;
+    let first_new = usize::try_from(topic.partitions).unwrap_or(0);
+    topic.assignment.extend(placed.into_iter().skip(first_new));
+    topic.partitions = count;
+    let topic_key = keys.topic(name);
+    let mut operations = vec![TxnOp::put(topic_key.as_str(), encode(&topic), None)];
+    let last = topic.assignment.len().min(first_new + TXN_OPS_MAX - 1);
+    operations.extend((first_new..last).map(|index| {
+        let partition = i32::try_from(index).unwrap_or(i32::MAX);
+        let initial = initial_state(&topic.assignment[index], 0, &state.broker_epochs);
+        TxnOp::put(keys.partition(name, partition), encode(&initial), None)
+    }));
+    let txn = Txn::new()
+        .when([Compare::mod_revision(
+            topic_key.as_str(),
+            CompareOp::Equal,
+            mod_revision,
+        )])
+        .and_then(operations);
+    let response = timed(timeout, "add partitions", &topic_key, client.txn(txn)).await?;
+    if !response.succeeded() {
+        return Err(ClusterError::TopicChanged(name.to_string()));
+    }
+    Ok((topic, revision_of(&response)))
+}
+
+/// Replaces topic `name`'s configs with `next`, with a compare-and-swap on the topic key that
+/// also requires the configs to still be `expected` (what the caller validated `next`
+/// against). Returns the revision of the write.
+pub(crate) async fn set_topic_configs(
+    client: &mut Client,
+    keys: &ClusterKeys,
+    name: &str,
+    (expected, next): (&BTreeMap<String, String>, BTreeMap<String, String>),
+    timeout: Duration,
+) -> Result<i64, ClusterError> {
+    let (mut topic, mod_revision) = read_topic(client, keys, name, timeout).await?;
+    if &topic.configs != expected {
+        return Err(ClusterError::TopicChanged(name.to_string()));
+    }
+    topic.configs = next;
+    let topic_key = keys.topic(name);
+    let txn = Txn::new()
+        .when([Compare::mod_revision(
+            topic_key.as_str(),
+            CompareOp::Equal,
+            mod_revision,
+        )])
+        .and_then([TxnOp::put(topic_key.as_str(), encode(&topic), None)]);
+    let response = timed(timeout, "alter topic configs", &topic_key, client.txn(txn)).await?;
+    if !response.succeeded() {
+        return Err(ClusterError::TopicChanged(name.to_string()));
+    }
+    Ok(revision_of(&response))
+}
+
 /// Deletes a topic and every partition state of it in one transaction. Returns the revision.
 pub(crate) async fn delete_topic(
     client: &mut Client,

@@ -26,6 +26,7 @@ use tokio::time::MissedTickBehavior;
 use super::controller::{on_broker_change, ChangeReason, PartitionChange};
 use super::handle::{Command, Shared};
 use super::ops::{self, IsrRequest};
+use super::preferred::{self, ElectionOutcome, PartitionElection, PreferredOutcome};
 use super::reassign_ops;
 use super::state::{ClusterKeys, ClusterState};
 use super::{ClusterConfig, ClusterError};
@@ -68,6 +69,8 @@ impl Drop for KeepAliveTask {
 /// What woke the session loop.
 enum Wake {
     Tick,
+    /// Time for the controller's leader imbalance check.
+    Rebalance,
     LeaseLost(Result<ClusterError, JoinError>),
     Watch(Result<Option<WatchResponse>, etcd_client::Error>),
     Command(Option<Command>),
@@ -258,15 +261,21 @@ impl ControlPlane {
     async fn serve(&mut self, mut session: Session, commands: &mut Receiver<Command>) -> Ended {
         let mut tick = tokio::time::interval(self.config.ttl() / 3);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let check_interval = Duration::from_millis(self.config.leader_imbalance_check_interval_ms);
+        let mut rebalance =
+            tokio::time::interval_at(tokio::time::Instant::now() + check_interval, check_interval);
+        rebalance.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let wake = tokio::select! {
                 _ = tick.tick() => Wake::Tick,
+                _ = rebalance.tick() => Wake::Rebalance,
                 ended = &mut session.keep_alive.0 => Wake::LeaseLost(ended),
                 message = session.watch.message() => Wake::Watch(message),
                 command = commands.recv() => Wake::Command(command),
             };
             let result = match wake {
                 Wake::Tick => self.on_tick(),
+                Wake::Rebalance => self.rebalance_leaders(&mut session).await,
                 Wake::LeaseLost(Ok(error)) => Err(error),
                 Wake::LeaseLost(Err(error)) => Err(ClusterError::SessionLost {
                     reason: format!("the lease renewal task failed: {error}"),
@@ -425,8 +434,18 @@ impl ControlPlane {
             return Ok(());
         };
         let changes = on_broker_change(&self.state, &self.state.live_brokers(), epoch);
+        self.write_changes(session, epoch, &changes).await
+    }
+
+    /// Writes the controller's `changes` (each a fenced compare-and-swap) and logs each outcome.
+    async fn write_changes(
+        &mut self,
+        session: &mut Session,
+        epoch: i64,
+        changes: &[PartitionChange],
+    ) -> Result<(), ClusterError> {
         let timeout = self.config.request_timeout();
-        for change in &changes {
+        for change in changes {
             let written =
                 ops::write_change(&mut session.client, &self.keys, epoch, change, timeout).await?;
             log_change(change, written);
@@ -434,6 +453,78 @@ impl ControlPlane {
         // Reassignments whose target replicas all caught up end now (see `reassign`).
         reassign_ops::complete_all(&mut session.client, &self.keys, &self.state, epoch, timeout)
             .await
+    }
+
+    /// Kafka's automatic leader rebalance, run by the controller on its interval when enabled:
+    /// moves leadership back to preferred replicas of brokers whose imbalance passes the
+    /// threshold (`preferred::auto_rebalance`).
+    async fn rebalance_leaders(&mut self, session: &mut Session) -> Result<(), ClusterError> {
+        let Some(epoch) = session.controller_epoch else {
+            return Ok(());
+        };
+        if !self.config.auto_leader_rebalance_enable {
+            return Ok(());
+        }
+        let percentage = self.config.leader_imbalance_per_broker_percentage;
+        let live = self.state.live_brokers();
+        let changes = preferred::auto_rebalance(&self.state, &live, epoch, percentage);
+        self.write_changes(session, epoch, &changes).await
+    }
+
+    /// An on-demand preferred election (of `topic`'s partitions, or all). The decision is the
+    /// controller's (`preferred::decide_all` on this broker's snapshot) and so is the write:
+    /// fenced by the controller key's revision, and each partition's by its own, so it lands
+    /// only if neither the controller nor the partition changed since the snapshot (a broker
+    /// that is not controller writes under the current controller's epoch, which a new
+    /// controller's first write invalidates).
+    async fn elect_preferred(
+        &mut self,
+        session: &mut Session,
+        topic: Option<&str>,
+    ) -> Result<Vec<PartitionElection>, ClusterError> {
+        if let Some(topic) = topic {
+            if !self.state.topics.contains_key(topic) {
+                return Err(ClusterError::UnknownTopic(topic.to_string()));
+            }
+        }
+        let epoch = session
+            .controller_epoch
+            .or(self.state.controller.map(|controller| controller.epoch))
+            .ok_or(ClusterError::NoController)?;
+        let live = self.state.live_brokers();
+        let decisions = preferred::decide_all(&self.state, &live, epoch, topic);
+        let timeout = self.config.request_timeout();
+        let mut answers = Vec::with_capacity(decisions.len());
+        for decision in decisions {
+            let outcome = match decision.outcome {
+                PreferredOutcome::AlreadyPreferred => ElectionOutcome::AlreadyPreferred,
+                PreferredOutcome::NotAvailable { reason } => ElectionOutcome::NotAvailable {
+                    reason: reason.to_string(),
+                },
+                PreferredOutcome::Elect(change) => {
+                    let written =
+                        ops::write_change(&mut session.client, &self.keys, epoch, &change, timeout)
+                            .await?;
+                    log_change(&change, written);
+                    if written {
+                        ElectionOutcome::Elected {
+                            leader: change.next.leader,
+                        }
+                    } else {
+                        ElectionOutcome::NotAvailable {
+                            reason: "the partition or the controller changed meanwhile; try again"
+                                .to_string(),
+                        }
+                    }
+                }
+            };
+            answers.push(PartitionElection {
+                topic: decision.topic,
+                partition: decision.partition,
+                outcome,
+            });
+        }
+        Ok(answers)
     }
 
     async fn on_command(&mut self, session: &mut Session, command: Command) {
@@ -480,6 +571,30 @@ impl ControlPlane {
                     Ok(None) => drop(reply.try_send(Ok(()))),
                     Err(error) => drop(reply.try_send(Err(error))),
                 }
+            }
+            Command::AddPartitions { name, count, reply } => {
+                match ops::add_partitions(client, &self.keys, &self.state, &name, count, timeout)
+                    .await
+                {
+                    Ok((topic, revision)) => self.defer(revision, reply, Ok(topic)),
+                    Err(error) => drop(reply.try_send(Err(error))),
+                }
+            }
+            Command::SetTopicConfigs {
+                name,
+                expected,
+                next,
+                reply,
+            } => {
+                let change = (&expected, next);
+                match ops::set_topic_configs(client, &self.keys, &name, change, timeout).await {
+                    Ok(revision) => self.defer(revision, reply, Ok(())),
+                    Err(error) => drop(reply.try_send(Err(error))),
+                }
+            }
+            Command::ElectLeaders { topic, reply } => {
+                let elected = self.elect_preferred(session, topic.as_deref()).await;
+                drop(reply.try_send(elected));
             }
             Command::ReserveProducerIds { count, reply } => {
                 let reserved = ops::reserve_producer_ids(client, &self.keys, count, timeout).await;
@@ -644,5 +759,13 @@ fn log_change(change: &PartitionChange, written: bool) {
             "ISR members registered anew since they joined (restarted) left the ISR; they rejoin once caught up"
         ),
         ChangeReason::Missing => tracing::info!(topic, partition, "wrote missing partition state"),
+        ChangeReason::Preferred { from } => tracing::info!(
+            topic,
+            partition,
+            from,
+            leader = next.leader,
+            leader_epoch = next.leader_epoch,
+            "leadership moved back to the preferred replica"
+        ),
     }
 }

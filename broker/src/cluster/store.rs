@@ -57,7 +57,8 @@ impl EtcdMetadataStore {
             ClusterError::UnknownTopic(name) => return MetadataError::UnknownTopic(name.clone()),
             ClusterError::InvalidName { .. }
             | ClusterError::InvalidPartitionCount { .. }
-            | ClusterError::InvalidReplicationFactor { .. } => ErrorKind::InvalidInput,
+            | ClusterError::InvalidReplicationFactor { .. }
+            | ClusterError::PartitionsNotIncreased { .. } => ErrorKind::InvalidInput,
             ClusterError::Disconnected { .. } | ClusterError::Stopped { .. } => {
                 ErrorKind::NotConnected
             }
@@ -135,6 +136,39 @@ impl MetadataStore for EtcdMetadataStore {
         self.handle
             .delete_topic(name)
             .map_err(|error| self.metadata_error("etcd delete topic", name, error))?;
+        Ok(self.version())
+    }
+
+    fn add_partitions(&mut self, name: &str, partitions: u32) -> Result<u64, MetadataError> {
+        let count = i32::try_from(partitions).unwrap_or(i32::MAX);
+        match self.handle.add_partitions(name, count) {
+            Ok(_) => Ok(self.version()),
+            Err(ClusterError::PartitionsNotIncreased {
+                current, requested, ..
+            }) => Err(MetadataError::PartitionsNotIncreased {
+                topic: name.to_string(),
+                current: u32::try_from(current).unwrap_or(0),
+                requested: u32::try_from(requested).unwrap_or(0),
+            }),
+            Err(error) => Err(self.metadata_error("etcd add partitions", name, error)),
+        }
+    }
+
+    fn set_topic_configs(
+        &mut self,
+        name: &str,
+        configs: Vec<(String, String)>,
+    ) -> Result<u64, MetadataError> {
+        let expected = self
+            .handle
+            .snapshot()
+            .topics
+            .get(name)
+            .map(|topic| topic.configs.clone())
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+        self.handle
+            .set_topic_configs(name, expected, configs.into_iter().collect())
+            .map_err(|error| self.metadata_error("etcd alter topic configs", name, error))?;
         Ok(self.version())
     }
 

@@ -74,6 +74,7 @@ pub async fn handle(
             topics::alter_configs(server, header, &request).await
         }
         Request::InitProducerId(request) => producer_id::init(server, header, &request).await,
+        Request::ElectLeaders(request) => topics::elect_leaders(server, header, &request).await,
         Request::Group(request) => groups::handle(server, header, request, peer).await,
     }
 }

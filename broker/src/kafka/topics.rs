@@ -1,9 +1,10 @@
 //! Topic administration on the Kafka port: CreateTopics, DeleteTopics, CreatePartitions,
-//! DescribeConfigs, IncrementalAlterConfigs. Topic changes go to the control plane, as on the
+//! DescribeConfigs, IncrementalAlterConfigs, ElectLeaders (preferred). Topic changes go to the control plane, as on the
 //! native protocol, and are answered once every shard applied them.
 //!
 //! Differences from Kafka, each answered with a clear error rather than ignored: manual replica
-//! assignments are refused (placement is Sluice's own), and a default partition count or
+//! assignments are refused (placement is Sluice's own, in CreateTopics and CreatePartitions),
+//! IncrementalAlterConfigs does SET and DELETE of topic configs only, and a default partition count or
 //! replication factor (-1) means 1, as Kafka's `num.partitions` and
 //! `default.replication.factor` defaults do.
 
@@ -18,16 +19,21 @@ use sluice_kafka::kafka_protocol::messages::delete_topics_response::DeletableTop
 use sluice_kafka::kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
+use sluice_kafka::kafka_protocol::messages::elect_leaders_response::{
+    PartitionResult, ReplicaElectionResult,
+};
+use sluice_kafka::kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use sluice_kafka::kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use sluice_kafka::kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
+    ElectLeadersRequest, ElectLeadersResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, TopicName,
 };
 use sluice_kafka::kafka_protocol::protocol::StrBytes;
 use sluice_kafka::kafka_protocol::ResponseError;
 use sluice_kafka::RequestHeader;
-use sluice_net::{NewTopic, TopicResult};
+use sluice_net::{ElectionResult, NewPartitions, NewTopic, TopicConfigChange, TopicResult};
 use sluice_shard::partition::{topic_log_config, MIN_INSYNC_REPLICAS_KEY};
 use sluice_storage::LogConfig;
 
@@ -293,30 +299,102 @@ pub async fn delete_topics(
     )
 }
 
-/// CreatePartitions: growing a topic is not possible yet (the placement of new partitions on
-/// running shards and in etcd is not built); every topic gets a clear error.
+/// CreatePartitions: grows each topic to its new count through the control plane, as the
+/// native api does (new partitions placed by Sluice; manual assignments are refused). With
+/// `validate_only`, the same checks against this broker's table, without a change.
 pub async fn create_partitions(
-    _server: &Rc<ShardServer>,
+    server: &Rc<ShardServer>,
     header: &RequestHeader,
     request: &CreatePartitionsRequest,
 ) -> Answer {
-    let results = request
-        .topics
-        .iter()
-        .map(|topic| {
+    let mut refused: Vec<Option<TopicResult>> = Vec::with_capacity(request.topics.len());
+    let mut asked = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.as_str().to_string();
+        let refusal = if topic.assignments.is_some() {
+            Some(result_of(
+                &name,
+                ResponseError::InvalidReplicaAssignment,
+                "manual replica assignments are not supported; Sluice places replicas itself",
+            ))
+        } else if request.validate_only {
+            Some(validate_partitions(server, &name, topic.count))
+        } else {
+            None
+        };
+        if refusal.is_none() {
+            asked.push(NewPartitions {
+                name,
+                count: topic.count,
+            });
+        }
+        refused.push(refusal);
+    }
+    let done = if asked.is_empty() {
+        Vec::new()
+    } else {
+        let names = asked.iter().map(|topic| topic.name.clone()).collect();
+        ask_control(server, names, |reply| ControlRequest::CreatePartitions {
+            topics: asked,
+            reply,
+        })
+        .await
+    };
+    let mut done = done.into_iter();
+    let results: Vec<CreatePartitionsTopicResult> = refused
+        .into_iter()
+        .filter_map(|result| result.or_else(|| done.next()))
+        .map(|result| {
             CreatePartitionsTopicResult::default()
-                .with_name(topic.name.clone())
-                .with_error_code(ResponseError::InvalidPartitions.code())
-                .with_error_message(Some(str_bytes(
-                    "adding partitions to an existing topic is not supported by this broker yet",
-                )))
+                .with_name(TopicName(str_bytes(&result.name)))
+                .with_error_code(result.error)
+                .with_error_message(result.message.as_deref().map(str_bytes))
         })
         .collect();
+    let failed = results.iter().any(|result| result.error_code != 0);
     respond(
         header,
         &CreatePartitionsResponse::default().with_results(results),
-        true,
+        failed,
     )
+}
+
+fn result_of(name: &str, error: ResponseError, message: &str) -> TopicResult {
+    TopicResult {
+        name: name.to_string(),
+        error: error.code(),
+        message: Some(message.to_string()),
+    }
+}
+
+/// What a validate-only CreatePartitions answers for one topic, from this broker's table.
+fn validate_partitions(server: &ShardServer, name: &str, count: i32) -> TopicResult {
+    let current = server
+        .shard
+        .with_table(|table| table.topic(name).map(|topic| topic.owners.len()));
+    let partitions_max = server.shared.config.limits.partitions_max;
+    match current {
+        None => result_of(
+            name,
+            ResponseError::UnknownTopicOrPartition,
+            &format!("topic {name} does not exist"),
+        ),
+        Some(now) if i64::from(count) <= i64::try_from(now).unwrap_or(i64::MAX) => result_of(
+            name,
+            ResponseError::InvalidPartitions,
+            &format!("topic {name} has {now} partitions; the count can only grow"),
+        ),
+        Some(_) if count > partitions_max => result_of(
+            name,
+            ResponseError::InvalidPartitions,
+            &format!("partitions must be at most {partitions_max} (partitions_max)"),
+        ),
+        Some(_) => TopicResult {
+            name: name.to_string(),
+            error: 0,
+            message: None,
+        },
+    }
 }
 
 /// One config entry as DescribeConfigs shows it.
@@ -535,29 +613,242 @@ fn resource_entries(
     }
 }
 
-/// IncrementalAlterConfigs: changing a topic's settings at run time is not possible yet (an
-/// open log keeps the settings it was opened with); every resource gets a clear error.
+/// Kafka's config operations (IncrementalAlterConfigs).
+const OPERATION_SET: i8 = 0;
+const OPERATION_DELETE: i8 = 1;
+
+/// One IncrementalAlterConfigs resource as a topic config change, or why it cannot be one.
+fn config_change(resource: &AlterConfigsResource) -> Result<TopicConfigChange, Refusal> {
+    let name = resource.resource_name.as_str();
+    if resource.resource_type != RESOURCE_TOPIC {
+        return Err((
+            ResponseError::InvalidRequest,
+            format!(
+                "only topic configs (resource type {RESOURCE_TOPIC}) can be altered; broker settings are static"
+            ),
+        ));
+    }
+    let mut change = TopicConfigChange {
+        name: name.to_string(),
+        set: Vec::new(),
+        delete: Vec::new(),
+    };
+    for config in &resource.configs {
+        let key = config.name.as_str().to_string();
+        match (config.config_operation, &config.value) {
+            (OPERATION_SET, Some(value)) => change.set.push((key, value.as_str().to_string())),
+            (OPERATION_SET, None) => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!("config {key}: SET needs a value"),
+                ))
+            }
+            (OPERATION_DELETE, _) => change.delete.push(key),
+            (other, _) => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!(
+                        "config {key}: operation {other} is not supported (SET 0 and DELETE 1 are)"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(change)
+}
+
+/// IncrementalAlterConfigs: SET and DELETE of topic configs, through the control plane as the
+/// native AlterTopicConfigs; an invalid entry leaves its topic unchanged. `validate_only` runs
+/// the checks against this broker's table without a change.
 pub async fn alter_configs(
-    _server: &Rc<ShardServer>,
+    server: &Rc<ShardServer>,
     header: &RequestHeader,
     request: &IncrementalAlterConfigsRequest,
 ) -> Answer {
-    let responses = request
-        .resources
-        .iter()
-        .map(|resource| {
+    let mut answers: Vec<Option<TopicResult>> = Vec::with_capacity(request.resources.len());
+    let mut changes = Vec::new();
+    for resource in &request.resources {
+        let name = resource.resource_name.as_str();
+        match config_change(resource) {
+            Err((error, message)) => answers.push(Some(result_of(name, error, &message))),
+            Ok(change) if request.validate_only => {
+                answers.push(Some(validate_change(server, &change)));
+            }
+            Ok(change) => {
+                answers.push(None);
+                changes.push(change);
+            }
+        }
+    }
+    let done = if changes.is_empty() {
+        Vec::new()
+    } else {
+        let names = changes.iter().map(|change| change.name.clone()).collect();
+        ask_control(server, names, |reply| ControlRequest::AlterTopicConfigs {
+            changes,
+            reply,
+        })
+        .await
+    };
+    let mut done = done.into_iter();
+    let responses: Vec<AlterConfigsResourceResponse> = answers
+        .into_iter()
+        .filter_map(|answer| answer.or_else(|| done.next()))
+        .zip(&request.resources)
+        .map(|(result, resource)| {
             AlterConfigsResourceResponse::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone())
-                .with_error_code(ResponseError::InvalidRequest.code())
-                .with_error_message(Some(str_bytes(
-                    "changing configs at run time is not supported by this broker yet",
-                )))
+                .with_error_code(result.error)
+                .with_error_message(result.message.as_deref().map(str_bytes))
         })
         .collect();
+    let failed = responses.iter().any(|response| response.error_code != 0);
     respond(
         header,
         &IncrementalAlterConfigsResponse::default().with_responses(responses),
-        true,
+        failed,
     )
+}
+
+/// What a validate-only config change answers, from this broker's table.
+fn validate_change(server: &ShardServer, change: &TopicConfigChange) -> TopicResult {
+    let topic = server.shard.with_table(|table| {
+        table
+            .topic(&change.name)
+            .map(|topic| (topic.configs.clone(), topic.replication_factor))
+    });
+    let Some((configs, replication_factor)) = topic else {
+        return result_of(
+            &change.name,
+            ResponseError::UnknownTopicOrPartition,
+            &format!("topic {} does not exist", change.name),
+        );
+    };
+    let mut merged: std::collections::BTreeMap<String, String> = configs.into_iter().collect();
+    for key in &change.delete {
+        merged.remove(key);
+    }
+    merged.extend(change.set.iter().cloned());
+    let as_new = NewTopic {
+        name: change.name.clone(),
+        partitions: 1,
+        replication_factor,
+        configs: merged.into_iter().collect(),
+    };
+    check_topic_request(&as_new, i32::MAX, &server.shared.log_config).map_or_else(
+        |refused| refused,
+        |()| TopicResult {
+            name: change.name.clone(),
+            error: 0,
+            message: None,
+        },
+    )
+}
+
+/// Kafka's election types (ElectLeaders v1+; v0 is always preferred).
+const ELECTION_PREFERRED: i8 = 0;
+
+/// ElectLeaders: a preferred election through the control plane, as the native api does, for
+/// every partition (no topic list) or the listed ones. Unclean elections are refused: Sluice
+/// never elects a replica outside the ISR.
+pub async fn elect_leaders(
+    server: &Rc<ShardServer>,
+    header: &RequestHeader,
+    request: &ElectLeadersRequest,
+) -> Answer {
+    if header.api_version >= 1 && request.election_type != ELECTION_PREFERRED {
+        let answer =
+            ElectLeadersResponse::default().with_error_code(ResponseError::InvalidRequest.code());
+        return respond(header, &answer, true);
+    }
+    let asked: Option<Vec<(String, Vec<i32>)>> = request.topic_partitions.as_ref().map(|topics| {
+        topics
+            .iter()
+            .map(|topic| (topic.topic.0.as_str().to_string(), topic.partitions.clone()))
+            .collect()
+    });
+    let mut request_error = 0;
+    let results = match &asked {
+        None => {
+            let answer = crate::server::topic_admin::elect_leaders(
+                server,
+                sluice_net::ElectLeadersRequest { topic: None },
+            )
+            .await;
+            request_error = answer.error;
+            answer.partitions
+        }
+        Some(topics) => {
+            let mut results = Vec::new();
+            for (topic, partitions) in topics {
+                results.extend(elect_partitions(server, topic, partitions).await);
+            }
+            results
+        }
+    };
+    let failed = request_error != 0 || results.iter().any(|result| result.error != 0);
+    let mut by_topic: std::collections::BTreeMap<String, Vec<PartitionResult>> =
+        std::collections::BTreeMap::new();
+    for result in results {
+        by_topic.entry(result.topic).or_default().push(
+            PartitionResult::default()
+                .with_partition_id(result.partition)
+                .with_error_code(result.error)
+                .with_error_message(result.message.map(StrBytes::from_string)),
+        );
+    }
+    let replica_election_results = by_topic
+        .into_iter()
+        .map(|(topic, partitions)| {
+            ReplicaElectionResult::default()
+                .with_topic(TopicName(StrBytes::from_string(topic)))
+                .with_partition_result(partitions)
+        })
+        .collect();
+    let mut answer =
+        ElectLeadersResponse::default().with_replica_election_results(replica_election_results);
+    if header.api_version >= 1 {
+        answer.error_code = request_error;
+    }
+    respond(header, &answer, failed)
+}
+
+/// The election of the listed partitions of `topic`; a partition the topic does not have is
+/// UNKNOWN_TOPIC_OR_PARTITION.
+async fn elect_partitions(
+    server: &ShardServer,
+    topic: &str,
+    partitions: &[i32],
+) -> Vec<ElectionResult> {
+    let answer = crate::server::topic_admin::elect_leaders(
+        server,
+        sluice_net::ElectLeadersRequest {
+            topic: Some(topic.to_string()),
+        },
+    )
+    .await;
+    partitions
+        .iter()
+        .map(|partition| {
+            answer
+                .partitions
+                .iter()
+                .find(|result| result.partition == *partition)
+                .cloned()
+                .unwrap_or_else(|| ElectionResult {
+                    topic: topic.to_string(),
+                    partition: *partition,
+                    error: if answer.error != 0 {
+                        answer.error
+                    } else {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    },
+                    message: answer
+                        .message
+                        .clone()
+                        .or_else(|| Some(format!("{topic} has no partition {partition}"))),
+                })
+        })
+        .collect()
 }

@@ -8,15 +8,22 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use sluice_net::{ErrorCode, NewTopic, TopicResult};
+use sluice_net::{
+    ElectLeadersResponse, ElectionResult, ErrorCode, NewPartitions, NewTopic, TopicConfigChange,
+    TopicResult,
+};
 use sluice_shard::ControlSender;
 use sluice_storage::LogConfig;
 
 use super::isr::IsrCommand;
 use super::metrics::{ClusterMetrics, ObservedEpochs};
 use super::table::table_from_cluster;
+use crate::cluster::preferred::{ElectionOutcome, PartitionElection};
 use crate::cluster::{ClusterError, ClusterHandle, EtcdMetadataStore};
-use crate::control::{broadcast_table, check_topic_request, result, ControlClient, ControlRequest};
+use crate::control::{
+    broadcast_table, check_new_partitions, check_topic_request, checked_configs, result,
+    ControlClient, ControlRequest,
+};
 use crate::metadata::{MetadataError, MetadataStore, TopicRecord};
 
 /// What the control thread needs besides the handle.
@@ -157,6 +164,15 @@ impl ClusterControl {
                 ControlRequest::ListReassignments { reply } => {
                     let _ = reply.send(super::reassign::list(&self.handle));
                 }
+                ControlRequest::CreatePartitions { topics, reply } => {
+                    let _ = reply.send(self.create_partitions(topics));
+                }
+                ControlRequest::AlterTopicConfigs { changes, reply } => {
+                    let _ = reply.send(self.alter_topic_configs(changes));
+                }
+                ControlRequest::ElectLeaders { topic, reply } => {
+                    let _ = reply.send(self.elect_leaders(topic));
+                }
                 ControlRequest::ClusterChanged => {
                     self.change_queued.store(false, Ordering::Release);
                     if let Err(message) = self.apply_current() {
@@ -248,6 +264,79 @@ impl ClusterControl {
         results
     }
 
+    fn create_partitions(&mut self, topics: Vec<NewPartitions>) -> Vec<TopicResult> {
+        let mut results = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let partitions_max = self.config.partitions_max;
+            let outcome =
+                check_new_partitions(&self.store, &topic, partitions_max).and_then(|count| {
+                    self.store
+                        .add_partitions(&topic.name, count)
+                        .map_err(|error| store_failure(&topic.name, &error))
+                });
+            if outcome.is_ok() {
+                tracing::info!(
+                    topic = topic.name,
+                    partitions = topic.count,
+                    "added partitions"
+                );
+            }
+            results.push(outcome.map_or_else(
+                |refused| refused,
+                |_| result(&topic.name, ErrorCode::None, None),
+            ));
+        }
+        self.apply_after_change(&mut results);
+        results
+    }
+
+    fn alter_topic_configs(&mut self, changes: Vec<TopicConfigChange>) -> Vec<TopicResult> {
+        let mut results = Vec::with_capacity(changes.len());
+        for change in changes {
+            let base = &self.config.base_log_config;
+            let outcome = checked_configs(&self.store, &change, base).and_then(|configs| {
+                self.store
+                    .set_topic_configs(&change.name, configs)
+                    .map_err(|error| store_failure(&change.name, &error))
+            });
+            if outcome.is_ok() {
+                tracing::info!(topic = change.name, set = ?change.set, deleted = ?change.delete, "altered topic configs");
+            }
+            results.push(outcome.map_or_else(
+                |refused| refused,
+                |_| result(&change.name, ErrorCode::None, None),
+            ));
+        }
+        self.apply_after_change(&mut results);
+        results
+    }
+
+    /// A preferred election through the control plane (see `cluster::preferred`).
+    fn elect_leaders(&mut self, topic: Option<String>) -> ElectLeadersResponse {
+        match self.handle.elect_leaders(topic.as_deref()) {
+            Ok(elections) => ElectLeadersResponse {
+                error: ErrorCode::None.code(),
+                message: None,
+                partitions: elections.into_iter().map(election_result).collect(),
+            },
+            Err(error) => {
+                let code = match error {
+                    ClusterError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+                    ClusterError::NoController => ErrorCode::NotController,
+                    ClusterError::Disconnected { .. } | ClusterError::Timeout { .. } => {
+                        ErrorCode::RequestTimedOut
+                    }
+                    _ => ErrorCode::UnknownServerError,
+                };
+                ElectLeadersResponse {
+                    error: code.code(),
+                    message: Some(error.to_string()),
+                    partitions: Vec::new(),
+                }
+            }
+        }
+    }
+
     /// Applies the state a successful change produced before answering, so this broker's own
     /// shards show the change when the client hears of it.
     fn apply_after_change(&mut self, results: &mut [TopicResult]) {
@@ -265,6 +354,23 @@ impl ClusterControl {
     }
 }
 
+/// One partition's election outcome on the wire.
+fn election_result(election: PartitionElection) -> ElectionResult {
+    let (code, message) = match election.outcome {
+        ElectionOutcome::Elected { .. } => (ErrorCode::None, None),
+        ElectionOutcome::AlreadyPreferred => (ErrorCode::ElectionNotNeeded, None),
+        ElectionOutcome::NotAvailable { reason } => {
+            (ErrorCode::PreferredLeaderNotAvailable, Some(reason))
+        }
+    };
+    ElectionResult {
+        topic: election.topic,
+        partition: election.partition,
+        error: code.code(),
+        message,
+    }
+}
+
 /// The topic result for a store failure, with the code the cluster error deserves.
 fn store_failure(name: &str, error: &MetadataError) -> TopicResult {
     let message = Some(error.to_string());
@@ -276,6 +382,9 @@ fn store_failure(name: &str, error: &MetadataError) -> TopicResult {
         MetadataError::UnknownTopic(_) => {
             let message = Some(format!("topic {name} does not exist"));
             return result(name, ErrorCode::UnknownTopicOrPartition, message);
+        }
+        MetadataError::PartitionsNotIncreased { .. } => {
+            return result(name, ErrorCode::InvalidPartitions, message);
         }
         MetadataError::Io { source, .. } => source
             .get_ref()

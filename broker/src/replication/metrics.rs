@@ -15,6 +15,7 @@ pub struct ClusterMetrics {
     under_replicated_partitions: AtomicU64,
     offline_partitions: AtomicU64,
     leader_elections: AtomicU64,
+    preferred_leader_imbalance: AtomicU64,
 }
 
 /// Leader epochs by (topic, partition): what the last observed state held, to count elections.
@@ -28,6 +29,7 @@ impl ClusterMetrics {
             under_replicated_partitions: AtomicU64::new(0),
             offline_partitions: AtomicU64::new(0),
             leader_elections: AtomicU64::new(0),
+            preferred_leader_imbalance: AtomicU64::new(0),
         }
     }
 
@@ -49,6 +51,11 @@ impl ClusterMetrics {
     /// Leader elections observed (a partition's leader epoch went up with a leader elected).
     pub fn leader_elections(&self) -> u64 {
         self.leader_elections.load(Ordering::Relaxed)
+    }
+
+    /// Partitions of the cluster not led by their preferred replica.
+    pub fn preferred_leader_imbalance(&self) -> u64 {
+        self.preferred_leader_imbalance.load(Ordering::Relaxed)
     }
 
     /// Takes in a new cluster state: recounts the gauges and counts the elections since
@@ -90,12 +97,16 @@ impl ClusterMetrics {
         self.offline_partitions.store(offline, Ordering::Relaxed);
         self.leader_elections
             .fetch_add(elections, Ordering::Relaxed);
+        self.preferred_leader_imbalance.store(
+            crate::cluster::preferred::imbalanced_partitions(state),
+            Ordering::Relaxed,
+        );
     }
 
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let families: [(&str, &str, &str, u64); 4] = [
+        let families: [(&str, &str, &str, u64); 5] = [
             (
                 "sluice_etcd_connected",
                 "gauge",
@@ -119,6 +130,12 @@ impl ClusterMetrics {
                 "counter",
                 "Leader elections observed in the cluster state.",
                 self.leader_elections(),
+            ),
+            (
+                "sluice_preferred_leader_imbalance",
+                "gauge",
+                "Partitions of the cluster not led by their preferred replica (the first of their assignment).",
+                self.preferred_leader_imbalance(),
             ),
         ];
         for (name, kind, help, value) in families {

@@ -7,7 +7,7 @@ use sluice_shard::{
     BrokerAddress, ClusterView, ReplicaInfo, ShardTable, TopicAssignment, NO_LEADER,
 };
 
-use crate::cluster::ClusterState;
+use crate::cluster::{ClusterState, PartitionState};
 
 /// The table every shard of broker `node_id` gets for `state`: every topic (so metadata can
 /// describe it), each partition owned by the shard [`sluice_shard::shard_for`] picks over
@@ -44,7 +44,7 @@ pub fn table_from_cluster(
                 .map(|index| {
                     let partition = i32::try_from(index).unwrap_or(i32::MAX);
                     let replicas = state.replicas(name, partition);
-                    replica_info(state, name, partition, &replicas, min_insync)
+                    replica_info(state, node_id, name, partition, &replicas, min_insync)
                 })
                 .collect();
             (name.clone(), assignment)
@@ -75,9 +75,14 @@ pub fn table_from_cluster(
 }
 
 /// One partition's replication state; a partition whose state is not written yet (its
-/// creator died midway; the controller fills it in) has no leader.
+/// creator died midway; the controller fills it in) has no leader. Broker `node_id` takes a
+/// leadership only under the broker epoch recorded for it: a state naming it leader under
+/// another registration (written before it restarted, perhaps with its disk wiped, and not
+/// yet failed over by the controller) has no leader in its table, so it never serves, nor has
+/// its followers truncate to, a log it may no longer hold.
 fn replica_info(
     state: &ClusterState,
+    node_id: i32,
     topic: &str,
     partition: i32,
     replicas: &[i32],
@@ -89,7 +94,7 @@ fn replica_info(
         .collect();
     match state.partition(topic, partition) {
         Some(entry) => ReplicaInfo {
-            leader: entry.state.leader,
+            leader: leader_for(state, node_id, (topic, partition), &entry.state),
             leader_epoch: entry.state.leader_epoch,
             replicas: replicas.to_vec(),
             isr: entry.state.isr.clone(),
@@ -107,6 +112,30 @@ fn replica_info(
             broker_epochs,
         },
     }
+}
+
+/// The leader of `partition` as broker `node_id` may act on it (see [`replica_info`]).
+fn leader_for(
+    state: &ClusterState,
+    node_id: i32,
+    (topic, index): (&str, i32),
+    partition: &PartitionState,
+) -> i32 {
+    let own = state.broker_epoch(node_id);
+    let recorded = partition.isr_epochs.get(&node_id).copied();
+    if partition.leader == node_id && (own.is_none() || own != recorded) {
+        tracing::warn!(
+            topic,
+            partition = index,
+            node_id,
+            own_epoch = ?own,
+            recorded_epoch = ?recorded,
+            leader_epoch = partition.leader_epoch,
+            "not taking a leadership recorded under another broker epoch; the controller elects anew"
+        );
+        return NO_LEADER;
+    }
+    partition.leader
 }
 
 #[cfg(test)]
@@ -151,7 +180,7 @@ mod tests {
                 leader_epoch: 4,
                 isr: vec![1, 2],
                 controller_epoch: 0,
-                isr_epochs: Default::default(),
+                isr_epochs: [(1, 31), (2, 32)].into(),
             },
             mod_revision: 40,
         };
@@ -187,5 +216,69 @@ mod tests {
         assert_eq!(cluster.brokers.len(), 2);
         assert_eq!(cluster.brokers[&2].broker_epoch, 32);
         assert_eq!(cluster.controller_id, NO_LEADER);
+    }
+
+    // Proves a broker never takes a leadership the state records under another of its broker
+    // epochs (it restarted, perhaps with an empty disk, before the controller failed the
+    // partition over) nor one recorded under none, while other brokers still see it as leader
+    // (they follow nobody else until the controller decides).
+    #[test]
+    fn leadership_is_taken_only_under_the_recorded_broker_epoch() {
+        let mut state = ClusterState::new("c");
+        state.topics.insert(
+            "t".into(),
+            TopicAssignment {
+                name: "t".into(),
+                topic_id: uuid::Uuid::from_u128(9),
+                partitions: 1,
+                replication_factor: 2,
+                configs: Default::default(),
+                assignment: vec![vec![1, 2]],
+            },
+        );
+        let partition = |isr_epochs: &[(i32, i64)]| PartitionEntry {
+            state: PartitionState {
+                leader: 1,
+                leader_epoch: 4,
+                isr: vec![1, 2],
+                controller_epoch: 0,
+                isr_epochs: isr_epochs.iter().copied().collect(),
+            },
+            mod_revision: 40,
+        };
+        let leader_seen_by = |state: &ClusterState, node_id: i32| {
+            let table = table_from_cluster(state, node_id, 1, 1);
+            table.topic("t").unwrap().replica_info(0).unwrap().leader
+        };
+        state.broker_epochs = [(1, 31), (2, 32)].into();
+        for (recorded, leads) in [
+            (vec![(1, 31), (2, 32)], true),
+            (vec![(1, 17), (2, 32)], false),
+            (vec![(2, 32)], false),
+        ] {
+            state
+                .partitions
+                .entry("t".into())
+                .or_default()
+                .insert(0, partition(&recorded));
+            let expected = if leads { 1 } else { NO_LEADER };
+            assert_eq!(leader_seen_by(&state, 1), expected, "recorded {recorded:?}");
+            assert_eq!(
+                leader_seen_by(&state, 2),
+                1,
+                "the other broker's view is the state's"
+            );
+        }
+        state.broker_epochs.remove(&1);
+        state
+            .partitions
+            .entry("t".into())
+            .or_default()
+            .insert(0, partition(&[(1, 31)]));
+        assert_eq!(
+            leader_seen_by(&state, 1),
+            NO_LEADER,
+            "not registered: no leadership"
+        );
     }
 }

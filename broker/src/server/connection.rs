@@ -185,6 +185,9 @@ async fn write_response(
         Body::InitProducerId(body) => writer.write_frame(header, &body, &[]).await,
         Body::Group(body) => body.write(header, writer).await,
         Body::Reassign(body) => body.write(header, writer).await,
+        Body::CreatePartitions(body) => writer.write_frame(header, &body, &[]).await,
+        Body::AlterTopicConfigs(body) => writer.write_frame(header, &body, &[]).await,
+        Body::ElectLeaders(body) => writer.write_frame(header, &body, &[]).await,
         Body::Fetch(body, parts) => {
             let result = writer.write_frame_parts(header, &body, &parts).await;
             let mut memory_bytes = 0u64;

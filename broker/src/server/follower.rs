@@ -502,6 +502,20 @@ async fn truncate_to_answer(
     let log = partition.log();
     let log_end = log.log_end_offset();
     let step = truncation_point(leader, log.end_offset_for_epoch(leader.0), log_end);
+    let high_watermark = partition.high_watermark();
+    if step.offset < high_watermark {
+        // Below the high watermark every record is committed: a leader that lacks one lost
+        // acknowledged data (a wiped disk it still leads with); keep ours and ask again later.
+        tracing::error!(
+            topic = partition.topic(),
+            partition = partition.partition(),
+            high_watermark,
+            to = step.offset,
+            leader_epoch = leader.0,
+            "follower refuses to truncate committed records the leader does not have"
+        );
+        return None;
+    }
     if step.offset < log_end {
         tracing::info!(
             topic = partition.topic(),

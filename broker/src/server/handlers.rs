@@ -5,13 +5,13 @@ use std::rc::Rc;
 
 use futures_channel::oneshot;
 use sluice_net::{
-    check_version, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerMeta,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    EpochAnswer, ErrorCode, FetchResponse, Frame, FrameHeader, InitProducerIdRequest,
-    InitProducerIdResponse, ListOffsetsPartitionResult, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, NetError, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, PartitionMeta, PayloadPart, ProducePartitionResult,
-    ProduceResponse, TopicMeta, TopicResult,
+    check_version, AlterTopicConfigsResponse, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
+    BrokerMeta, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, ElectLeadersResponse, EpochAnswer, ErrorCode,
+    FetchResponse, Frame, FrameHeader, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsPartitionResult, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, NetError, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    PartitionMeta, PayloadPart, ProducePartitionResult, ProduceResponse, TopicMeta, TopicResult,
 };
 use sluice_shard::partition::SINGLE_NODE_LEADER_EPOCH;
 use sluice_shard::{
@@ -19,7 +19,7 @@ use sluice_shard::{
 };
 use sluice_storage::{producer_state::ProducerStateError, StorageError};
 
-use super::{fetch, groups, produce, reassign, ShardServer};
+use super::{fetch, groups, produce, reassign, topic_admin, ShardServer};
 use crate::control::ControlRequest;
 
 /// A response body, one variant per api.
@@ -46,6 +46,12 @@ pub enum Body {
     Group(groups::GroupBody),
     /// A partition-reassignment api.
     Reassign(reassign::ReassignBody),
+    /// CreatePartitions.
+    CreatePartitions(CreatePartitionsResponse),
+    /// AlterTopicConfigs.
+    AlterTopicConfigs(AlterTopicConfigsResponse),
+    /// ElectLeaders.
+    ElectLeaders(ElectLeadersResponse),
 }
 
 /// A response ready to be written.
@@ -68,7 +74,7 @@ pub enum Outcome {
 }
 
 /// The api names that label the latency histograms, by api key.
-pub const API_NAMES: [&str; 20] = [
+pub const API_NAMES: [&str; 25] = [
     "api_versions",
     "metadata",
     "create_topics",
@@ -89,6 +95,11 @@ pub const API_NAMES: [&str; 20] = [
     "describe_groups",
     "delete_groups",
     "offset_delete",
+    "create_partitions",
+    "alter_topic_configs",
+    "elect_leaders",
+    "alter_partition_reassignments",
+    "list_partition_reassignments",
 ];
 
 /// Runs the handler of `frame`'s api (the reader already checked the api key is known);
@@ -160,6 +171,9 @@ pub async fn handle(
             reassign::handle(server, api, &frame)
                 .await
                 .map(Body::Reassign)
+        }
+        ApiKey::CreatePartitions | ApiKey::AlterTopicConfigs | ApiKey::ElectLeaders => {
+            topic_admin::handle(server, api, &frame).await
         }
     };
     match result {
@@ -247,6 +261,15 @@ pub fn error_response(
         },
         ApiKey::AlterPartitionReassignments | ApiKey::ListPartitionReassignments => {
             Body::Reassign(reassign::ReassignBody::error(api, code, message))
+        }
+        ApiKey::CreatePartitions => Body::CreatePartitions(CreatePartitionsResponse {
+            results: vec![topic_result("", code, message)],
+        }),
+        ApiKey::AlterTopicConfigs => Body::AlterTopicConfigs(AlterTopicConfigsResponse {
+            results: vec![topic_result("", code, message)],
+        }),
+        ApiKey::ElectLeaders => {
+            Body::ElectLeaders(topic_admin::election_failed(code, error.to_string()))
         }
     };
     Outcome::Respond(Outgoing { header, body })

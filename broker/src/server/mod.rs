@@ -12,6 +12,7 @@ pub mod ports;
 pub mod produce;
 pub mod reassign;
 pub mod replication;
+pub(crate) mod topic_admin;
 pub mod trigger;
 
 use std::cell::Cell;

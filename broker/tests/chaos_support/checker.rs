@@ -112,6 +112,13 @@ pub struct Findings {
     pub commits_backwards: Vec<String>,
     /// Partitions read back with no record.
     pub empty_partitions: usize,
+    /// The compacted topic: keys whose newest acknowledged value is gone (neither it nor a
+    /// later value of the key is in the log), and acknowledged values not at their offset.
+    pub compacted_lost: Vec<String>,
+    /// The compacted topic: records read back, and writes acknowledged.
+    pub compacted_records: usize,
+    /// The compacted topic: writes acknowledged.
+    pub compacted_acknowledged: usize,
 }
 
 /// Checks one partition's final records against the acknowledgements.
@@ -175,6 +182,59 @@ pub fn check_partition(
         findings
             .diverged
             .push(format!("p{partition}: {divergence}"));
+    }
+}
+
+/// Checks the compacted topic's one partition: compaction may drop any record but the newest
+/// of its key, so every key's newest acknowledged value, or a later value of that key, must
+/// still be there, and every acknowledged value still there must be at its offset, in offset
+/// order. Message `seq` has key `seq % keys`.
+pub fn check_compacted(
+    records: &[(i64, Option<Bytes>)],
+    outcomes: &[Outcome],
+    keys: u64,
+    findings: &mut Findings,
+) {
+    findings.compacted_records = records.len();
+    let mut at: BTreeMap<u64, i64> = BTreeMap::new();
+    let mut newest_held: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut previous = -1;
+    for (offset, value) in records {
+        let seq = value.as_deref().and_then(parse_message);
+        let Some(seq) = seq.filter(|_| *offset > previous) else {
+            findings
+                .compacted_lost
+                .push(format!("compacted: offset {offset} holds {value:?}"));
+            continue;
+        };
+        previous = *offset;
+        at.insert(seq, *offset);
+        let newest = newest_held.entry(seq % keys).or_insert(seq);
+        *newest = (*newest).max(seq);
+    }
+    let mut newest_acked: BTreeMap<u64, u64> = BTreeMap::new();
+    for outcome in outcomes {
+        let Ok(offset) = outcome.result else {
+            continue;
+        };
+        findings.compacted_acknowledged += 1;
+        newest_acked.insert(outcome.seq % keys, outcome.seq);
+        if at.get(&outcome.seq).is_some_and(|held| *held != offset) {
+            findings.compacted_lost.push(format!(
+                "compacted: message {} acknowledged at {offset}, found at {:?}",
+                outcome.seq,
+                at.get(&outcome.seq)
+            ));
+        }
+    }
+    for (key, acked) in newest_acked {
+        if newest_held.get(&key).is_none_or(|held| *held < acked) {
+            findings.compacted_lost.push(format!(
+                "compacted: key {key}'s newest acknowledged value {acked} is gone (newest held: \
+                 {:?})",
+                newest_held.get(&key)
+            ));
+        }
     }
 }
 
@@ -268,6 +328,7 @@ impl Report {
             &findings.diverged,
             &findings.reader_mismatch,
             &findings.commits_backwards,
+            &findings.compacted_lost,
         ] {
             failures.extend(list.iter().take(5).cloned());
         }
@@ -303,6 +364,10 @@ impl Report {
                 "the reader was given no record",
             ),
             (findings.commits == 0, "the reader committed nothing"),
+            (
+                findings.compacted_acknowledged == 0,
+                "no write to the compacted topic was acknowledged",
+            ),
             (
                 findings.empty_partitions > 0,
                 "a partition was read back empty",
@@ -369,6 +434,13 @@ impl fmt::Display for Report {
             findings.commits_backwards.len(),
             findings.reader_members,
             findings.reader_errors
+        )?;
+        writeln!(
+            f,
+            "  compacted topic: {} writes acknowledged, {} records left, {} lost",
+            findings.compacted_acknowledged,
+            findings.compacted_records,
+            findings.compacted_lost.len()
         )?;
         let unavailable: Vec<Duration> = self.unavailable.iter().flatten().copied().collect();
         let recovered: Vec<Duration> = self.faults.iter().filter_map(|f| f.recovered_in).collect();

@@ -21,6 +21,9 @@ pub const MIN_INSYNC_REPLICAS: usize = 2;
 /// How long the nemesis watches a leader's partition directory for a segment roll.
 const ROLL_WAIT: Duration = Duration::from_secs(10);
 
+/// How long the nemesis watches a compacted partition's directory for the cleaner at work.
+const CLEAN_WAIT: Duration = Duration::from_secs(15);
+
 /// Poll interval while watching for a segment roll.
 const ROLL_POLL: Duration = Duration::from_millis(2);
 
@@ -51,10 +54,14 @@ pub struct FaultRecord {
 pub struct Target<'a> {
     /// The workload's topic.
     pub topic: &'a str,
+    /// The compacted topic (one partition) the cleaner keeps working on.
+    pub compacted_topic: &'a str,
     /// Its partitions.
     pub partitions: i32,
     /// The broker inside the network namespace, when there is one.
     pub netns_broker: Option<i32>,
+    /// Whether each broker's data directory is a disk of its own that can be filled.
+    pub own_disks: bool,
     /// Acknowledged writes per partition so far.
     pub acked: &'a dyn Fn() -> Vec<u64>,
 }
@@ -102,6 +109,9 @@ pub fn inject(cluster: &mut Cluster, target: &Target<'_>, fault: Fault) -> Fault
         }
         FaultKind::Wipe => wipe(cluster, target, fault, &mut record),
         FaultKind::KillAtRoll => kill_at_roll(cluster, target, fault, &mut record),
+        FaultKind::DiskFull => disk_full(cluster, target, fault, &mut record),
+        FaultKind::KillWhileCleaning => kill_while_cleaning(cluster, target, fault, &mut record),
+        FaultKind::EtcdCut | FaultKind::OneWay => one_way(cluster, target, fault, &mut record),
     }
     record.healed_at = Instant::now();
     record.recovered_in = wait_recovered(cluster, target, record.healed_at);
@@ -116,6 +126,50 @@ fn pause(cluster: &mut Cluster, target: &Target<'_>, fault: Fault, record: &mut 
     cluster.node_mut(id).stop();
     std::thread::sleep(fault.hold);
     cluster.node_mut(id).cont();
+}
+
+/// Fills the disk of the broker with the fault's role for `hold`: its appends (as leader or
+/// follower) fail until the space comes back. Without disks of their own (not root), a pause.
+fn disk_full(cluster: &mut Cluster, target: &Target<'_>, fault: Fault, record: &mut FaultRecord) {
+    if !target.own_disks {
+        record.note = "no disk of its own: paused instead".to_string();
+        pause(cluster, target, fault, record);
+        return;
+    }
+    let id = pick(cluster, target, fault);
+    record.target = Some(id);
+    record.injected_at = Instant::now();
+    let seen_before = disk_full_errors(cluster, id);
+    cluster.node(id).fill_disk();
+    std::thread::sleep(fault.hold);
+    cluster.node(id).free_disk();
+    let seen = disk_full_errors(cluster, id) - seen_before;
+    record.note = format!("{seen} ENOSPC errors logged");
+}
+
+/// How many times broker `id` has logged a write refused for want of space.
+fn disk_full_errors(cluster: &Cluster, id: i32) -> usize {
+    std::fs::read_to_string(cluster.node(id).log_path())
+        .map_or(0, |log| log.matches("No space left on device").count())
+}
+
+/// Drops what the broker in the network namespace sends to etcd (`EtcdCut`) or to everyone
+/// else (`OneWay`) for `hold`. Without a namespace, a pause.
+fn one_way(cluster: &mut Cluster, target: &Target<'_>, fault: Fault, record: &mut FaultRecord) {
+    let Some(id) = target.netns_broker else {
+        record.note = "no network namespace: paused instead".to_string();
+        pause(cluster, target, fault, record);
+        return;
+    };
+    let address = match fault.kind {
+        FaultKind::EtcdCut => cluster.link().etcd_ip.clone(),
+        _ => cluster.link().host_ip.clone(),
+    };
+    record.target = Some(id);
+    record.injected_at = Instant::now();
+    cluster.link().drop_outgoing(&address);
+    std::thread::sleep(fault.hold);
+    cluster.link().restore_outgoing(&address);
 }
 
 /// Wipes a replica only while every partition of every topic has its whole replica set in the
@@ -158,6 +212,47 @@ fn kill_at_roll(
     cluster.kill(id);
     std::thread::sleep(fault.hold);
     cluster.restart(id);
+}
+
+/// SIGKILLs a replica of the compacted topic (by the fault's role) as soon as its partition
+/// directory shows the cleaner's swap in progress (a `.cleaned` file or the `cleaner-swap`
+/// manifest), restarts it after `hold`.
+fn kill_while_cleaning(
+    cluster: &mut Cluster,
+    target: &Target<'_>,
+    fault: Fault,
+    record: &mut FaultRecord,
+) {
+    let compacted = Target {
+        topic: target.compacted_topic,
+        partitions: 1,
+        ..*target
+    };
+    let id = pick(cluster, &compacted, fault);
+    let dir = cluster.partition_dir(id, target.compacted_topic, 0);
+    let deadline = Instant::now() + CLEAN_WAIT;
+    while !cleaning(&dir) && Instant::now() < deadline {
+        std::thread::sleep(ROLL_POLL);
+    }
+    if !cleaning(&dir) {
+        record.note = format!("no cleaning seen within {CLEAN_WAIT:?}: killed anyway");
+    }
+    record.target = Some(id);
+    record.injected_at = Instant::now();
+    cluster.kill(id);
+    std::thread::sleep(fault.hold);
+    cluster.restart(id);
+}
+
+/// Whether the cleaner is between writing a cleaned segment and finishing its swap in `dir`.
+fn cleaning(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".cleaned") || name == "cleaner-swap"
+        })
+    })
 }
 
 fn segment_count(dir: &Path) -> usize {

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 /// Shortest SIGSTOP, ms.
@@ -51,17 +52,32 @@ pub enum FaultKind {
     Wipe,
     /// SIGKILL a partition leader right after it rolled a segment, restart it after `hold`.
     KillAtRoll,
+    /// Fill a broker's disk to the last byte for `hold`, then free it.
+    DiskFull,
+    /// SIGKILL a replica of the compacted topic while its log cleaner is swapping a cleaned
+    /// segment in, restart it after `hold`.
+    KillWhileCleaning,
+    /// The broker in the network namespace loses etcd alone for `hold` (its packets to etcd
+    /// are dropped): brokers and clients still reach it.
+    EtcdCut,
+    /// The broker in the network namespace can receive but not send to the other brokers and
+    /// the clients for `hold` (one-way); it still reaches etcd, so it keeps its registration.
+    OneWay,
 }
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::EtcdKill,
         FaultKind::Wipe,
         FaultKind::KillAtRoll,
+        FaultKind::DiskFull,
+        FaultKind::KillWhileCleaning,
+        FaultKind::EtcdCut,
+        FaultKind::OneWay,
     ];
 
     /// Relative frequency in the schedule.
@@ -69,16 +85,27 @@ impl FaultKind {
         match self {
             FaultKind::Kill | FaultKind::Pause => 3,
             FaultKind::Partition => 2,
-            FaultKind::EtcdKill | FaultKind::Wipe | FaultKind::KillAtRoll => 1,
+            FaultKind::EtcdKill
+            | FaultKind::Wipe
+            | FaultKind::KillAtRoll
+            | FaultKind::DiskFull
+            | FaultKind::KillWhileCleaning
+            | FaultKind::EtcdCut
+            | FaultKind::OneWay => 1,
         }
     }
 
     /// Range of `hold`, ms.
     fn hold_ms(self) -> (u64, u64) {
         match self {
-            FaultKind::Kill | FaultKind::Wipe | FaultKind::KillAtRoll => (0, DOWN_MS_MAX),
-            FaultKind::Pause => (PAUSE_MS_MIN, PAUSE_MS_MAX),
-            FaultKind::Partition => (PARTITION_MS_MIN, PARTITION_MS_MAX),
+            FaultKind::Kill
+            | FaultKind::Wipe
+            | FaultKind::KillAtRoll
+            | FaultKind::KillWhileCleaning => (0, DOWN_MS_MAX),
+            FaultKind::Pause | FaultKind::DiskFull => (PAUSE_MS_MIN, PAUSE_MS_MAX),
+            FaultKind::Partition | FaultKind::EtcdCut | FaultKind::OneWay => {
+                (PARTITION_MS_MIN, PARTITION_MS_MAX)
+            }
             FaultKind::EtcdKill => (ETCD_DOWN_MS_MIN, ETCD_DOWN_MS_MAX),
         }
     }
@@ -124,31 +151,34 @@ impl fmt::Display for Fault {
     }
 }
 
-/// The seeded fault sequence.
+/// The seeded fault sequence: every kind once first (in an order the seed shuffles), so even a
+/// short run covers them all, then kinds drawn by weight.
 pub struct Schedule {
     rng: StdRng,
+    /// Kinds of the first round not yet drawn, the next at the end.
+    first_round: Vec<FaultKind>,
 }
 
 impl Schedule {
     /// The schedule of `seed`.
     pub fn new(seed: u64) -> Schedule {
-        Schedule {
-            rng: StdRng::seed_from_u64(seed),
-        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut first_round = FaultKind::ALL.to_vec();
+        first_round.shuffle(&mut rng);
+        Schedule { rng, first_round }
+    }
+
+    /// True once every kind was drawn at least once.
+    pub fn covered_every_kind(&self) -> bool {
+        self.first_round.is_empty()
     }
 
     /// The next fault.
     pub fn next_fault(&mut self) -> Fault {
-        let total: u32 = FaultKind::ALL.iter().map(|kind| kind.weight()).sum();
-        let mut pick = self.rng.gen_range(0..total);
-        let mut kind = FaultKind::Kill;
-        for candidate in FaultKind::ALL {
-            if pick < candidate.weight() {
-                kind = candidate;
-                break;
-            }
-            pick -= candidate.weight();
-        }
+        let kind = match self.first_round.pop() {
+            Some(kind) => kind,
+            None => self.weighted_kind(),
+        };
         let role = match self.rng.gen_range(0..3) {
             0 => Role::Leader,
             1 => Role::Follower,
@@ -162,5 +192,17 @@ impl Schedule {
             hold: Duration::from_millis(self.rng.gen_range(hold_min..=hold_max)),
             gap: Duration::from_millis(self.rng.gen_range(GAP_MS_MIN..=GAP_MS_MAX)),
         }
+    }
+
+    fn weighted_kind(&mut self) -> FaultKind {
+        let total: u32 = FaultKind::ALL.iter().map(|kind| kind.weight()).sum();
+        let mut pick = self.rng.gen_range(0..total);
+        for candidate in FaultKind::ALL {
+            if pick < candidate.weight() {
+                return candidate;
+            }
+            pick -= candidate.weight();
+        }
+        unreachable!("pick is below the total weight")
     }
 }

@@ -58,6 +58,9 @@ pub struct ClusterSpec {
     pub replica_lag_time_max_ms: u64,
     /// More flags for every broker.
     pub extra_flags: Vec<String>,
+    /// When set, each broker's data directory is its own tmpfs of this many bytes (root only;
+    /// see [`Cluster::own_disks_unavailable_reason`]), so a test can fill one broker's disk.
+    pub disk_bytes: Option<u64>,
 }
 
 impl Default for ClusterSpec {
@@ -68,6 +71,7 @@ impl Default for ClusterSpec {
             session_ttl_s: SESSION_TTL_S_DEFAULT,
             replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
             extra_flags: Vec::new(),
+            disk_bytes: None,
         }
     }
 }
@@ -109,7 +113,10 @@ impl Cluster {
         let host = netns
             .as_ref()
             .map_or("127.0.0.1".to_string(), |(link, _)| link.host_ip.clone());
-        let etcd = Etcd::start(&dir.path().join("etcd"), &host);
+        let etcd_host = netns
+            .as_ref()
+            .map_or(host.clone(), |(link, _)| link.etcd_ip.clone());
+        let etcd = Etcd::start(&dir.path().join("etcd"), &etcd_host);
         let name = format!("h10-{:08x}", rand::random::<u32>());
         let mut cluster = Cluster {
             nodes: Vec::new(),
@@ -137,6 +144,7 @@ impl Cluster {
                     .map(|link| link.name.clone()),
                 shards: spec.shards,
                 flags: cluster.broker_flags(&spec),
+                disk_bytes: spec.disk_bytes,
             };
             let node = BrokerNode::start(node_spec, cluster.dir());
             cluster.nodes.push(node);
@@ -179,6 +187,14 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no broker {id}"))
     }
 
+    /// Why brokers cannot have disks of their own ([`ClusterSpec::disk_bytes`]) here, or `None`
+    /// when they can: mounting a tmpfs takes root.
+    pub fn own_disks_unavailable_reason() -> Option<String> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        (euid != 0).then(|| format!("not running as root (euid {euid}); a tmpfs mount needs root"))
+    }
+
     /// Broker `id`, mutably (to signal it).
     pub fn node_mut(&mut self, id: i32) -> &mut BrokerNode {
         self.nodes
@@ -205,6 +221,7 @@ impl Cluster {
             netns: None,
             shards: self.spec.shards,
             flags: self.broker_flags(&self.spec),
+            disk_bytes: self.spec.disk_bytes,
         };
         let node = BrokerNode::start(node_spec, self.dir());
         self.nodes.push(node);

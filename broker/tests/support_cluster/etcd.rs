@@ -6,7 +6,8 @@ use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions};
@@ -25,6 +26,24 @@ const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Starts at most this many etcd processes before giving up (another process can take a free
 /// port between the check and etcd's bind).
 const ETCD_START_ATTEMPTS_MAX: usize = 5;
+
+/// How often [`Etcd::hold_lease`] renews the lease it holds.
+const LEASE_HOLD_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A lease the test keeps alive; renewal stops when this is dropped.
+pub struct LeaseHold {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LeaseHold {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().ok();
+        }
+    }
+}
 
 /// One etcd member listening on `host`.
 pub struct Etcd {
@@ -118,6 +137,46 @@ impl Etcd {
             Ok(response.kvs().first().map(|kv| kv.create_revision()))
         })
         .unwrap_or_else(|error| panic!("etcd at {} did not answer: {error}", self.endpoint()))
+    }
+
+    /// Keeps the lease `key` is bound to alive from the test, as if its owner still renewed it
+    /// (a frozen broker keeps its registration and controllership), until the guard is
+    /// dropped. Panics when the key does not exist or has no lease.
+    pub fn hold_lease(&self, key: &str) -> LeaseHold {
+        let endpoint = self.endpoint();
+        let lookup = key.to_string();
+        let lease = block_on_bounded("etcd get", async move {
+            let options = ConnectOptions::new().with_connect_timeout(ETCD_REQUEST_TIMEOUT);
+            let mut client = Client::connect([endpoint], Some(options)).await?;
+            let response = client.get(lookup, None).await?;
+            Ok(response.kvs().first().map(|kv| kv.lease()))
+        })
+        .unwrap_or_else(|error| panic!("etcd at {} did not answer: {error}", self.endpoint()))
+        .filter(|lease| *lease != 0)
+        .unwrap_or_else(|| panic!("{key} does not exist or has no lease"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let endpoint = self.endpoint();
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                let endpoint = endpoint.clone();
+                let renewed = block_on_bounded("etcd lease keep-alive", async move {
+                    let options = ConnectOptions::new().with_connect_timeout(ETCD_REQUEST_TIMEOUT);
+                    let mut client = Client::connect([endpoint], Some(options)).await?;
+                    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+                    keeper.keep_alive().await?;
+                    answers.message().await
+                });
+                if let Err(error) = renewed {
+                    eprintln!("holding lease {lease:x}: {error}");
+                }
+                std::thread::sleep(LEASE_HOLD_INTERVAL);
+            }
+        });
+        LeaseHold {
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// The last lines of etcd's log, for failure reports.

@@ -18,6 +18,9 @@ pub struct NetnsLink {
     pub host_ip: String,
     /// Address of the namespace end, reachable from the host.
     pub netns_ip: String,
+    /// A second address of the host end, for etcd: so the namespace can lose etcd alone, or
+    /// everyone but etcd ([`NetnsLink::drop_outgoing`]).
+    pub etcd_ip: String,
     host_if: String,
 }
 
@@ -51,6 +54,7 @@ impl NetnsLink {
             name: format!("sluice-test-{tag:06x}"),
             host_ip: format!("10.201.{subnet}.1"),
             netns_ip: format!("10.201.{subnet}.2"),
+            etcd_ip: format!("10.201.{subnet}.3"),
             host_if: format!("slh{tag:06x}"),
         };
         // Interface names are at most 15 bytes: "slh" or "sln" and six hex digits.
@@ -72,6 +76,13 @@ impl NetnsLink {
                 "addr",
                 "add",
                 &format!("{}/24", link.host_ip),
+                "dev",
+                &link.host_if,
+            ]),
+            args(&[
+                "addr",
+                "add",
+                &format!("{}/24", link.etcd_ip),
                 "dev",
                 &link.host_if,
             ]),
@@ -104,6 +115,29 @@ impl NetnsLink {
     /// Restores the link.
     pub fn restore(&self) {
         ip(&args(&["link", "set", &self.host_if, "up"])).unwrap();
+    }
+
+    /// Drops every packet the namespace sends to `address` (a blackhole route inside it), while
+    /// packets from `address` still arrive: a one-way partition. TCP connections between the
+    /// two then hang in both directions (no SYN-ACK or ACK gets back), but what was already
+    /// sent towards the namespace is delivered, and nothing is refused outright.
+    pub fn drop_outgoing(&self, address: &str) {
+        let route = format!("{address}/32");
+        ip(&netns_args(
+            &self.name,
+            &["route", "add", "blackhole", &route],
+        ))
+        .unwrap();
+    }
+
+    /// Undoes [`NetnsLink::drop_outgoing`].
+    pub fn restore_outgoing(&self, address: &str) {
+        let route = format!("{address}/32");
+        ip(&netns_args(
+            &self.name,
+            &["route", "del", "blackhole", &route],
+        ))
+        .unwrap();
     }
 }
 

@@ -16,6 +16,9 @@ const BROKER_START_WAIT: Duration = Duration::from_secs(60);
 /// How long SIGSTOP may take to show in /proc.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
+/// Block size of writes that fill a disk.
+const FILL_BLOCK_BYTES: usize = 64 * 1024;
+
 /// Poll interval of the waits in this file.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -35,6 +38,9 @@ pub struct NodeSpec {
     pub shards: usize,
     /// Further flags: etcd, cluster name, replication settings.
     pub flags: Vec<String>,
+    /// When set, the data directory is its own tmpfs of this many bytes (root only), so a test
+    /// can fill the broker's disk ([`BrokerNode::fill_disk`]) without touching anyone else's.
+    pub disk_bytes: Option<u64>,
 }
 
 /// A broker process and where it lives.
@@ -48,6 +54,8 @@ pub struct BrokerNode {
     child: Option<Child>,
     stopped: bool,
     starts: u32,
+    /// The data directory is a tmpfs this node mounted (and unmounts when dropped).
+    mounted: bool,
 }
 
 impl BrokerNode {
@@ -63,7 +71,12 @@ impl BrokerNode {
             child: None,
             stopped: false,
             starts: 0,
+            mounted: false,
         };
+        if let Some(bytes) = node.spec.disk_bytes {
+            mount_tmpfs(&node.data_dir, bytes);
+            node.mounted = true;
+        }
         node.spawn();
         node
     }
@@ -163,9 +176,50 @@ impl BrokerNode {
             "broker {} is still running",
             self.id()
         );
-        if self.data_dir.exists() {
-            std::fs::remove_dir_all(&self.data_dir).unwrap();
+        // Its contents, not the directory: it may be a mount point.
+        if let Ok(entries) = std::fs::read_dir(&self.data_dir) {
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path).unwrap();
+                } else {
+                    std::fs::remove_file(&path).unwrap();
+                }
+            }
         }
+    }
+
+    /// Fills the broker's own disk (its data directory's tmpfs, see [`NodeSpec::disk_bytes`])
+    /// to the last byte with a file the broker does not know; [`BrokerNode::free_disk`] removes
+    /// it.
+    pub fn fill_disk(&self) {
+        assert!(self.mounted, "broker {} has no disk of its own", self.id());
+        let free = free_bytes(&self.data_dir);
+        let file = File::create(self.filler_path()).unwrap();
+        if free > 0 {
+            // SAFETY: fallocate(2) on a file we own, with a valid descriptor.
+            let result = unsafe {
+                libc::fallocate(
+                    std::os::fd::AsRawFd::as_raw_fd(&file),
+                    0,
+                    0,
+                    libc::off_t::try_from(free).unwrap(),
+                )
+            };
+            // The broker may have taken some of the space meanwhile: whatever is left is taken.
+            if result != 0 {
+                fill_by_writing(&file);
+            }
+        }
+    }
+
+    /// Removes what [`BrokerNode::fill_disk`] wrote.
+    pub fn free_disk(&self) {
+        std::fs::remove_file(self.filler_path()).unwrap();
+    }
+
+    fn filler_path(&self) -> PathBuf {
+        self.data_dir.join(".test-disk-filler")
     }
 
     /// The last `lines` lines of everything the broker logged, over all its starts.
@@ -285,7 +339,57 @@ impl BrokerNode {
 impl Drop for BrokerNode {
     fn drop(&mut self) {
         self.kill();
+        if self.mounted {
+            let path =
+                std::ffi::CString::new(self.data_dir.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: umount2(2) with a valid C string; a lazy unmount cannot fail on a busy
+            // mount, and a failure leaves a tmpfs behind, which is harmless.
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        }
     }
+}
+
+/// Mounts a tmpfs of `bytes` at `dir` (created).
+fn mount_tmpfs(dir: &Path, bytes: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    let options = std::ffi::CString::new(format!("size={bytes}")).unwrap();
+    // SAFETY: mount(2) with valid C strings.
+    let result = unsafe {
+        libc::mount(
+            c"sluice-test".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            options.as_ptr().cast(),
+        )
+    };
+    assert_eq!(
+        result,
+        0,
+        "mount tmpfs at {}: {}",
+        dir.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Free bytes of the file system holding `dir`.
+fn free_bytes(dir: &Path) -> u64 {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statvfs is plain old data, for which all zeroes is a valid value.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs(2) with a valid C string and out-parameter.
+    let result = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    assert_eq!(result, 0, "statvfs {}", dir.display());
+    stat.f_bavail * stat.f_frsize
+}
+
+/// Appends zeros to `file` until the disk refuses more.
+fn fill_by_writing(mut file: &File) {
+    use std::io::Write as _;
+    let block = vec![0u8; FILL_BLOCK_BYTES];
+    while file.write_all(&block).is_ok() {}
+    while file.write_all(&block[..1]).is_ok() {}
 }
 
 /// Where one start of a broker listens: the lines it prints before `ready` (`native ADDR`,

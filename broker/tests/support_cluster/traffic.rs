@@ -41,6 +41,11 @@ pub fn message_value(seq: u64) -> Bytes {
     Bytes::from(format!("m-{seq:010}"))
 }
 
+/// Key number `key` of keyed numbered messages.
+pub fn message_key(key: u64) -> Bytes {
+    Bytes::from(format!("k-{key}"))
+}
+
 /// The number in a message value, if it is one of ours.
 pub fn parse_message(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value)
@@ -80,6 +85,8 @@ pub struct ProducerOptions {
     pub window: usize,
     /// Number of the first message (so several runs on one topic send distinct messages).
     pub first_seq: u64,
+    /// Keys: message `seq` gets key [`message_key`]`(seq % keys)`; None sends no keys.
+    pub keys: Option<u64>,
 }
 
 /// A producer of numbered messages running until told to finish.
@@ -247,6 +254,7 @@ async fn produce(
         let partition = i32::try_from(seq % u64::try_from(options.partitions).unwrap()).unwrap();
         let record = ProducerRecord {
             partition: Some(partition),
+            key: options.keys.map(|keys| message_key(seq % keys)),
             ..ProducerRecord::new(options.topic.clone(), message_value(seq))
         };
         progress.outstanding.fetch_add(1, Ordering::SeqCst);

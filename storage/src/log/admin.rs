@@ -217,7 +217,7 @@ impl LogInner {
         }
         // The new empty segment is created before the old ones go: a crash in between leaves
         // it first, and recovery drops the old segments after it (they no longer follow it).
-        let segment = Segment::new(&self.dir, offset, self.config.index_interval_bytes);
+        let segment = Segment::new(&self.dir, offset, self.config().index_interval_bytes);
         let writer = self.open_writer(&segment.path, 0, true).await?;
         let read = open_read(&segment)?;
         let dir = self.dir.clone();
@@ -303,7 +303,7 @@ impl LogInner {
     /// each wholly below `max_offset` (the high watermark: Kafka never deletes a segment holding
     /// offsets at or above it).
     fn expired_segments(&self, now_ms: i64, max_offset: i64) -> usize {
-        if !self.config.cleanup_policy.deletes() {
+        if !self.config().cleanup_policy.deletes() {
             return 0;
         }
         let state = self.state.borrow();
@@ -314,14 +314,17 @@ impl LogInner {
             if segment.next_offset > max_offset {
                 break;
             }
-            let time_breach = self.config.retention_ms.is_some_and(|retention_ms| {
+            let time_breach = self.config().retention_ms.is_some_and(|retention_ms| {
                 segment.index.max_timestamp.is_some_and(|newest| {
                     now_ms.saturating_sub(newest) > i64::try_from(retention_ms).unwrap_or(i64::MAX)
                 })
             });
-            let size_breach = self.config.retention_bytes.is_some_and(|retention_bytes| {
-                remaining.saturating_sub(segment.size) >= retention_bytes
-            });
+            let size_breach = self
+                .config()
+                .retention_bytes
+                .is_some_and(|retention_bytes| {
+                    remaining.saturating_sub(segment.size) >= retention_bytes
+                });
             if !(time_breach || size_breach) {
                 break;
             }
@@ -335,7 +338,7 @@ impl LogInner {
     pub(super) async fn maintenance(self: &Rc<Self>, now_ms: i64) -> Result<(), StorageError> {
         self.check_open()?;
         self.expire_producers(now_ms);
-        if let Durability::Interval { flush_ms_max, .. } = self.config.durability {
+        if let Durability::Interval { flush_ms_max, .. } = self.config().durability {
             let since = self.state.borrow().unflushed_since_ms;
             let age_ms_max = i64::try_from(flush_ms_max).unwrap_or(i64::MAX);
             if since.is_some_and(|since| now_ms.saturating_sub(since) >= age_ms_max) {
@@ -367,7 +370,7 @@ impl LogInner {
     /// a short setting is honoured within 1.5 times its length).
     fn expire_producers(&self, now_ms: i64) {
         let expiration_ms =
-            i64::try_from(self.config.producer_id_expiration_ms).unwrap_or(i64::MAX);
+            i64::try_from(self.config().producer_id_expiration_ms).unwrap_or(i64::MAX);
         let check_ms = PRODUCER_EXPIRATION_CHECK_MS.min(expiration_ms / 2).max(1);
         let mut state = self.state.borrow_mut();
         let last = state.producers_expired_ms;

@@ -112,7 +112,7 @@ impl LogInner {
         kind: AppendKind,
     ) -> Result<AppendInfo, StorageError> {
         self.check_open()?;
-        let mut metas = validate_input(&batches, self.config.batch_bytes_max)?;
+        let mut metas = validate_input(&batches, self.config().batch_bytes_max)?;
         let units = batches.len().min(APPEND_INFLIGHT_BYTES_MAX) as u64;
         let bytes_slot = self
             .inflight_bytes
@@ -302,7 +302,7 @@ impl LogInner {
         let (extension, wait) = {
             let mut state = self.state.borrow_mut();
             match state.writer.as_mut() {
-                Some(writer) => writer.plan_extension(len, self.config.segment_bytes_max),
+                Some(writer) => writer.plan_extension(len, self.config().segment_bytes_max),
                 None => (None, None),
             }
         };
@@ -328,7 +328,7 @@ impl LogInner {
     fn reserve(&self, batches: BytesMut, batches_meta: Vec<BatchMeta>) -> PendingAppend {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
-        let keep = self.config.tail_cache_bytes_max > 0;
+        let keep = self.config().tail_cache_bytes_max > 0;
         let bytes = batches.len() as u64;
         let segment_base = state
             .segments
@@ -402,7 +402,10 @@ impl LogInner {
         let aborted = StorageError::Aborted { base_offset };
         let result = written.and(if predecessor_ok { Ok(()) } else { Err(aborted) });
         if let Err(error) = result {
-            self.state.borrow_mut().poisoned = true;
+            self.state
+                .borrow_mut()
+                .poisoned
+                .get_or_insert_with(|| error.to_string());
             completion.finish(false);
             // Failed appends finish in order too, so the last one failing means every earlier
             // one is settled (published or failed) and a rewind cannot cut queued bytes.
@@ -422,7 +425,7 @@ impl LogInner {
         });
         completion.finish(true);
         drop(written_guard);
-        match self.config.durability {
+        match self.config().durability {
             Durability::Interval { .. } => self.publish_queued(usize::MAX),
             Durability::Durable => self.request_commit(),
         }
@@ -527,7 +530,7 @@ impl LogInner {
             });
         }
         state.published_bytes += bytes;
-        if matches!(self.config.durability, Durability::Interval { .. }) {
+        if matches!(self.config().durability, Durability::Interval { .. }) {
             state.unflushed_since_ms.get_or_insert_with(now_ms);
         }
         self.log_end.set(next_offset);
@@ -537,7 +540,7 @@ impl LogInner {
     async fn after_publish(self: &Rc<Self>) -> Result<(), StorageError> {
         let Durability::Interval {
             flush_bytes_max, ..
-        } = self.config.durability
+        } = self.config().durability
         else {
             return Ok(());
         };
@@ -573,7 +576,7 @@ impl LogInner {
             last.wait().await;
         }
         self.check_open()?;
-        let flushed = match self.config.durability {
+        let flushed = match self.config().durability {
             Durability::Durable => self.flushed.get(),
             Durability::Interval { .. } => self.sync_published().await?,
         };
@@ -599,7 +602,7 @@ impl LogInner {
             last.wait().await;
         }
         self.check_open()?;
-        if !self.state.borrow().poisoned {
+        if self.state.borrow().poisoned.is_none() {
             return Ok(());
         }
         let extension = {
@@ -630,9 +633,13 @@ impl LogInner {
         state.next_offset = self.log_end.get();
         state.reserved_epochs = state.epochs.clone();
         state.reserved_producers = state.producers.clone();
-        state.poisoned = false;
+        let reason = state.poisoned.take().unwrap_or_default();
+        // Every append is settled: none is in flight to chain the next one behind (the failed
+        // ones would otherwise abort every later append, for good).
+        state.last_completion = None;
+        state.last_published = None;
         state.generation += 1;
-        tracing::warn!(file = %path.display(), size, "rewound the active segment after a failed write");
+        tracing::warn!(file = %path.display(), size, %reason, "rewound the active segment after a failed write");
         Ok(())
     }
 }

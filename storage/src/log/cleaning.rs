@@ -27,7 +27,7 @@ impl PartitionLog {
 
     /// True when the log's cleanup policy compacts it.
     pub(crate) fn compacted(&self) -> bool {
-        self.inner.config.cleanup_policy.compacts()
+        self.inner.config().cleanup_policy.compacts()
     }
 
     /// A snapshot of the log for a cleaning decision.
@@ -47,7 +47,7 @@ impl PartitionLog {
             .collect();
         Ok(CleaningView {
             dir: self.inner.dir.clone(),
-            config: self.inner.config.clone(),
+            config: crate::LogConfig::clone(&self.inner.config()),
             log_start: self.inner.log_start.get(),
             log_end: self.inner.log_end.get(),
             closed,

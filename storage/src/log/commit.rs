@@ -176,6 +176,6 @@ impl LogInner {
 
     /// True when appends are acknowledged only once durable.
     pub(super) fn durable(&self) -> bool {
-        matches!(self.config.durability, Durability::Durable)
+        matches!(self.config().durability, Durability::Durable)
     }
 }

@@ -38,7 +38,7 @@ impl LogInner {
         size: u64,
         create: bool,
     ) -> Result<SegmentWriter, StorageError> {
-        let mut writer = SegmentWriter::open(path, self.config.write_mode, size, create).await?;
+        let mut writer = SegmentWriter::open(path, self.config().write_mode, size, create).await?;
         writer.set_zero_fill(self.durable());
         Ok(writer)
     }
@@ -54,8 +54,8 @@ impl LogInner {
         if writer.submitted() == 0 {
             return false;
         }
-        let size_due = writer.submitted() + len > self.config.segment_bytes_max;
-        let age_ms_max = i64::try_from(self.config.roll_ms_max()).unwrap_or(i64::MAX);
+        let size_due = writer.submitted() + len > self.config().segment_bytes_max;
+        let age_ms_max = i64::try_from(self.config().roll_ms_max()).unwrap_or(i64::MAX);
         let time_due = active
             .roll_base_ms
             .is_some_and(|base| now_ms.saturating_sub(base) >= age_ms_max);
@@ -89,7 +89,7 @@ impl LogInner {
             let half_full = state
                 .writer
                 .as_ref()
-                .is_some_and(|writer| writer.submitted() >= self.config.segment_bytes_max / 2);
+                .is_some_and(|writer| writer.submitted() >= self.config().segment_bytes_max / 2);
             let due = half_full && state.prepared.is_none() && !state.preparing;
             state.preparing |= due;
             due
@@ -115,7 +115,7 @@ impl LogInner {
 
     async fn prepare_segment_file(&self, path: &Path) -> Result<PreparedSegment, StorageError> {
         let mut writer = self.open_writer(path, 0, true).await?;
-        let (extension, _) = writer.plan_extension(0, self.config.segment_bytes_max);
+        let (extension, _) = writer.plan_extension(0, self.config().segment_bytes_max);
         if let Some(extension) = extension {
             let (epoch, to, result) = extension.run().await;
             result?;
@@ -138,7 +138,7 @@ impl LogInner {
             let mut state = self.state.borrow_mut();
             (state.next_offset, state.prepared.take())
         };
-        let segment = Segment::new(&self.dir, new_base, self.config.index_interval_bytes);
+        let segment = Segment::new(&self.dir, new_base, self.config().index_interval_bytes);
         let (writer, read) = match prepared {
             Some(PreparedSegment { mut writer, read }) => {
                 let (from, to) = (self.dir.join(PREPARED_SEGMENT_FILE), segment.path.clone());

@@ -336,7 +336,7 @@ impl<F: Future<Output = Result<(), StorageError>>> Future for JoinAll<F> {
 fn short_write(written: usize, wanted: usize) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::WriteZero,
-        format!("short write: {written} of {wanted} bytes"),
+        format!("short write: {written} of {wanted} bytes (the disk is full or a file size limit was hit)"),
     )
 }
 
