@@ -73,6 +73,19 @@ pub enum ControlRequest {
         /// Where the id (or why there is none) goes.
         reply: oneshot::Sender<Result<i64, String>>,
     },
+    /// Start or cancel partition reassignments (cluster mode); one result per partition, in
+    /// request order.
+    AlterReassignments {
+        /// The partitions (target `None`: cancel).
+        partitions: Vec<sluice_net::ReassignPartition>,
+        /// Where the results go.
+        reply: oneshot::Sender<Vec<sluice_net::ReassignResult>>,
+    },
+    /// The partition reassignments in progress (cluster mode).
+    ListReassignments {
+        /// Where the answer goes.
+        reply: oneshot::Sender<sluice_net::ListPartitionReassignmentsResponse>,
+    },
     /// Cluster mode: the cluster state or the etcd connection changed; apply the newest state.
     ClusterChanged,
     /// Leave the control loop.
@@ -99,6 +112,23 @@ impl ControlClient {
     pub fn send_blocking(&self, request: ControlRequest) -> bool {
         self.sender.send(request).is_ok()
     }
+}
+
+/// Why a single-node broker refuses the reassignment apis.
+const NOT_CLUSTERED: &str = "partition reassignment needs cluster mode (--etcd)";
+
+fn not_clustered_alter(
+    partitions: Vec<sluice_net::ReassignPartition>,
+) -> Vec<sluice_net::ReassignResult> {
+    partitions
+        .into_iter()
+        .map(|partition| sluice_net::ReassignResult {
+            topic: partition.topic,
+            partition: partition.partition,
+            error: ErrorCode::InvalidRequest.code(),
+            message: Some(NOT_CLUSTERED.to_string()),
+        })
+        .collect()
 }
 
 /// Checks a topic name: 1..=249 bytes of `[a-zA-Z0-9._-]`, and not `.` or `..`.
@@ -242,6 +272,16 @@ impl ControlPlane {
                 }
                 ControlRequest::AllocateProducerId { reply } => {
                     let _ = reply.send(self.producer_ids.allocate(self.store.as_mut()));
+                }
+                ControlRequest::AlterReassignments { partitions, reply } => {
+                    let _ = reply.send(not_clustered_alter(partitions));
+                }
+                ControlRequest::ListReassignments { reply } => {
+                    let _ = reply.send(sluice_net::ListPartitionReassignmentsResponse {
+                        error: ErrorCode::InvalidRequest.code(),
+                        message: Some(NOT_CLUSTERED.to_string()),
+                        reassignments: Vec::new(),
+                    });
                 }
                 ControlRequest::CreatePartitions { topics, reply } => {
                     let _ = reply.send(self.create_partitions(topics));

@@ -12,6 +12,11 @@ use glommio::sync::Semaphore;
 use sluice_net::api::ErrorCode;
 use sluice_net::frame::{ControlDecode, ControlEncode};
 use sluice_net::messages::{
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, OngoingReassignment,
+    ReassignPartition, ReassignResult,
+};
+use sluice_net::messages::{
     AlterTopicConfigsRequest, AlterTopicConfigsResponse, CreatePartitionsRequest,
     CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse, ElectionResult, FetchRequest,
@@ -570,6 +575,45 @@ impl Client {
 
 /// The result for topic `name` in a CreateTopics/DeleteTopics response, as an error if the
 /// broker refused.
+impl Client {
+    /// Starts (`replicas: Some(target)`) or cancels (`replicas: None`) partition reassignments
+    /// (cluster mode). Answers once each change is recorded, one result per partition in
+    /// request order; a refused partition carries the broker's error code and reason and
+    /// changed nothing.
+    pub async fn alter_partition_reassignments(
+        &self,
+        partitions: Vec<ReassignPartition>,
+    ) -> Result<Vec<ReassignResult>, ClientError> {
+        let request = AlterPartitionReassignmentsRequest {
+            partitions,
+            timeout_ms: self.timeout_ms_u32(),
+        };
+        let (response, _) = self
+            .request_any::<_, AlterPartitionReassignmentsResponse>(&request)
+            .await?;
+        Ok(response.results)
+    }
+
+    /// The partition reassignments in progress (cluster mode).
+    pub async fn list_partition_reassignments(
+        &self,
+    ) -> Result<Vec<OngoingReassignment>, ClientError> {
+        let (response, _) = self
+            .request_any::<_, ListPartitionReassignmentsResponse>(
+                &ListPartitionReassignmentsRequest {},
+            )
+            .await?;
+        if response.error != ErrorCode::None.code() {
+            let message = response.message.unwrap_or_default();
+            return Err(ClientError::from_code(
+                response.error,
+                format!("list partition reassignments: {message}"),
+            ));
+        }
+        Ok(response.reassignments)
+    }
+}
+
 fn topic_result(results: &[TopicResult], name: &str, op: &'static str) -> Result<(), ClientError> {
     let result = results
         .iter()

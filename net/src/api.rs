@@ -53,11 +53,15 @@ pub enum ApiKey {
     AlterTopicConfigs = 21,
     /// Move leadership to preferred replicas (cluster mode).
     ElectLeaders = 22,
+    /// Start or cancel partition reassignments (KIP-455).
+    AlterPartitionReassignments = 23,
+    /// The partition reassignments in progress.
+    ListPartitionReassignments = 24,
 }
 
 impl ApiKey {
     /// Every api key, in wire-value order.
-    pub const ALL: [ApiKey; 23] = [
+    pub const ALL: [ApiKey; 25] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -81,6 +85,8 @@ impl ApiKey {
         ApiKey::CreatePartitions,
         ApiKey::AlterTopicConfigs,
         ApiKey::ElectLeaders,
+        ApiKey::AlterPartitionReassignments,
+        ApiKey::ListPartitionReassignments,
     ];
 
     /// The wire value of this key.
@@ -117,6 +123,8 @@ impl TryFrom<u16> for ApiKey {
             20 => ApiKey::CreatePartitions,
             21 => ApiKey::AlterTopicConfigs,
             22 => ApiKey::ElectLeaders,
+            23 => ApiKey::AlterPartitionReassignments,
+            24 => ApiKey::ListPartitionReassignments,
             _ => return Err(NetError::UnknownApi(value)),
         };
         Ok(api)
@@ -131,7 +139,7 @@ impl std::fmt::Display for ApiKey {
 
 /// The version ranges this build implements, `(api, min, max)` inclusive, one entry per api in
 /// wire-value order. ApiVersions answers with exactly this table.
-static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 23] = [
+static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 25] = [
     (ApiKey::ApiVersions, 0, 0),
     (ApiKey::Metadata, 0, 0),
     (ApiKey::CreateTopics, 0, 0),
@@ -155,6 +163,8 @@ static SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 23] = [
     (ApiKey::CreatePartitions, 0, 0),
     (ApiKey::AlterTopicConfigs, 0, 0),
     (ApiKey::ElectLeaders, 0, 0),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The version ranges this build implements: `(api, min, max)`, inclusive.

@@ -141,6 +141,14 @@ pub struct ElectLeadersResponse {
     /// One result per partition considered.
     pub partitions: Vec<ElectionResult>,
 }
+message!(
+    AlterPartitionReassignments: AlterPartitionReassignmentsRequest,
+    AlterPartitionReassignmentsResponse
+);
+message!(
+    ListPartitionReassignments: ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse
+);
 
 /// Asks which apis and versions the broker implements.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -1003,4 +1011,81 @@ fn payload_ranges(
         )));
     }
     Ok(ranges)
+}
+
+/// One partition to move (or whose move to cancel).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ReassignPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The target replica list, preferred leader first; `None` cancels the partition's
+    /// reassignment in progress.
+    pub replicas: Option<Vec<i32>>,
+}
+
+/// Starts or cancels partition reassignments (cluster mode).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AlterPartitionReassignmentsRequest {
+    /// The partitions.
+    pub partitions: Vec<ReassignPartition>,
+    /// How long the broker may wait for each change to be recorded, in milliseconds.
+    pub timeout_ms: u32,
+}
+
+/// The outcome for one partition of a reassignment request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ReassignResult {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// ErrorCode wire value.
+    pub error: i16,
+    /// Human-readable detail for an error.
+    pub message: Option<String>,
+}
+
+/// Per-partition outcomes of an AlterPartitionReassignments request, in request order.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AlterPartitionReassignmentsResponse {
+    /// One result per requested partition.
+    pub results: Vec<ReassignResult>,
+}
+
+/// Asks for every partition reassignment in progress.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct ListPartitionReassignmentsRequest {}
+
+/// One partition reassignment in progress.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OngoingReassignment {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The full replica set now: the assignment, then the replicas being added.
+    pub replicas: Vec<i32>,
+    /// The target replica list.
+    pub target: Vec<i32>,
+    /// Replicas being added.
+    pub adding: Vec<i32>,
+    /// Replicas being removed.
+    pub removing: Vec<i32>,
+    /// Target replicas not in the ISR yet.
+    pub catching_up: Vec<i32>,
+    /// The current leader (-1: none).
+    pub leader: i32,
+}
+
+/// The partition reassignments in progress.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ListPartitionReassignmentsResponse {
+    /// ErrorCode wire value (for example InvalidRequest outside cluster mode).
+    pub error: i16,
+    /// Human-readable detail for an error.
+    pub message: Option<String>,
+    /// The reassignments, in topic and partition order.
+    pub reassignments: Vec<OngoingReassignment>,
 }

@@ -499,13 +499,17 @@ fn api_keys_and_error_codes_map_to_wire_numbers() {
         assert_eq!(ApiKey::try_from(api.code()).unwrap(), api);
     }
     let codes: Vec<u16> = ApiKey::ALL.iter().map(|api| api.code()).collect();
-    let expected: Vec<u16> = (0..=22).collect();
+    let expected: Vec<u16> = (0..=24).collect();
     assert_eq!(codes, expected, "wire values in order");
     assert_eq!(ApiKey::try_from(8).unwrap(), ApiKey::InitProducerId);
     assert_eq!(ApiKey::try_from(22).unwrap(), ApiKey::ElectLeaders);
+    assert_eq!(
+        ApiKey::try_from(24).unwrap(),
+        ApiKey::ListPartitionReassignments
+    );
     assert!(matches!(
-        ApiKey::try_from(23),
-        Err(NetError::UnknownApi(23))
+        ApiKey::try_from(25),
+        Err(NetError::UnknownApi(25))
     ));
     assert!(matches!(
         ApiKey::try_from(u16::MAX),

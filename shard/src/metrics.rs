@@ -102,7 +102,7 @@ impl LatencyHistogram {
 
 /// Number of api slots in the per-api latency histograms (the native protocol's api keys are
 /// 0..API_SLOTS; anything else is counted in no histogram).
-pub const API_SLOTS: usize = 23;
+pub const API_SLOTS: usize = 25;
 
 /// Kinds of bad input, the label of `sluice_protocol_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

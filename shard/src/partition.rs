@@ -1123,8 +1123,10 @@ impl PartitionRegistry {
                     self.remove(&topic, index, true).await
                 }
                 Some(_) => self.remove(&topic, index, false).await,
+                // The partition exists but this broker is no longer one of its replicas: a
+                // reassignment moved it away (or cancelled adding it here), so its log goes.
                 None if table.has_partition(&topic, index) => {
-                    self.remove(&topic, index, false).await
+                    self.remove(&topic, index, true).await
                 }
                 None => self.remove(&topic, index, true).await,
             };

@@ -286,12 +286,8 @@ impl LeaderState {
     /// change can never be written any more). The broker epochs are taken in either way.
     pub fn update(&mut self, info: &ReplicaInfo, now_ms: i64) {
         self.set_broker_epochs(info, now_ms);
-        if info.version <= self.version {
-            return;
-        }
-        self.isr = info.isr.clone();
-        self.version = info.version;
-        self.min_insync_replicas = info.min_insync_replicas.max(1);
+        // The replica set can change without the partition state (a reassignment adds its
+        // target replicas under its own key), so it is taken before the version check.
         if self.replicas != info.replicas {
             self.replicas = info.replicas.clone();
             let node_id = self.node_id;
@@ -302,6 +298,12 @@ impl LeaderState {
                     .or_insert_with(|| FollowerProgress::new(now_ms, info.broker_epoch(*replica)));
             }
         }
+        if info.version <= self.version {
+            return;
+        }
+        self.isr = info.isr.clone();
+        self.version = info.version;
+        self.min_insync_replicas = info.min_insync_replicas.max(1);
         self.pending = None;
     }
 

@@ -46,6 +46,8 @@ pub enum TopicCommand {
     Describe(TopicNameArgs),
     /// Delete a topic and its data.
     Delete(TopicNameArgs),
+    /// Move one partition onto other brokers (or cancel its move in progress).
+    Reassign(super::reassign::TopicReassignArgs),
     /// Add partitions to a topic (never fewer) and/or change its configs.
     Alter(TopicAlterArgs),
 }

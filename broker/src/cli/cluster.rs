@@ -13,12 +13,19 @@ use sluice_net::ErrorCode;
 
 use super::args::ConnectArgs;
 use super::connect;
+use super::reassign::{DecommissionArgs, RebalanceArgs};
 
 /// `sluice cluster ...`
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum ClusterCommand {
-    /// Brokers (id, address, alive), the controller, under-replicated and offline partitions.
+    /// Brokers (id, address, alive), the controller, under-replicated and offline partitions,
+    /// reassignments in progress.
     Info(ConnectArgs),
+    /// Spread replicas and preferred leaders evenly over the live brokers (moving as little as
+    /// possible), show the plan, run it and follow it until done.
+    Rebalance(RebalanceArgs),
+    /// Move every replica off one broker, then say when it can be stopped.
+    Decommission(DecommissionArgs),
     /// Move leadership of every partition (or one topic's) back to its preferred replica (the
     /// first of its replicas) where that replica is live and in the ISR.
     ElectLeaders(ElectLeadersArgs),
@@ -43,9 +50,18 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
                 .metadata(None)
                 .await
                 .context("cannot read the cluster metadata")?;
+            // A single-node broker has no reassignments (it refuses the request).
+            let ongoing = client.list_partition_reassignments().await.ok();
             let mut out = std::io::stdout().lock();
             out.write_all(info(&metadata).as_bytes())?;
+            if let Some(ongoing) = ongoing {
+                out.write_all(super::reassign::info_section(&ongoing).as_bytes())?;
+            }
             out.flush()?;
+        }
+        ClusterCommand::Rebalance(args) => return super::reassign::cluster_rebalance(args).await,
+        ClusterCommand::Decommission(args) => {
+            return super::reassign::cluster_decommission(args).await
         }
         ClusterCommand::ElectLeaders(args) => {
             let client = connect(&args.connect).await?;

@@ -1,6 +1,7 @@
 //! The `sluice` CLI's client commands: `topic create|list|describe|delete`, `produce`,
 //! `consume` (alone, or as a member of a consumer group with `--group`), `group
-//! list|describe|reset-offsets|delete` and `cluster info`. Each runs the native client (`sluice-client`) on one glommio executor on the
+//! list|describe|reset-offsets|delete`, `topic reassign` and `cluster
+//! info|rebalance|decommission`. Each runs the native client (`sluice-client`) on one glommio executor on the
 //! calling thread; errors are `anyhow` errors that say what could not be done and why.
 
 mod args;
@@ -8,6 +9,7 @@ mod cluster;
 mod consume;
 mod group;
 mod produce;
+mod reassign;
 mod topic;
 
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! `sluice topic create|list|describe|delete`.
+//! `sluice topic create|list|describe|delete|reassign`.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -45,6 +45,7 @@ pub(crate) async fn run(command: TopicCommand) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot describe topic {}", args.name))?;
             out.write_all(describe(&topic).as_bytes())?;
         }
+        TopicCommand::Reassign(args) => return super::reassign::topic_reassign(args).await,
         TopicCommand::Delete(args) => {
             let client = connect(&args.connect).await?;
             client

@@ -88,10 +88,12 @@ pub fn on_broker_change(
     let mut changes = Vec::new();
     for (topic, assignment) in &state.topics {
         let topic_create_revision = state.topic_revisions.get(topic).copied().unwrap_or(0);
-        for (index, replicas) in assignment.assignment.iter().enumerate() {
+        for index in 0..assignment.assignment.len() {
             let Ok(partition) = i32::try_from(index) else {
                 break;
             };
+            // With a reassignment in progress, the replicas being added are candidates too.
+            let replicas = &state.replicas(topic, partition);
             let decided = match state.partition(topic, partition) {
                 Some(entry) => elect(&entry.state, replicas, live, epochs, controller_epoch)
                     .map(|(next, reason)| (entry.mod_revision, next, reason)),

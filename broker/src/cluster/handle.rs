@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use futures_lite::StreamExt as _;
 
 use super::preferred::PartitionElection;
+use super::reassign::ReassignRequest;
 use super::session::ControlPlane;
 use super::state::{ClusterState, PartitionEntry, PartitionState, TopicAssignment};
 use super::{ClusterConfig, ClusterError};
@@ -91,6 +92,10 @@ pub(crate) enum Command {
         count: i64,
         reply: Reply<i64>,
     },
+    Reassign {
+        request: ReassignRequest,
+        reply: Reply<()>,
+    },
     ElectLeaders {
         topic: Option<String>,
         reply: Reply<Vec<PartitionElection>>,
@@ -122,6 +127,7 @@ impl Command {
             Command::DeleteTopic { .. } => "delete topic",
             Command::UpdateIsr { .. } => "update isr",
             Command::ReserveProducerIds { .. } => "reserve producer ids",
+            Command::Reassign { .. } => "reassign partition",
             Command::ElectLeaders { .. } => "elect leaders",
             Command::AddPartitions { .. } => "add partitions",
             Command::SetTopicConfigs { .. } => "alter topic configs",
@@ -137,6 +143,7 @@ impl Command {
             Command::DeleteTopic { reply, .. } => drop(reply.try_send(Err(error))),
             Command::UpdateIsr { reply, .. } => drop(reply.try_send(Err(error))),
             Command::ReserveProducerIds { reply, .. } => drop(reply.try_send(Err(error))),
+            Command::Reassign { reply, .. } => drop(reply.try_send(Err(error))),
             Command::ElectLeaders { reply, .. } => drop(reply.try_send(Err(error))),
             Command::AddPartitions { reply, .. } => drop(reply.try_send(Err(error))),
             Command::SetTopicConfigs { reply, .. } => drop(reply.try_send(Err(error))),
@@ -467,6 +474,16 @@ impl ClusterHandle {
     pub fn reserve_producer_ids(&self, count: i64) -> Result<i64, ClusterError> {
         self.request("reserve producer ids", |reply| {
             Command::ReserveProducerIds { count, reply }
+        })
+    }
+
+    /// Submits or cancels a partition reassignment (see [`super::reassign`]): checked against
+    /// this broker's snapshot, written with compare-and-swap; returns once the snapshot shows
+    /// it. A refused request changes nothing.
+    pub fn reassign(&self, request: ReassignRequest) -> Result<(), ClusterError> {
+        self.request("reassign partition", |reply| Command::Reassign {
+            request,
+            reply,
         })
     }
 

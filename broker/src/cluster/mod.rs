@@ -13,11 +13,14 @@
 //! /sluice/<cluster>/controller               {"id": N}, bound to the controller's lease
 //! /sluice/<cluster>/topics/<topic>           TopicAssignment
 //! /sluice/<cluster>/partitions/<topic>/<p>   PartitionState
+//! /sluice/<cluster>/reassignments/<topic>/<p> ReassignmentRecord, while a move is in progress
 //! ```
 //!
 //! - [`placement`]: replica placement (pure).
 //! - [`state`]: the keys, the values and [`ClusterState`], the snapshot built from them.
 //! - [`controller`]: the controller's decisions (sans-IO).
+//! - [`reassign`]: partition reassignment decisions (sans-IO, KIP-455).
+//! - [`rebalance`]: rebalance and decommission plans (pure).
 //! - [`preferred`]: preferred leader elections and the automatic leader rebalance (sans-IO).
 //! - `session` and `ops` (private): the etcd side: lease, registration, election, watch,
 //!   compare-and-swap writes, reconnection.
@@ -34,6 +37,9 @@ pub mod handle;
 mod ops;
 pub mod placement;
 pub mod preferred;
+pub mod reassign;
+mod reassign_ops;
+pub mod rebalance;
 mod session;
 pub mod state;
 pub mod store;
@@ -45,7 +51,7 @@ pub use handle::{ClusterHandle, ClusterSubscription, PartitionVersion, TopicSpec
 pub use placement::assign_replicas;
 pub use state::{
     BrokerInfo, ClusterKeys, ClusterState, ControllerInfo, PartitionEntry, PartitionState,
-    TopicAssignment, NO_LEADER,
+    ReassignmentEntry, ReassignmentRecord, TopicAssignment, NO_LEADER,
 };
 pub use store::EtcdMetadataStore;
 
@@ -314,6 +320,16 @@ pub enum ClusterError {
         isr: Vec<i32>,
         /// The rule broken.
         reason: &'static str,
+    },
+    /// A partition reassignment (or its cancel) was refused; nothing changed.
+    #[error("partition {topic}-{partition}: reassignment refused: {reason}")]
+    ReassignmentRefused {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Why.
+        reason: String,
     },
 }
 

@@ -440,6 +440,10 @@ pub(crate) async fn delete_topic(
                 keys.partitions_of(name),
                 Some(DeleteOptions::new().with_prefix()),
             ),
+            TxnOp::delete(
+                keys.reassignments_of(name),
+                Some(DeleteOptions::new().with_prefix()),
+            ),
         ]);
     let response = timed(timeout, "delete topic", &topic_key, client.txn(txn)).await?;
     if !response.succeeded() {
@@ -598,11 +602,11 @@ fn checked_isr_change(
         partition,
     };
     let entry = state.partition(topic, partition).ok_or_else(unknown)?;
-    let replicas = state
-        .topics
-        .get(topic)
-        .and_then(|assignment| assignment.assignment.get(usize::try_from(partition).ok()?))
-        .ok_or_else(unknown)?;
+    // The full replica set: replicas a reassignment adds join the ISR once caught up.
+    let replicas = state.replicas(topic, partition);
+    if replicas.is_empty() {
+        return Err(unknown());
+    }
     if entry.state.leader_epoch != request.expected.leader_epoch {
         return Err(refusal(request, entry.state.clone()));
     }

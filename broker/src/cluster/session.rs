@@ -27,6 +27,7 @@ use super::controller::{on_broker_change, ChangeReason, PartitionChange};
 use super::handle::{Command, Shared};
 use super::ops::{self, IsrRequest};
 use super::preferred::{self, ElectionOutcome, PartitionElection, PreferredOutcome};
+use super::reassign_ops;
 use super::state::{ClusterKeys, ClusterState};
 use super::{ClusterConfig, ClusterError};
 
@@ -449,7 +450,9 @@ impl ControlPlane {
                 ops::write_change(&mut session.client, &self.keys, epoch, change, timeout).await?;
             log_change(change, written);
         }
-        Ok(())
+        // Reassignments whose target replicas all caught up end now (see `reassign`).
+        reassign_ops::complete_all(&mut session.client, &self.keys, &self.state, epoch, timeout)
+            .await
     }
 
     /// Kafka's automatic leader rebalance, run by the controller on its interval when enabled:
@@ -558,6 +561,14 @@ impl ControlPlane {
                 };
                 match ops::update_isr(client, &self.keys, &self.state, &request, timeout).await {
                     Ok((state, revision)) => self.defer(revision, reply, Ok(state)),
+                    Err(error) => drop(reply.try_send(Err(error))),
+                }
+            }
+            Command::Reassign { request, reply } => {
+                let state = &self.state;
+                match reassign_ops::execute(client, &self.keys, state, &request, timeout).await {
+                    Ok(Some(revision)) => self.defer(revision, reply, Ok(())),
+                    Ok(None) => drop(reply.try_send(Ok(()))),
                     Err(error) => drop(reply.try_send(Err(error))),
                 }
             }

@@ -88,6 +88,26 @@ pub struct PartitionState {
     pub isr_epochs: BTreeMap<i32, i64>,
 }
 
+/// A partition reassignment in progress (KIP-455), under
+/// `/sluice/<cluster>/reassignments/<topic>/<p>`: the replica list the partition moves to. While
+/// it exists the partition's full replica set is its assignment followed by the target
+/// replicas not in it (see [`ClusterState::replicas`]); the controller ends it once every
+/// target replica is in the ISR (see `reassign`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReassignmentRecord {
+    /// The replicas the partition ends with, preferred leader first.
+    pub target: Vec<i32>,
+}
+
+/// A reassignment and the etcd mod_revision of its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReassignmentEntry {
+    /// The record.
+    pub record: ReassignmentRecord,
+    /// The key's mod_revision.
+    pub mod_revision: i64,
+}
+
 /// A partition state and the etcd mod_revision it was read at (what a compare-and-swap of it
 /// compares against).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +140,10 @@ pub struct ClusterState {
     pub topic_revisions: BTreeMap<String, i64>,
     /// Partition states by topic, then partition.
     pub partitions: BTreeMap<String, BTreeMap<i32, PartitionEntry>>,
+    /// The mod_revision of each topic key (what a change of the assignment compares against).
+    pub topic_mod_revisions: BTreeMap<String, i64>,
+    /// Reassignments in progress by topic, then partition.
+    pub reassignments: BTreeMap<String, BTreeMap<i32, ReassignmentEntry>>,
 }
 
 impl ClusterState {
@@ -144,6 +168,39 @@ impl ClusterState {
     /// One partition's state.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionEntry> {
         self.partitions.get(topic)?.get(&partition)
+    }
+
+    /// The reassignment of one partition in progress, if any.
+    pub fn reassignment(&self, topic: &str, partition: i32) -> Option<&ReassignmentEntry> {
+        self.reassignments.get(topic)?.get(&partition)
+    }
+
+    /// The assignment of one partition (its replicas outside any reassignment).
+    pub fn assigned_replicas(&self, topic: &str, partition: i32) -> Option<&[i32]> {
+        let index = usize::try_from(partition).ok()?;
+        self.topics
+            .get(topic)?
+            .assignment
+            .get(index)
+            .map(Vec::as_slice)
+    }
+
+    /// The full replica set of one partition: its assignment, then, while a reassignment is in
+    /// progress, the target replicas not in it (they follow and catch up). Empty for a
+    /// partition that does not exist.
+    pub fn replicas(&self, topic: &str, partition: i32) -> Vec<i32> {
+        let mut replicas = self
+            .assigned_replicas(topic, partition)
+            .map(<[i32]>::to_vec)
+            .unwrap_or_default();
+        if let Some(entry) = self.reassignment(topic, partition) {
+            for target in &entry.record.target {
+                if !replicas.contains(target) {
+                    replicas.push(*target);
+                }
+            }
+        }
+        replicas
     }
 
     /// The controller's node id, if any.
@@ -192,6 +249,7 @@ impl ClusterState {
                     topic.topic_id = derived_topic_id(create_revision);
                 }
                 self.topics.insert(name.clone(), topic);
+                self.topic_mod_revisions.insert(name.clone(), mod_revision);
                 self.topic_revisions.insert(name, create_revision);
             }
             Some(ParsedKey::Partition(topic, partition)) => {
@@ -201,6 +259,16 @@ impl ClusterState {
                     mod_revision,
                 };
                 self.partitions
+                    .entry(topic)
+                    .or_default()
+                    .insert(partition, entry);
+            }
+            Some(ParsedKey::Reassignment(topic, partition)) => {
+                let entry = ReassignmentEntry {
+                    record: decode(key, value)?,
+                    mod_revision,
+                };
+                self.reassignments
                     .entry(topic)
                     .or_default()
                     .insert(partition, entry);
@@ -220,6 +288,7 @@ impl ClusterState {
             Some(ParsedKey::Controller) => self.controller = None,
             Some(ParsedKey::Topic(name)) => {
                 self.topics.remove(&name);
+                self.topic_mod_revisions.remove(&name);
                 self.topic_revisions.remove(&name);
             }
             Some(ParsedKey::Partition(topic, partition)) => {
@@ -227,6 +296,14 @@ impl ClusterState {
                     states.remove(&partition);
                     if states.is_empty() {
                         self.partitions.remove(&topic);
+                    }
+                }
+            }
+            Some(ParsedKey::Reassignment(topic, partition)) => {
+                if let Some(entries) = self.reassignments.get_mut(&topic) {
+                    entries.remove(&partition);
+                    if entries.is_empty() {
+                        self.reassignments.remove(&topic);
                     }
                 }
             }
@@ -267,6 +344,7 @@ pub(crate) enum ParsedKey {
     Controller,
     Topic(String),
     Partition(String, i32),
+    Reassignment(String, i32),
 }
 
 /// Builds and parses the keys of one cluster.
@@ -325,6 +403,16 @@ impl ClusterKeys {
         format!("{}partitions/{topic}/{partition}", self.root)
     }
 
+    /// `/sluice/<cluster>/reassignments/<topic>/`: the prefix of a topic's reassignments.
+    pub fn reassignments_of(&self, topic: &str) -> String {
+        format!("{}reassignments/{topic}/", self.root)
+    }
+
+    /// `/sluice/<cluster>/reassignments/<topic>/<partition>`.
+    pub fn reassignment(&self, topic: &str, partition: i32) -> String {
+        format!("{}reassignments/{topic}/{partition}", self.root)
+    }
+
     pub(crate) fn parse(&self, key: &str) -> Option<ParsedKey> {
         let rest = key.strip_prefix(&self.root)?;
         if rest == "controller" {
@@ -336,6 +424,11 @@ impl ClusterKeys {
         if let Some(name) = rest.strip_prefix("topics/") {
             return (!name.is_empty() && !name.contains('/'))
                 .then(|| ParsedKey::Topic(name.to_string()));
+        }
+        if let Some(rest) = rest.strip_prefix("reassignments/") {
+            let (topic, partition) = rest.split_once('/')?;
+            let partition = partition.parse().ok()?;
+            return Some(ParsedKey::Reassignment(topic.to_string(), partition));
         }
         let (topic, partition) = rest.strip_prefix("partitions/")?.split_once('/')?;
         let partition = partition.parse().ok()?;
@@ -363,6 +456,13 @@ mod tests {
             keys.parse(&keys.partition("a.b", 7)),
             Some(ParsedKey::Partition("a.b".into(), 7))
         );
+        assert_eq!(
+            keys.parse(&keys.reassignment("a.b", 7)),
+            Some(ParsedKey::Reassignment("a.b".into(), 7))
+        );
+        assert!(keys
+            .reassignment("t", 1)
+            .starts_with(&keys.reassignments_of("t")));
         assert!(keys.partition("t", 1).starts_with(&keys.partitions_of("t")));
         assert!(!keys
             .partition("t.x", 1)

@@ -156,6 +156,14 @@ impl ClusterControl {
                 ControlRequest::AllocateProducerId { reply } => {
                     let _ = reply.send(self.producer_ids.allocate(&mut self.store));
                 }
+                ControlRequest::AlterReassignments { partitions, reply } => {
+                    let min_insync = self.config.min_insync_replicas_default;
+                    let _ =
+                        reply.send(super::reassign::alter(&self.handle, min_insync, partitions));
+                }
+                ControlRequest::ListReassignments { reply } => {
+                    let _ = reply.send(super::reassign::list(&self.handle));
+                }
                 ControlRequest::CreatePartitions { topics, reply } => {
                     let _ = reply.send(self.create_partitions(topics));
                 }

@@ -14,6 +14,7 @@
 pub mod control;
 mod isr;
 mod metrics;
+mod reassign;
 mod table;
 
 pub use control::{spawn_watcher, ClusterControl};

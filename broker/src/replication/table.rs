@@ -39,13 +39,12 @@ pub fn table_from_cluster(
                 configs,
             )
             .with_topic_id(topic.topic_id);
-            assignment.replication = topic
-                .assignment
-                .iter()
-                .enumerate()
-                .map(|(index, replicas)| {
+            // The full replica set: replicas a reassignment adds follow like the others.
+            assignment.replication = (0..topic.assignment.len())
+                .map(|index| {
                     let partition = i32::try_from(index).unwrap_or(i32::MAX);
-                    replica_info(state, node_id, name, partition, replicas, min_insync)
+                    let replicas = state.replicas(name, partition);
+                    replica_info(state, node_id, name, partition, &replicas, min_insync)
                 })
                 .collect();
             (name.clone(), assignment)

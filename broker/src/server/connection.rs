@@ -184,6 +184,7 @@ async fn write_response(
         Body::OffsetForLeaderEpoch(body) => writer.write_frame(header, &body, &[]).await,
         Body::InitProducerId(body) => writer.write_frame(header, &body, &[]).await,
         Body::Group(body) => body.write(header, writer).await,
+        Body::Reassign(body) => body.write(header, writer).await,
         Body::CreatePartitions(body) => writer.write_frame(header, &body, &[]).await,
         Body::AlterTopicConfigs(body) => writer.write_frame(header, &body, &[]).await,
         Body::ElectLeaders(body) => writer.write_frame(header, &body, &[]).await,

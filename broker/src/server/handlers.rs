@@ -19,7 +19,7 @@ use sluice_shard::{
 };
 use sluice_storage::{producer_state::ProducerStateError, StorageError};
 
-use super::{fetch, groups, produce, topic_admin, ShardServer};
+use super::{fetch, groups, produce, reassign, topic_admin, ShardServer};
 use crate::control::ControlRequest;
 
 /// A response body, one variant per api.
@@ -44,6 +44,8 @@ pub enum Body {
     InitProducerId(InitProducerIdResponse),
     /// A consumer-group api.
     Group(groups::GroupBody),
+    /// A partition-reassignment api.
+    Reassign(reassign::ReassignBody),
     /// CreatePartitions.
     CreatePartitions(CreatePartitionsResponse),
     /// AlterTopicConfigs.
@@ -72,7 +74,7 @@ pub enum Outcome {
 }
 
 /// The api names that label the latency histograms, by api key.
-pub const API_NAMES: [&str; 23] = [
+pub const API_NAMES: [&str; 25] = [
     "api_versions",
     "metadata",
     "create_topics",
@@ -96,6 +98,8 @@ pub const API_NAMES: [&str; 23] = [
     "create_partitions",
     "alter_topic_configs",
     "elect_leaders",
+    "alter_partition_reassignments",
+    "list_partition_reassignments",
 ];
 
 /// Runs the handler of `frame`'s api (the reader already checked the api key is known);
@@ -163,6 +167,11 @@ pub async fn handle(
         | ApiKey::OffsetDelete => groups::handle(server, api, &frame, peer)
             .await
             .map(Body::Group),
+        ApiKey::AlterPartitionReassignments | ApiKey::ListPartitionReassignments => {
+            reassign::handle(server, api, &frame)
+                .await
+                .map(Body::Reassign)
+        }
         ApiKey::CreatePartitions | ApiKey::AlterTopicConfigs | ApiKey::ElectLeaders => {
             topic_admin::handle(server, api, &frame).await
         }
@@ -250,6 +259,9 @@ pub fn error_response(
             Some(body) => Body::Group(body),
             None => return Outcome::Close,
         },
+        ApiKey::AlterPartitionReassignments | ApiKey::ListPartitionReassignments => {
+            Body::Reassign(reassign::ReassignBody::error(api, code, message))
+        }
         ApiKey::CreatePartitions => Body::CreatePartitions(CreatePartitionsResponse {
             results: vec![topic_result("", code, message)],
         }),

@@ -10,6 +10,7 @@ pub mod groups;
 pub mod handlers;
 pub mod ports;
 pub mod produce;
+pub mod reassign;
 pub mod replication;
 pub(crate) mod topic_admin;
 pub mod trigger;

@@ -85,6 +85,7 @@ pub struct Cluster {
     link: Option<NetnsLink>,
     /// The cluster name (`--cluster`), unique per test.
     pub name: String,
+    spec: ClusterSpec,
     dir: Option<tempfile::TempDir>,
     _one_at_a_time: MutexGuard<'static, ()>,
 }
@@ -122,6 +123,7 @@ impl Cluster {
             etcd,
             link: None,
             name,
+            spec: spec.clone(),
             dir: Some(dir),
             _one_at_a_time: one_at_a_time,
         };
@@ -206,6 +208,43 @@ impl Cluster {
         self.link
             .as_ref()
             .expect("cluster started without a network namespace")
+    }
+
+    /// Starts one more broker (the next id) like the others and waits until the brokers see it
+    /// registered. Returns its id.
+    pub fn add_broker(&mut self) -> i32 {
+        let id = self.ids().into_iter().max().unwrap_or(0) + 1;
+        let host = self.nodes[0].host().to_string();
+        let node_spec = NodeSpec {
+            id,
+            host,
+            netns: None,
+            shards: self.spec.shards,
+            flags: self.broker_flags(&self.spec),
+            disk_bytes: self.spec.disk_bytes,
+        };
+        let node = BrokerNode::start(node_spec, self.dir());
+        self.nodes.push(node);
+        self.wait_view("the new broker registered", |view| {
+            live_brokers(view).contains(&id)
+        });
+        id
+    }
+
+    /// Runs the `sluice` CLI with `args` then `--bootstrap` (every serving broker); returns
+    /// (exit success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let bootstrap = self.client_config().bootstrap.join(",");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .args(["--bootstrap", &bootstrap])
+            .output()
+            .expect("run the sluice CLI");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 
     /// SIGKILLs broker `id`.

@@ -1,0 +1,95 @@
+//! The control thread's side of the reassignment apis (cluster mode): each partition's
+//! request checked and written through the cluster handle (see `cluster::reassign`), and the
+//! reassignments in progress listed from the snapshot.
+
+use sluice_net::{
+    ErrorCode, ListPartitionReassignmentsResponse, OngoingReassignment, ReassignPartition,
+    ReassignResult,
+};
+
+use crate::cluster::reassign::{statuses, ReassignRequest};
+use crate::cluster::{ClusterError, ClusterHandle};
+
+/// The wire error code for a refused or failed request.
+fn error_code(error: &ClusterError) -> ErrorCode {
+    match error {
+        ClusterError::UnknownTopic(_) | ClusterError::UnknownPartition { .. } => {
+            ErrorCode::UnknownTopicOrPartition
+        }
+        ClusterError::ReassignmentRefused { .. } => ErrorCode::InvalidRequest,
+        ClusterError::Disconnected { .. } | ClusterError::Timeout { .. } => {
+            ErrorCode::RequestTimedOut
+        }
+        _ => ErrorCode::UnknownServerError,
+    }
+}
+
+/// Submits or cancels each partition's reassignment, one result per partition in order. A
+/// partition named twice is refused (the second time) so the request means one thing.
+pub fn alter(
+    handle: &ClusterHandle,
+    min_insync_replicas_default: usize,
+    partitions: Vec<ReassignPartition>,
+) -> Vec<ReassignResult> {
+    let mut seen = std::collections::BTreeSet::new();
+    partitions
+        .into_iter()
+        .map(|partition| {
+            let (topic, index) = (partition.topic.clone(), partition.partition);
+            let outcome = if seen.insert((topic.clone(), index)) {
+                let request = match partition.replicas {
+                    Some(target) => ReassignRequest::Move {
+                        topic: topic.clone(),
+                        partition: index,
+                        target,
+                        min_insync_replicas_default,
+                    },
+                    None => ReassignRequest::Cancel {
+                        topic: topic.clone(),
+                        partition: index,
+                    },
+                };
+                handle.reassign(request)
+            } else {
+                Err(ClusterError::ReassignmentRefused {
+                    topic: topic.clone(),
+                    partition: index,
+                    reason: "the partition is named twice in the request".to_string(),
+                })
+            };
+            let (error, message) = match outcome {
+                Ok(()) => (ErrorCode::None, None),
+                Err(error) => (error_code(&error), Some(error.to_string())),
+            };
+            ReassignResult {
+                topic,
+                partition: index,
+                error: error.code(),
+                message,
+            }
+        })
+        .collect()
+}
+
+/// Every reassignment in progress in the handle's snapshot.
+pub fn list(handle: &ClusterHandle) -> ListPartitionReassignmentsResponse {
+    let snapshot = handle.snapshot();
+    let reassignments = statuses(&snapshot)
+        .into_iter()
+        .map(|status| OngoingReassignment {
+            topic: status.topic,
+            partition: status.partition,
+            replicas: status.replicas,
+            target: status.target,
+            adding: status.adding,
+            removing: status.removing,
+            catching_up: status.catching_up,
+            leader: status.leader,
+        })
+        .collect();
+    ListPartitionReassignmentsResponse {
+        error: ErrorCode::None.code(),
+        message: None,
+        reassignments,
+    }
+}
