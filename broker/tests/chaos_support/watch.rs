@@ -78,8 +78,7 @@ fn event_names(mut bytes: &[u8]) -> Vec<String> {
     let mut names = Vec::new();
     while bytes.len() >= header {
         // SAFETY: the kernel wrote whole events; read_unaligned copes with any alignment.
-        let event: libc::inotify_event =
-            unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let event: libc::inotify_event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         let len = usize::try_from(event.len).unwrap_or(0);
         let Some(name) = bytes.get(header..header + len) else {
             break;
