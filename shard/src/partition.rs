@@ -103,6 +103,12 @@ pub struct Partition {
     /// is fenced by the role it started under (it is published before the role changes, or
     /// refused), and replicated bytes never land after the replica became leader.
     role_lock: Semaphore,
+    /// One permit, taken by a role change for as long as it waits for and holds `role_lock`,
+    /// and by each holder only while it takes its `role_lock` permit: glommio's semaphore is
+    /// not fair (a one-permit acquire succeeds whenever a permit is free, even with a larger
+    /// acquire waiting), so without this gate a steady stream of overlapping appends would
+    /// keep a role change (and the control thread broadcasting it) waiting indefinitely.
+    role_gate: Semaphore,
     /// The high watermark last written to the checkpoint, and when (ms).
     checkpointed_high_watermark: Cell<Option<i64>>,
     high_watermark_checkpointed_ms: Cell<i64>,
@@ -143,6 +149,7 @@ impl Partition {
             topic_id,
             generation: Cell::new(0),
             role_lock: Semaphore::new(ROLE_HOLDERS_MAX),
+            role_gate: Semaphore::new(1),
             checkpointed_high_watermark: Cell::new(None),
             high_watermark_checkpointed_ms: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
@@ -210,6 +217,7 @@ impl Partition {
     /// generation once it has it); leader appends hold it internally. `None` once the
     /// partition is closed.
     pub async fn hold_role(&self) -> Option<Permit<'_>> {
+        let _gate = self.role_gate.acquire_permit(1).await.ok()?;
         self.role_lock.acquire_permit(1).await.ok()
     }
 
@@ -663,6 +671,7 @@ impl Partition {
         live: impl Fn(i32) -> bool,
         now_ms: i64,
     ) -> bool {
+        let _gate = self.role_gate.acquire_permit(1).await;
         let _exclusive = self.role_lock.acquire_permit(ROLE_HOLDERS_MAX).await;
         if info.leader_epoch < self.leader_epoch() && !matches!(self.role(), RoleView::Standalone) {
             return false;

@@ -108,3 +108,48 @@ fn role_change_waits_for_leader_appends_in_flight() {
         partition.log().close().await.unwrap();
     });
 }
+
+/// Appends each of the two steady appenders makes at most (so the test ends either way).
+const STREAM_APPENDS_MAX: usize = 500;
+
+// Proves a role change is not starved by a steady stream of leader appends (glommio's semaphore
+// lets a one-permit acquire pass a waiting larger one): two tasks append back to back, so one
+// of them nearly always holds the role; the role change must land while they are still going,
+// after which their appends are refused, rather than after both finished every append.
+#[test]
+fn role_change_is_not_starved_by_a_stream_of_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let partition = open(dir.path()).await;
+        let live = |_| true;
+        partition
+            .apply_replica_info(NODE, &info(NODE, 3, 10), live, 0)
+            .await;
+        let appender = || {
+            let partition = partition.clone();
+            glommio::spawn_local(async move {
+                let mut appended = 0;
+                while appended < STREAM_APPENDS_MAX {
+                    if partition.append_as_leader(batch(1), None).await.is_err() {
+                        break;
+                    }
+                    appended += 1;
+                }
+                appended
+            })
+        };
+        let appenders = [appender(), appender()];
+        futures_lite::future::yield_now().await;
+        partition
+            .apply_replica_info(NODE, &info(OTHER, 4, 11), live, 0)
+            .await;
+        let mut appended = 0;
+        for task in appenders {
+            appended += task.await;
+        }
+        assert!(
+            appended < 2 * STREAM_APPENDS_MAX,
+            "the role change waited until every one of the {appended} appends was done"
+        );
+    });
+}
