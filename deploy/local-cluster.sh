@@ -17,7 +17,8 @@
 #
 # Environment: LOCAL_CLUSTER_BROKERS (3), LOCAL_CLUSTER_SHARDS (1 per broker),
 # LOCAL_CLUSTER_PORT_BASE (19100), LOCAL_CLUSTER_NAME (local), SLUICE_BIN
-# (target/release/sluice; built with cargo when missing), LOCAL_CLUSTER_WAIT_S (30).
+# (target/release/sluice; built with cargo when missing), LOCAL_CLUSTER_WAIT_S (30),
+# LOCAL_CLUSTER_BROKER_FLAGS (extra `sluice broker` flags for every broker, space-separated).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -28,6 +29,7 @@ PORT_BASE="${LOCAL_CLUSTER_PORT_BASE:-19100}"
 CLUSTER="${LOCAL_CLUSTER_NAME:-local}"
 SLUICE_BIN="${SLUICE_BIN:-target/release/sluice}"
 WAIT_S="${LOCAL_CLUSTER_WAIT_S:-30}"
+read -r -a EXTRA_FLAGS <<<"${LOCAL_CLUSTER_BROKER_FLAGS:-}"
 STATE="$PWD/target/local-cluster"
 # How long `down` waits for a broker's graceful shutdown before SIGKILL, in tenths of a second.
 STOP_WAIT_TENTHS=300
@@ -99,7 +101,7 @@ start_broker() {
     --etcd "$endpoint" --cluster "$CLUSTER" --node-id "$id" \
     --native-addr "127.0.0.1:$native" --admin-addr "127.0.0.1:$admin" \
     --kafka-addr "127.0.0.1:$kafka" \
-    --data-dir "$dir/data" --shards "$SHARDS" --pin false \
+    --data-dir "$dir/data" --shards "$SHARDS" --pin false ${EXTRA_FLAGS[@]+"${EXTRA_FLAGS[@]}"} \
     >>"$dir/broker.log" 2>&1 </dev/null &
   echo $! >"$dir/broker.pid"
   wait_registered "$id"
