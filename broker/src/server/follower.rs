@@ -304,6 +304,15 @@ fn update_partitions(fetcher: &Fetcher, partitions: Vec<(Rc<Partition>, Moving)>
                 bytes_remaining: None,
             },
         };
+        if followed.moving != moving {
+            tracing::info!(
+                topic = key.0,
+                partition = key.1,
+                adding = moving.adding,
+                throttled = moving.throttled,
+                "replica's reassignment state changed"
+            );
+        }
         followed.moving = moving;
         if !moving.adding {
             followed.bytes_remaining = None;
