@@ -260,6 +260,11 @@ impl Default for Limits {
     }
 }
 
+/// Default reassignment throttle: unlimited (0), so a move copies as fast as Kafka's does
+/// without `leader.replication.throttled.rate`; set it when catch-up traffic competes with
+/// producers.
+pub const REASSIGNMENT_THROTTLE_BYTES_PER_SECOND_DEFAULT: u64 = 0;
+
 /// Default cluster name: the `<cluster>` in every etcd key.
 pub const CLUSTER_NAME_DEFAULT: &str = "sluice";
 
@@ -291,6 +296,10 @@ pub struct ClusterSettings {
     /// Per-broker imbalance (partitions preferring the broker but led elsewhere, over the
     /// partitions preferring it) above which leadership moves back, percent.
     pub leader_imbalance_per_broker_percentage: u32,
+    /// Rate at which the replicas a reassignment adds on this broker may fetch from their
+    /// leaders, over all of them, bytes per second; 0: unlimited. ISR members and ordinary
+    /// followers are never throttled.
+    pub reassignment_throttle_bytes_per_second: u64,
 }
 
 impl Default for ClusterSettings {
@@ -308,6 +317,7 @@ impl Default for ClusterSettings {
                 crate::cluster::LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
             leader_imbalance_per_broker_percentage:
                 crate::cluster::LEADER_IMBALANCE_PER_BROKER_PERCENTAGE_DEFAULT,
+            reassignment_throttle_bytes_per_second: REASSIGNMENT_THROTTLE_BYTES_PER_SECOND_DEFAULT,
         }
     }
 }
@@ -499,6 +509,10 @@ pub struct ClusterOverlay {
     #[arg(long, env = "SLUICE_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader_imbalance_per_broker_percentage: Option<u32>,
+    /// Fetch rate of the replicas reassignments add on this broker, bytes/s (0: unlimited).
+    #[arg(long, env = "SLUICE_REASSIGNMENT_THROTTLE_BYTES_PER_SECOND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reassignment_throttle_bytes_per_second: Option<u64>,
 }
 
 /// The `[storage]` keys of a [`ConfigOverlay`].
@@ -639,7 +653,8 @@ impl ConfigOverlay {
         overlay!(self.cluster, lower.cluster; etcd, name, broker_session_ttl_s,
             replica_lag_time_max_ms, min_insync_replicas, replica_fetch_max_bytes,
             replica_fetch_wait_max_ms, auto_leader_rebalance_enable,
-            leader_imbalance_check_interval_ms, leader_imbalance_per_broker_percentage);
+            leader_imbalance_check_interval_ms, leader_imbalance_per_broker_percentage,
+            reassignment_throttle_bytes_per_second);
         self.groups = self.groups.over(lower.groups);
         self
     }
@@ -730,7 +745,7 @@ impl BrokerConfig {
         set!(self.cluster, cluster; name, broker_session_ttl_s, replica_lag_time_max_ms,
             min_insync_replicas, replica_fetch_max_bytes, replica_fetch_wait_max_ms,
             auto_leader_rebalance_enable, leader_imbalance_check_interval_ms,
-            leader_imbalance_per_broker_percentage);
+            leader_imbalance_per_broker_percentage, reassignment_throttle_bytes_per_second);
         self.groups.apply(overlay.groups);
         self.validate()?;
         Ok(self)
@@ -955,6 +970,9 @@ impl BrokerConfig {
             leader_imbalance_check_interval_ms: Some(cluster.leader_imbalance_check_interval_ms),
             leader_imbalance_per_broker_percentage: Some(
                 cluster.leader_imbalance_per_broker_percentage,
+            ),
+            reassignment_throttle_bytes_per_second: Some(
+                cluster.reassignment_throttle_bytes_per_second,
             ),
         }
     }

@@ -329,3 +329,146 @@ fn cancel_returns_a_move_to_the_original_replicas() {
         !dir.exists()
     });
 }
+
+/// The reassignment throttle of every broker in the throttle test, bytes per second (each of a
+/// broker's 2 shards gets half).
+const THROTTLE_BYTES_PER_S: u64 = 256 * 1024;
+
+/// Records and bytes per record the throttled partition holds before it moves: 3 MiB, which
+/// the throttle copies in no less than ~23 s (a shard's 128 KiB/s, after its 128 KiB burst).
+const THROTTLED_RECORDS: usize = 768;
+const THROTTLED_RECORD_BYTES: usize = 4096;
+
+/// How long after the move starts it must still be in progress, well under what the throttle
+/// allows and far over what an unthrottled local copy of 3 MiB takes.
+const THROTTLED_STILL_MOVING_AFTER: Duration = Duration::from_secs(3);
+
+/// Record `seq` of the throttled partition: its number, then padding to the record size.
+fn padded_value(seq: usize) -> bytes::Bytes {
+    let mut value = format!("p-{seq:010}-").into_bytes();
+    value.resize(THROTTLED_RECORD_BYTES, b'x');
+    bytes::Bytes::from(value)
+}
+
+/// The sum over every sample (every shard) of the metric family `name` on broker `id`.
+fn metric_sum(cluster: &Cluster, id: i32, name: &str) -> u64 {
+    let (_, body) =
+        support_cluster::wire::http_get(&cluster.node(id).admin_addr(), "/metrics").unwrap();
+    body.lines()
+        .filter(|line| line.split(['{', ' ']).next() == Some(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Writes `THROTTLED_RECORDS` padded records to `topic`-0 with acks=all, uncompressed (so the
+/// partition holds their full size); returns their offsets.
+fn fill_partition(cluster: &Cluster, topic: &str) -> Vec<i64> {
+    let producer = sluice_client::blocking::BlockingProducer::new(
+        cluster.client_config(),
+        sluice_client::ProducerConfig {
+            acks: Acks::All,
+            compression: sluice_client::Compression::None,
+            ..sluice_client::ProducerConfig::default()
+        },
+    )
+    .unwrap();
+    let handles: Vec<_> = (0..THROTTLED_RECORDS)
+        .map(|seq| {
+            let record = sluice_client::ProducerRecord {
+                partition: Some(0),
+                ..sluice_client::ProducerRecord::new(topic, padded_value(seq))
+            };
+            producer.send(record).unwrap()
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|handle| handle.wait().unwrap().offset)
+        .collect()
+}
+
+// Proves the reassignment throttle holds a move's copy back and the move still completes
+// whole: 3 brokers with reassignment_throttle_bytes_per_second = 256 KiB; a partition (RF 1)
+// holding 3 MiB moves to a new broker; 3 s later (an unthrottled local copy takes well under
+// one) the move is still in progress, `cluster info` shows a known, non-zero number of bytes
+// left, and the new broker's throttled-bytes and throttle-delay metrics have grown; then the
+// move ends, the bytes-left gauge returns to 0, every acknowledged record is read back once at
+// its offset with its bytes, and the new replica matches the leader byte for byte.
+#[test]
+fn throttled_move_is_held_back_and_then_completes() {
+    const TOPIC: &str = "slow";
+    let mut cluster = Cluster::start(ClusterSpec {
+        extra_flags: vec![
+            "--reassignment-throttle-bytes-per-second".to_string(),
+            THROTTLE_BYTES_PER_S.to_string(),
+        ],
+        ..ClusterSpec::default()
+    });
+    cluster.create_topic(TOPIC, 1, 1, &[]);
+    cluster.wait_in_sync(TOPIC, 1);
+    let offsets = fill_partition(&cluster, TOPIC);
+    let added = cluster.add_broker();
+    let (ok, stdout, stderr) = cluster.cli(&[
+        "topic",
+        "reassign",
+        TOPIC,
+        "--partition",
+        "0",
+        "--replicas",
+        &added.to_string(),
+    ]);
+    assert!(ok, "reassign failed: {stdout}{stderr}");
+    let started = Instant::now();
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    loop {
+        let (_, info, stderr) = cluster.cli(&["cluster", "info"]);
+        let known = info.contains("reassignments in progress: 1")
+            && !info.contains("left unknown")
+            && !info.contains("left 0 B");
+        if known {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {CLUSTER_WAIT:?} for a known, non-zero number of bytes left: {info}{stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(THROTTLED_STILL_MOVING_AFTER.saturating_sub(started.elapsed()));
+    let (_, info, _) = cluster.cli(&["cluster", "info"]);
+    assert!(
+        info.contains("reassignments in progress: 1"),
+        "the throttled move ended within {THROTTLED_STILL_MOVING_AFTER:?}: {info}"
+    );
+    let throttled = metric_sum(&cluster, added, "sluice_reassignment_throttled_bytes_total");
+    assert!(throttled > 0, "no throttled bytes counted");
+    assert!(
+        metric_sum(&cluster, added, "sluice_reassignment_bytes_remaining") > 0,
+        "no bytes remaining reported while moving"
+    );
+    assert!(
+        metric_sum(&cluster, added, "sluice_reassignment_throttle_delays_total") > 0,
+        "the throttle never held the copy back"
+    );
+    let target = vec![added];
+    cluster.wait_partition(TOPIC, 0, "the move ended", |meta| meta.replicas == target);
+    wait_until("the bytes-left gauge back to 0", || {
+        metric_sum(&cluster, added, "sluice_reassignment_bytes_remaining") == 0
+    });
+    let high_watermark = cluster.assert_replicas_identical(TOPIC, 0, &target);
+    let expected: Vec<i64> = (0..THROTTLED_RECORDS as i64).collect();
+    assert_eq!(
+        offsets, expected,
+        "acknowledged offsets are contiguous from 0"
+    );
+    let consumed = read_partition(cluster.client_config(), TOPIC, 0, high_watermark);
+    assert_eq!(consumed.len(), THROTTLED_RECORDS, "records read back");
+    for (seq, (offset, value)) in consumed.iter().enumerate() {
+        assert_eq!(*offset, offsets[seq]);
+        assert_eq!(
+            value.as_ref(),
+            Some(&padded_value(seq)),
+            "record {seq}'s bytes"
+        );
+    }
+}

@@ -1077,6 +1077,9 @@ pub struct OngoingReassignment {
     pub catching_up: Vec<i32>,
     /// The current leader (-1: none).
     pub leader: i32,
+    /// Estimated bytes the added replicas still catching up lack, together, as their brokers
+    /// report them; -1: unknown (a broker could not be read or has not measured yet).
+    pub bytes_remaining: i64,
 }
 
 /// The partition reassignments in progress.

@@ -38,7 +38,7 @@ pub use message::{
     AppendOutcome, OffsetQuery, PartitionState, Reader, RemoteRead, ShardRequest, Visibility,
     ALL_COORDINATORS,
 };
-pub use metrics::{PartitionLag, ProtocolErrorKind, ShardMetrics};
+pub use metrics::{PartitionCatchUp, PartitionLag, ProtocolErrorKind, ShardMetrics};
 pub use partition::{Partition, PartitionRegistry, Role, RoleView};
 pub use replica::{IsrChangeKind, IsrOutcome, IsrProposal, LeaderState, ReplicaInfo, NO_LEADER};
 pub use shard::{GroupAnswer, GroupService, Route, Shard};

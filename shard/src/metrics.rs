@@ -177,6 +177,17 @@ pub struct PartitionLag {
     pub lag_messages: i64,
 }
 
+/// How far one replica a reassignment adds on this broker is from its leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionCatchUp {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Estimated bytes this replica still lacks.
+    pub bytes_remaining: u64,
+}
+
 /// Everything one shard counts. Written only by its shard; read by the admin thread.
 #[derive(Debug)]
 pub struct ShardMetrics {
@@ -219,6 +230,12 @@ pub struct ShardMetrics {
     pub isr_expands: Counter,
     /// Bytes of record batches appended as a follower (replicated from leaders).
     pub replicated_bytes: Counter,
+    /// Bytes fetched by replicas a reassignment adds while under the reassignment throttle.
+    pub reassignment_throttled_bytes: Counter,
+    /// Fetch rounds a throttled replica was held back because the throttle's budget was spent.
+    pub reassignment_throttle_delays: Counter,
+    /// Estimated bytes the replicas reassignments add on this shard still lack, in total.
+    pub reassignment_bytes_remaining: Gauge,
     /// Cleaning rounds of compacted logs this shard's cleaner ran.
     pub cleaner_runs: Counter,
     /// Cleaning rounds that failed (the log is retried after the cleaner's backoff).
@@ -240,6 +257,9 @@ pub struct ShardMetrics {
     /// The follower lag of every partition this shard leads, replaced whole by the shard's
     /// periodic replication check (never on the data path), read by the admin thread.
     replica_lag: Mutex<Vec<PartitionLag>>,
+    /// The catch-up progress of every replica a reassignment adds on this shard, replaced
+    /// whole by the shard's replica fetchers, read by the admin thread.
+    reassignment_progress: Mutex<Vec<PartitionCatchUp>>,
 }
 
 impl ShardMetrics {
@@ -265,6 +285,9 @@ impl ShardMetrics {
             isr_shrinks: Counter::default(),
             isr_expands: Counter::default(),
             replicated_bytes: Counter::default(),
+            reassignment_throttled_bytes: Counter::default(),
+            reassignment_throttle_delays: Counter::default(),
+            reassignment_bytes_remaining: Gauge::default(),
             cleaner_runs: Counter::default(),
             cleaner_errors: Counter::default(),
             cleaner_bytes_read: Counter::default(),
@@ -275,6 +298,7 @@ impl ShardMetrics {
             fetches_waiting: Gauge::default(),
             protocol_errors: Default::default(),
             replica_lag: Mutex::new(Vec::new()),
+            reassignment_progress: Mutex::new(Vec::new()),
         }
     }
 
@@ -289,6 +313,27 @@ impl ShardMetrics {
     /// The follower lag of the partitions this shard leads, as last recorded.
     pub fn replica_lag(&self) -> Vec<PartitionLag> {
         self.replica_lag
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the catch-up progress of the replicas reassignments add on this shard (and
+    /// their total in `reassignment_bytes_remaining`).
+    pub fn set_reassignment_progress(&self, progress: Vec<PartitionCatchUp>) {
+        let total = progress
+            .iter()
+            .fold(0u64, |sum, entry| sum.saturating_add(entry.bytes_remaining));
+        self.reassignment_bytes_remaining.set(total);
+        *self
+            .reassignment_progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = progress;
+    }
+
+    /// The catch-up progress of the replicas reassignments add on this shard.
+    pub fn reassignment_progress(&self) -> Vec<PartitionCatchUp> {
+        self.reassignment_progress
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -320,6 +365,7 @@ pub fn render_prometheus(shards: &[Arc<ShardMetrics>], api_names: &[&str]) -> St
     render_protocol_errors(&mut out, shards);
     render_latency(&mut out, shards, api_names);
     render_replica_lag(&mut out, shards);
+    render_reassignment_progress(&mut out, shards);
     out
 }
 
@@ -340,9 +386,31 @@ fn render_replica_lag(out: &mut String, shards: &[Arc<ShardMetrics>]) {
     }
 }
 
+/// Name of the per-partition catch-up gauge (read back by `sluice cluster info` and the
+/// ListPartitionReassignments answer through each broker's `/metrics`).
+pub const REASSIGNMENT_PARTITION_BYTES_REMAINING: &str =
+    "sluice_reassignment_partition_bytes_remaining";
+
+fn render_reassignment_progress(out: &mut String, shards: &[Arc<ShardMetrics>]) {
+    let name = REASSIGNMENT_PARTITION_BYTES_REMAINING;
+    let _ = writeln!(
+        out,
+        "# HELP {name} Estimated bytes a replica a reassignment adds on this broker still lacks, per partition.\n# TYPE {name} gauge"
+    );
+    for metrics in shards {
+        for entry in metrics.reassignment_progress() {
+            let _ = writeln!(
+                out,
+                "{name}{{topic=\"{}\",partition=\"{}\"}} {}",
+                entry.topic, entry.partition, entry.bytes_remaining
+            );
+        }
+    }
+}
+
 type CounterField = fn(&ShardMetrics) -> u64;
 
-const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 25] = [
+const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 28] = [
     (
         "sluice_produce_requests_total",
         "counter",
@@ -441,6 +509,24 @@ const COUNTER_FAMILIES: [(&str, &str, &str, CounterField); 25] = [
         "counter",
         "Record batch bytes appended as a follower.",
         |m| m.replicated_bytes.get(),
+    ),
+    (
+        "sluice_reassignment_throttled_bytes_total",
+        "counter",
+        "Bytes fetched by replicas a reassignment adds, under the reassignment throttle.",
+        |m| m.reassignment_throttled_bytes.get(),
+    ),
+    (
+        "sluice_reassignment_throttle_delays_total",
+        "counter",
+        "Fetch rounds a throttled replica was held back by the reassignment throttle.",
+        |m| m.reassignment_throttle_delays.get(),
+    ),
+    (
+        "sluice_reassignment_bytes_remaining",
+        "gauge",
+        "Estimated bytes the replicas reassignments add on this broker still lack.",
+        |m| m.reassignment_bytes_remaining.get(),
     ),
     (
         "sluice_log_cleaner_runs_total",

@@ -42,6 +42,10 @@ pub struct ReplicaInfo {
     /// new value at every fresh registration, so a replica that restarted (and may have lost
     /// its log) is told apart from the one the leader knew.
     pub broker_epochs: Vec<(i32, i64)>,
+    /// The replicas a reassignment in progress adds (in `replicas` through the reassignment's
+    /// target, not in the assignment): they catch up under the reassignment throttle until
+    /// they are in the ISR.
+    pub adding: Vec<i32>,
 }
 
 impl ReplicaInfo {
@@ -620,6 +624,7 @@ mod tests {
             version,
             min_insync_replicas: 2,
             broker_epochs: vec![(1, 10), (2, 20), (3, 30)],
+            adding: Vec::new(),
         }
     }
 

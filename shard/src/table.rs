@@ -373,6 +373,7 @@ mod tests {
             version: 1,
             min_insync_replicas: 1,
             broker_epochs: Vec::new(),
+            adding: Vec::new(),
         };
         let mut assignment = TopicAssignment::place("t", 2, 2, 2, Vec::new());
         assignment.replication = vec![info(vec![1, 2]), info(vec![2, 3])];

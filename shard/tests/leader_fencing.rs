@@ -30,6 +30,7 @@ fn info(leader: i32, epoch: i32, version: i64) -> ReplicaInfo {
         version,
         min_insync_replicas: 1,
         broker_epochs: vec![(NODE, 1), (OTHER, 2)],
+        adding: Vec::new(),
     }
 }
 

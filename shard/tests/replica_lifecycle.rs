@@ -38,6 +38,7 @@ fn info(leader: i32, epoch: i32, isr: &[i32], version: i64) -> ReplicaInfo {
         version,
         min_insync_replicas: 1,
         broker_epochs: vec![(NODE, 1), (FOLLOWER, 2)],
+        adding: Vec::new(),
     }
 }
 

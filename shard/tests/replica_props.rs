@@ -333,6 +333,7 @@ fn info_of(etcd: &EtcdPartition, broker_epochs: &BTreeMap<i32, i64>) -> ReplicaI
             .iter()
             .map(|(id, epoch)| (*id, *epoch))
             .collect(),
+        adding: Vec::new(),
     }
 }
 

@@ -167,10 +167,11 @@ async fn wait_done(
             .iter()
             .map(|r| {
                 format!(
-                    "{}-{} (catching up: {})",
+                    "{}-{} (catching up: {}; {} left)",
                     r.topic,
                     r.partition,
-                    join(&r.catching_up)
+                    join(&r.catching_up),
+                    bytes_left(r.bytes_remaining)
                 )
             })
             .collect();
@@ -334,15 +335,52 @@ pub(crate) fn info_section(ongoing: &[OngoingReassignment]) -> String {
     let mut text = format!("reassignments in progress: {}\n", ongoing.len());
     for reassignment in ongoing {
         text.push_str(&format!(
-            "  {}-{}  replicas {}  target {}  adding {}  removing {}  catching up {}\n",
+            "  {}-{}  replicas {}  target {}  adding {}  removing {}  catching up {}  left {}\n",
             reassignment.topic,
             reassignment.partition,
             join(&reassignment.replicas),
             join(&reassignment.target),
             join(&reassignment.adding),
             join(&reassignment.removing),
-            join(&reassignment.catching_up)
+            join(&reassignment.catching_up),
+            bytes_left(reassignment.bytes_remaining)
         ));
     }
     text
+}
+
+/// Bytes left of a move as people read them (`unknown` for -1).
+fn bytes_left(bytes: i64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let Ok(mut value) = u64::try_from(bytes) else {
+        return "unknown".to_string();
+    };
+    let mut unit = 0;
+    let mut tenths = 0;
+    while value >= 1024 && unit + 1 < UNITS.len() {
+        tenths = (value % 1024) * 10 / 1024;
+        value /= 1024;
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{value} B");
+    }
+    format!("{value}.{tenths} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves bytes left read as people expect: exact bytes, one decimal above a KiB, and
+    // "unknown" for a move whose brokers did not report.
+    #[test]
+    fn bytes_left_reads_naturally() {
+        assert_eq!(bytes_left(0), "0 B");
+        assert_eq!(bytes_left(1023), "1023 B");
+        assert_eq!(bytes_left(1536), "1.5 KiB");
+        assert_eq!(bytes_left(5 << 20), "5.0 MiB");
+        assert_eq!(bytes_left(3 << 40), "3072.0 GiB");
+        assert_eq!(bytes_left(-1), "unknown");
+    }
 }

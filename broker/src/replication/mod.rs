@@ -14,6 +14,7 @@
 pub mod control;
 mod isr;
 mod metrics;
+pub mod progress;
 mod reassign;
 mod table;
 

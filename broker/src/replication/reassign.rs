@@ -7,6 +7,7 @@ use sluice_net::{
     ReassignResult,
 };
 
+use super::progress;
 use crate::cluster::reassign::{statuses, ReassignRequest};
 use crate::cluster::{ClusterError, ClusterHandle};
 
@@ -71,12 +72,20 @@ pub fn alter(
         .collect()
 }
 
-/// Every reassignment in progress in the handle's snapshot.
+/// Every reassignment in progress in the handle's snapshot, with the bytes left each move
+/// has as the brokers of its added replicas report them (see [`super::progress`]).
 pub fn list(handle: &ClusterHandle) -> ListPartitionReassignmentsResponse {
     let snapshot = handle.snapshot();
-    let reassignments = statuses(&snapshot)
+    let statuses = statuses(&snapshot);
+    let reporting = statuses
+        .iter()
+        .flat_map(progress::reporting_replicas)
+        .collect();
+    let reports = progress::read_reports(&snapshot, reporting);
+    let reassignments = statuses
         .into_iter()
         .map(|status| OngoingReassignment {
+            bytes_remaining: progress::bytes_remaining(&status, &reports),
             topic: status.topic,
             partition: status.partition,
             replicas: status.replicas,

@@ -92,6 +92,14 @@ fn replica_info(
         .iter()
         .filter_map(|replica| state.broker_epoch(*replica).map(|epoch| (*replica, epoch)))
         .collect();
+    let assigned = state
+        .assigned_replicas(topic, partition)
+        .unwrap_or_default();
+    let adding: Vec<i32> = replicas
+        .iter()
+        .copied()
+        .filter(|replica| !assigned.contains(replica))
+        .collect();
     match state.partition(topic, partition) {
         Some(entry) => ReplicaInfo {
             leader: leader_for(state, node_id, (topic, partition), &entry.state),
@@ -101,6 +109,7 @@ fn replica_info(
             version: entry.mod_revision,
             min_insync_replicas,
             broker_epochs,
+            adding,
         },
         None => ReplicaInfo {
             leader: NO_LEADER,
@@ -110,6 +119,7 @@ fn replica_info(
             version: 0,
             min_insync_replicas,
             broker_epochs,
+            adding,
         },
     }
 }
@@ -143,11 +153,9 @@ mod tests {
     use super::*;
     use crate::cluster::{BrokerInfo, PartitionEntry, PartitionState, TopicAssignment};
 
-    // Proves the table of a cluster state holds every topic, opens on this broker only the
-    // partitions it has a replica of, carries leader, epoch, ISR and CAS version, takes
-    // min.insync.replicas from the topic over the default, and lists the live brokers.
-    #[test]
-    fn table_reflects_the_cluster_state() {
+    /// Two registered brokers and topic `t`: t-0 on [1, 2] led by 1, t-1 on [2, 3] with no
+    /// state yet.
+    fn two_broker_state() -> ClusterState {
         let mut state = ClusterState::new("c");
         state.revision = 42;
         for id in [1, 2] {
@@ -190,6 +198,15 @@ mod tests {
             .or_default()
             .insert(0, entry);
         state.broker_epochs = [(1, 31), (2, 32)].into();
+        state
+    }
+
+    // Proves the table of a cluster state holds every topic, opens on this broker only the
+    // partitions it has a replica of, carries leader, epoch, ISR and CAS version, takes
+    // min.insync.replicas from the topic over the default, and lists the live brokers.
+    #[test]
+    fn table_reflects_the_cluster_state() {
+        let state = two_broker_state();
         let table = table_from_cluster(&state, 1, 2, 1);
         assert_eq!(table.version(), 42);
         assert_eq!(table.topic_id("t"), Some(uuid::Uuid::from_u128(9)));
@@ -210,12 +227,39 @@ mod tests {
             vec![(1, 31), (2, 32)],
             "3 is not registered"
         );
+        assert!(info.adding.is_empty(), "no reassignment: nothing is added");
         assert_eq!(assignment.replica_info(1).unwrap().leader, NO_LEADER);
         let cluster = table.cluster().unwrap();
         assert_eq!(cluster.node_id, 1);
         assert_eq!(cluster.brokers.len(), 2);
         assert_eq!(cluster.brokers[&2].broker_epoch, 32);
         assert_eq!(cluster.controller_id, NO_LEADER);
+    }
+
+    // Proves a reassignment's target replicas outside the assignment join the replica set and
+    // are named as being added (the ones the reassignment throttle applies to).
+    #[test]
+    fn table_names_the_replicas_a_reassignment_adds() {
+        let mut state = two_broker_state();
+        state.reassignments.entry("t".into()).or_default().insert(
+            0,
+            crate::cluster::ReassignmentEntry {
+                record: crate::cluster::ReassignmentRecord { target: vec![3, 2] },
+                mod_revision: 43,
+            },
+        );
+        let table = table_from_cluster(&state, 1, 2, 1);
+        let info = table.topic("t").unwrap().replica_info(0).unwrap();
+        assert_eq!(
+            info.replicas,
+            vec![1, 2, 3],
+            "the target's new replica follows"
+        );
+        assert_eq!(
+            info.adding,
+            vec![3],
+            "only the replica outside the assignment is added"
+        );
     }
 
     // Proves a broker never takes a leadership the state records under another of its broker

@@ -17,6 +17,10 @@
 //! what it needs) is emptied and restarted at the leader's log start (Kafka's
 //! `truncateFullyAndStartAt`).
 //!
+//! A replica a reassignment adds on this broker fetches under the shard's share of the
+//! reassignment throttle until it joins the ISR (see [`super::throttle`]), and reports the bytes
+//! it estimates it still lacks in the shard's metrics.
+//!
 //! Errors back off (bounded, doubling); a broken connection is reopened. Each truncation and
 //! append holds the partition's role (`Partition::hold_role`), which a role change waits for,
 //! and every response is checked against the partition's role generation before it is used, so
@@ -34,8 +38,9 @@ use sluice_net::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 use sluice_shard::replica::truncation_point;
-use sluice_shard::{Partition, PartitionError, RoleView};
+use sluice_shard::{Partition, PartitionCatchUp, PartitionError, RoleView, ShardTable};
 
+use super::throttle::{bytes_remaining_estimate, is_throttled, TokenBucket};
 use super::trigger::Trigger;
 use super::ShardServer;
 
@@ -74,8 +79,21 @@ struct Followed {
     /// The partition's role generation when it was handed to the fetcher.
     generation: u64,
     needs_truncation: bool,
-    /// Not tried again before this instant (the leader refused it).
+    /// Not tried again before this instant (the leader refused it, or the throttle is spent).
     not_before: Option<Instant>,
+    /// What a reassignment makes of this replica.
+    moving: Moving,
+    /// Estimated bytes it lacks (a replica a reassignment adds), once it holds records.
+    bytes_remaining: Option<u64>,
+}
+
+/// What a reassignment in progress makes of one followed replica.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Moving {
+    /// A reassignment adds this replica: its progress is reported.
+    adding: bool,
+    /// It fetches under the reassignment throttle (adding and not in the ISR).
+    throttled: bool,
 }
 
 impl Followed {
@@ -121,12 +139,23 @@ impl Fetcher {
 }
 
 /// The replica fetchers of one shard. Lives on that shard.
-#[derive(Default)]
 pub struct Followers {
     fetchers: RefCell<HashMap<FetcherKey, Rc<Fetcher>>>,
+    /// The shard's share of the reassignment throttle; `None`: unlimited.
+    throttle: Option<RefCell<TokenBucket>>,
 }
 
 impl Followers {
+    /// No fetchers yet; replicas reassignments add fetch at most `throttle_bytes_per_second`
+    /// (this shard's share; `None`: unlimited).
+    pub fn new(throttle_bytes_per_second: Option<u64>) -> Followers {
+        Followers {
+            fetchers: RefCell::new(HashMap::new()),
+            throttle: throttle_bytes_per_second
+                .map(|rate| RefCell::new(TokenBucket::new(rate, Instant::now()))),
+        }
+    }
+
     /// Makes the fetchers match the partitions this shard follows now: each follower partition
     /// goes to the fetcher of its leader's endpoint (a partition whose role generation changed
     /// starts over with truncation), fetchers left without partitions stop. Called after every
@@ -156,6 +185,51 @@ impl Followers {
             });
             update_partitions(fetcher, partitions);
         }
+        drop(fetchers);
+        self.publish_progress(server);
+    }
+
+    /// Puts the catch-up progress of every replica a reassignment adds on this shard into the
+    /// shard's metrics.
+    fn publish_progress(&self, server: &ShardServer) {
+        let mut progress = Vec::new();
+        for fetcher in self.fetchers.borrow().values() {
+            for ((topic, partition), followed) in fetcher.partitions.borrow().iter() {
+                if let (true, Some(bytes_remaining)) =
+                    (followed.moving.adding, followed.bytes_remaining)
+                {
+                    progress.push(PartitionCatchUp {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        bytes_remaining,
+                    });
+                }
+            }
+        }
+        server.metrics().set_reassignment_progress(progress);
+    }
+
+    /// Bytes the shard's reassignment throttle lets throttled replicas fetch now; `None`:
+    /// unlimited.
+    fn available_bytes(&self, now: Instant) -> Option<u64> {
+        self.throttle
+            .as_ref()
+            .map(|bucket| bucket.borrow_mut().available_bytes(now))
+    }
+
+    /// When the shard's reassignment throttle holds bytes again (`now` when unlimited).
+    fn ready_at(&self, now: Instant) -> Instant {
+        self.throttle
+            .as_ref()
+            .map_or(now, |bucket| bucket.borrow_mut().ready_at(now))
+    }
+
+    /// Charges `bytes` a throttled replica received to the shard's throttle and metrics.
+    fn charge(&self, server: &ShardServer, bytes: u64) {
+        if let Some(bucket) = &self.throttle {
+            bucket.borrow_mut().charge(bytes);
+        }
+        server.metrics().reassignment_throttled_bytes.add(bytes);
     }
 
     /// Stops every fetcher (drain and close).
@@ -167,9 +241,10 @@ impl Followers {
     }
 }
 
-/// The partitions this shard follows, grouped by the leader endpoint they fetch from.
-fn wanted_fetchers(server: &ShardServer) -> HashMap<FetcherKey, Vec<Rc<Partition>>> {
-    let mut wanted: HashMap<FetcherKey, Vec<Rc<Partition>>> = HashMap::new();
+/// The partitions this shard follows (and what a reassignment makes of each), grouped by the
+/// leader endpoint they fetch from.
+fn wanted_fetchers(server: &ShardServer) -> HashMap<FetcherKey, Vec<(Rc<Partition>, Moving)>> {
+    let mut wanted: HashMap<FetcherKey, Vec<(Rc<Partition>, Moving)>> = HashMap::new();
     server.shard.with_table(|table| {
         let Some(cluster) = table.cluster() else {
             return;
@@ -185,23 +260,39 @@ fn wanted_fetchers(server: &ShardServer) -> HashMap<FetcherKey, Vec<Rc<Partition
                 leader,
                 addr: broker.owner_addr(partition.topic(), partition.partition()),
             };
-            wanted.entry(key).or_default().push(partition);
+            let moving = moving(table, cluster.node_id, &partition);
+            wanted.entry(key).or_default().push((partition, moving));
         }
     });
     wanted
 }
 
+/// What the reassignment of `partition` (if any) makes of broker `node_id`'s replica.
+fn moving(table: &ShardTable, node_id: i32, partition: &Partition) -> Moving {
+    let index = usize::try_from(partition.partition()).unwrap_or(usize::MAX);
+    let Some(info) = table
+        .topic(partition.topic())
+        .and_then(|topic| topic.replica_info(index))
+    else {
+        return Moving::default();
+    };
+    Moving {
+        adding: info.adding.contains(&node_id),
+        throttled: is_throttled(info, node_id),
+    }
+}
+
 /// Replaces a fetcher's partitions, keeping the progress of those whose role is unchanged.
-fn update_partitions(fetcher: &Fetcher, partitions: Vec<Rc<Partition>>) {
+fn update_partitions(fetcher: &Fetcher, partitions: Vec<(Rc<Partition>, Moving)>) {
     let mut current = fetcher.partitions.borrow_mut();
     let mut next = BTreeMap::new();
-    for partition in partitions {
+    for (partition, moving) in partitions {
         let key = (partition.topic().to_string(), partition.partition());
         let generation = partition.generation();
         let RoleView::Follower { epoch, .. } = partition.role() else {
             continue;
         };
-        let followed = match current.remove(&key) {
+        let mut followed = match current.remove(&key) {
             Some(kept) if kept.generation == generation => kept,
             _ => Followed {
                 partition,
@@ -209,8 +300,23 @@ fn update_partitions(fetcher: &Fetcher, partitions: Vec<Rc<Partition>>) {
                 generation,
                 needs_truncation: true,
                 not_before: None,
+                moving,
+                bytes_remaining: None,
             },
         };
+        if followed.moving != moving {
+            tracing::info!(
+                topic = key.0,
+                partition = key.1,
+                adding = moving.adding,
+                throttled = moving.throttled,
+                "replica's reassignment state changed"
+            );
+        }
+        followed.moving = moving;
+        if !moving.adding {
+            followed.bytes_remaining = None;
+        }
         next.insert(key, followed);
     }
     *current = next;
@@ -555,12 +661,22 @@ async fn truncate_unknown(partition: &Partition, generation: u64) -> bool {
     partition.truncate_to(start).await.is_ok()
 }
 
+/// A partition one fetch round asks for.
+struct RoundPartition {
+    key: PartitionKey,
+    partition: Rc<Partition>,
+    generation: u64,
+    epoch: i32,
+    moving: Moving,
+    max_bytes: u32,
+}
+
 async fn fetch_round(
     server: &ShardServer,
     fetcher: &Fetcher,
     link: &mut LeaderLink,
 ) -> Result<(), ExchangeError> {
-    let ready = ready_partitions(fetcher, false);
+    let ready = admit(server, fetcher, ready_partitions(fetcher, false));
     if ready.is_empty() {
         return Ok(());
     }
@@ -572,12 +688,12 @@ async fn fetch_round(
         max_bytes: REPLICA_FETCH_RESPONSE_BYTES_MAX,
         partitions: ready
             .iter()
-            .map(|(key, partition, _, epoch)| FetchPartition {
-                topic: key.0.clone(),
-                partition: key.1,
-                fetch_offset: partition.log().log_end_offset(),
-                partition_max_bytes: cluster.replica_fetch_max_bytes,
-                current_leader_epoch: *epoch,
+            .map(|round| FetchPartition {
+                topic: round.key.0.clone(),
+                partition: round.key.1,
+                fetch_offset: round.partition.log().log_end_offset(),
+                partition_max_bytes: round.max_bytes,
+                current_leader_epoch: round.epoch,
             })
             .collect(),
     };
@@ -589,23 +705,93 @@ async fn fetch_round(
     let payloads = response.partition_payloads_mut(payload)?;
     for (result, records) in response.partitions.iter().zip(payloads) {
         let key = (result.topic.clone(), result.partition);
-        let Some((_, partition, generation, _)) =
-            ready.iter().find(|(ready_key, ..)| *ready_key == key)
-        else {
+        let Some(round) = ready.iter().find(|round| round.key == key) else {
             continue;
         };
+        if round.moving.throttled {
+            server.followers.charge(server, records.len() as u64);
+        }
         apply_fetched(
             server,
             fetcher,
             &key,
-            partition,
-            *generation,
+            &round.partition,
+            round.generation,
             result,
             records,
         )
         .await;
+        if round.moving.adding && result.error == ErrorCode::None.code() {
+            note_progress(fetcher, round, result.log_end_offset);
+        }
+    }
+    if ready.iter().any(|round| round.moving.adding) {
+        server.followers.publish_progress(server);
     }
     Ok(())
+}
+
+/// The ready partitions one fetch round asks for, with the bytes each may bring: throttled
+/// ones share what the shard's reassignment throttle holds now, and are held back until it
+/// refills when it holds nothing; the others ask for `replica_fetch_max_bytes`.
+fn admit(
+    server: &ShardServer,
+    fetcher: &Fetcher,
+    ready: Vec<(PartitionKey, Rc<Partition>, u64, i32)>,
+) -> Vec<RoundPartition> {
+    let fetch_max_bytes = server.shared.config.cluster.replica_fetch_max_bytes;
+    let now = Instant::now();
+    let mut budget_bytes = server.followers.available_bytes(now);
+    let mut admitted = Vec::with_capacity(ready.len());
+    for (key, partition, generation, epoch) in ready {
+        let moving = fetcher
+            .partitions
+            .borrow()
+            .get(&key)
+            .map(|followed| followed.moving)
+            .unwrap_or_default();
+        let mut max_bytes = fetch_max_bytes;
+        if let (true, Some(budget)) = (moving.throttled, budget_bytes.as_mut()) {
+            if *budget == 0 {
+                let due = server.followers.ready_at(now);
+                with_followed(fetcher, &key, generation, |followed| {
+                    followed.not_before = Some(due);
+                });
+                server.metrics().reassignment_throttle_delays.increment();
+                continue;
+            }
+            max_bytes = u32::try_from(*budget)
+                .unwrap_or(u32::MAX)
+                .min(fetch_max_bytes);
+            *budget -= u64::from(max_bytes);
+        }
+        admitted.push(RoundPartition {
+            key,
+            partition,
+            generation,
+            epoch,
+            moving,
+            max_bytes,
+        });
+    }
+    admitted
+}
+
+/// Records how many bytes a replica a reassignment adds still lacks, now that the leader said
+/// where its log ends.
+fn note_progress(fetcher: &Fetcher, round: &RoundPartition, leader_log_end_offset: i64) {
+    let log = round.partition.log();
+    let estimate = bytes_remaining_estimate(
+        leader_log_end_offset,
+        log.log_start_offset(),
+        log.log_end_offset(),
+        log.size_bytes(),
+    );
+    if estimate.is_some() {
+        with_followed(fetcher, &round.key, round.generation, |followed| {
+            followed.bytes_remaining = estimate;
+        });
+    }
 }
 
 /// Takes in one partition's fetch result.

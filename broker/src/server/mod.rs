@@ -12,6 +12,7 @@ pub mod ports;
 pub mod produce;
 pub mod reassign;
 pub mod replication;
+pub mod throttle;
 pub(crate) mod topic_admin;
 pub mod trigger;
 
@@ -207,12 +208,16 @@ pub async fn run_shard(
             return Err(error);
         }
     };
+    let throttle_bytes_per_second = throttle::shard_rate_bytes_per_second(
+        shared.config.cluster.reassignment_throttle_bytes_per_second,
+        shard.shard_count(),
+    );
     let server = Rc::new(ShardServer {
         shard,
         shared,
         stop: Trigger::default(),
         abort: Trigger::default(),
-        followers: Followers::default(),
+        followers: Followers::new(throttle_bytes_per_second),
         groups,
         connections: Cell::new(0),
         splice_seen: Cell::new(SpliceStats::default()),
