@@ -21,6 +21,7 @@ use chaos_support::Settings;
 // every fault; duplicates fail only an idempotent producer.
 #[test]
 fn randomized_faults_lose_no_acknowledged_write() {
+    trace_clients();
     let settings = Settings::from_env();
     let mut failures = Vec::new();
     for seed in &settings.seeds {
@@ -38,4 +39,20 @@ fn randomized_faults_lose_no_acknowledged_write() {
         "the chaos run found:\n{}",
         failures.join("\n")
     );
+}
+
+/// With `CHAOS_CLIENT_LOG=<file>`, the clients of this process (producers, reader) log at the
+/// level `RUST_LOG` names (default `sluice_client=debug`) into that file, for diagnosing a run.
+fn trace_clients() {
+    let Ok(path) = std::env::var("CHAOS_CLIENT_LOG") else {
+        return;
+    };
+    let file = std::fs::File::create(&path).expect("create the client log");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sluice_client=debug"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
 }

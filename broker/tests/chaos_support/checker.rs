@@ -119,6 +119,11 @@ pub struct Findings {
     pub compacted_records: usize,
     /// The compacted topic: writes acknowledged.
     pub compacted_acknowledged: usize,
+    /// The compacted topic: writes that failed for good.
+    pub compacted_failed: usize,
+    /// Producers that acknowledged nothing once every fault was healed (a client left broken),
+    /// with their most frequent errors.
+    pub stuck_producers: Vec<String>,
 }
 
 /// Checks one partition's final records against the acknowledgements.
@@ -185,6 +190,51 @@ pub fn check_partition(
     }
 }
 
+/// How many distinct errors a stuck producer's finding names.
+const STUCK_ERRORS_NAMED_MAX: usize = 3;
+
+/// Checks that `producer` works again once every fault was healed (`healed_at`): one of its
+/// writes answered afterwards is acknowledged. Otherwise the client stayed broken, and the
+/// finding names its most frequent errors.
+pub fn check_live_after_healing(
+    producer: &str,
+    outcomes: &[Outcome],
+    healed_at: Instant,
+    findings: &mut Findings,
+) {
+    let after: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|outcome| outcome.answered_at >= healed_at)
+        .collect();
+    if after.iter().any(|outcome| outcome.result.is_ok()) {
+        return;
+    }
+    let mut errors: BTreeMap<&str, usize> = BTreeMap::new();
+    for outcome in outcomes {
+        if let Err(error) = &outcome.result {
+            *errors.entry(error.as_str()).or_default() += 1;
+        }
+    }
+    let mut errors: Vec<(&str, usize)> = errors.into_iter().collect();
+    errors.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    let named: Vec<String> = errors
+        .iter()
+        .take(STUCK_ERRORS_NAMED_MAX)
+        .map(|(error, count)| format!("{count}x {error}"))
+        .collect();
+    let last_ack = outcomes
+        .iter()
+        .filter(|outcome| outcome.result.is_ok())
+        .map(|outcome| outcome.seq)
+        .max();
+    findings.stuck_producers.push(format!(
+        "{producer}: nothing acknowledged after healing ({} answered since; last acknowledged \
+         message {last_ack:?}); errors: {}",
+        after.len(),
+        named.join("; ")
+    ));
+}
+
 /// Checks the compacted topic's one partition: compaction may drop any record but the newest
 /// of its key, so every key's newest acknowledged value, or a later value of that key, must
 /// still be there, and every acknowledged value still there must be at its offset, in offset
@@ -215,6 +265,7 @@ pub fn check_compacted(
     let mut newest_acked: BTreeMap<u64, u64> = BTreeMap::new();
     for outcome in outcomes {
         let Ok(offset) = outcome.result else {
+            findings.compacted_failed += 1;
             continue;
         };
         findings.compacted_acknowledged += 1;
@@ -329,6 +380,7 @@ impl Report {
             &findings.reader_mismatch,
             &findings.commits_backwards,
             &findings.compacted_lost,
+            &findings.stuck_producers,
         ] {
             failures.extend(list.iter().take(5).cloned());
         }
@@ -437,8 +489,10 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  compacted topic: {} writes acknowledged, {} records left, {} lost",
+            "  compacted topic: {} writes acknowledged, {} failed for good, {} records left, {} \
+             lost",
             findings.compacted_acknowledged,
+            findings.compacted_failed,
             findings.compacted_records,
             findings.compacted_lost.len()
         )?;

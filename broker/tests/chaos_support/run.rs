@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use sluice_client::{Acks, ProducerConfig};
 
 use super::checker::{
-    availability, check_compacted, check_partition, check_reader, compare_replicas, Findings,
-    PartitionEnd, Report,
+    availability, check_compacted, check_live_after_healing, check_partition, check_reader,
+    compare_replicas, Findings, PartitionEnd, Report,
 };
 use super::consumer::Reader;
 use super::nemesis::{every_isr_complete, inject, FaultRecord, Target};
@@ -65,7 +65,7 @@ const NETNS_BROKER: i32 = 3;
 const FIRST_ACK_WAIT: Duration = Duration::from_secs(60);
 
 /// How long the workload keeps writing after everything was healed, before it stops.
-const TAIL_WRITES: Duration = Duration::from_secs(2);
+const TAIL_WRITES: Duration = Duration::from_secs(5);
 
 /// Whether the workload's producer is idempotent, which makes duplicates a failure.
 fn producer_is_idempotent(config: &ProducerConfig) -> bool {
@@ -190,6 +190,7 @@ pub fn run_seed(seed: u64, duration: Duration) -> Report {
     let faults = inject_faults(&mut cluster, &target, seed, duration);
     let ran = started.elapsed();
     cluster.wait_view("every ISR complete after healing", every_isr_complete);
+    let healed_at = Instant::now();
     std::thread::sleep(TAIL_WRITES);
     let outcomes = producer.finish();
     let compacted_outcomes = compacted.finish();
@@ -212,6 +213,13 @@ pub fn run_seed(seed: u64, duration: Duration) -> Report {
         &compacted_records,
         &compacted_outcomes,
         COMPACTED_KEYS,
+        &mut findings,
+    );
+    check_live_after_healing("producer", &outcomes, healed_at, &mut findings);
+    check_live_after_healing(
+        "compacted producer",
+        &compacted_outcomes,
+        healed_at,
         &mut findings,
     );
     let unavailable = availability(&faults, &outcomes, PARTITIONS);

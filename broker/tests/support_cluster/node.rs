@@ -56,6 +56,8 @@ pub struct BrokerNode {
     starts: u32,
     /// The data directory is a tmpfs this node mounted (and unmounts when dropped).
     mounted: bool,
+    /// Restarts bind the previous start's native port (see `native_addr_to_bind`).
+    reuse_native: bool,
 }
 
 impl BrokerNode {
@@ -70,6 +72,7 @@ impl BrokerNode {
             spec,
             child: None,
             stopped: false,
+            reuse_native: true,
             starts: 0,
             mounted: false,
         };
@@ -157,8 +160,8 @@ impl BrokerNode {
         self.stopped = false;
     }
 
-    /// Starts the broker again on the same data directory, on new OS-assigned ports (it must not
-    /// be running).
+    /// Starts the broker again on the same data directory, on its native port and new
+    /// OS-assigned shard, Kafka and admin ports (it must not be running).
     pub fn restart(&mut self) {
         assert!(
             self.child.is_none(),
@@ -258,7 +261,7 @@ impl BrokerNode {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--native-addr")
-            .arg(format!("{host}:0"))
+            .arg(self.native_addr_to_bind())
             .arg("--admin-addr")
             .arg(format!("{host}:0"))
             // An OS-picked Kafka port: the cluster tests speak the native protocol, and several
@@ -275,9 +278,28 @@ impl BrokerNode {
         command
     }
 
-    /// Starts the process and waits for `ready`; panics with its log when it exits first.
+    /// The native address a start binds: the one the previous start had (as a restarted
+    /// broker of a real deployment keeps its configured port, so clients that know only
+    /// addresses from before can still bootstrap), or an OS-picked port on the first start
+    /// and when `reuse_native` is off.
+    fn native_addr_to_bind(&self) -> String {
+        if self.reuse_native && !self.addresses.native.is_empty() {
+            return self.addresses.native.clone();
+        }
+        format!("{}:0", self.spec.host)
+    }
+
+    /// Starts the process and waits for `ready`; panics with its log when it exits first. A
+    /// restart that cannot bind its previous native port (taken meanwhile) starts again on an
+    /// OS-picked one.
     fn spawn(&mut self) {
-        if let Err(log) = self.spawn_once() {
+        let mut started = self.spawn_once();
+        if started.is_err() && self.reuse_native && !self.addresses.native.is_empty() {
+            self.reuse_native = false;
+            started = self.spawn_once();
+            self.reuse_native = true;
+        }
+        if let Err(log) = started {
             panic!(
                 "broker {} exited during start; log of this start:\n{log}",
                 self.id()
