@@ -132,6 +132,8 @@ fn interrupt_stops_and_still_reports() {
     let broker = sluice_broker::Broker::start(sluice_broker::BrokerConfig {
         data_dir: directory.path().to_path_buf(),
         native_addr: "127.0.0.1:0".parse().unwrap(),
+        // An OS-picked Kafka port: the default 9092 may be taken (another test run, a Kafka).
+        kafka_addr: Some("127.0.0.1:0".parse().unwrap()),
         admin_addr: None,
         shards: 1,
         pin: false,
@@ -194,6 +196,8 @@ fn shared_port_only_run_is_forwarded_and_exactly_once() {
     let broker = sluice_broker::Broker::start(sluice_broker::BrokerConfig {
         data_dir: directory.path().to_path_buf(),
         native_addr: "127.0.0.1:0".parse().unwrap(),
+        // An OS-picked Kafka port: the default 9092 may be taken (another test run, a Kafka).
+        kafka_addr: Some("127.0.0.1:0".parse().unwrap()),
         admin_addr: None,
         shards: 2,
         pin: false,
@@ -232,6 +236,8 @@ fn bootstrap_list_skips_an_unreachable_broker() {
     let broker = sluice_broker::Broker::start(sluice_broker::BrokerConfig {
         data_dir: directory.path().to_path_buf(),
         native_addr: "127.0.0.1:0".parse().unwrap(),
+        // An OS-picked Kafka port: the default 9092 may be taken (another test run, a Kafka).
+        kafka_addr: Some("127.0.0.1:0".parse().unwrap()),
         admin_addr: None,
         shards: 1,
         pin: false,
