@@ -4,8 +4,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
-use std::rc::Rc;
-use std::time::Duration;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::sync::Semaphore;
@@ -62,6 +62,8 @@ pub struct Client {
     refresh_generation: Cell<u64>,
     /// A refresh started by `refresh_soon` is running.
     background_refresh: Cell<bool>,
+    /// When the metadata of every topic was last fetched.
+    refreshed_at: Cell<Instant>,
 }
 
 impl std::fmt::Debug for Client {
@@ -86,8 +88,10 @@ impl Client {
             refresh_lock: Semaphore::new(1),
             refresh_generation: Cell::new(0),
             background_refresh: Cell::new(false),
+            refreshed_at: Cell::new(Instant::now()),
         });
         client.metadata(None).await?;
+        glommio::spawn_local(keep_metadata_fresh(Rc::downgrade(&client))).detach();
         Ok(client)
     }
 
@@ -107,6 +111,9 @@ impl Client {
             .request_any::<_, MetadataResponse>(&MetadataRequest { topics })
             .await?;
         self.metadata.borrow_mut().update(&response, full);
+        if full {
+            self.refreshed_at.set(Instant::now());
+        }
         Ok(response)
     }
 
@@ -611,6 +618,27 @@ impl Client {
             ));
         }
         Ok(response.reassignments)
+    }
+}
+
+/// Refreshes the client's metadata whenever it is older than `metadata_max_age_ms`, for as
+/// long as the client lives (the task holds it weakly).
+async fn keep_metadata_fresh(client: Weak<Client>) {
+    loop {
+        let due = match client.upgrade() {
+            Some(client) => {
+                let max_age = Duration::from_millis(client.config.metadata_max_age_ms);
+                let due = client.refreshed_at.get() + max_age;
+                if due <= Instant::now() {
+                    client.refresh_soon();
+                    Instant::now() + max_age
+                } else {
+                    due
+                }
+            }
+            None => return,
+        };
+        glommio::timer::sleep(due.saturating_duration_since(Instant::now())).await;
     }
 }
 

@@ -28,6 +28,10 @@ pub struct ClientConfig {
     pub retry_backoff_ms_max: u64,
     /// How long opening a TCP connection may take, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// Longest the cached metadata is kept without a refresh, in milliseconds (Kafka's
+    /// `metadata.max.age.ms`): an idle client still learns of new brokers, moved leaders and
+    /// added partitions within this time, not only when a request fails.
+    pub metadata_max_age_ms: u64,
 }
 
 impl Default for ClientConfig {
@@ -41,6 +45,7 @@ impl Default for ClientConfig {
             retry_backoff_ms: 100,
             retry_backoff_ms_max: 1_000,
             connect_timeout_ms: 5_000,
+            metadata_max_age_ms: 300_000,
         }
     }
 }
@@ -54,6 +59,8 @@ impl ClientConfig {
             Some("request_timeout_ms must be positive")
         } else if self.connect_timeout_ms == 0 {
             Some("connect_timeout_ms must be positive")
+        } else if self.metadata_max_age_ms == 0 {
+            Some("metadata_max_age_ms must be positive")
         } else if self.retry_backoff_ms_max < self.retry_backoff_ms {
             Some("retry_backoff_ms_max must be at least retry_backoff_ms")
         } else if self.frame_bytes_max < 1024 * 1024 {

@@ -235,6 +235,41 @@ fn leader_named_in_not_leader_answers_is_used_before_metadata_catches_up() {
     });
 }
 
+// Proves an idle client refreshes its metadata every `metadata_max_age_ms` without any
+// request failing: a leader moved while nothing was sent is learnt in the background, so the
+// next records go straight to the new leader and never touch the old one.
+#[test]
+fn idle_client_refreshes_metadata_after_its_max_age() {
+    run(async {
+        let cluster = support::start_cluster(2, 1, "t", 1);
+        let config = ClientConfig {
+            metadata_max_age_ms: 50,
+            ..client_config(vec![cluster.main_addr()])
+        };
+        let client = Client::connect(config).await.unwrap();
+        let producer = producer(&client);
+        let mut expected = produce_numbered(&producer, 1, 0..10).await;
+        cluster.set_leader("t", 0, 1);
+        let seen = cluster.metadata_requests.get();
+        let deadline = Instant::now() + CONSUME_WAIT;
+        while cluster.metadata_requests.get() < seen + 2 {
+            assert!(Instant::now() < deadline, "the idle client never refreshed");
+            glommio::timer::sleep(POLL).await;
+        }
+        cluster.produce_routes.borrow_mut().clear();
+        expected.extend(produce_numbered(&producer, 1, 10..20).await);
+        let routes = cluster.produce_routes.borrow().clone();
+        assert!(!routes.is_empty(), "nothing was produced");
+        assert!(
+            routes.iter().all(|(node, ..)| *node == 1),
+            "records went to the old leader: {routes:?}"
+        );
+        let mut consumer = consumer_from_earliest(&client, 1).await;
+        let consumed = consume(&mut consumer, 20).await;
+        assert_exactly_once(&consumed, &expected);
+    });
+}
+
 // Proves retriable fetch errors and fetch connections dropped without an answer never fail a
 // poll: the consumer reconnects, backs off, and reads every record exactly once. A fetch error
 // no retry can fix fails the poll, and the next poll returns the same records (no position
