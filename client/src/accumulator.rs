@@ -113,6 +113,12 @@ impl SendRules {
         queue.in_flight.len() < in_flight_max
     }
 
+    /// True when closed batches get their CRC at once; false when idempotent, since their
+    /// stamp (`BatchStamp::write`) computes it.
+    fn seals_batches(&self) -> bool {
+        self.idempotent_in_flight.is_none()
+    }
+
     /// True when `queue` sends nothing only because it waits for an identity (the producer's
     /// first, or a new one after a reset): its waiting batches still expire meanwhile.
     fn waits_for_identity(&self, queue: &PartitionQueue) -> bool {
@@ -269,6 +275,7 @@ impl Accumulator {
     ) -> Appended {
         let batch_bytes_max = self.batch_bytes_max;
         let compression = self.compression;
+        let seal = self.rules.seals_batches();
         let mut closed_batch = false;
         let queue = self.queue_mut(topic, partition);
         let overflows = queue.open.as_ref().is_some_and(|open| {
@@ -277,7 +284,7 @@ impl Accumulator {
         });
         let mut released = 0;
         if overflows {
-            released += close_open(queue);
+            released += close_open(queue, seal);
             closed_batch = true;
         }
         let opened_batch = queue.open.is_none();
@@ -301,7 +308,7 @@ impl Accumulator {
         open.reserved_bytes += record.reserved_bytes;
         let outcome = Rc::clone(&open.outcome);
         if open.builder.uncompressed_bytes() >= batch_bytes_max {
-            released += close_open(queue);
+            released += close_open(queue, seal);
             closed_batch = true;
         }
         self.released_bytes += released;
@@ -317,17 +324,31 @@ impl Accumulator {
     /// its ready batches (up to `partition_request_bytes_max` bytes, at least one batch; one
     /// batch when idempotent, stamped with its sequence) and its open batch once its linger time
     /// has passed. Ready batches whose delivery timeout passed fail instead of being sent.
+    #[cfg(test)]
     pub(crate) fn drain(
         &mut self,
         now: Instant,
         partition_request_bytes_max: usize,
+    ) -> Vec<Drained> {
+        self.drain_where(now, partition_request_bytes_max, |_, _| true)
+    }
+
+    /// `drain`, for the partitions `destination_free` accepts only (their broker can take
+    /// another request now). The others keep their open batch open, so it goes on filling while
+    /// their broker is busy (as Kafka's producer drains only the nodes with a free request
+    /// slot): under load fewer, larger batches are sent, not a request per linger.
+    pub(crate) fn drain_where(
+        &mut self,
+        now: Instant,
+        partition_request_bytes_max: usize,
+        mut destination_free: impl FnMut(&str, i32) -> bool,
     ) -> Vec<Drained> {
         let (linger, delivery_timeout, rules) = (self.linger, self.delivery_timeout, self.rules);
         let mut drained = Vec::new();
         let mut released = 0;
         for (topic, queues) in &mut self.topics {
             for (partition, queue) in queues.iter_mut().enumerate() {
-                let may_send = rules.may_send(queue);
+                let may_send = rules.may_send(queue) && destination_free(topic, partition as i32);
                 if !may_send && !rules.waits_for_identity(queue) {
                     continue;
                 }
@@ -336,7 +357,7 @@ impl Accumulator {
                     .as_ref()
                     .is_some_and(|open| open.opened_at + linger <= now);
                 if lingered && queue.ready.is_empty() {
-                    released += close_open(queue);
+                    released += close_open(queue, rules.seals_batches());
                 }
                 released += expire_front(queue, topic, partition as i32, now, delivery_timeout);
                 if !may_send {
@@ -373,13 +394,14 @@ impl Accumulator {
     pub(crate) fn close_all_open(&mut self) -> Vec<Rc<BatchOutcome>> {
         let mut released = 0;
         let mut outcomes = Vec::new();
+        let seal = self.rules.seals_batches();
         for queue in self
             .topics
             .values_mut()
             .flat_map(|queues| queues.iter_mut())
         {
             if queue.open.is_some() {
-                released += close_open(queue);
+                released += close_open(queue, seal);
             }
             outcomes.extend(
                 queue
@@ -460,12 +482,33 @@ impl Accumulator {
 
     /// The earliest instant at which `drain` will have something to take (`now` when it has
     /// already), or `None` when nothing is waiting outside partitions that may not send.
+    #[cfg(test)]
     pub(crate) fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        self.topics
-            .values()
-            .flat_map(|queues| queues.iter())
-            .filter_map(|queue| queue.deadline(self.rules, self.linger, now))
-            .min()
+        self.next_deadline_where(now, |_, _| true)
+    }
+
+    /// `next_deadline` of the partitions `destination_free` accepts (see `drain_where`): a
+    /// partition whose broker is busy has none; the sender is woken when a request ends.
+    pub(crate) fn next_deadline_where(
+        &self,
+        now: Instant,
+        mut destination_free: impl FnMut(&str, i32) -> bool,
+    ) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for (topic, queues) in &self.topics {
+            for (partition, queue) in queues.iter().enumerate() {
+                let Some(deadline) = queue.deadline(self.rules, self.linger, now) else {
+                    continue;
+                };
+                if next.is_some_and(|next| next <= deadline)
+                    || !destination_free(topic, partition as i32)
+                {
+                    continue;
+                }
+                next = Some(deadline);
+            }
+        }
+        next
     }
 
     /// True when no batch is open, waiting or in flight.
@@ -508,13 +551,20 @@ impl Accumulator {
 
 /// Builds the open batch and queues it as ready. A batch that cannot be built fails its records
 /// at once; the buffer bytes it held are returned.
-fn close_open(queue: &mut PartitionQueue) -> usize {
+/// Builds the open batch into a ready one; `seal` computes its CRC (an idempotent producer's
+/// batches get theirs when stamped).
+fn close_open(queue: &mut PartitionQueue, seal: bool) -> usize {
     let Some(open) = queue.open.take() else {
         return 0;
     };
     let records = open.builder.records_count() as u32;
     queue.last_batch_bytes = open.builder.uncompressed_bytes();
-    match open.builder.build() {
+    let built = if seal {
+        open.builder.build()
+    } else {
+        open.builder.build_unsealed()
+    };
+    match built {
         Ok(bytes) => {
             queue.ready.push_back(ReadyBatch {
                 bytes: bytes.freeze(),
@@ -698,6 +748,30 @@ mod tests {
         values.extend(rest[0].batches.iter().flat_map(values_of));
         let expected: Vec<Vec<u8>> = (0..20_u8).map(|index| vec![index; 1000]).collect();
         assert_eq!(values, expected);
+    }
+
+    // Proves a partition whose broker is busy keeps its batch open past the linger time, with
+    // no deadline (the sender would otherwise spin), so records keep joining it, and the whole
+    // batch goes out as one once the broker is free.
+    #[test]
+    fn busy_destination_keeps_the_batch_open() {
+        let start = Instant::now();
+        let linger = Duration::from_millis(1);
+        let mut accumulator = Accumulator::new(Compression::None, 1 << 20, linger, TIMEOUT);
+        let topic: Rc<str> = Rc::from("t");
+        accumulator.append(&topic, 0, record(b"a"), start);
+        let later = start + Duration::from_millis(10);
+        let busy = |_: &str, _: i32| false;
+        assert!(accumulator
+            .drain_where(later, REQUEST_BYTES_MAX, busy)
+            .is_empty());
+        assert_eq!(accumulator.next_deadline_where(later, busy), None);
+        let appended = accumulator.append(&topic, 0, record(b"b"), later);
+        assert!(!appended.opened_batch, "the lingered batch was closed");
+        let drained = accumulator.drain_where(later, REQUEST_BYTES_MAX, |_, _| true);
+        assert_eq!(drained.len(), 1);
+        assert_eq!(drained[0].batches.len(), 1);
+        assert_eq!(drained[0].batches[0].records, 2);
     }
 
     // Proves a batch that is not full is sent only once its linger time has passed.

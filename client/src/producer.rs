@@ -25,6 +25,11 @@
 //!   twice; and, as with Kafka's non-idempotent producer, a request the client gave up on
 //!   (timed out, or its connection lost) may still be appended after its retry and after later
 //!   batches, leaving an out-of-order duplicate.
+//! - Per broker port at most `inflight_requests_max` (5) produce requests are in flight, as
+//!   Kafka's `max.in.flight.requests.per.connection`; the sender drains only the partitions
+//!   whose broker has a free slot, so while it is busy their open batches keep filling (past
+//!   the linger time) and go out together in its next request: under load a few large batches
+//!   rather than one small request per linger.
 //!
 //! **Invariant:** a partition's batches reach the broker in the order they were closed (see
 //! `accumulator`): resends go ahead of newer batches, and with idempotence the leader's
@@ -123,6 +128,9 @@ struct Shared {
     buffer: Semaphore,
     /// Produce requests in flight per broker address (`inflight_requests_max` units each).
     request_slots: RefCell<HashMap<String, Rc<Semaphore>>>,
+    /// Produce requests started per broker address and not yet settled: the sender drains
+    /// only the partitions whose broker has fewer than `inflight_requests_max`.
+    requests_out: RefCell<HashMap<String, usize>>,
     wake: Notify,
     closed: Cell<bool>,
     refresh_running: Cell<bool>,
@@ -172,6 +180,7 @@ impl Producer {
             topics: RefCell::new(HashMap::new()),
             buffer: Semaphore::new(config.buffer_bytes_max as u64),
             request_slots: RefCell::new(HashMap::new()),
+            requests_out: RefCell::new(HashMap::new()),
             wake: Notify::default(),
             closed: Cell::new(false),
             refresh_running: Cell::new(false),
@@ -420,6 +429,11 @@ impl Shared {
             }
         }
         for (addr, requests) in by_addr {
+            *self
+                .requests_out
+                .borrow_mut()
+                .entry(addr.clone())
+                .or_default() += requests.len();
             for (partitions, _) in requests {
                 let shared = Rc::clone(self);
                 let addr = addr.clone();
@@ -450,7 +464,22 @@ impl Shared {
                 }
             }
         }
+        if let Some(out) = self.requests_out.borrow_mut().get_mut(&addr) {
+            *out = out.saturating_sub(1);
+        }
         self.wake.notify();
+    }
+
+    /// True when the broker of a partition can take another produce request now (or the
+    /// partition has no known broker, which the dispatch reports).
+    fn destination_free(&self, topic: &str, partition: i32) -> bool {
+        match self.client.route(topic, partition) {
+            Ok(addr) => {
+                let out = self.requests_out.borrow().get(&addr).copied().unwrap_or(0);
+                out < self.config.inflight_requests_max
+            }
+            Err(_) => true,
+        }
     }
 
     /// Builds and sends the request; `None` for acks=0 (no response comes).
@@ -728,17 +757,23 @@ async fn run_sender(shared: Rc<Shared>) {
         if shared.config.enable_idempotence {
             shared.prepare_identity().await;
         }
-        let drained = shared
-            .accumulator
-            .borrow_mut()
-            .drain(Instant::now(), PRODUCE_REQUEST_BYTES_MAX);
+        let drained = shared.accumulator.borrow_mut().drain_where(
+            Instant::now(),
+            PRODUCE_REQUEST_BYTES_MAX,
+            |topic, partition| shared.destination_free(topic, partition),
+        );
         shared.release_failed_bytes();
         if !drained.is_empty() {
             shared.batches_sent(&drained);
             shared.dispatch(drained);
         }
         let now = Instant::now();
-        let deadline = shared.accumulator.borrow().next_deadline(now);
+        let deadline = shared
+            .accumulator
+            .borrow()
+            .next_deadline_where(now, |topic, partition| {
+                shared.destination_free(topic, partition)
+            });
         match deadline {
             Some(deadline) if deadline <= now => futures_lite::future::yield_now().await,
             Some(deadline) => {

@@ -81,6 +81,14 @@ fn build(compression: Compression, records: &[InputRecord]) -> BytesMut {
     builder.build().expect("builder accepts generated records")
 }
 
+fn build_unsealed(compression: Compression, records: &[InputRecord]) -> BytesMut {
+    let mut builder = BatchBuilder::new(compression);
+    fill(&mut builder, records);
+    builder
+        .build_unsealed()
+        .expect("builder accepts generated records")
+}
+
 /// The records decode_records must return for `records` built at `base_offset`.
 fn expected(records: &[InputRecord], base_offset: i64) -> Vec<Record> {
     records
@@ -173,16 +181,18 @@ proptest! {
         prop_assert_eq!(decode_records(&batch).unwrap(), expected(&records, base_offset));
     }
 
-    // Proves stamp_producer's CRC update from the changed header bytes alone equals a CRC over
-    // the whole stamped batch, for any records, codec and producer fields, stamped twice (a
-    // sequence reset restamps).
+    // Proves stamp_producer seals a batch built unsealed (no CRC, as an idempotent producer
+    // builds them): the stamped batch validates, with the CRC over the whole batch, for any
+    // records, codec and producer fields, stamped twice (a sequence reset restamps). The
+    // unsealed batch itself is refused.
     #[test]
-    fn stamp_producer_crc_equals_full_recompute(
+    fn stamp_producer_seals_an_unsealed_batch(
         records in input_records(),
         compression in codec(),
         stamps in proptest::collection::vec((any::<i64>(), any::<i16>(), any::<i32>()), 1..3),
     ) {
-        let mut batch = build(compression, &records);
+        let mut batch = build_unsealed(compression, &records);
+        prop_assert!(validate_batch(&batch, BATCH_BYTES_MAX).is_err());
         for (producer_id, epoch, sequence) in stamps {
             stamp_producer(&mut batch, producer_id, epoch, sequence).unwrap();
             let header = validate_batch(&batch, BATCH_BYTES_MAX).unwrap();

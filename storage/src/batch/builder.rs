@@ -157,23 +157,41 @@ impl BatchBuilder {
     /// Builds the batch: base offset 0, leader epoch -1, producer id/epoch/sequence -1 unless
     /// set, CRC computed, max timestamp the largest pushed. Uncompressed, the batch is the
     /// builder's own buffer (no copy).
-    pub fn build(mut self) -> Result<BytesMut, BatchError> {
+    pub fn build(self) -> Result<BytesMut, BatchError> {
+        self.build_sealed(true)
+    }
+
+    /// `build` without the CRC (left 0): for a batch whose CRC-covered header fields are
+    /// written later anyway, as an idempotent producer's are by
+    /// [`stamp_producer`](super::stamp_producer), which then computes it, so the records are
+    /// checksummed once, not twice. Such a batch is invalid until stamped.
+    pub fn build_unsealed(self) -> Result<BytesMut, BatchError> {
+        self.build_sealed(false)
+    }
+
+    fn build_sealed(mut self, seal: bool) -> Result<BytesMut, BatchError> {
         self.check_buildable()?;
         if self.compression == Compression::None {
             let batch_length = self.batch_length(self.records.len())?;
             let mut batch = std::mem::take(&mut self.records);
             self.put_header(&mut &mut batch[..BATCH_HEADER_BYTES], batch_length);
-            let crc = crc32c::crc32c(&batch[CRC_COVERED_START..]);
-            write_crc(&mut batch, crc);
+            if seal {
+                let crc = crc32c::crc32c(&batch[CRC_COVERED_START..]);
+                write_crc(&mut batch, crc);
+            }
             return Ok(batch);
         }
         let mut out = BytesMut::new();
-        self.build_into(&mut out)?;
+        self.encode_into(&mut out, seal)?;
         Ok(out)
     }
 
     /// Appends the batch to `out` and returns the bytes written. On error `out` is unchanged.
     pub fn build_into(self, out: &mut BytesMut) -> Result<usize, BatchError> {
+        self.encode_into(out, true)
+    }
+
+    fn encode_into(self, out: &mut BytesMut, seal: bool) -> Result<usize, BatchError> {
         self.check_buildable()?;
         let compressed;
         let payload: &[u8] = match self.compression {
@@ -189,10 +207,12 @@ impl BatchBuilder {
         out.reserve(total);
         self.put_header(out, batch_length);
         out.put_slice(payload);
-        let batch = &mut out[start..];
-        let crc = crc32c::crc32c(&batch[CRC_COVERED_START..]);
-        write_crc(batch, crc);
-        debug_assert!(super::validate_batch(batch, usize::MAX).is_ok());
+        if seal {
+            let batch = &mut out[start..];
+            let crc = crc32c::crc32c(&batch[CRC_COVERED_START..]);
+            write_crc(batch, crc);
+            debug_assert!(super::validate_batch(batch, usize::MAX).is_ok());
+        }
         Ok(total)
     }
 
