@@ -472,3 +472,80 @@ fn throttled_move_is_held_back_and_then_completes() {
         );
     }
 }
+
+/// The folder `scripts/kafka-clients.sh install` put the Kafka clients in.
+fn kafka_clients_dir() -> std::path::PathBuf {
+    std::env::var_os("SLUICE_KAFKA_CLIENTS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.kafka-clients")
+        })
+}
+
+// Proves a Kafka admin client moves a partition through the Kafka port (KIP-455) under steady
+// idempotent acks=all produce: kafkajs's AlterPartitionReassignments onto a broker that does
+// not exist is refused; its move of partition 0 onto a 4th broker (paused, so the move cannot
+// end at once) is listed in progress by ListPartitionReassignments with that broker adding,
+// then, once the broker resumes, no longer listed; the metadata kafkajs reads names the target
+// replicas, and nothing acknowledged is lost or duplicated, every replica byte-identical.
+#[test]
+fn kafka_admin_client_reassigns_a_partition() {
+    const TOPIC: &str = "kafkajs-move";
+    let modules = kafka_clients_dir().join("node/node_modules");
+    assert!(
+        modules.join("kafkajs").exists(),
+        "kafkajs is not installed: run scripts/kafka-clients.sh install"
+    );
+    let mut cluster = Cluster::start(ClusterSpec::default());
+    cluster.create_topic(TOPIC, PARTITIONS, 2, &[("min.insync.replicas", "2")]);
+    let producer = producer(&cluster, TOPIC);
+    producer.wait_progress(&[0; 6], ACKED_PER_PHASE, PROGRESS_WAIT, "before the move");
+    let original = cluster.partition(TOPIC, 0).replicas;
+    let added = cluster.add_broker();
+    cluster.node_mut(added).stop();
+    let bootstrap: Vec<String> = original
+        .iter()
+        .map(|id| cluster.node(*id).kafka_addr())
+        .collect();
+    let target = [added, original[0]];
+    let client = std::process::Command::new("node")
+        .env("NODE_PATH", &modules)
+        .arg(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/kafka_clients/kafkajs_reassign.mjs"),
+        )
+        .args(["--bootstrap", &bootstrap.join(","), "--topic", TOPIC])
+        .args(["--partition", "0", "--replicas"])
+        .arg(format!("{},{}", target[0], target[1]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    cluster.wait_partition(TOPIC, 0, "the added replica listed", |meta| {
+        meta.replicas.contains(&added)
+    });
+    // Long enough for the client to list the move in progress at least once.
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.node_mut(added).cont();
+    let output = client.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    let moved_at = Instant::now();
+    let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let refused = seen["refused"].as_str().unwrap();
+    assert!(
+        refused.contains("INVALID_REQUEST"),
+        "a move onto broker 99: {stdout}"
+    );
+    assert_eq!(
+        seen["seen"]["addingReplicas"],
+        serde_json::json!([added]),
+        "{stdout}"
+    );
+    assert_eq!(seen["replicas"], serde_json::json!(target), "{stdout}");
+    let acked = producer.acked_all();
+    producer.wait_progress(&acked, ACKED_PER_PHASE, PROGRESS_WAIT, "after the move");
+    let outcomes = producer.finish();
+    assert_eq!(cluster.partition(TOPIC, 0).replicas, target.to_vec());
+    verify(&cluster, TOPIC, &outcomes, moved_at);
+}

@@ -104,6 +104,8 @@ fn check_reencodes(header: &crate::header::RequestHeader, body: &Bytes) {
         ApiKey::DescribeConfigs => roundtrip!(DescribeConfigsRequest),
         ApiKey::IncrementalAlterConfigs => roundtrip!(IncrementalAlterConfigsRequest),
         ApiKey::ElectLeaders => roundtrip!(ElectLeadersRequest),
+        ApiKey::AlterPartitionReassignments => roundtrip!(AlterPartitionReassignmentsRequest),
+        ApiKey::ListPartitionReassignments => roundtrip!(ListPartitionReassignmentsRequest),
         ApiKey::OffsetCommit => roundtrip!(OffsetCommitRequest),
         ApiKey::JoinGroup => roundtrip!(JoinGroupRequest),
         _ => {}

@@ -4,11 +4,12 @@
 
 use bytes::BytesMut;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    ElectLeadersRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
-    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, ElectLeadersRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Decodable;
@@ -50,6 +51,10 @@ pub enum Request {
     InitProducerId(InitProducerIdRequest),
     /// ElectLeaders.
     ElectLeaders(ElectLeadersRequest),
+    /// AlterPartitionReassignments.
+    AlterPartitionReassignments(AlterPartitionReassignmentsRequest),
+    /// ListPartitionReassignments.
+    ListPartitionReassignments(ListPartitionReassignmentsRequest),
     /// A consumer-group request.
     Group(GroupRequest),
 }
@@ -159,6 +164,12 @@ fn decode_generated(api: ApiKey, bytes: &mut bytes::Bytes, version: i16) -> Deco
         ApiKey::DescribeCluster => R::DescribeCluster(decode(bytes, version)?),
         ApiKey::InitProducerId => R::InitProducerId(decode(bytes, version)?),
         ApiKey::ElectLeaders => R::ElectLeaders(decode(bytes, version)?),
+        ApiKey::AlterPartitionReassignments => {
+            R::AlterPartitionReassignments(decode(bytes, version)?)
+        }
+        ApiKey::ListPartitionReassignments => {
+            R::ListPartitionReassignments(decode(bytes, version)?)
+        }
         ApiKey::FindCoordinator => R::Group(G::FindCoordinator(decode(bytes, version)?)),
         ApiKey::JoinGroup => R::Group(G::JoinGroup(decode(bytes, version)?)),
         ApiKey::SyncGroup => R::Group(G::SyncGroup(decode(bytes, version)?)),

@@ -31,7 +31,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> ApiSupport {
 }
 
 /// The data and admin APIs: always served.
-pub const CORE_APIS: [ApiSupport; 14] = [
+pub const CORE_APIS: [ApiSupport; 16] = [
     api(ApiKey::Produce, 3, 12),
     api(ApiKey::Fetch, 4, 12),
     api(ApiKey::ListOffsets, 1, 6),
@@ -46,6 +46,8 @@ pub const CORE_APIS: [ApiSupport; 14] = [
     api(ApiKey::DescribeCluster, 0, 1),
     api(ApiKey::InitProducerId, 0, 4),
     api(ApiKey::ElectLeaders, 0, 2),
+    api(ApiKey::AlterPartitionReassignments, 0, 0),
+    api(ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The classic consumer-group APIs (served when a group coordinator is wired in).
@@ -136,6 +138,8 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "offset_delete",
         ApiKey::DescribeCluster => "describe_cluster",
         ApiKey::ElectLeaders => "elect_leaders",
+        ApiKey::AlterPartitionReassignments => "alter_partition_reassignments",
+        ApiKey::ListPartitionReassignments => "list_partition_reassignments",
         _ => "other",
     }
 }

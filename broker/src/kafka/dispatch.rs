@@ -15,7 +15,7 @@ use sluice_kafka::kafka_protocol::protocol::Encodable;
 use sluice_kafka::{encode_response, Request, RequestHeader};
 use sluice_net::PayloadPart;
 
-use super::{fetch, groups, metadata, offsets, produce, producer_id, topics};
+use super::{fetch, groups, metadata, offsets, produce, producer_id, reassign, topics};
 use crate::server::ShardServer;
 
 /// What the writer does for one request.
@@ -75,6 +75,12 @@ pub async fn handle(
         }
         Request::InitProducerId(request) => producer_id::init(server, header, &request).await,
         Request::ElectLeaders(request) => topics::elect_leaders(server, header, &request).await,
+        Request::AlterPartitionReassignments(request) => {
+            reassign::alter(server, header, &request).await
+        }
+        Request::ListPartitionReassignments(request) => {
+            reassign::list(server, header, &request).await
+        }
         Request::Group(request) => groups::handle(server, header, request, peer).await,
     }
 }

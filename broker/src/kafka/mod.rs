@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod produce;
 pub mod producer_id;
+pub mod reassign;
 pub mod topics;
 
 use std::net::SocketAddr;

@@ -74,7 +74,7 @@ const BUSY: &str = "the control plane is busy or stopping; retry";
 /// The message for a control plane that stopped before answering.
 const STOPPED: &str = "the control plane stopped before answering";
 
-async fn alter(
+pub(crate) async fn alter(
     server: &ShardServer,
     request: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
@@ -108,7 +108,7 @@ async fn alter(
     }
 }
 
-async fn list(server: &ShardServer) -> ListPartitionReassignmentsResponse {
+pub(crate) async fn list(server: &ShardServer) -> ListPartitionReassignmentsResponse {
     let (reply, answer) = oneshot::channel();
     if !server
         .shared
