@@ -10,6 +10,7 @@
 // also reads these messages with Sluice's native consumer. Prints one JSON line describing what
 // it produced; exits non-zero on any failure.
 import { createRequire } from 'node:module';
+import { argument, fail } from './kafkajs_args.mjs';
 
 const require = createRequire(import.meta.url);
 const { Kafka, CompressionTypes, CompressionCodecs, logLevel } = require('kafkajs');
@@ -18,17 +19,6 @@ const SnappyCodec = require('kafkajs-snappy');
 CompressionCodecs[CompressionTypes.Snappy] = SnappyCodec;
 
 const PER_CODEC = 25;
-
-function fail(message) {
-  console.error(`kafkajs: ${message}`);
-  process.exit(1);
-}
-
-function argument(name) {
-  const at = process.argv.indexOf(`--${name}`);
-  if (at < 0 || at + 1 >= process.argv.length) fail(`missing --${name}`);
-  return process.argv[at + 1];
-}
 
 async function main() {
   const bootstrap = argument('bootstrap');

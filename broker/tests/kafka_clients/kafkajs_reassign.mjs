@@ -7,23 +7,13 @@
 // the partition's replicas from the metadata. Prints one JSON line: the refusal, whether the move
 // was ever listed in progress (and how), and the replicas at the end. Exits non-zero on failure.
 import { createRequire } from 'node:module';
+import { argument, fail } from './kafkajs_args.mjs';
 
 const require = createRequire(import.meta.url);
 const { Kafka, logLevel } = require('kafkajs');
 
 const MOVE_WAIT_MS = 120000;
 const POLL_MS = 200;
-
-function fail(message) {
-  console.error(`kafkajs: ${message}`);
-  process.exit(1);
-}
-
-function argument(name) {
-  const at = process.argv.indexOf(`--${name}`);
-  if (at < 0 || at + 1 >= process.argv.length) fail(`missing --${name}`);
-  return process.argv[at + 1];
-}
 
 function assignment(topic, partition, replicas) {
   return { topics: [{ topic, partitionAssignment: [{ partition, replicas }] }], timeout: 30000 };
