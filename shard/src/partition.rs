@@ -217,8 +217,12 @@ impl Partition {
     /// generation once it has it); leader appends hold it internally. `None` once the
     /// partition is closed.
     pub async fn hold_role(&self) -> Option<Permit<'_>> {
-        let _gate = self.role_gate.acquire_permit(1).await.ok()?;
-        self.role_lock.acquire_permit(1).await.ok()
+        let _gate = sluice_storage::sync::acquire_permit(&self.role_gate, 1)
+            .await
+            .ok()?;
+        sluice_storage::sync::acquire_permit(&self.role_lock, 1)
+            .await
+            .ok()
     }
 
     /// Offsets below the high watermark are committed and visible to consumers. Single-node:
@@ -671,8 +675,9 @@ impl Partition {
         live: impl Fn(i32) -> bool,
         now_ms: i64,
     ) -> bool {
-        let _gate = self.role_gate.acquire_permit(1).await;
-        let _exclusive = self.role_lock.acquire_permit(ROLE_HOLDERS_MAX).await;
+        let _gate = sluice_storage::sync::acquire_permit(&self.role_gate, 1).await;
+        let _exclusive =
+            sluice_storage::sync::acquire_permit(&self.role_lock, ROLE_HOLDERS_MAX).await;
         if info.leader_epoch < self.leader_epoch() && !matches!(self.role(), RoleView::Standalone) {
             return false;
         }
@@ -1111,9 +1116,7 @@ impl PartitionRegistry {
     /// another shard or no longer has a replica on this broker. Tries every partition and
     /// returns the first error.
     pub async fn reconcile(&self, table: &ShardTable, shard: ShardId) -> Result<(), ShardError> {
-        let _exclusive = self
-            .changes
-            .acquire_permit(1)
+        let _exclusive = sluice_storage::sync::acquire_permit(&self.changes, 1)
             .await
             .map_err(|_| ShardError::Stopped { shard: shard.0 })?;
         let mut first_error = None;
@@ -1313,9 +1316,7 @@ impl PartitionRegistry {
     /// Flushes and closes every open partition (each writes its clean-shutdown marker), leaving
     /// the registry empty. Tries every partition and returns the first error.
     pub async fn close_all(&self) -> Result<(), ShardError> {
-        let _exclusive = self
-            .changes
-            .acquire_permit(1)
+        let _exclusive = sluice_storage::sync::acquire_permit(&self.changes, 1)
             .await
             .map_err(|_| ShardError::Stopped { shard: u32::MAX })?;
         let mut first_error = None;

@@ -408,7 +408,9 @@ impl Shard {
             glommio::spawn_local(async move { shard.serve(request).await }).detach();
             return;
         }
-        let Ok(permit) = self.forwarded_permits.acquire_static_permit(1).await else {
+        let Ok(permit) =
+            sluice_storage::sync::acquire_static_permit(&self.forwarded_permits, 1).await
+        else {
             return;
         };
         let shard = self.clone();

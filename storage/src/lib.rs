@@ -16,6 +16,7 @@ mod index;
 mod recovery;
 pub use recovery::RecoverySummary;
 mod segment;
+pub mod sync;
 mod tail_cache;
 
 pub use compaction::{CleanStats, Cleanability, LogCleaner};

@@ -605,9 +605,7 @@ impl LogInner {
         name: &'static str,
         bytes: Vec<u8>,
     ) -> Result<(), StorageError> {
-        let _permit = self
-            .checkpoint_lock
-            .acquire_permit(1)
+        let _permit = crate::sync::acquire_permit(&self.checkpoint_lock, 1)
             .await
             .map_err(|_| StorageError::Closed)?;
         let dir = self.dir.clone();
@@ -645,9 +643,7 @@ impl LogInner {
 
     /// Closes the log: see [`PartitionLog::close`].
     async fn close(&self) -> Result<(), StorageError> {
-        let _lock = self
-            .append_lock
-            .acquire_permit(1)
+        let _lock = crate::sync::acquire_permit(&self.append_lock, 1)
             .await
             .map_err(|_| StorageError::Closed)?;
         if self.closed.get() {

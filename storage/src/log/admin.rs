@@ -22,9 +22,7 @@ use crate::{
 impl LogInner {
     /// See [`super::PartitionLog::truncate_to`].
     pub(super) async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
-        let _lock = self
-            .append_lock
-            .acquire_permit(1)
+        let _lock = crate::sync::acquire_permit(&self.append_lock, 1)
             .await
             .map_err(|_| StorageError::Closed)?;
         self.check_open()?;
@@ -257,9 +255,7 @@ impl LogInner {
         now_ms: i64,
         max_offset: i64,
     ) -> Result<usize, StorageError> {
-        let _lock = self
-            .append_lock
-            .acquire_permit(1)
+        let _lock = crate::sync::acquire_permit(&self.append_lock, 1)
             .await
             .map_err(|_| StorageError::Closed)?;
         self.check_open()?;
@@ -346,9 +342,7 @@ impl LogInner {
             }
         }
         if self.roll_due(0, 0, now_ms) {
-            let _lock = self
-                .append_lock
-                .acquire_permit(1)
+            let _lock = crate::sync::acquire_permit(&self.append_lock, 1)
                 .await
                 .map_err(|_| StorageError::Closed)?;
             self.check_open()?;
@@ -419,9 +413,7 @@ impl LogInner {
     /// the cleaned file into place and switches the in-memory segments. `Ok(false)` when the
     /// segments changed.
     async fn switch_under_lock(&self, cleaned: CleanedSegment) -> Result<bool, StorageError> {
-        let _lock = self
-            .append_lock
-            .acquire_permit(1)
+        let _lock = crate::sync::acquire_permit(&self.append_lock, 1)
             .await
             .map_err(|_| StorageError::Closed)?;
         self.check_open()?;

@@ -114,20 +114,14 @@ impl LogInner {
         self.check_open()?;
         let mut metas = validate_input(&batches, self.config().batch_bytes_max)?;
         let units = batches.len().min(APPEND_INFLIGHT_BYTES_MAX) as u64;
-        let bytes_slot = self
-            .inflight_bytes
-            .acquire_static_permit(units)
+        let bytes_slot = crate::sync::acquire_static_permit(&self.inflight_bytes, units)
             .await
             .map_err(|_| StorageError::Closed)?;
-        let slot = self
-            .inflight
-            .acquire_static_permit(1)
+        let slot = crate::sync::acquire_static_permit(&self.inflight, 1)
             .await
             .map_err(|_| StorageError::Closed)?;
         let pending = {
-            let lock = self
-                .append_lock
-                .acquire_permit(1)
+            let lock = crate::sync::acquire_permit(&self.append_lock, 1)
                 .await
                 .map_err(|_| StorageError::Closed)?;
             self.check_open()?;

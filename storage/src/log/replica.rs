@@ -43,10 +43,7 @@ impl PartitionLog {
         durable: bool,
     ) -> Result<(), StorageError> {
         self.inner.check_open()?;
-        let _permit = self
-            .inner
-            .checkpoint_lock
-            .acquire_permit(1)
+        let _permit = crate::sync::acquire_permit(&self.inner.checkpoint_lock, 1)
             .await
             .map_err(|_| StorageError::Closed)?;
         let dir = self.inner.dir.clone();
@@ -65,9 +62,7 @@ impl PartitionLog {
 
 impl LogInner {
     async fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), StorageError> {
-        let _lock = self
-            .append_lock
-            .acquire_permit(1)
+        let _lock = crate::sync::acquire_permit(&self.append_lock, 1)
             .await
             .map_err(|_| StorageError::Closed)?;
         self.check_open()?;

@@ -469,7 +469,9 @@ impl Extension {
         let permits = ZERO_FILL_PERMITS.with(Rc::clone);
         let mut position = self.from;
         while position < self.to {
-            let turn = permits.acquire_permit(1).await.map_err(fail)?;
+            let turn = crate::sync::acquire_permit(&permits, 1)
+                .await
+                .map_err(fail)?;
             let written = self.file.write_rc_at(zeros.clone(), position).await;
             drop(turn);
             let written = written.map_err(fail)?;
