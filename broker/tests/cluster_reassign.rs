@@ -508,7 +508,7 @@ fn kafka_admin_client_reassigns_a_partition() {
         .map(|id| cluster.node(*id).kafka_addr())
         .collect();
     let target = [added, original[0]];
-    let client = std::process::Command::new("node")
+    let mut client = std::process::Command::new("node")
         .env("NODE_PATH", &modules)
         .arg(
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -521,17 +521,21 @@ fn kafka_admin_client_reassigns_a_partition() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    cluster.wait_partition(TOPIC, 0, "the added replica listed", |meta| {
-        meta.replicas.contains(&added)
-    });
-    // Long enough for the client to list the move in progress at least once.
-    std::thread::sleep(Duration::from_secs(2));
+    // The move cannot end while the added broker is paused: resume it once the client has
+    // listed the move in progress (or has ended, which the checks below report).
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(client.stdout.take().unwrap()));
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
     cluster.node_mut(added).cont();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let output = client.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{output:?}");
+    assert!(output.status.success(), "{first} {rest:?} {output:?}");
+    assert_eq!(
+        first, "moving",
+        "the client never listed the move in progress: {rest:?}"
+    );
+    let stdout = rest.join("\n");
     let moved_at = Instant::now();
-    let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let seen: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
     let refused = seen["refused"].as_str().unwrap();
     assert!(
         refused.contains("INVALID_REQUEST"),

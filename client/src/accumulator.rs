@@ -549,10 +549,9 @@ impl Accumulator {
     }
 }
 
-/// Builds the open batch and queues it as ready. A batch that cannot be built fails its records
+/// Builds the open batch and queues it as ready; `seal` computes its CRC (an idempotent
+/// producer's batches get theirs when stamped). A batch that cannot be built fails its records
 /// at once; the buffer bytes it held are returned.
-/// Builds the open batch into a ready one; `seal` computes its CRC (an idempotent producer's
-/// batches get theirs when stamped).
 fn close_open(queue: &mut PartitionQueue, seal: bool) -> usize {
     let Some(open) = queue.open.take() else {
         return 0;

@@ -4,7 +4,8 @@
 // Run by broker/tests/cluster_reassign.rs with NODE_PATH pointing at the installed client.
 // First asks for a move onto a broker that does not exist (which must be refused), then for the
 // real move, then lists the partition's reassignment until it is gone (the move ended) and reads
-// the partition's replicas from the metadata. Prints one JSON line: the refusal, whether the move
+// the partition's replicas from the metadata. Prints `moving` when it first lists the move in
+// progress, and at the end one JSON line: the refusal, whether the move
 // was ever listed in progress (and how), and the replicas at the end. Exits non-zero on failure.
 import { createRequire } from 'node:module';
 import { argument, fail } from './kafkajs_args.mjs';
@@ -42,6 +43,8 @@ async function waitForTheMove(admin, topic, partition) {
       .flatMap((each) => each.partitions)
       .find((each) => each.partition === partition);
     if (!moving) return seen;
+    // The test resumes the added broker once it has read this line.
+    if (!seen) console.log('moving');
     seen = moving;
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
