@@ -7,7 +7,8 @@
 //!   carrying any number of its batches. Retried batches go back to the front of their
 //!   partition's queue, so records of one partition are appended in the order they were sent.
 //! - Idempotent: every request carries one batch per partition, and up to `max_in_flight`
-//!   requests of a partition are in flight. A batch gets its producer id, epoch and base
+//!   requests of a partition are in flight; behind the first, only batches closed because they
+//!   were full (a lingered batch waits for the partition's answers, filling meanwhile). A batch gets its producer id, epoch and base
 //!   sequence when it is first drained (see `idempotence`) and keeps them when resent. A batch
 //!   that comes back for a retry is put back in sequence order, and while the front of the
 //!   queue is such a batch the partition sends one request at a time (as Kafka's client does),
@@ -107,10 +108,14 @@ impl SendRules {
             .ready
             .front()
             .is_some_and(|front| front.stamp.is_some());
-        if retrying {
+        if retrying || queue.in_flight.is_empty() {
             return queue.in_flight.is_empty();
         }
-        queue.in_flight.len() < in_flight_max
+        // Behind a request in flight only a batch closed full is pipelined: a lingered one
+        // keeps filling until the partition's requests are answered, as without idempotence,
+        // so the requests per byte stay as few (the extra in-flight slots are for load that
+        // fills batches faster than a request round trip).
+        queue.in_flight.len() < in_flight_max && !queue.ready.is_empty()
     }
 
     /// True when closed batches get their CRC at once; false when idempotent, since their
@@ -1020,6 +1025,38 @@ mod tests {
         assert_eq!(values_of(&next[0]), vec![vec![5_u8; 8]]);
     }
 
+    // Proves a partition with a request in flight pipelines only full batches: a lingered
+    // batch stays open (and keeps filling) until the partition's requests are answered, so a
+    // linger shorter than the round trip does not multiply the requests.
+    #[test]
+    fn idempotent_partition_pipelines_only_full_batches() {
+        let start = Instant::now();
+        let linger = Duration::from_millis(1);
+        let mut accumulator =
+            Accumulator::new(Compression::None, 128, linger, TIMEOUT).idempotent(5);
+        accumulator.set_identity(ID_A);
+        let topic: Rc<str> = Rc::from("t");
+        accumulator.append(&topic, 0, record(&[0; 8]), start);
+        let first = drain_all(&mut accumulator, start + 2 * linger);
+        assert_eq!(first.len(), 1, "lingered, nothing in flight: sent");
+        accumulator.append(&topic, 0, record(&[1; 8]), start + 2 * linger);
+        let now = start + 4 * linger;
+        assert!(drain_all(&mut accumulator, now).is_empty(), "lingered, one in flight");
+        assert_eq!(accumulator.next_deadline(now), None);
+        // A record that does not fit closes the open batch; one that fills a batch closes it.
+        accumulator.append(&topic, 0, record(&[2; 100]), now);
+        let full = drain_all(&mut accumulator, now);
+        let values: Vec<Vec<Vec<u8>>> = full.iter().map(values_of).collect();
+        assert_eq!(values, vec![vec![vec![1; 8]], vec![vec![2; 100]]]);
+        accumulator.append(&topic, 0, record(&[3; 8]), now);
+        accumulator.complete(&topic, 0, &first);
+        let later = now + 2 * linger;
+        assert!(drain_all(&mut accumulator, later).is_empty(), "still in flight");
+        accumulator.complete(&topic, 0, &full);
+        let last = drain_all(&mut accumulator, later);
+        assert_eq!(values_of(&last[0]), vec![vec![3_u8; 8]]);
+    }
+
     // Proves a retry keeps its sequence and goes out before everything sent after it, alone:
     // when three in-flight batches come back for a retry (in any order), they are resent one
     // request at a time in sequence order, and new batches go out in parallel after the last.
@@ -1031,6 +1068,7 @@ mod tests {
         for index in 0..3_u8 {
             accumulator.append(&topic, 0, record(&[index; 8]), start);
         }
+        accumulator.close_all_open();
         let mut sent = drain_all(&mut accumulator, start);
         assert_eq!(sent.len(), 3);
         accumulator.append(&topic, 0, record(&[3; 8]), start);
@@ -1051,7 +1089,7 @@ mod tests {
             accumulator.complete(&topic, 0, &batches);
             rounds.push(batches.iter().map(sequence_of).collect::<Vec<_>>());
         }
-        // The retries go out one at a time; new batches may follow the last retry at once.
+        // The retries go out one at a time; new (full) batches may follow the last retry at once.
         let expected = vec![
             vec![(11, 0)],
             vec![(11, 1)],
@@ -1072,6 +1110,7 @@ mod tests {
         for index in 0..3_u8 {
             accumulator.append(&topic, 0, record(&[index; 8]), start);
         }
+        accumulator.close_all_open();
         let mut sent = drain_all(&mut accumulator, start);
         let stamps: Vec<BatchStamp> = sent.iter().map(|batch| batch.stamp.unwrap()).collect();
         assert!(!accumulator.predecessor_pending(&topic, 0, &stamps[0]));

@@ -10,7 +10,8 @@
 //!   epoch (InitProducerId) before its first request; each batch gets its partition's next
 //!   sequence when first sent and keeps it when resent (see `idempotence`), so the leader
 //!   appends it once and answers a retry of an appended batch with the original offsets. Up to
-//!   `max_in_flight_requests_per_partition` (5) requests per partition are in flight; after a
+//!   `max_in_flight_requests_per_partition` (5) requests per partition are in flight (behind
+//!   the first only batches closed full: a lingered batch waits for the answers); after a
 //!   retriable error, the batches that come back are resent in sequence order, one request at
 //!   a time, before any newer batch. A sequence error behind an unanswered earlier batch is only
 //!   its consequence and is resent after it; one with nothing before it means the broker lost
