@@ -137,7 +137,7 @@ pub struct PayloadCursor {
     pool: PayloadPool,
     offset: usize,
     /// Payloads are cut from this buffer in turn (one allocation per many messages rather than
-    /// one each); it is replaced once too little of it is left.
+    /// one each); once too little of it is left it is reused, or replaced if still shared.
     arena: BytesMut,
 }
 
@@ -146,7 +146,10 @@ impl PayloadCursor {
     pub fn next_payload(&mut self, header: &PayloadHeader) -> Bytes {
         let size = self.pool.message_size;
         if self.arena.capacity() - self.arena.len() < size {
-            self.arena = BytesMut::with_capacity(PAYLOAD_ARENA_BYTES.max(size));
+            // Reclaims the whole buffer in place once every payload cut from it was dropped
+            // (the producer copies each into its batch), so payloads are written into warm
+            // memory; allocates a new one only while some are still held.
+            self.arena.reserve(PAYLOAD_ARENA_BYTES.max(size));
         }
         self.arena
             .put_slice(&self.pool.pool[self.offset..self.offset + size]);
@@ -257,6 +260,34 @@ mod tests {
             first[PAYLOAD_HEADER_BYTES..],
             second[PAYLOAD_HEADER_BYTES..]
         );
+    }
+
+    // Proves the arena is reused only when nothing cut from it is held: a payload kept across
+    // two arenas' worth of later payloads keeps its bytes, and once every payload of a full
+    // arena was dropped the next one is written at the start of the same buffer.
+    #[test]
+    fn arena_is_reused_only_once_its_payloads_are_dropped() {
+        let size = 1024;
+        let per_arena = PAYLOAD_ARENA_BYTES / size;
+        let header = PayloadHeader {
+            intended_ns: 5,
+            sequence: 6,
+            producer_id: 7,
+        };
+        let mut cursor = PayloadPool::random(size, 0.0, 4).cursor(2);
+        let held = cursor.next_payload(&header);
+        let copy = held.to_vec();
+        for _ in 0..2 * per_arena {
+            drop(cursor.next_payload(&header));
+        }
+        assert_eq!(held[..], copy[..], "a held payload is never overwritten");
+
+        let mut cursor = PayloadPool::random(size, 0.0, 4).cursor(3);
+        let first = cursor.next_payload(&header).as_ptr();
+        for _ in 1..per_arena {
+            drop(cursor.next_payload(&header));
+        }
+        assert_eq!(cursor.next_payload(&header).as_ptr(), first);
     }
 
     // Proves a payload file's bytes fill the payload, repeated to the message size, by building a
