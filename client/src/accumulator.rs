@@ -1041,7 +1041,10 @@ mod tests {
         assert_eq!(first.len(), 1, "lingered, nothing in flight: sent");
         accumulator.append(&topic, 0, record(&[1; 8]), start + 2 * linger);
         let now = start + 4 * linger;
-        assert!(drain_all(&mut accumulator, now).is_empty(), "lingered, one in flight");
+        assert!(
+            drain_all(&mut accumulator, now).is_empty(),
+            "lingered, one in flight"
+        );
         assert_eq!(accumulator.next_deadline(now), None);
         // A record that does not fit closes the open batch; one that fills a batch closes it.
         accumulator.append(&topic, 0, record(&[2; 100]), now);
@@ -1051,7 +1054,10 @@ mod tests {
         accumulator.append(&topic, 0, record(&[3; 8]), now);
         accumulator.complete(&topic, 0, &first);
         let later = now + 2 * linger;
-        assert!(drain_all(&mut accumulator, later).is_empty(), "still in flight");
+        assert!(
+            drain_all(&mut accumulator, later).is_empty(),
+            "still in flight"
+        );
         accumulator.complete(&topic, 0, &full);
         let last = drain_all(&mut accumulator, later);
         assert_eq!(values_of(&last[0]), vec![vec![3_u8; 8]]);
