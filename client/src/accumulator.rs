@@ -7,12 +7,13 @@
 //!   carrying any number of its batches. Retried batches go back to the front of their
 //!   partition's queue, so records of one partition are appended in the order they were sent.
 //! - Idempotent: every request carries one batch per partition, and up to `max_in_flight`
-//!   requests of a partition are in flight; behind the first, only batches closed because they
-//!   were full (a lingered batch waits for the partition's answers, filling meanwhile). A batch gets its producer id, epoch and base
-//!   sequence when it is first drained (see `idempotence`) and keeps them when resent. A batch
-//!   that comes back for a retry is put back in sequence order, and while the front of the
-//!   queue is such a batch the partition sends one request at a time (as Kafka's client does),
-//!   so the broker sees the sequences in order again.
+//!   requests of a partition are in flight; behind the first only batches already closed (full,
+//!   or by a flush) are sent, while a lingered open batch waits for the partition's answers and
+//!   keeps filling. A batch gets its producer id, epoch and base sequence when it is first
+//!   drained (see `idempotence`) and keeps them when resent. A batch that comes back for a
+//!   retry is put back in sequence order, and while the front of the queue is such a batch the
+//!   partition sends one request at a time (as Kafka's client does), so the broker sees the
+//!   sequences in order again.
 //!
 //! **Invariant:** a partition's batches are sent in the order they were closed, each resend
 //! before any later batch; a batch still waiting to be sent when its delivery timeout passes
@@ -104,17 +105,20 @@ impl SendRules {
         if self.identity.is_none() || queue.sequences.reset_pending() {
             return false;
         }
+        if queue.in_flight.is_empty() {
+            return true;
+        }
         let retrying = queue
             .ready
             .front()
             .is_some_and(|front| front.stamp.is_some());
-        if retrying || queue.in_flight.is_empty() {
-            return queue.in_flight.is_empty();
+        if retrying {
+            return false;
         }
-        // Behind a request in flight only a batch closed full is pipelined: a lingered one
-        // keeps filling until the partition's requests are answered, as without idempotence,
-        // so the requests per byte stay as few (the extra in-flight slots are for load that
-        // fills batches faster than a request round trip).
+        // Behind a request in flight only an already closed batch (full, or by a flush) is
+        // pipelined: a lingered open one keeps filling until the partition's requests are
+        // answered, as without idempotence, so the requests per byte stay as few (the extra
+        // in-flight slots are for load that fills batches faster than a request round trip).
         queue.in_flight.len() < in_flight_max && !queue.ready.is_empty()
     }
 
