@@ -59,31 +59,3 @@ fn a_short_sleep_is_not_held_behind_a_longer_timer_already_armed() {
             );
         });
 }
-
-#[test]
-fn a_busy_executor_still_wakes_for_its_timers() {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .make()
-        .unwrap()
-        .run(async {
-            // A task that keeps the executor turning (and so keeps the preemption timer armed)
-            // while another waits on short sleeps.
-            let spinning = glommio::spawn_local(async {
-                let deadline = Instant::now() + Duration::from_secs(SHORT_SLEEPS_BOUND_S * 2);
-                while Instant::now() < deadline {
-                    glommio::yield_if_needed().await;
-                    futures_lite::future::yield_now().await;
-                }
-            });
-            let started = Instant::now();
-            for _ in 0..SHORT_SLEEPS {
-                glommio::timer::sleep(Duration::from_millis(SHORT_SLEEP_MS)).await;
-            }
-            let elapsed = started.elapsed();
-            drop(spinning);
-            assert!(
-                elapsed < Duration::from_secs(SHORT_SLEEPS_BOUND_S),
-                "{SHORT_SLEEPS} sleeps of {SHORT_SLEEP_MS} ms took {elapsed:?} on a busy executor"
-            );
-        });
-}
