@@ -1325,7 +1325,12 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // SLUICE PATCH: preempted before a queue ran (a timer or an eventfd write landed
+                // in the latency ring since the last poll): report the runnable queues as work
+                // left, so the loop polls (which clears the preemption) and runs them, instead
+                // of parking over them with nothing left to wake it. Upstream returned false
+                // here; with its timers re-armed at every turn the window was rarely hit.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1333,7 +1338,6 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {

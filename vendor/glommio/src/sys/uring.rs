@@ -1828,17 +1828,17 @@ impl Reactor {
         let preempt_kept = preempt_timer().map_or(true, |preempt| {
             Self::keep_timer(&self.latency_preemption_timeout_src, now + preempt)
         });
-        let throughput_armed = match self.throughput_preemption_timeout_src.take() {
-            Some(source) if source.is_pending() => Some(source),
-            _ => None,
-        };
-        self.throughput_preemption_timeout_src
-            .replace(Some(throughput_armed.unwrap_or_else(|| {
+        let throughput = self
+            .throughput_preemption_timeout_src
+            .take()
+            .filter(Source::is_pending)
+            .unwrap_or_else(|| {
                 main_ring.prepare_throughput_preemption_timer(
                     self.ring_depth() as u32,
                     self.eventfd_src.raw(),
                 )
-            })));
+            });
+        self.throughput_preemption_timeout_src.set(Some(throughput));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
