@@ -46,8 +46,8 @@ pub struct FetchPartitionAnswer {
     pub last_stable_offset: i64,
     /// The partition's log start offset (-1 when unknown).
     pub log_start_offset: i64,
-    /// Whole record batches, or `None` for none.
-    pub records: Option<PayloadPart>,
+    /// Whole record batches, in parts sent one after the other (none for no records).
+    pub records: Vec<PayloadPart>,
 }
 
 /// Builds one Fetch response as payload parts.
@@ -117,17 +117,18 @@ impl FetchResponseBuilder {
         if self.version >= FIRST_READ_REPLICA_VERSION {
             out.put_i32(NO_PREFERRED_READ_REPLICA);
         }
-        let part = answer.records.filter(|part| !part.is_empty());
-        let length = part.as_ref().map_or(0, PayloadPart::len);
+        let parts = answer.records.into_iter().filter(|part| !part.is_empty());
+        let parts: Vec<PayloadPart> = parts.collect();
+        let length: usize = parts.iter().map(PayloadPart::len).sum();
         if self.compact {
             put_unsigned_varint(out, u32::try_from(length + 1).unwrap_or(u32::MAX));
         } else {
             out.put_i32(i32::try_from(length).unwrap_or(i32::MAX));
         }
-        if let Some(part) = part {
-            self.records_bytes += length;
-            self.records.push((out.len(), part));
-        }
+        self.records_bytes += length;
+        let position = out.len();
+        self.records
+            .extend(parts.into_iter().map(|part| (position, part)));
         if self.compact {
             put_no_tagged_fields(&mut self.headers);
         }
@@ -211,11 +212,11 @@ mod tests {
             high_watermark: 10,
             last_stable_offset: 10,
             log_start_offset: 2,
-            records: Some(PayloadPart::File {
+            records: vec![PayloadPart::File {
                 file: file.clone(),
                 position: 3,
                 len: 5,
-            }),
+            }],
         });
         builder.partition(FetchPartitionAnswer {
             partition: 1,
@@ -223,7 +224,7 @@ mod tests {
             high_watermark: -1,
             last_stable_offset: -1,
             log_start_offset: -1,
-            records: None,
+            records: Vec::new(),
         });
         builder.end_topic();
         builder.topic("audit", 1);
@@ -233,13 +234,17 @@ mod tests {
             high_watermark: 4,
             last_stable_offset: 4,
             log_start_offset: 0,
-            records: Some(PayloadPart::Memory(Bytes::from_static(b"tail"))),
+            records: vec![
+                PayloadPart::Memory(Bytes::from_static(b"ta")),
+                PayloadPart::Memory(Bytes::from_static(b"il")),
+            ],
         });
         builder.end_topic();
         builder.finish()
     }
 
-    // Proves the response, file and memory parts flattened, is what the kafka-protocol codec
+    // Proves the response, file and memory parts flattened (a partition's records in two
+    // memory parts, as a tail-cache read spanning two appends), is what the kafka-protocol codec
     // decodes back to the same fields and record bytes, at every version 4 to 12, and that the
     // size prefix counts every byte after itself.
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! A `Connection` lives on the executor that accepted or opened its socket (it is `!Send`). It
 //! reads whole frames through a bounded [`FrameDecoder`] and writes frames in order: header and
-//! control first, then each payload part, memory parts with `write_all` and file parts spliced
-//! by the executor's [`Splicer`].
+//! control first, then each payload part; runs of memory parts leave together in gathered
+//! `sendmsg` calls (no copy into one buffer), file parts are spliced by the executor's
+//! [`Splicer`].
 //!
 //! Cancellation: dropping a `read_frame` future loses nothing (bytes already received stay
 //! buffered). Dropping a write future leaves an unknown prefix of the frame on the wire, so the
@@ -20,6 +21,7 @@ use glommio::net::TcpStream;
 
 use crate::error::NetError;
 use crate::frame::{encode_frame, ControlEncode, Frame, FrameDecoder, FrameHeader};
+use crate::gather;
 use crate::messages::Message;
 use crate::splice::{local_splicer, Splicer};
 
@@ -30,10 +32,6 @@ const READ_BYTES_MIN: usize = 16 * 1024;
 /// Largest socket read, in bytes. A large frame is read in pieces of at most this size into the
 /// buffer the decoder reserved for it.
 const READ_BYTES_MAX: usize = 1024 * 1024;
-
-/// Memory payload parts are copied behind the header (one send instead of several) while the
-/// write buffer stays within this many bytes; larger parts are written from their own buffers.
-const COALESCE_BYTES_MAX: usize = 64 * 1024;
 
 /// One piece of a frame's payload.
 #[derive(Debug, Clone)]
@@ -231,47 +229,58 @@ impl Connection {
         });
         self.write_buffer.clear();
         encode_frame(&mut self.write_buffer, header, control, payload_len)?;
+        let head = std::mem::take(&mut self.write_buffer);
+        let result = self.write_runs(&head, parts).await;
+        // Keep the allocation for the next frame.
+        self.write_buffer = head;
+        result
+    }
+
+    /// Writes `head` then `parts`: each run of memory parts (the first with `head`) gathered,
+    /// each file part spliced.
+    async fn write_runs<P: AsPart>(&mut self, head: &[u8], parts: &[P]) -> Result<(), NetError> {
+        let mut run: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        run.push(head);
         for part in parts {
             match part.as_part() {
-                PartRef::Memory(bytes)
-                    if self.write_buffer.len() + bytes.len() <= COALESCE_BYTES_MAX =>
-                {
-                    self.write_buffer.extend_from_slice(bytes);
-                }
-                PartRef::Memory(bytes) => {
-                    self.flush_write_buffer().await?;
-                    self.write_socket(bytes, "write frame payload").await?;
-                }
+                PartRef::Memory(bytes) => run.push(bytes),
                 PartRef::File { fd, position, len } => {
-                    self.flush_write_buffer().await?;
+                    self.write_gathered(&run).await?;
+                    run.clear();
                     self.send_file_part(fd, position, len).await?;
                 }
             }
         }
-        self.flush_write_buffer().await
+        self.write_gathered(&run).await
     }
 
-    async fn flush_write_buffer(&mut self) -> Result<(), NetError> {
-        if self.write_buffer.is_empty() {
-            return Ok(());
+    /// Writes every byte of `pieces` in order: gathered sends while the socket takes them, the
+    /// reactor's send (which waits for room) when its buffer is full.
+    async fn write_gathered(&mut self, pieces: &[&[u8]]) -> Result<(), NetError> {
+        let operation = "write frame";
+        let total: usize = pieces.iter().map(|piece| piece.len()).sum();
+        let fd = self.stream.as_raw_fd();
+        let mut sent = 0;
+        while sent < total {
+            match gather::send_available(fd, pieces, sent) {
+                Ok(Some(got)) if got > 0 => sent += got,
+                Ok(_) => {
+                    let (index, within) = gather::locate(pieces, sent);
+                    let got = self
+                        .stream
+                        .write(&pieces[index][within..])
+                        .await
+                        .map_err(|source| NetError::Socket { operation, source })?;
+                    if got == 0 {
+                        let source = io::Error::from(io::ErrorKind::WriteZero);
+                        return Err(NetError::Socket { operation, source });
+                    }
+                    sent += got;
+                }
+                Err(source) => return Err(NetError::Socket { operation, source }),
+            }
         }
-        let buffer = std::mem::take(&mut self.write_buffer);
-        let result = self.write_socket(&buffer, "write frame header").await;
-        // Keep the allocation for the next frame.
-        self.write_buffer = buffer;
-        self.write_buffer.clear();
-        result
-    }
-
-    async fn write_socket(
-        &mut self,
-        bytes: &[u8],
-        operation: &'static str,
-    ) -> Result<(), NetError> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|source| NetError::Socket { operation, source })
+        Ok(())
     }
 
     async fn send_file_part(

@@ -16,6 +16,7 @@ pub mod conn;
 pub mod error;
 pub mod frame;
 pub mod fuzz;
+mod gather;
 pub mod messages;
 pub mod splice;
 

@@ -203,6 +203,49 @@ fn file_payload_is_spliced_byte_identical() {
     });
 }
 
+// A frame of 300 memory parts (as a fetch of tail-cache pieces) around a file part, far larger
+// than the socket's buffers and read only after the writer has filled them, arrives whole and in
+// order: gathered sends resume after a full socket.
+#[test]
+fn many_memory_parts_past_a_full_socket_arrive_in_order() {
+    run(|| async {
+        let (_directory, file, contents) = pattern_file(FOUR_MIB, 5);
+        let pieces: Vec<Bytes> = (0..300u64)
+            .map(|index| Bytes::from(pattern(1 + (index as usize * 7_919) % 90_000, index)))
+            .collect();
+        let mut parts: Vec<PayloadPart> = pieces.iter().cloned().map(PayloadPart::Memory).collect();
+        parts.insert(
+            150,
+            PayloadPart::File {
+                file: file.clone(),
+                position: 0,
+                len: FOUR_MIB,
+            },
+        );
+        let payload_len: usize = parts.iter().map(PayloadPart::len).sum();
+        assert!(payload_len < FRAME_BYTES_MAX);
+        let (listener, address) = listen();
+        let server = glommio::spawn_local(async move {
+            let mut connection = Connection::new(listener.accept().await.unwrap(), FRAME_BYTES_MAX);
+            let header = FrameHeader::request(ApiKey::Fetch, 0, 7).response();
+            connection
+                .write_frame_parts(header, &fetch_result(payload_len), &parts)
+                .await
+                .unwrap();
+        });
+        let stream = TcpStream::connect(address).await.unwrap();
+        glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+        let mut client = Connection::new(stream, FRAME_BYTES_MAX);
+        let frame = client.read_frame().await.unwrap().unwrap();
+        server.await;
+        let mut expected: Vec<u8> = pieces[..150].concat();
+        expected.extend_from_slice(&contents);
+        expected.extend_from_slice(&pieces[150..].concat());
+        assert_eq!(frame.payload.len(), expected.len());
+        assert!(frame.payload[..] == expected[..], "payload out of order");
+    });
+}
+
 // Three connections receive different file ranges at the same time through one splicer (its
 // lanes run concurrently); each receives exactly its own bytes.
 #[test]

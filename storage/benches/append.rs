@@ -269,10 +269,12 @@ async fn read_run(log: &PartitionLog, path: ReadPath, buffer: &mut Vec<u8>) -> (
                     slice.file.read_exact_at(buffer, slice.position).unwrap();
                     slice.len
                 }
-                ReadSlice::Memory(memory) => {
+                ReadSlice::Memory(pieces) => {
                     buffer.clear();
-                    buffer.extend_from_slice(&memory);
-                    memory.len()
+                    for piece in &pieces {
+                        buffer.extend_from_slice(piece);
+                    }
+                    buffer.len()
                 }
                 ReadSlice::Empty => unreachable!("read below the end returned nothing"),
             },

@@ -92,8 +92,9 @@ pub enum ReadSlice {
     Empty,
     /// Whole batches in a segment file.
     File(FileSlice),
-    /// Whole batches from the direct-mode tail cache.
-    Memory(bytes::Bytes),
+    /// Whole batches from the direct-mode tail cache: slices of its buffers, in order, none
+    /// empty (one per append the read spans; not copied into one buffer).
+    Memory(Vec<bytes::Bytes>),
 }
 
 /// A range of a segment file holding whole batches.

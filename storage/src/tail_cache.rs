@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::batch::BatchHeader;
 
@@ -125,8 +125,9 @@ impl TailCache {
 
     /// Serves a read when the batch holding `limits.offset` is cached: `None` when it is not,
     /// `Some(empty)` when that batch reaches `limits.limit_offset`, otherwise whole batches of
-    /// one segment.
-    pub(crate) fn read(&self, limits: ReadLimits) -> Option<Bytes> {
+    /// one segment, as slices of the cached chunks in order (no copy: a fetch sends them
+    /// straight from the cache's buffers).
+    pub(crate) fn read(&self, limits: ReadLimits) -> Option<Vec<Bytes>> {
         let first = self.chunks.front()?;
         if limits.offset < first.base_offset {
             return None;
@@ -153,11 +154,10 @@ impl TailCache {
             }
             position = 0;
         }
-        Some(concat(pieces, total))
+        Some(pieces)
     }
 }
 
-/// Position in `data` of the batch holding `offset`.
 fn find_batch(data: &[u8], offset: i64) -> Option<usize> {
     let mut position = 0;
     while position < data.len() {
@@ -189,24 +189,16 @@ fn extend(data: &[u8], mut position: usize, mut total: usize, limits: ReadLimits
     (position, true)
 }
 
-fn concat(mut pieces: Vec<Bytes>, total: usize) -> Bytes {
-    match pieces.len() {
-        0 => Bytes::new(),
-        1 => pieces.swap_remove(0),
-        _ => {
-            let mut out = BytesMut::with_capacity(total);
-            for piece in pieces {
-                out.extend_from_slice(&piece);
-            }
-            out.freeze()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::batch::{stamp, BatchBuilder, Compression};
+    use bytes::BytesMut;
+
+    /// The bytes a read returned, joined.
+    fn joined(pieces: Vec<Bytes>) -> Vec<u8> {
+        pieces.concat()
+    }
 
     /// An append of `count` one-record batches starting at `base_offset`.
     fn chunk(base_offset: i64, count: i64) -> Chunk {
@@ -241,22 +233,29 @@ mod tests {
         let mut cache = TailCache::new(1 << 20);
         cache.push(chunk(0, 3));
         cache.push(chunk(3, 3));
-        let one = cache.read(limits(4, 1, 6)).unwrap();
+        let one = joined(cache.read(limits(4, 1, 6)).unwrap());
         assert_eq!(BatchHeader::parse(&one).unwrap().base_offset, 4);
         let batch_bytes = one.len();
+        let spanning = cache.read(limits(1, 1 << 20, 6)).unwrap();
+        assert_eq!(spanning.len(), 2, "one piece per chunk read");
         assert_eq!(
-            cache.read(limits(1, 1 << 20, 6)).unwrap().len(),
-            5 * batch_bytes
+            spanning[1].as_ptr(),
+            cache.chunks[1].data.as_ptr(),
+            "pieces are the cached buffers, not copies"
         );
+        assert_eq!(joined(spanning).len(), 5 * batch_bytes);
         assert_eq!(
-            cache.read(limits(1, 1 << 20, 4)).unwrap().len(),
+            joined(cache.read(limits(1, 1 << 20, 4)).unwrap()).len(),
             3 * batch_bytes
         );
         assert!(cache.read(limits(5, 1 << 20, 5)).unwrap().is_empty());
         cache.truncate(4);
         assert!(cache.read(limits(0, 1, 4)).is_none());
         cache.push(chunk(4, 1));
-        assert_eq!(cache.read(limits(4, 1, 5)).unwrap(), chunk(4, 1).data);
+        assert_eq!(
+            joined(cache.read(limits(4, 1, 5)).unwrap()),
+            chunk(4, 1).data
+        );
         let mut small = TailCache::new(2 * batch_bytes);
         small.push(chunk(0, 1));
         small.push(chunk(1, 1));

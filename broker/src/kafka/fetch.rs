@@ -24,7 +24,7 @@ use sluice_shard::{PartitionError, Reader, Visibility};
 
 use super::dispatch::Answer;
 use super::produce::partition_error_code;
-use crate::server::fetch::{read_partition, wait_for_change};
+use crate::server::fetch::{parts_len, read_partition, wait_for_change};
 use crate::server::ShardServer;
 
 /// Isolation level read_committed.
@@ -123,7 +123,7 @@ async fn read_round(server: &ShardServer, request: &FetchRequest, max_bytes: usi
             );
             match read.await {
                 Ok((state, records)) => {
-                    let length = records.as_ref().map_or(0, PayloadPart::len);
+                    let length = parts_len(&records);
                     remaining = remaining.saturating_sub(length);
                     round.bytes += length;
                     round
@@ -160,7 +160,7 @@ fn failed_answer(
         high_watermark: -1,
         last_stable_offset: -1,
         log_start_offset: -1,
-        records: None,
+        records: Vec::new(),
     };
     if let PartitionError::OffsetOutOfRange {
         log_start_offset,
@@ -194,8 +194,10 @@ fn answer(
     for (topic, answers) in request.topics.iter().zip(round.topics) {
         builder.topic(topic.topic.0.as_str(), answers.len());
         for answer in answers {
-            if let Some(PayloadPart::Memory(bytes)) = &answer.records {
-                memory_bytes += bytes.len() as u64;
+            for part in &answer.records {
+                if let PayloadPart::Memory(bytes) = part {
+                    memory_bytes += bytes.len() as u64;
+                }
             }
             builder.partition(answer);
         }

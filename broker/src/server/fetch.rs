@@ -134,8 +134,8 @@ async fn read_round(server: &ShardServer, request: &FetchRequest) -> Round {
             reader,
         );
         match read.await {
-            Ok((state, part)) => {
-                let length = part.as_ref().map_or(0, PayloadPart::len);
+            Ok((state, parts)) => {
+                let length = parts_len(&parts);
                 remaining = remaining.saturating_sub(length);
                 round.bytes += length;
                 let watched = match reader {
@@ -154,7 +154,7 @@ async fn read_round(server: &ShardServer, request: &FetchRequest) -> Round {
                     records_bytes: u32::try_from(length).unwrap_or(u32::MAX),
                     current_leader: -1,
                 });
-                round.parts.extend(part);
+                round.parts.extend(parts);
             }
             Err(error) => {
                 round.failed = true;
@@ -197,7 +197,7 @@ pub(crate) async fn read_partition(
     fetch_offset: i64,
     budget: usize,
     reader: Reader,
-) -> Result<(PartitionState, Option<PayloadPart>), PartitionError> {
+) -> Result<(PartitionState, Vec<PayloadPart>), PartitionError> {
     match server.shard.route(topic, index) {
         Route::Local(partition) => {
             partition.record_fetch(reader, fetch_offset, sluice_shard::now_ms())?;
@@ -206,33 +206,44 @@ pub(crate) async fn read_partition(
             }
             if budget == 0 {
                 partition.check_leader()?;
-                return Ok((partition.state(), None));
+                return Ok((partition.state(), Vec::new()));
             }
             let slice = partition.read_as(reader, fetch_offset, budget)?;
-            let part = match slice {
-                ReadSlice::Empty => None,
-                ReadSlice::File(file) => Some(PayloadPart::File {
+            let parts = match slice {
+                ReadSlice::Empty => Vec::new(),
+                ReadSlice::File(file) => vec![PayloadPart::File {
                     file: file.file,
                     position: file.position,
                     len: file.len,
-                }),
-                ReadSlice::Memory(bytes) => Some(PayloadPart::Memory(bytes)),
+                }],
+                ReadSlice::Memory(pieces) => pieces.into_iter().map(PayloadPart::Memory).collect(),
             };
-            Ok((partition.state(), part.filter(|part| !part.is_empty())))
+            Ok((partition.state(), non_empty(parts)))
         }
         Route::Remote(owner) => {
             let read = server
                 .shard
                 .read_remote_as(owner, topic, index, fetch_offset, budget, reader)
                 .await?;
-            let part = Some(read.records)
-                .filter(|records| !records.is_empty())
-                .map(PayloadPart::Memory);
-            Ok((read.state, part))
+            Ok((
+                read.state,
+                non_empty(vec![PayloadPart::Memory(read.records)]),
+            ))
         }
         Route::NotHosted => Err(PartitionError::not_leader(topic, index, -1)),
         Route::Unknown => Err(PartitionError::unknown(topic, index)),
     }
+}
+
+/// Bytes of `parts` together.
+pub(crate) fn parts_len(parts: &[PayloadPart]) -> usize {
+    parts.iter().map(PayloadPart::len).sum()
+}
+
+/// `parts` without its empty parts.
+fn non_empty(mut parts: Vec<PayloadPart>) -> Vec<PayloadPart> {
+    parts.retain(|part| !part.is_empty());
+    parts
 }
 
 type Wait<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;

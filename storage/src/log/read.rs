@@ -32,11 +32,11 @@ impl LogInner {
         };
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
-        if let Some(bytes) = state.tail.read(limits) {
-            return Ok(if bytes.is_empty() {
+        if let Some(pieces) = state.tail.read(limits) {
+            return Ok(if pieces.is_empty() {
                 ReadSlice::Empty
             } else {
-                ReadSlice::Memory(bytes)
+                ReadSlice::Memory(pieces)
             });
         }
         let at = state
@@ -72,7 +72,8 @@ impl LogInner {
     ) -> Result<Bytes, StorageError> {
         match self.read(offset, max_bytes, max_offset)? {
             ReadSlice::Empty => Ok(Bytes::new()),
-            ReadSlice::Memory(bytes) => Ok(bytes),
+            ReadSlice::Memory(mut pieces) if pieces.len() == 1 => Ok(pieces.swap_remove(0)),
+            ReadSlice::Memory(pieces) => Ok(Bytes::from(pieces.concat())),
             ReadSlice::File(slice) => {
                 let path = self.segment_path_of(offset);
                 let file = slice.file.try_clone().map_err(|source| {

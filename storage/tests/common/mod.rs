@@ -87,7 +87,7 @@ pub fn slice_bytes(slice: &ReadSlice) -> Vec<u8> {
     use std::os::unix::fs::FileExt;
     match slice {
         ReadSlice::Empty => Vec::new(),
-        ReadSlice::Memory(bytes) => bytes.to_vec(),
+        ReadSlice::Memory(pieces) => pieces.concat(),
         ReadSlice::File(file) => {
             let mut buffer = vec![0u8; file.len];
             file.file.read_exact_at(&mut buffer, file.position).unwrap();
