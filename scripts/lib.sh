@@ -10,9 +10,19 @@ ensure_apt() {
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing Debian packages: ${missing[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  # One install at a time: two of our scripts started together (the tests of two clones, the
+  # tests and the quickstart) would otherwise race for apt's locks and one would fail. apt also
+  # waits for a lock held by anything else, up to APT_LOCK_WAIT_S.
+  local wait="-o DPkg::Lock::Timeout=${APT_LOCK_WAIT_S:-600}"
+  (
+    flock -w "${APT_LOCK_WAIT_S:-600}" 9 || { echo "timed out waiting for $APT_SERIAL_LOCK" >&2; exit 1; }
+    $sudo apt-get $wait update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get $wait install -y -qq "${missing[@]}" >/dev/null
+  ) 9>"$APT_SERIAL_LOCK"
 }
+
+# The lock file that serialises ensure_apt between our own scripts.
+APT_SERIAL_LOCK="${TMPDIR:-/tmp}/sluice-apt.lock"
 
 # ensure_build_tools: a C compiler for the crates that vendor C (glommio's liburing, zstd), and
 # protoc with the well-known .proto files for etcd-client's generated gRPC code.
