@@ -172,6 +172,7 @@ pub(crate) fn sendmsg_syscall(
 }
 
 mod dma_buffer;
+mod membarrier;
 pub(crate) mod source;
 pub(crate) mod sysfs;
 mod uring;
@@ -305,13 +306,9 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
-        // SLUICE PATCH: pairs with the fence `Reactor::wait` issues after `prepare_to_sleep`
-        // (which replaced upstream's process-wide membarrier): what the caller queued for the
-        // sleeper is ordered before this read of its flag.
-        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
-            .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+            .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
             || force
         {
