@@ -117,9 +117,9 @@ impl FetchResponseBuilder {
         if self.version >= FIRST_READ_REPLICA_VERSION {
             out.put_i32(NO_PREFERRED_READ_REPLICA);
         }
-        let parts = answer.records.into_iter().filter(|part| !part.is_empty());
-        let parts: Vec<PayloadPart> = parts.collect();
-        let length: usize = parts.iter().map(PayloadPart::len).sum();
+        let mut parts = answer.records;
+        parts.retain(|part| !part.is_empty());
+        let length = PayloadPart::total_len(&parts);
         if self.compact {
             put_unsigned_varint(out, u32::try_from(length + 1).unwrap_or(u32::MAX));
         } else {

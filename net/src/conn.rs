@@ -63,6 +63,11 @@ impl PayloadPart {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Bytes of `parts` together.
+    pub fn total_len(parts: &[PayloadPart]) -> usize {
+        total_len(parts)
+    }
 }
 
 /// A borrowed view of a payload part, so `write_frame` and `write_frame_parts` share one path
@@ -78,6 +83,15 @@ enum PartRef<'a> {
 
 trait AsPart {
     fn as_part(&self) -> PartRef<'_>;
+}
+
+fn total_len<P: AsPart>(parts: &[P]) -> usize {
+    parts.iter().fold(0usize, |total, part| {
+        total.saturating_add(match part.as_part() {
+            PartRef::Memory(bytes) => bytes.len(),
+            PartRef::File { len, .. } => len,
+        })
+    })
 }
 
 impl AsPart for Bytes {
@@ -221,94 +235,13 @@ impl Connection {
         T: Message + ControlEncode,
         P: AsPart,
     {
-        let payload_len = parts.iter().fold(0usize, |total, part| {
-            total.saturating_add(match part.as_part() {
-                PartRef::Memory(bytes) => bytes.len(),
-                PartRef::File { len, .. } => len,
-            })
-        });
         self.write_buffer.clear();
-        encode_frame(&mut self.write_buffer, header, control, payload_len)?;
+        encode_frame(&mut self.write_buffer, header, control, total_len(parts))?;
         let head = std::mem::take(&mut self.write_buffer);
-        let result = self.write_runs(&head, parts).await;
+        let result = write_runs(&mut self.stream, &mut self.splicer, &head, parts).await;
         // Keep the allocation for the next frame.
         self.write_buffer = head;
         result
-    }
-
-    /// Writes `head` then `parts`: each run of memory parts (the first with `head`) gathered,
-    /// each file part spliced.
-    async fn write_runs<P: AsPart>(&mut self, head: &[u8], parts: &[P]) -> Result<(), NetError> {
-        let mut run: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-        run.push(head);
-        for part in parts {
-            match part.as_part() {
-                PartRef::Memory(bytes) => run.push(bytes),
-                PartRef::File { fd, position, len } => {
-                    self.write_gathered(&run).await?;
-                    run.clear();
-                    self.send_file_part(fd, position, len).await?;
-                }
-            }
-        }
-        self.write_gathered(&run).await
-    }
-
-    /// Writes every byte of `pieces` in order: gathered sends while the socket takes them, the
-    /// reactor's send (which waits for room) when its buffer is full.
-    async fn write_gathered(&mut self, pieces: &[&[u8]]) -> Result<(), NetError> {
-        let operation = "write frame";
-        let total: usize = pieces.iter().map(|piece| piece.len()).sum();
-        let fd = self.stream.as_raw_fd();
-        let mut sent = 0;
-        while sent < total {
-            match gather::send_available(fd, pieces, sent) {
-                Ok(Some(got)) if got > 0 => sent += got,
-                Ok(_) => {
-                    let (index, within) = gather::locate(pieces, sent);
-                    let got = self
-                        .stream
-                        .write(&pieces[index][within..])
-                        .await
-                        .map_err(|source| NetError::Socket { operation, source })?;
-                    if got == 0 {
-                        let source = io::Error::from(io::ErrorKind::WriteZero);
-                        return Err(NetError::Socket { operation, source });
-                    }
-                    sent += got;
-                }
-                Err(source) => return Err(NetError::Socket { operation, source }),
-            }
-        }
-        Ok(())
-    }
-
-    async fn send_file_part(
-        &mut self,
-        fd: RawFd,
-        position: u64,
-        len: usize,
-    ) -> Result<(), NetError> {
-        let splicer = match &self.splicer {
-            Some(splicer) => splicer.clone(),
-            None => {
-                let splicer = local_splicer().map_err(|source| NetError::FilePart {
-                    position,
-                    len,
-                    source,
-                })?;
-                self.splicer = Some(splicer.clone());
-                splicer
-            }
-        };
-        splicer
-            .send_file(self.stream.as_raw_fd(), fd, position, len)
-            .await
-            .map_err(|source| NetError::FilePart {
-                position,
-                len,
-                source,
-            })
     }
 
     /// The socket's descriptor (for splicing and socket options).
@@ -371,4 +304,98 @@ impl Drop for ReadGuard<'_> {
     fn drop(&mut self) {
         self.buffer.truncate(self.filled);
     }
+}
+
+/// Writes `parts` to `stream` in order, as [`Connection::write_frame_parts`] writes a frame's
+/// payload (for protocols framed elsewhere, such as the Kafka port): runs of memory parts leave
+/// in gathered sends without a copy, file parts are spliced by this executor's
+/// [`local_splicer`]. An error part-way leaves a partial answer on the wire: close the stream.
+pub async fn write_payload_parts(
+    stream: &mut TcpStream,
+    parts: &[PayloadPart],
+) -> Result<(), NetError> {
+    write_runs(stream, &mut None, &[], parts).await
+}
+
+/// Writes `head` then `parts`: each run of memory parts (the first with `head`) gathered, at
+/// most [`gather::GATHER_BUFFERS_MAX`] pieces a batch, each file part spliced.
+async fn write_runs<P: AsPart>(
+    stream: &mut TcpStream,
+    splicer: &mut Option<Rc<Splicer>>,
+    head: &[u8],
+    parts: &[P],
+) -> Result<(), NetError> {
+    let mut run: [&[u8]; gather::GATHER_BUFFERS_MAX] = [&[]; gather::GATHER_BUFFERS_MAX];
+    run[0] = head;
+    let mut count = 1;
+    for part in parts {
+        match part.as_part() {
+            PartRef::Memory(bytes) => {
+                if count == run.len() {
+                    write_gathered(stream, &run[..count]).await?;
+                    count = 0;
+                }
+                run[count] = bytes;
+                count += 1;
+            }
+            PartRef::File { fd, position, len } => {
+                write_gathered(stream, &run[..count]).await?;
+                count = 0;
+                send_file_part(stream, splicer, fd, position, len).await?;
+            }
+        }
+    }
+    write_gathered(stream, &run[..count]).await
+}
+
+/// Writes every byte of `pieces` in order: gathered sends while the socket takes them, the
+/// reactor's send (which waits for room) when its buffer is full.
+async fn write_gathered(stream: &mut TcpStream, pieces: &[&[u8]]) -> Result<(), NetError> {
+    let operation = "write frame";
+    let total: usize = pieces.iter().map(|piece| piece.len()).sum();
+    let fd = stream.as_raw_fd();
+    let mut sent = 0;
+    while sent < total {
+        match gather::send_available(fd, pieces, sent) {
+            Ok(Some(got)) if got > 0 => sent += got,
+            Ok(_) => {
+                let (index, within) = gather::locate(pieces, sent);
+                let got = stream
+                    .write(&pieces[index][within..])
+                    .await
+                    .map_err(|source| NetError::Socket { operation, source })?;
+                if got == 0 {
+                    let source = io::Error::from(io::ErrorKind::WriteZero);
+                    return Err(NetError::Socket { operation, source });
+                }
+                sent += got;
+            }
+            Err(source) => return Err(NetError::Socket { operation, source }),
+        }
+    }
+    Ok(())
+}
+
+/// Splices a file range to `stream` with `splicer`, or this executor's [`local_splicer`]
+/// (then kept in `splicer`).
+async fn send_file_part(
+    stream: &TcpStream,
+    splicer: &mut Option<Rc<Splicer>>,
+    fd: RawFd,
+    position: u64,
+    len: usize,
+) -> Result<(), NetError> {
+    let error = |source| NetError::FilePart {
+        position,
+        len,
+        source,
+    };
+    let splicer = match splicer {
+        Some(splicer) => splicer.clone(),
+        None => splicer.insert(local_splicer().map_err(error)?).clone(),
+    };
+    splicer
+        .send_file(stream.as_raw_fd(), fd, position, len)
+        .await
+        .map_err(error)
 }

@@ -16,9 +16,14 @@ pub(crate) fn send_available(
     skip: usize,
 ) -> io::Result<Option<usize>> {
     let (first, within) = locate(pieces, skip);
-    let mut vectors: Vec<libc::iovec> = Vec::with_capacity(GATHER_BUFFERS_MAX);
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut vectors = [empty; GATHER_BUFFERS_MAX];
+    let mut count = 0;
     for (index, piece) in pieces.iter().enumerate().skip(first) {
-        if vectors.len() == GATHER_BUFFERS_MAX {
+        if count == GATHER_BUFFERS_MAX {
             break;
         }
         let piece = if index == first {
@@ -27,13 +32,14 @@ pub(crate) fn send_available(
             piece
         };
         if !piece.is_empty() {
-            vectors.push(libc::iovec {
+            vectors[count] = libc::iovec {
                 iov_base: piece.as_ptr().cast_mut().cast(),
                 iov_len: piece.len(),
-            });
+            };
+            count += 1;
         }
     }
-    if vectors.is_empty() {
+    if count == 0 {
         return Ok(Some(0));
     }
     // SAFETY: a zeroed msghdr is valid (no name, no control data); its iovecs point into
@@ -41,7 +47,7 @@ pub(crate) fn send_available(
     let sent = unsafe {
         let mut message: libc::msghdr = std::mem::zeroed();
         message.msg_iov = vectors.as_mut_ptr();
-        message.msg_iovlen = vectors.len();
+        message.msg_iovlen = count;
         libc::sendmsg(fd, &message, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
     };
     if sent < 0 {

@@ -21,7 +21,7 @@ pub mod messages;
 pub mod splice;
 
 pub use api::{check_version, supported_versions, ApiKey, ErrorCode};
-pub use conn::{Connection, PayloadPart};
+pub use conn::{write_payload_parts, Connection, PayloadPart};
 pub use error::NetError;
 pub use frame::{
     decode_control, encode_frame, ControlDecode, ControlEncode, Frame, FrameDecoder, FrameHeader,

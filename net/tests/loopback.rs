@@ -9,6 +9,7 @@ mod common;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -46,6 +47,27 @@ fn pattern_file(len: usize, seed: u64) -> (tempfile::TempDir, Rc<std::fs::File>,
         .unwrap();
     let file = Rc::new(std::fs::File::open(&path).unwrap());
     (directory, file, contents)
+}
+
+/// Kernel send and receive buffer of a socket whose writer must find it full, in bytes.
+const CAPPED_SOCKET_BUFFER_BYTES: libc::c_int = 64 * 1024;
+
+/// Caps a socket's send and receive buffers (which also ends their autotuning).
+fn cap_socket_buffers(fd: RawFd) {
+    for option in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        let value = CAPPED_SOCKET_BUFFER_BYTES;
+        // SAFETY: setsockopt on an open socket with a c_int option value of the right size.
+        let result = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                std::ptr::addr_of!(value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(result, 0, "setsockopt: {}", std::io::Error::last_os_error());
+    }
 }
 
 fn fetch_result(records_bytes: usize) -> FetchResponse {
@@ -203,9 +225,10 @@ fn file_payload_is_spliced_byte_identical() {
     });
 }
 
-// A frame of 300 memory parts (as a fetch of tail-cache pieces) around a file part, far larger
-// than the socket's buffers and read only after the writer has filled them, arrives whole and in
-// order: gathered sends resume after a full socket.
+// A frame of 300 memory parts (as a fetch of tail-cache pieces) around a file part arrives whole
+// and in order through socket buffers capped far below it: gathered sends resume after a full
+// socket. The writer cannot avoid a full socket: the 6.8 MB of parts before the file part are
+// sent without yielding to the reader (same executor) until the socket refuses more.
 #[test]
 fn many_memory_parts_past_a_full_socket_arrive_in_order() {
     run(|| async {
@@ -226,7 +249,9 @@ fn many_memory_parts_past_a_full_socket_arrive_in_order() {
         assert!(payload_len < FRAME_BYTES_MAX);
         let (listener, address) = listen();
         let server = glommio::spawn_local(async move {
-            let mut connection = Connection::new(listener.accept().await.unwrap(), FRAME_BYTES_MAX);
+            let stream = listener.accept().await.unwrap();
+            cap_socket_buffers(stream.as_raw_fd());
+            let mut connection = Connection::new(stream, FRAME_BYTES_MAX);
             let header = FrameHeader::request(ApiKey::Fetch, 0, 7).response();
             connection
                 .write_frame_parts(header, &fetch_result(payload_len), &parts)
@@ -234,7 +259,7 @@ fn many_memory_parts_past_a_full_socket_arrive_in_order() {
                 .unwrap();
         });
         let stream = TcpStream::connect(address).await.unwrap();
-        glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+        cap_socket_buffers(stream.as_raw_fd());
         let mut client = Connection::new(stream, FRAME_BYTES_MAX);
         let frame = client.read_frame().await.unwrap().unwrap();
         server.await;

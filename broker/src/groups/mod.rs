@@ -51,6 +51,8 @@ pub struct GroupManager {
     known_topics: RefCell<Option<BTreeSet<String>>>,
     /// A creation of `__consumer_offsets` asked for and not answered yet.
     creating_topic: Cell<bool>,
+    /// Partitions of `__consumer_offsets` in the table last reconciled (0: not there yet).
+    offsets_partitions_applied: Cell<usize>,
 }
 
 impl GroupManager {
@@ -66,6 +68,7 @@ impl GroupManager {
             metrics,
             known_topics: RefCell::new(None),
             creating_topic: Cell::new(false),
+            offsets_partitions_applied: Cell::new(0),
         })
     }
 
@@ -78,7 +81,8 @@ impl GroupManager {
     /// `__consumer_offsets` this shard now leads, stops those it no longer leads or whose
     /// leadership changed epoch, and removes the committed offsets of deleted topics.
     pub fn reconcile(&self, shard: &Shard) {
-        let led = led_offsets_partitions(shard);
+        let (count, led) = led_offsets_partitions(shard);
+        self.offsets_partitions_applied.set(count);
         let mut slots = self.slots.borrow_mut();
         let stale: Vec<i32> = slots
             .iter()
@@ -149,7 +153,22 @@ impl GroupManager {
         let slot = self.slots.borrow().get(&partition).cloned();
         match slot {
             Some(slot) => slot.serve(request).await,
-            None => request.error_response(GroupErrorCode::NotCoordinator),
+            None => self.absent_answer(partition, &request),
+        }
+    }
+
+    /// The answer for a partition without a coordinator here. NOT_COORDINATOR once this shard
+    /// has applied a table with that partition (another shard or broker leads it); before, as
+    /// right after `__consumer_offsets` was created and another shard already answered
+    /// FindCoordinator with this one, what a loading coordinator answers (mostly
+    /// COORDINATOR_LOAD_IN_PROGRESS): the client retries here rather than looking elsewhere.
+    fn absent_answer(&self, partition: i32, request: &GroupRequest) -> GroupResponse {
+        let applied = usize::try_from(partition)
+            .is_ok_and(|index| index < self.offsets_partitions_applied.get());
+        if applied {
+            request.error_response(GroupErrorCode::NotCoordinator)
+        } else {
+            slot::loading_answer(request)
         }
     }
 
@@ -217,12 +236,11 @@ impl GroupService for GroupManager {
             return Box::pin(list_over(slots, request));
         }
         let slot = self.slots.borrow().get(&partition).cloned();
-        Box::pin(async move {
-            match slot {
-                Some(slot) => slot.serve(request).await,
-                None => request.error_response(GroupErrorCode::NotCoordinator),
-            }
-        })
+        let Some(slot) = slot else {
+            let answer = self.absent_answer(partition, &request);
+            return Box::pin(async move { answer });
+        };
+        Box::pin(async move { slot.serve(request).await })
     }
 }
 
@@ -241,15 +259,15 @@ async fn list_over(slots: Vec<Rc<CoordinatorSlot>>, request: GroupRequest) -> Gr
     })
 }
 
-/// The partitions of `__consumer_offsets` this shard owns and leads (single node: every one it
-/// owns), by index.
-fn led_offsets_partitions(shard: &Shard) -> BTreeMap<i32, Rc<sluice_shard::Partition>> {
+/// The partition count of `__consumer_offsets` in the shard's table (0 before it exists), and
+/// the partitions of it this shard owns and leads (single node: every one it owns), by index.
+fn led_offsets_partitions(shard: &Shard) -> (usize, BTreeMap<i32, Rc<sluice_shard::Partition>>) {
     let count = shard.with_table(|table| {
         table
             .topic(CONSUMER_OFFSETS_TOPIC)
             .map_or(0, |topic| topic.partition_count())
     });
-    (0..count)
+    let led = (0..count)
         .filter_map(|index| i32::try_from(index).ok())
         .filter_map(|index| {
             let partition = shard.registry().get(CONSUMER_OFFSETS_TOPIC, index)?;
@@ -259,5 +277,43 @@ fn led_offsets_partitions(shard: &Shard) -> BTreeMap<i32, Rc<sluice_shard::Parti
             )
             .then_some((index, partition))
         })
-        .collect()
+        .collect();
+    (count, led)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_group::OffsetFetchRequest;
+
+    fn offset_fetch() -> GroupRequest {
+        GroupRequest::OffsetFetch(OffsetFetchRequest {
+            group_id: "g1".to_string(),
+            partitions: None,
+        })
+    }
+
+    fn error_of(response: &GroupResponse) -> GroupErrorCode {
+        match response {
+            GroupResponse::OffsetFetch(answer) => answer.error,
+            other => panic!("not an OffsetFetch answer: {other:?}"),
+        }
+    }
+
+    // Proves a shard asked for a partition of a table it has not applied yet (another shard
+    // already answered FindCoordinator with it) says LOAD_IN_PROGRESS, so clients retry it,
+    // and NOT_COORDINATOR once its table has that partition and no coordinator runs here.
+    #[test]
+    fn a_partition_without_coordinator_is_loading_until_the_table_has_it() {
+        let manager = GroupManager::new(&GroupSettings::default(), Arc::new(GroupMetrics::new(0)));
+        let serve = |partition| {
+            let answer =
+                futures_lite::future::block_on(manager.serve_local(partition, offset_fetch()));
+            error_of(&answer)
+        };
+        assert_eq!(serve(3), GroupErrorCode::CoordinatorLoadInProgress);
+        manager.offsets_partitions_applied.set(4);
+        assert_eq!(serve(3), GroupErrorCode::NotCoordinator);
+        assert_eq!(serve(4), GroupErrorCode::CoordinatorLoadInProgress);
+    }
 }

@@ -357,7 +357,7 @@ impl CoordinatorSlot {
 
 /// What a request gets while the coordinator loads (as Kafka: a SyncGroup is told to rejoin,
 /// since the rebalance's state is lost; a heartbeat is let through).
-fn loading_answer(request: &GroupRequest) -> GroupResponse {
+pub(super) fn loading_answer(request: &GroupRequest) -> GroupResponse {
     match request {
         GroupRequest::Sync(_) => request.error_response(GroupErrorCode::RebalanceInProgress),
         GroupRequest::Heartbeat(_) => request.error_response(GroupErrorCode::None),

@@ -15,13 +15,13 @@
 //! The reader and the writer each own a descriptor of the same socket (the writer's is a
 //! `dup`), so reading the next request never waits for an answer to be written.
 
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::BytesMut;
 use futures_channel::oneshot;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
@@ -30,7 +30,7 @@ use sluice_kafka::{
     api_versions_unsupported, check_supported, decode_request, split_request, KafkaError,
     RequestDecoder, RequestHeader,
 };
-use sluice_net::PayloadPart;
+use sluice_net::{NetError, PayloadPart};
 use sluice_shard::ProtocolErrorKind;
 
 use super::dispatch::{self, Answer};
@@ -40,9 +40,6 @@ use crate::server::ShardServer;
 const READ_BYTES_MIN: usize = 16 * 1024;
 /// Largest socket read, bytes.
 const READ_BYTES_MAX: usize = 1024 * 1024;
-/// Memory parts are gathered behind each other into one send while they fit in this many
-/// bytes; larger ones are written from their own buffers.
-const COALESCE_BYTES_MAX: usize = 64 * 1024;
 
 /// A request whose handler is running, queued for the writer in arrival order.
 struct Pending {
@@ -307,7 +304,6 @@ async fn write_loop(
     mut stream: TcpStream,
     answers: LocalReceiver<Pending>,
 ) {
-    let mut buffer = BytesMut::with_capacity(COALESCE_BYTES_MAX);
     while let Some(pending) = answers.recv().await {
         let Ok(answer) = pending.answer.await else {
             // A handler vanished without answering: the answers can no longer be kept in
@@ -316,14 +312,11 @@ async fn write_loop(
         };
         let (written, failed) = match answer {
             Answer::Respond { parts, failed } => {
-                let written = write_parts(&server, &mut stream, &mut buffer, &parts).await;
-                (written, failed)
+                let written = write_parts(&server, &mut stream, &parts).await;
+                (written.map_err(|error| error.to_string()), failed)
             }
             Answer::Silent => (Ok(()), false),
-            Answer::Close => (
-                Err(std::io::Error::other("closing after a refused request")),
-                true,
-            ),
+            Answer::Close => (Err("closing after a refused request".to_owned()), true),
         };
         let micros = u64::try_from(pending.received.elapsed().as_micros()).unwrap_or(u64::MAX);
         kafka_metrics(&server).observe(pending.api, pending.version, micros, failed);
@@ -339,54 +332,22 @@ async fn write_loop(
     }
 }
 
-/// Writes one answer: memory parts gathered into few sends, file parts spliced from the page
-/// cache. A failure part-way leaves a partial answer on the wire: the caller closes.
+/// Writes one answer: runs of memory parts in gathered sends (no copy), file parts spliced
+/// from the page cache. A failure part-way leaves a partial answer on the wire: the caller
+/// closes.
 async fn write_parts(
     server: &ShardServer,
     stream: &mut TcpStream,
-    buffer: &mut BytesMut,
     parts: &[PayloadPart],
-) -> std::io::Result<()> {
-    buffer.clear();
-    let mut file_bytes = 0u64;
-    for part in parts {
-        match part {
-            PayloadPart::Memory(bytes) if buffer.len() + bytes.len() <= COALESCE_BYTES_MAX => {
-                buffer.extend_from_slice(bytes);
-            }
-            PayloadPart::Memory(bytes) => {
-                flush(stream, buffer).await?;
-                stream.write_all(bytes).await?;
-            }
-            PayloadPart::File {
-                file,
-                position,
-                len,
-            } => {
-                flush(stream, buffer).await?;
-                send_file(stream.as_raw_fd(), file.as_raw_fd(), *position, *len).await?;
-                file_bytes += *len as u64;
-            }
-        }
-    }
-    flush(stream, buffer).await?;
-    if file_bytes > 0 {
+) -> Result<(), NetError> {
+    sluice_net::write_payload_parts(stream, parts).await?;
+    let spliced = parts
+        .iter()
+        .any(|part| matches!(part, PayloadPart::File { .. }));
+    if spliced {
         if let Ok(splicer) = sluice_net::local_splicer() {
             server.account_splice(splicer.stats());
         }
     }
     Ok(())
-}
-
-async fn flush(stream: &mut TcpStream, buffer: &mut BytesMut) -> std::io::Result<()> {
-    if !buffer.is_empty() {
-        stream.write_all(buffer).await?;
-        buffer.clear();
-    }
-    Ok(())
-}
-
-async fn send_file(socket: RawFd, file: RawFd, position: u64, len: usize) -> std::io::Result<()> {
-    let splicer = sluice_net::local_splicer()?;
-    splicer.send_file(socket, file, position, len).await
 }

@@ -24,7 +24,7 @@ use sluice_shard::{PartitionError, Reader, Visibility};
 
 use super::dispatch::Answer;
 use super::produce::partition_error_code;
-use crate::server::fetch::{parts_len, read_partition, wait_for_change};
+use crate::server::fetch::{read_partition, wait_for_change};
 use crate::server::ShardServer;
 
 /// Isolation level read_committed.
@@ -123,7 +123,7 @@ async fn read_round(server: &ShardServer, request: &FetchRequest, max_bytes: usi
             );
             match read.await {
                 Ok((state, records)) => {
-                    let length = parts_len(&records);
+                    let length = PayloadPart::total_len(&records);
                     remaining = remaining.saturating_sub(length);
                     round.bytes += length;
                     round

@@ -135,7 +135,7 @@ async fn read_round(server: &ShardServer, request: &FetchRequest) -> Round {
         );
         match read.await {
             Ok((state, parts)) => {
-                let length = parts_len(&parts);
+                let length = PayloadPart::total_len(&parts);
                 remaining = remaining.saturating_sub(length);
                 round.bytes += length;
                 let watched = match reader {
@@ -233,11 +233,6 @@ pub(crate) async fn read_partition(
         Route::NotHosted => Err(PartitionError::not_leader(topic, index, -1)),
         Route::Unknown => Err(PartitionError::unknown(topic, index)),
     }
-}
-
-/// Bytes of `parts` together.
-pub(crate) fn parts_len(parts: &[PayloadPart]) -> usize {
-    parts.iter().map(PayloadPart::len).sum()
 }
 
 /// `parts` without its empty parts.
