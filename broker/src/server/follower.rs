@@ -98,7 +98,12 @@ struct Moving {
 
 impl Followed {
     fn ready(&self, now: Instant) -> bool {
-        self.not_before.is_none_or(|at| at <= now) && self.partition.generation() == self.generation
+        self.not_before.is_none_or(|at| at <= now) && self.current()
+    }
+
+    /// True while the partition's role is the one it was followed in.
+    fn current(&self) -> bool {
+        self.partition.generation() == self.generation
     }
 
     fn delay(&mut self) {
@@ -414,6 +419,9 @@ async fn run(server: Rc<ShardServer>, fetcher: Rc<Fetcher>) {
         if fetcher.stop.is_fired() || server.stop.is_fired() {
             return;
         }
+        // A round can finish without waiting (nothing admitted, or every answer at hand): let
+        // the shard's other tasks run when this one has had its share.
+        glommio::yield_if_needed().await;
         if !has_work(&fetcher) {
             idle(&server, &fetcher).await;
             continue;
@@ -471,16 +479,28 @@ fn has_work(fetcher: &Fetcher) -> bool {
 
 /// Waits until the partition set changes, the earliest delayed partition is due, or a stop.
 async fn idle(server: &ShardServer, fetcher: &Fetcher) {
-    let due = fetcher
-        .partitions
-        .borrow()
-        .values()
-        .filter_map(|followed| followed.not_before)
-        .min();
+    let due = earliest_due(
+        fetcher
+            .partitions
+            .borrow()
+            .values()
+            .map(|followed| (followed.current(), followed.not_before)),
+    );
     let wait = due.map_or(Duration::from_millis(REPLICA_BACKOFF_MS_MAX), |due| {
         due.saturating_duration_since(Instant::now())
     });
     pause(server, fetcher, wait).await;
+}
+
+/// When the earliest delayed partition is due, over `(current, not_before)` pairs. A partition
+/// whose role changed since it was followed (not current) is left out: it becomes ready only
+/// when the shard's reconciliation replaces it, which wakes the fetcher, so its past
+/// `not_before` must not make the fetcher wait for nothing and loop without ever yielding
+/// (that starved the whole shard, reconciliation included).
+fn earliest_due(partitions: impl Iterator<Item = (bool, Option<Instant>)>) -> Option<Instant> {
+    partitions
+        .filter_map(|(current, not_before)| not_before.filter(|_| current))
+        .min()
 }
 
 async fn pause(server: &ShardServer, fetcher: &Fetcher, wait: Duration) {
@@ -891,4 +911,27 @@ async fn append_fetched(
     }
     partition.set_follower_high_watermark(result.high_watermark);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the fetcher's idle wait ignores the delays of partitions whose role changed: with
+    // a past delay counted, it waited zero, found no work and looped without yielding forever.
+    #[test]
+    fn stale_partitions_do_not_set_the_idle_wait() {
+        let now = Instant::now();
+        let past = now.checked_sub(Duration::from_millis(5)).unwrap_or(now);
+        let later = now + Duration::from_millis(40);
+        assert_eq!(earliest_due([(false, Some(past))].into_iter()), None);
+        assert_eq!(
+            earliest_due([(false, Some(past)), (true, Some(later)), (true, None)].into_iter()),
+            Some(later)
+        );
+        assert_eq!(
+            earliest_due([(true, Some(later)), (true, Some(past))].into_iter()),
+            Some(past)
+        );
+    }
 }
