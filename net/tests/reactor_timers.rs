@@ -1,7 +1,9 @@
 //! The vendored glommio's timers (vendor/glommio/SLUICE-PATCH.md): the reactor keeps a timer
 //! armed across turns instead of cancelling and re-arming it, so these check that a kept timer
 //! never delays a wake-up that is due sooner, and that a kept timer firing between two turns
-//! never lets the executor park over runnable tasks.
+//! never lets the executor park over runnable tasks; and, since the reactor parks behind a
+//! fence instead of a process-wide membarrier, that a parked executor wakes for every message
+//! another executor sends it.
 
 // Tests may unwrap: a failure should stop the test loudly.
 #![allow(clippy::unwrap_used)]
@@ -117,4 +119,62 @@ fn a_preemption_landing_between_turns_never_parks_over_runnable_tasks() {
         "the executor parked with runnable tasks after a preemption between two turns"
     );
     executor.join().unwrap();
+}
+
+/// Round trips between two executors in the parking test.
+const PING_PONGS: u32 = 20_000;
+/// Upper bound on the whole ping-pong (a few seconds when no wake-up is lost).
+const PING_PONG_BOUND_S: u64 = 120;
+
+/// One side of the ping-pong: echoes (or, for the first side, starts) `PING_PONGS` messages.
+fn ping_pong_side(
+    inbox: glommio::channels::shared_channel::SharedReceiver<u32>,
+    outbox: glommio::channels::shared_channel::SharedSender<u32>,
+    starts: bool,
+) -> std::thread::JoinHandle<u32> {
+    std::thread::spawn(move || {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async move {
+                // Each connection waits for its peer: connect both at once.
+                let (inbox, outbox) =
+                    futures_lite::future::zip(inbox.connect(), outbox.connect()).await;
+                if starts {
+                    outbox.send(0).await.unwrap();
+                }
+                let mut last = 0;
+                for _ in 0..PING_PONGS {
+                    // Nothing else runs here: the executor parks until the other side's message
+                    // wakes it.
+                    last = inbox.recv().await.unwrap();
+                    if last + 1 < 2 * PING_PONGS {
+                        outbox.send(last + 1).await.unwrap();
+                    }
+                }
+                last
+            })
+    })
+}
+
+// The vendored glommio replaced the membarrier an executor issued before parking with a fence
+// paired with one in the remote sender; two executors that park between every message must
+// still wake for each of the other's messages (a lost wake-up hangs the exchange).
+#[test]
+fn executors_parked_between_messages_wake_for_every_remote_message() {
+    use glommio::channels::shared_channel;
+    let (to_second, second_inbox) = shared_channel::new_bounded(1);
+    let (to_first, first_inbox) = shared_channel::new_bounded(1);
+    let (done, finished) = std::sync::mpsc::channel();
+    let watched = std::thread::spawn(move || {
+        let first = ping_pong_side(first_inbox, to_second, true);
+        let second = ping_pong_side(second_inbox, to_first, false);
+        let last = (first.join().unwrap(), second.join().unwrap());
+        done.send(last).unwrap();
+    });
+    let last = finished
+        .recv_timeout(Duration::from_secs(PING_PONG_BOUND_S))
+        .expect("an executor slept through a remote message");
+    assert_eq!(last, (2 * PING_PONGS - 1, 2 * PING_PONGS - 2));
+    watched.join().unwrap();
 }

@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -1876,10 +1876,14 @@ impl Reactor {
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // SLUICE PATCH: a SeqCst fence here, paired with the one `SleepNotifier::notify`
+            // issues before it reads the flag (Dekker's pattern: either this side's channel
+            // sweep sees the remote's message, or the remote sees the flag and writes the
+            // eventfd). Upstream issued `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` here so
+            // the remote side could skip its fence: a system call and an IPI to every core
+            // running one of the process's threads, at every park (4.5 % of a busy broker
+            // shard's core, plus the interrupts on the other cores).
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
