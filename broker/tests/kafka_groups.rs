@@ -42,45 +42,59 @@ fn group(name: &str) -> GroupId {
     GroupId(text(name))
 }
 
-/// FindCoordinator (v3, then v4 batched) until the group's coordinator is available.
-fn find_coordinator(client: &mut KafkaClient, key: &str) -> FindCoordinatorResponse {
+/// Pause between retries while the coordinator is created or loads.
+const COORDINATOR_RETRY_MS: u64 = 200;
+
+/// Calls `call` again, as a client does, while its answer's error code (`code`) says the
+/// coordinator is not available or still loading, up to [`COORDINATOR_WAIT_S`]; then returns the
+/// last answer.
+fn while_coordinator_starts<R>(mut call: impl FnMut() -> R, code: impl Fn(&R) -> i16) -> R {
     let deadline = Instant::now() + Duration::from_secs(COORDINATOR_WAIT_S);
     loop {
-        let request = FindCoordinatorRequest::default().with_key(text(key));
-        let response: FindCoordinatorResponse = client.call(3, &request);
-        if response.error_code != COORDINATOR_NOT_AVAILABLE || Instant::now() > deadline {
-            return response;
+        let answer = call();
+        let starting = matches!(
+            code(&answer),
+            COORDINATOR_NOT_AVAILABLE | COORDINATOR_LOAD_IN_PROGRESS
+        );
+        if !starting || Instant::now() > deadline {
+            return answer;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(COORDINATOR_RETRY_MS));
     }
+}
+
+/// FindCoordinator (v3) until the group's coordinator is available.
+fn find_coordinator(client: &mut KafkaClient, key: &str) -> FindCoordinatorResponse {
+    let request = FindCoordinatorRequest::default().with_key(text(key));
+    while_coordinator_starts(
+        || client.call(3, &request),
+        |response: &FindCoordinatorResponse| response.error_code,
+    )
 }
 
 /// JoinGroup v5 (KIP-394): the first join is answered MEMBER_ID_REQUIRED with an id, the
 /// second, with that id, joins. Retries while the coordinator loads.
 fn join(client: &mut KafkaClient, group_name: &str, metadata: &'static [u8]) -> JoinGroupResponse {
-    let deadline = Instant::now() + Duration::from_secs(COORDINATOR_WAIT_S);
-    let mut member_id = String::new();
-    loop {
+    let mut call = |member_id: &str| {
         let request = JoinGroupRequest::default()
             .with_group_id(group(group_name))
             .with_session_timeout_ms(10_000)
             .with_rebalance_timeout_ms(10_000)
-            .with_member_id(text(&member_id))
+            .with_member_id(text(member_id))
             .with_protocol_type(text("consumer"))
             .with_protocols(vec![JoinGroupRequestProtocol::default()
                 .with_name(text("range"))
                 .with_metadata(Bytes::from_static(metadata))]);
-        let response: JoinGroupResponse = client.call(5, &request);
-        match response.error_code {
-            MEMBER_ID_REQUIRED => member_id = response.member_id.to_string(),
-            COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE
-                if Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            _ => return response,
-        }
+        while_coordinator_starts(
+            || client.call(5, &request),
+            |response: &JoinGroupResponse| response.error_code,
+        )
+    };
+    let first = call("");
+    if first.error_code != MEMBER_ID_REQUIRED {
+        return first;
     }
+    call(&first.member_id)
 }
 
 fn commit(
@@ -374,14 +388,10 @@ fn every_group_api_version_answers() {
                 JoinGroupRequestProtocol::default().with_name(text("range"))
             ]);
         // Each version's group may be coordinated by a shard still loading its partition.
-        let deadline = Instant::now() + Duration::from_secs(COORDINATOR_WAIT_S);
-        let joined = loop {
-            let joined: JoinGroupResponse = client.call(version, &request);
-            if joined.error_code != COORDINATOR_LOAD_IN_PROGRESS || Instant::now() > deadline {
-                break joined;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let joined = while_coordinator_starts(
+            || client.call(version, &request),
+            |response: &JoinGroupResponse| response.error_code,
+        );
         assert!(
             joined.error_code == 0 || joined.error_code == MEMBER_ID_REQUIRED,
             "JoinGroup v{version}: error {}",
