@@ -81,10 +81,12 @@ struct PartitionQueue {
     in_flight: Vec<InFlight>,
     /// Sequence numbers (idempotent mode).
     sequences: PartitionSequences,
-    /// Size of the last batch closed, in bytes: the next batch's buffer starts at twice that
-    /// (within the batch size), so filling it rarely reallocates while a slow partition does
-    /// not hold a whole batch size of memory per batch.
-    last_batch_bytes: usize,
+    /// Size of the recent batches, in bytes: the largest closed batch, halved with each later
+    /// one that was smaller. The next batch's buffer starts at twice that (within the batch
+    /// size), so filling it rarely reallocates (and copies) it, even right after a batch that
+    /// linger closed nearly empty, while a partition that stays slow soon stops holding a whole
+    /// batch size of memory per batch.
+    recent_batch_bytes: usize,
 }
 
 /// When a partition may send: the per-partition rules of both modes.
@@ -209,7 +211,8 @@ pub(crate) struct Drained {
 pub(crate) struct RecordParts<'a> {
     pub(crate) timestamp_ms: i64,
     pub(crate) key: Option<&'a [u8]>,
-    pub(crate) value: Option<&'a [u8]>,
+    /// The value as pieces to concatenate; `None` is a null value.
+    pub(crate) value: Option<&'a [&'a [u8]]>,
     pub(crate) headers: &'a [(&'a str, Option<&'a [u8]>)],
     /// Buffer bytes reserved for the record (its estimated encoded size).
     pub(crate) reserved_bytes: usize,
@@ -273,14 +276,27 @@ impl Accumulator {
         &mut queues[index]
     }
 
-    /// Adds a record to its partition's open batch, closing the batch first when the record
-    /// would overflow it and after when the record filled it.
+    /// [`append_with`](Self::append_with) at a known time.
+    #[cfg(test)]
     pub(crate) fn append(
         &mut self,
         topic: &Rc<str>,
         partition: i32,
         record: RecordParts<'_>,
         now: Instant,
+    ) -> Appended {
+        self.append_with(topic, partition, record, || now)
+    }
+
+    /// Adds a record to its partition's open batch, closing the batch first when the record
+    /// would overflow it and after when the record filled it. `now` is read only when the
+    /// record opens a batch (its linger starts then), not for every record.
+    pub(crate) fn append_with(
+        &mut self,
+        topic: &Rc<str>,
+        partition: i32,
+        record: RecordParts<'_>,
+        now: impl FnOnce() -> Instant,
     ) -> Appended {
         let batch_bytes_max = self.batch_bytes_max;
         let compression = self.compression;
@@ -297,18 +313,18 @@ impl Accumulator {
             closed_batch = true;
         }
         let opened_batch = queue.open.is_none();
-        let capacity_bytes = queue.last_batch_bytes.saturating_mul(2).clamp(
+        let capacity_bytes = queue.recent_batch_bytes.saturating_mul(2).clamp(
             BATCH_CAPACITY_BYTES_MIN,
             batch_bytes_max.max(BATCH_CAPACITY_BYTES_MIN),
         );
         let open = queue.open.get_or_insert_with(|| OpenBatch {
             builder: BatchBuilder::with_capacity(compression, capacity_bytes),
             outcome: BatchOutcome::new(Rc::clone(topic), partition),
-            opened_at: now,
+            opened_at: now(),
             reserved_bytes: 0,
         });
         let index = open.builder.records_count() as u32;
-        open.builder.push(
+        open.builder.push_parts(
             record.timestamp_ms,
             record.key,
             record.value,
@@ -566,7 +582,10 @@ fn close_open(queue: &mut PartitionQueue, seal: bool) -> usize {
         return 0;
     };
     let records = open.builder.records_count() as u32;
-    queue.last_batch_bytes = open.builder.uncompressed_bytes();
+    queue.recent_batch_bytes = open
+        .builder
+        .uncompressed_bytes()
+        .max(queue.recent_batch_bytes / 2);
     let built = if seal {
         open.builder.build()
     } else {
@@ -691,10 +710,12 @@ mod tests {
     const TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
     fn record(value: &[u8]) -> RecordParts<'_> {
+        // The parts borrow a one-piece list that must outlive the call; tests leak it (bytes).
+        let pieces: &[&[u8]] = Box::leak(Box::new([value]));
         RecordParts {
             timestamp_ms: 1_700_000_000_000,
             key: None,
-            value: Some(value),
+            value: Some(pieces),
             headers: &[],
             reserved_bytes: value.len() + 24,
         }

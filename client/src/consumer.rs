@@ -20,7 +20,7 @@ use sluice_net::messages::{FetchPartition, FetchRequest, FetchResponse};
 use crate::client::Client;
 use crate::config::{ConsumerConfig, OffsetSpec, SeekTo};
 use crate::error::ClientError;
-use crate::fetch::{decode_from, whole_batches, ConsumerRecord, FetchedBatches};
+use crate::fetch::{decode_into, whole_batches, ConsumerRecord, FetchedBatches};
 use crate::retry::PartitionRetry;
 
 /// `replica_id` of a fetch from a consumer (followers send their node id).
@@ -305,12 +305,13 @@ impl Consumer {
         let mut records = Vec::new();
         for (partition, &start) in fetched.iter().zip(starts) {
             let assigned = &self.assigned[partition.index];
-            records.extend(decode_from(
+            decode_into(
                 &assigned.topic,
                 assigned.partition,
                 &partition.batches,
                 start,
-            )?);
+                &mut records,
+            )?;
         }
         Ok(records)
     }

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use sluice_storage::batch::{decode_records_shared, BatchError, BatchHeader, BatchIter};
+use sluice_storage::batch::{for_each_record_shared, BatchError, BatchHeader, BatchIter};
 
 use crate::error::ClientError;
 
@@ -68,15 +68,16 @@ pub(crate) fn whole_batches(
 }
 
 /// Decodes the records of `batches` (whole, validated batches, as `whole_batches` returns
-/// them) at or after `position`, in offset order. Control batches carry no user records and
-/// are skipped.
-pub(crate) fn decode_from(
+/// them) at or after `position`, in offset order, onto the end of `out`. Control batches carry
+/// no user records and are skipped. On an error `out` may hold some of the records: the caller
+/// drops it.
+pub(crate) fn decode_into(
     topic: &Rc<str>,
     partition: i32,
     batches: &Bytes,
     position: i64,
-) -> Result<Vec<ConsumerRecord>, ClientError> {
-    let mut records = Vec::new();
+    out: &mut Vec<ConsumerRecord>,
+) -> Result<(), ClientError> {
     let mut start = 0;
     while start < batches.len() {
         // `whole_batches` validated every batch (CRC included); only the boundaries are
@@ -95,25 +96,37 @@ pub(crate) fn decode_from(
         if header.last_offset() < position || header.is_control() {
             continue;
         }
-        for record in decode_records_shared(&bytes)? {
-            if record.offset < position {
-                continue;
+        for_each_record_shared(&bytes, |record| {
+            if record.offset >= position {
+                out.push(ConsumerRecord {
+                    topic: Rc::clone(topic),
+                    partition,
+                    offset: record.offset,
+                    timestamp_ms: record.timestamp,
+                    key: record.key,
+                    value: record.value,
+                    headers: record
+                        .headers
+                        .into_iter()
+                        .map(|header| (header.key, header.value))
+                        .collect(),
+                });
             }
-            records.push(ConsumerRecord {
-                topic: Rc::clone(topic),
-                partition,
-                offset: record.offset,
-                timestamp_ms: record.timestamp,
-                key: record.key,
-                value: record.value,
-                headers: record
-                    .headers
-                    .into_iter()
-                    .map(|header| (header.key, header.value))
-                    .collect(),
-            });
-        }
+        })?;
     }
+    Ok(())
+}
+
+/// [`decode_into`] a new list.
+#[cfg(test)]
+fn decode_from(
+    topic: &Rc<str>,
+    partition: i32,
+    batches: &Bytes,
+    position: i64,
+) -> Result<Vec<ConsumerRecord>, ClientError> {
+    let mut records = Vec::new();
+    decode_into(topic, partition, batches, position, &mut records)?;
     Ok(records)
 }
 

@@ -61,6 +61,6 @@ pub use group::{
     GroupMemberInfo, RebalanceListener, RebalanceStats,
 };
 pub use partitioner::{murmur2, partition_for_key};
-pub use producer::{Producer, ProducerRecord};
+pub use producer::{Producer, ProducerRecord, RecordRef};
 /// The batch codec setting of `ProducerConfig::compression`.
 pub use sluice_storage::batch::Compression;

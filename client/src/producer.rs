@@ -95,15 +95,42 @@ impl ProducerRecord {
             ..ProducerRecord::default()
         }
     }
+}
+
+/// A record to send whose fields are borrowed and whose value is given as pieces, encoded as
+/// their concatenation: [`Producer::send_ref`] copies each piece once, straight into the
+/// record's batch, so a caller that assembles values (a header and a body, say) needs no buffer
+/// of its own and the producer no owned copy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordRef<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition; `None` lets the partitioner choose.
+    pub partition: Option<i32>,
+    /// The key (hashed with murmur2 by the default partitioner).
+    pub key: Option<&'a [u8]>,
+    /// The value, as pieces to concatenate.
+    pub value: &'a [&'a [u8]],
+    /// Create time in Unix milliseconds; `None` for now.
+    pub timestamp_ms: Option<i64>,
+    /// Record headers; a `None` value is a null header value.
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
+}
+
+impl RecordRef<'_> {
+    /// Bytes of the value: the pieces' lengths summed.
+    fn value_len(&self) -> usize {
+        self.value.iter().map(|piece| piece.len()).sum()
+    }
 
     /// The estimated encoded size of the record in a batch.
     fn estimated_bytes(&self) -> usize {
         let headers: usize = self
             .headers
             .iter()
-            .map(|(key, value)| key.len() + value.len() + 2 * 5)
+            .map(|(key, value)| key.len() + value.map_or(0, <[u8]>::len) + 2 * 5)
             .sum();
-        RECORD_OVERHEAD_BYTES + self.key.as_ref().map_or(0, Bytes::len) + self.value.len() + headers
+        RECORD_OVERHEAD_BYTES + self.key.map_or(0, <[u8]>::len) + self.value_len() + headers
     }
 }
 
@@ -203,6 +230,26 @@ impl Producer {
     /// `retries_max` metadata refreshes, for a topic that was just created), a record that can
     /// never fit, or a closed producer.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
+        let headers: Vec<(&str, Option<&[u8]>)> = record
+            .headers
+            .iter()
+            .map(|(key, value)| (key.as_str(), Some(&value[..])))
+            .collect();
+        let value = [&record.value[..]];
+        self.send_ref(RecordRef {
+            topic: &record.topic,
+            partition: record.partition,
+            key: record.key.as_deref(),
+            value: &value,
+            timestamp_ms: record.timestamp_ms,
+            headers: &headers,
+        })
+        .await
+    }
+
+    /// [`send`](Self::send) for a borrowed record whose value is given as pieces: each piece is
+    /// copied once, into the batch (see [`RecordRef`]).
+    pub async fn send_ref(&self, record: RecordRef<'_>) -> Result<DeliveryFuture, ClientError> {
         let shared = &self.shared;
         shared.config.validate_for(shared.client.config())?;
         if shared.closed.get() {
@@ -211,11 +258,11 @@ impl Producer {
         if let Some(fatal) = &*shared.fatal.borrow() {
             return Err(fatal.duplicate());
         }
-        let partitions = shared.partition_count(&record.topic).await?;
+        let partitions = shared.partition_count(record.topic).await?;
         if let Some(partition) = record.partition {
             if !(0..partitions).contains(&partition) {
                 return Err(ClientError::UnknownPartition {
-                    topic: record.topic,
+                    topic: record.topic.to_string(),
                     partition,
                 });
             }
@@ -291,7 +338,7 @@ impl Shared {
     }
 
     /// The buffer bytes the record needs, or why it can never be sent.
-    fn check_size(&self, record: &ProducerRecord) -> Result<usize, ClientError> {
+    fn check_size(&self, record: &RecordRef<'_>) -> Result<usize, ClientError> {
         let bytes = record.estimated_bytes();
         let (max, limit) = if self.config.buffer_bytes_max < PRODUCE_REQUEST_BYTES_MAX {
             (self.config.buffer_bytes_max, "buffer_bytes_max")
@@ -319,35 +366,30 @@ impl Shared {
     /// new to send or a new linger deadline.
     fn append(
         &self,
-        record: &ProducerRecord,
+        record: &RecordRef<'_>,
         partitions: i32,
         reserved_bytes: usize,
     ) -> DeliveryFuture {
-        let topic = self.topic_name(&record.topic);
+        let topic = self.topic_name(record.topic);
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
-        let headers: Vec<(&str, Option<&[u8]>)> = record
-            .headers
-            .iter()
-            .map(|(key, value)| (key.as_str(), Some(&value[..])))
-            .collect();
         let partition = match record.partition {
             Some(partition) => partition,
             None => self
                 .chooser
                 .borrow_mut()
-                .choose(&topic, record.key.as_deref(), partitions),
+                .choose(&topic, record.key, partitions),
         };
         let parts = RecordParts {
             timestamp_ms,
-            key: record.key.as_deref(),
-            value: Some(&record.value[..]),
-            headers: &headers,
+            key: record.key,
+            value: Some(record.value),
+            headers: record.headers,
             reserved_bytes,
         };
         let appended =
             self.accumulator
                 .borrow_mut()
-                .append(&topic, partition, parts, Instant::now());
+                .append_with(&topic, partition, parts, Instant::now);
         if appended.closed_batch {
             self.chooser
                 .borrow_mut()

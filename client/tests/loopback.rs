@@ -10,7 +10,7 @@ use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_client::{
     Acks, Client, ClientConfig, ClientError, Compression, Consumer, ConsumerConfig, OffsetSpec,
-    Producer, ProducerConfig, ProducerRecord, SeekTo,
+    Producer, ProducerConfig, ProducerRecord, RecordRef, SeekTo,
 };
 use sluice_net::api::ErrorCode;
 
@@ -350,6 +350,62 @@ fn consumer_skips_records_before_position() {
             .collect();
         assert_eq!(batches[0].records.to_vec(), expected_bytes);
         assert_eq!(consumer.position("t", 0), Some(10));
+    });
+}
+
+// Proves a borrowed record sent as value pieces arrives as the pieces joined, key, header (a
+// null value included) and all, interleaved in order with owned records of the same batch.
+#[test]
+fn record_ref_value_pieces_arrive_joined() {
+    run(async {
+        let broker = support::start(1, "t", 1);
+        let client = Client::connect(client_config(broker.main_addr()))
+            .await
+            .unwrap();
+        let producer = Producer::new(Rc::clone(&client), producer_config(1_000));
+        let headers: [(&str, Option<&[u8]>); 2] = [("h", Some(b"v")), ("null", None)];
+        let mut deliveries = Vec::new();
+        for index in 0..3u8 {
+            let pieces: [&[u8]; 3] = [b"head-", &[], &[b'0' + index; 4]];
+            let piecewise = RecordRef {
+                topic: "t",
+                partition: Some(0),
+                key: Some(b"k"),
+                value: &pieces,
+                timestamp_ms: Some(1_700_000_000_000),
+                headers: &headers,
+            };
+            deliveries.push(producer.send_ref(piecewise).await.unwrap());
+            deliveries.push(producer.send(record(0, "owned")).await.unwrap());
+        }
+        producer.flush().await.unwrap();
+        for (offset, delivery) in deliveries.into_iter().enumerate() {
+            assert_eq!(delivery.await.unwrap().offset, offset as i64);
+        }
+
+        let mut consumer = Consumer::new(Rc::clone(&client), ConsumerConfig::default());
+        consumer
+            .assign(vec![("t".into(), 0)], SeekTo::Offset(0))
+            .await
+            .unwrap();
+        let records = consumer.poll(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(records.len(), 6);
+        for (index, pair) in records.chunks(2).enumerate() {
+            let joined = format!(
+                "head-{}",
+                char::from(b'0' + index as u8).to_string().repeat(4)
+            );
+            assert_eq!(pair[0].value.as_deref(), Some(joined.as_bytes()));
+            assert_eq!(pair[0].key.as_deref(), Some(&b"k"[..]));
+            assert_eq!(pair[0].timestamp_ms, 1_700_000_000_000);
+            let got_headers: Vec<(&str, Option<&[u8]>)> = pair[0]
+                .headers
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_deref()))
+                .collect();
+            assert_eq!(got_headers, headers);
+            assert_eq!(pair[1].value.as_deref(), Some(&b"owned"[..]));
+        }
     });
 }
 

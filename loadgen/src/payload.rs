@@ -53,6 +53,13 @@ impl PayloadHeader {
         out[16..20].copy_from_slice(&self.producer_id.to_be_bytes());
     }
 
+    /// The header's bytes, as [`write`](Self::write) lays them out.
+    pub fn to_bytes(&self) -> [u8; PAYLOAD_HEADER_BYTES] {
+        let mut bytes = [0; PAYLOAD_HEADER_BYTES];
+        self.write(&mut bytes);
+        bytes
+    }
+
     /// Reads the header back; `None` if the value is too short to hold one (a message this run did
     /// not write).
     pub fn read(value: &[u8]) -> Option<PayloadHeader> {
@@ -142,7 +149,7 @@ pub struct PayloadCursor {
 }
 
 impl PayloadCursor {
-    /// The next payload, carrying `header`.
+    /// The next payload, carrying `header`, in a buffer of its own.
     pub fn next_payload(&mut self, header: &PayloadHeader) -> Bytes {
         let size = self.pool.message_size;
         if self.arena.capacity() - self.arena.len() < size {
@@ -151,15 +158,29 @@ impl PayloadCursor {
             // memory; allocates a new one only while some are still held.
             self.arena.reserve(PAYLOAD_ARENA_BYTES.max(size));
         }
-        self.arena
-            .put_slice(&self.pool.pool[self.offset..self.offset + size]);
-        let mut value = self.arena.split();
-        header.write(&mut value[..PAYLOAD_HEADER_BYTES]);
+        self.arena.put_slice(&header.to_bytes());
+        let body = self.advance();
+        self.arena.put_slice(&self.pool.pool[body]);
+        self.arena.split().freeze()
+    }
+
+    /// The body of the next payload: the `message_size - PAYLOAD_HEADER_BYTES` bytes that follow
+    /// the header, a window of the pool, borrowed (no copy). A sender that can send a value as
+    /// pieces sends the header's bytes and this, and the payload is copied once, into its batch.
+    pub fn next_body(&mut self) -> &[u8] {
+        let body = self.advance();
+        &self.pool.pool[body]
+    }
+
+    /// Where the next payload's body lies in the pool; moves on to the one after.
+    fn advance(&mut self) -> std::ops::Range<usize> {
+        let size = self.pool.message_size;
+        let body = self.offset + PAYLOAD_HEADER_BYTES.min(size)..self.offset + size;
         if self.pool.rotate {
             let span = self.pool.pool.len() - size + 1;
             self.offset = (self.offset + POOL_STRIDE_BYTES) % span;
         }
-        value.freeze()
+        body
     }
 }
 
@@ -216,6 +237,25 @@ mod tests {
             PayloadHeader::read(&payload[..PAYLOAD_HEADER_BYTES - 1]),
             None
         );
+    }
+
+    // Proves a payload sent as pieces is the payload: the header's bytes followed by the body
+    // equal what `next_payload` builds at the same cursor position, message after message.
+    #[test]
+    fn header_and_body_pieces_make_the_payload() {
+        let pool = PayloadPool::random(1024, 0.5, 11);
+        let mut whole = pool.cursor(3);
+        let mut pieces = pool.cursor(3);
+        for sequence in 0..10 {
+            let header = PayloadHeader {
+                intended_ns: sequence * 7,
+                sequence,
+                producer_id: 3,
+            };
+            let mut joined = header.to_bytes().to_vec();
+            joined.extend_from_slice(pieces.next_body());
+            assert_eq!(joined, whole.next_payload(&header));
+        }
     }
 
     // Proves the compressible ratio is honoured: zstd shrinks a batch of payloads to about

@@ -36,7 +36,8 @@ pub use builder::BatchBuilder;
 pub use codec::{compress, decompress, GZIP_LEVEL, ZSTD_LEVEL};
 pub use fuzz::fuzz_one;
 pub use record::{
-    decode_records, decode_records_shared, Record, RecordHeader, DECOMPRESSED_BYTES_MAX,
+    decode_records, decode_records_shared, for_each_record_shared, Record, RecordHeader,
+    DECOMPRESSED_BYTES_MAX,
 };
 
 use bytes::{Buf, BufMut};

@@ -89,6 +89,20 @@ fn build_unsealed(compression: Compression, records: &[InputRecord]) -> BytesMut
         .expect("builder accepts generated records")
 }
 
+/// `value` cut into pieces at the `cuts` positions (sorted; repeats give empty pieces).
+fn cut<'a>(value: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+    let mut positions: Vec<usize> = cuts.iter().map(|cut| cut.index(value.len() + 1)).collect();
+    positions.sort_unstable();
+    let mut pieces = Vec::with_capacity(positions.len() + 1);
+    let mut start = 0;
+    for position in positions {
+        pieces.push(&value[start..position]);
+        start = position;
+    }
+    pieces.push(&value[start..]);
+    pieces
+}
+
 /// The records decode_records must return for `records` built at `base_offset`.
 fn expected(records: &[InputRecord], base_offset: i64) -> Vec<Record> {
     records
@@ -159,6 +173,33 @@ proptest! {
         prop_assert_eq!(header.max_timestamp, records.iter().map(|r| r.timestamp).max().unwrap());
         prop_assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (id, epoch, sequence));
         prop_assert_eq!(decode_records(&batch).unwrap(), expected(&records, 0));
+    }
+
+    // Proves a value pushed as pieces (cut at arbitrary points, empty pieces included) builds
+    // the very batch its concatenation builds.
+    #[test]
+    fn pushing_a_value_in_pieces_builds_the_same_batch(
+        records in input_records(),
+        compression in codec(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        let mut pieces_builder = BatchBuilder::new(compression);
+        for record in &records {
+            let headers: Vec<(&str, Option<&[u8]>)> = record
+                .headers
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_deref()))
+                .collect();
+            let pieces = record.value.as_deref().map(|value| cut(value, &cuts));
+            pieces_builder.push_parts(
+                record.timestamp,
+                record.key.as_deref(),
+                pieces.as_deref(),
+                &headers,
+            );
+        }
+        let pieces_batch = pieces_builder.build().unwrap();
+        prop_assert_eq!(pieces_batch, build(compression, &records));
     }
 
     // Proves stamp() rewrites only base offset and leader epoch: the CRC stays valid and the

@@ -252,15 +252,21 @@ impl GroupConsumer {
         timeout: Duration,
         max_records: usize,
     ) -> Result<Vec<ConsumerRecord>, ClientError> {
-        let records = self.poll_fetched(timeout).await?;
-        self.buffered.extend(records);
-        let count = self.buffered.len().min(max_records.max(1));
-        let records: Vec<ConsumerRecord> = self.buffered.drain(..count).collect();
-        for record in &records {
-            self.returned.insert(
-                (record.topic.to_string(), record.partition),
-                record.offset + 1,
-            );
+        let mut records = self.poll_fetched(timeout).await?;
+        let max_records = max_records.max(1);
+        if !self.buffered.is_empty() || records.len() > max_records {
+            self.buffered.extend(records);
+            let count = self.buffered.len().min(max_records);
+            records = self.buffered.drain(..count).collect();
+        }
+        // Each partition's records are in offset order: the last of a run is its position.
+        let same_partition = |a: &ConsumerRecord, b: &ConsumerRecord| {
+            a.partition == b.partition && a.topic == b.topic
+        };
+        for run in records.chunk_by(same_partition) {
+            let last = &run[run.len() - 1];
+            self.returned
+                .insert((last.topic.to_string(), last.partition), last.offset + 1);
         }
         Ok(records)
     }

@@ -15,6 +15,7 @@ use super::{ConsumerOutcome, ExecutorLocal};
 use crate::error::LoadgenError;
 use crate::payload::PayloadHeader;
 use crate::plan::{group_id, ConsumerPlan};
+use crate::stats::SequenceSet;
 
 /// Longest a consumer's poll waits for data, so it notices the end of the run promptly.
 pub const CONSUMER_POLL_TIMEOUT_MS: u64 = 100;
@@ -109,6 +110,8 @@ impl ConsumerTask {
 }
 
 /// Records one poll's messages: end-to-end latency, counts, and sequences per producer.
+/// A poll returns each partition's records together, so the per-partition entries are looked
+/// up once per run of records, not once per record.
 fn record_batch(local: &ExecutorLocal, outcome: &mut ConsumerOutcome, records: &[ConsumerRecord]) {
     if records.is_empty() {
         return;
@@ -116,24 +119,33 @@ fn record_batch(local: &ExecutorLocal, outcome: &mut ConsumerOutcome, records: &
     let now_ns = local.control().now_ns();
     let mut bytes = 0u64;
     let mut window = local.window.borrow_mut();
-    for record in records {
-        let value = record.value.as_deref().unwrap_or(&[]);
-        bytes += value.len() as u64;
-        *outcome.consumed.entry(record.partition).or_default() += 1;
-        let Some(header) = PayloadHeader::read(value) else {
-            outcome.foreign += 1;
-            continue;
-        };
-        window
-            .end_to_end_latency
-            .record_span_ns(header.intended_ns, now_ns);
-        let first_time = outcome
-            .received
-            .entry((record.partition, header.producer_id))
-            .or_default()
-            .insert(header.sequence);
-        if !first_time {
-            *outcome.duplicates.entry(record.partition).or_default() += 1;
+    for run in records.chunk_by(|a, b| a.partition == b.partition) {
+        let partition = run[0].partition;
+        *outcome.consumed.entry(partition).or_default() += run.len() as u64;
+        let mut duplicates = 0;
+        let mut sequences: Option<(u32, &mut SequenceSet)> = None;
+        for record in run {
+            let value = record.value.as_deref().unwrap_or(&[]);
+            bytes += value.len() as u64;
+            let Some(header) = PayloadHeader::read(value) else {
+                outcome.foreign += 1;
+                continue;
+            };
+            window
+                .end_to_end_latency
+                .record_span_ns(header.intended_ns, now_ns);
+            let producer = header.producer_id;
+            let set = match sequences.take() {
+                Some((id, set)) if id == producer => set,
+                _ => outcome.received.entry((partition, producer)).or_default(),
+            };
+            if !set.insert(header.sequence) {
+                duplicates += 1;
+            }
+            sequences = Some((producer, set));
+        }
+        if duplicates > 0 {
+            *outcome.duplicates.entry(partition).or_default() += duplicates;
         }
     }
     window.counters.consumed += records.len() as u64;

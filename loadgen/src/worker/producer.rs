@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use sluice_client::{
-    Acks, Client, DeliveryFuture, Partitioner, Producer, ProducerConfig, ProducerRecord,
+    Acks, Client, DeliveryFuture, Partitioner, Producer, ProducerConfig, RecordRef,
 };
 use sluice_storage::batch::Compression;
 
@@ -188,15 +188,16 @@ impl ProducerTask {
                         sequence,
                         producer_id: self.plan.producer_id,
                     };
-                    let value = cursor.next_payload(&header);
+                    let header = header.to_bytes();
+                    let value = [&header[..], cursor.next_body()];
                     let flight = InFlight {
                         intended_ns,
                         partition,
                         sequence,
-                        bytes: value.len() as u64,
+                        bytes: (value[0].len() + value[1].len()) as u64,
                     };
                     group = self
-                        .send_one(&local, &state, key, value, flight, group)
+                        .send_one(&local, &state, key.as_deref(), &value, flight, group)
                         .await;
                     burst += 1;
                     if burst >= SEND_BURST_MAX {
@@ -217,8 +218,8 @@ impl ProducerTask {
         &self,
         local: &Rc<ExecutorLocal>,
         state: &Rc<AckState>,
-        key: Option<bytes::Bytes>,
-        value: bytes::Bytes,
+        key: Option<&[u8]>,
+        value: &[&[u8]],
         flight: InFlight,
         group: Option<AckGroup>,
     ) -> Option<AckGroup> {
@@ -227,15 +228,15 @@ impl ProducerTask {
             window.counters.sent += 1;
             window.counters.sent_bytes += flight.bytes;
         }
-        let record = ProducerRecord {
-            topic: self.topic.clone(),
+        let record = RecordRef {
+            topic: &self.topic,
             partition: Some(flight.partition),
             key,
             value,
             timestamp_ms: None,
-            headers: Vec::new(),
+            headers: &[],
         };
-        match self.producer.send(record).await {
+        match self.producer.send_ref(record).await {
             Ok(delivery) => {
                 state.outstanding.set(state.outstanding.get() + 1);
                 match group {

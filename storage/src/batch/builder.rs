@@ -82,14 +82,27 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[(&str, Option<&[u8]>)],
     ) {
+        let value_parts = value.as_ref().map(std::slice::from_ref);
+        self.push_parts(timestamp_ms, key, value_parts, headers);
+    }
+
+    /// [`push`](Self::push) for a value given as pieces (say, a header and a body), encoded as
+    /// their concatenation: each piece is copied once, straight into the batch, so the caller
+    /// needs no buffer to assemble the value first.
+    pub fn push_parts(
+        &mut self,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: Option<&[&[u8]]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) {
         let header_fields = headers
             .iter()
             .flat_map(|(key, value)| [Some(key.as_bytes()), *value]);
-        let longest = [key, value]
+        let longest = [key.map(<[u8]>::len), value.map(parts_len)]
             .into_iter()
-            .chain(header_fields)
+            .chain(header_fields.map(|field| field.map(<[u8]>::len)))
             .flatten()
-            .map(<[u8]>::len)
             .chain([headers.len()])
             .max()
             .unwrap_or(0);
@@ -122,7 +135,7 @@ impl BatchBuilder {
         timestamp_delta: i64,
         offset_delta: i32,
         key: Option<&[u8]>,
-        value: Option<&[u8]>,
+        value: Option<&[&[u8]]>,
         headers: &[(&str, Option<&[u8]>)],
     ) {
         let body = &mut self.records;
@@ -130,7 +143,7 @@ impl BatchBuilder {
         put_varlong(body, timestamp_delta);
         put_varint(body, offset_delta);
         put_nullable(body, key);
-        put_nullable(body, value);
+        put_nullable_parts(body, value);
         put_varint(body, headers.len() as i32);
         for (header_key, header_value) in headers {
             put_nullable(body, Some(header_key.as_bytes()));
@@ -263,7 +276,7 @@ fn body_len(
     timestamp_delta: i64,
     offset_delta: i32,
     key: Option<&[u8]>,
-    value: Option<&[u8]>,
+    value: Option<&[&[u8]]>,
     headers: &[(&str, Option<&[u8]>)],
 ) -> usize {
     let header_bytes: usize = headers
@@ -275,7 +288,10 @@ fn body_len(
     1 + varlong_len(timestamp_delta)
         + varint_len(offset_delta)
         + nullable_len(key)
-        + nullable_len(value)
+        + value.map_or(varint_len(-1), |parts| {
+            let bytes = parts_len(parts);
+            varint_len(bytes as i32) + bytes
+        })
         + varint_len(headers.len() as i32)
         + header_bytes
 }
@@ -285,6 +301,25 @@ fn nullable_len(value: Option<&[u8]>) -> usize {
     match value {
         None => varint_len(-1),
         Some(bytes) => varint_len(bytes.len() as i32) + bytes.len(),
+    }
+}
+
+/// Total bytes of a value given as pieces.
+fn parts_len(parts: &[&[u8]]) -> usize {
+    parts.iter().map(|part| part.len()).sum()
+}
+
+/// Appends a nullable byte string given as pieces: varint length of their concatenation (-1
+/// for null), then each piece. Callers have checked the length fits an i32.
+fn put_nullable_parts(out: &mut impl BufMut, value: Option<&[&[u8]]>) {
+    match value {
+        None => put_varint(out, -1),
+        Some(parts) => {
+            put_varint(out, parts_len(parts) as i32);
+            for part in parts {
+                out.put_slice(part);
+            }
+        }
     }
 }
 

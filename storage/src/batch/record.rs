@@ -63,11 +63,34 @@ pub fn decode_records_shared(batch: &Bytes) -> Result<Vec<Record>, BatchError> {
     decode_with(batch, |range| batch.slice(range))
 }
 
+/// [`decode_records_shared`] handing each record to `each` as it is decoded, instead of
+/// collecting them: a consumer that keeps records in a list of its own builds no second one.
+/// On an error, the records before the bad one were already handed over.
+pub fn for_each_record_shared(batch: &Bytes, each: impl FnMut(Record)) -> Result<(), BatchError> {
+    let (header, records) = records_section(batch, |range| batch.slice(range))?;
+    parse_records(&header, records, each)
+}
+
 /// Decodes `batch`, taking the bytes of an uncompressed batch's records from `uncompressed`.
 fn decode_with(
     batch: &[u8],
     uncompressed: impl FnOnce(std::ops::Range<usize>) -> Bytes,
 ) -> Result<Vec<Record>, BatchError> {
+    let (header, records) = records_section(batch, uncompressed)?;
+    // Never more than the bytes can hold, whatever the count declares (parse_records refuses
+    // such a count, but only after this).
+    let declared = usize::try_from(header.records_count).unwrap_or(0);
+    let mut out = Vec::with_capacity(declared.min(records.len() / RECORD_BYTES_MIN));
+    parse_records(&header, records, |record| out.push(record))?;
+    Ok(out)
+}
+
+/// The batch's header and its records section, decompressed (uncompressed: taken from
+/// `uncompressed`).
+fn records_section(
+    batch: &[u8],
+    uncompressed: impl FnOnce(std::ops::Range<usize>) -> Bytes,
+) -> Result<(BatchHeader, Bytes), BatchError> {
     let header = BatchHeader::parse(batch)?;
     let total = header.total_bytes();
     if total > batch.len() {
@@ -80,11 +103,15 @@ fn decode_with(
         Compression::None => uncompressed(BATCH_HEADER_BYTES..total),
         codec => Bytes::from(decompress(codec, &batch[BATCH_HEADER_BYTES..total])?),
     };
-    parse_records(&header, records)
+    Ok((header, records))
 }
 
-/// Parses exactly `records_count` records filling all of `records`.
-fn parse_records(header: &BatchHeader, records: Bytes) -> Result<Vec<Record>, BatchError> {
+/// Parses exactly `records_count` records filling all of `records`, handing each to `each`.
+fn parse_records(
+    header: &BatchHeader,
+    records: Bytes,
+    mut each: impl FnMut(Record),
+) -> Result<(), BatchError> {
     let declared = header.records_count;
     let count = usize::try_from(declared).map_err(|_| BatchError::Corrupt {
         what: "recordsCount is negative",
@@ -103,15 +130,14 @@ fn parse_records(header: &BatchHeader, records: Bytes) -> Result<Vec<Record>, Ba
         position: 0,
         index: 0,
     };
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
+    while reader.index < count {
         if reader.position == reader.bytes.len() {
             return Err(BatchError::RecordCountMismatch {
                 declared,
-                found: out.len(),
+                found: reader.index,
             });
         }
-        out.push(reader.record(header)?);
+        each(reader.record(header)?);
         reader.index += 1;
     }
     if reader.position != reader.bytes.len() {
@@ -120,7 +146,7 @@ fn parse_records(header: &BatchHeader, records: Bytes) -> Result<Vec<Record>, Ba
             found: count + 1,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A cursor over the records section that reports errors with the record index and position.
