@@ -472,7 +472,8 @@ async fn fill(shared: &Shared, decoder: &mut FrameDecoder) -> Option<std::io::Re
         Ok(None) => {}
         Err(error) => return Some(Err(error)),
     }
-    let want = decoder.read_bytes_hint(READ_BYTES_MIN, READ_BYTES_MIN);
+    let hint = decoder.read_bytes_hint(READ_BYTES_MIN, READ_BYTES_MIN);
+    let want = decoder.read_len_fitting(hint);
     let buffer = decoder.buffer_mut();
     let filled = buffer.len();
     buffer.resize(filled + want, 0);

@@ -45,13 +45,20 @@ impl RequestDecoder {
 
     /// How many bytes the next read should ask for: what the request being received still
     /// needs when that is known, otherwise twice the last read, within `[min, max]`. Each read
-    /// zero-fills its space first, so asking for far more than arrives costs time.
+    /// zero-fills its space first, so asking for far more than arrives costs time. The rest of a
+    /// request whose room `next_request` reserved is asked for exactly, even below `min`: a
+    /// read past its end would grow the buffer, reallocating it and copying the whole request.
     pub fn read_bytes_hint(&self, min: usize, max: usize) -> usize {
         let missing = self
             .announced_size()
             .map(|size| (SIZE_PREFIX_BYTES + size).saturating_sub(self.buffer.len()));
-        let guess = missing.unwrap_or(self.last_read_bytes.saturating_mul(2));
-        guess.clamp(min, max)
+        let spare = self.buffer.capacity() - self.buffer.len();
+        match missing {
+            Some(missing) if missing > 0 && spare >= missing => missing.min(max),
+            _ => missing
+                .unwrap_or(self.last_read_bytes.saturating_mul(2))
+                .clamp(min, max),
+        }
     }
 
     /// The size the buffered prefix announces, if 4 bytes are there and it is acceptable.
@@ -156,6 +163,30 @@ mod tests {
             decoder.next_request(),
             Err(KafkaError::BadSize { size: -5 })
         ));
+    }
+
+    // Proves the reads that finish a request ask for exactly its missing bytes once its room
+    // is reserved, even below the read minimum, so they never grow (reallocate and copy) the
+    // buffer holding it; before the room is reserved they ask for at least the minimum.
+    #[test]
+    fn reads_finishing_a_reserved_request_ask_for_its_rest() {
+        const MIN: usize = 16 * 1024;
+        const MAX: usize = 1024 * 1024;
+        let mut decoder = RequestDecoder::new(MAX);
+        let wire = framed(&vec![7; 40_000]);
+        decoder.buffer_mut().extend_from_slice(&wire[..30_000]);
+        assert_eq!(
+            decoder.read_bytes_hint(MIN, MAX),
+            MIN.max(wire.len() - 30_000)
+        );
+        assert!(decoder.next_request().unwrap().is_none());
+        let reserved = decoder.buffer_mut().capacity();
+        decoder
+            .buffer_mut()
+            .extend_from_slice(&wire[30_000..wire.len() - 100]);
+        assert_eq!(decoder.read_bytes_hint(MIN, MAX), 100);
+        decoder.buffer_mut().resize(wire.len(), 0);
+        assert_eq!(decoder.buffer_mut().capacity(), reserved);
     }
 
     // Proves a connection ending inside a request is reported as truncated, with the bytes

@@ -181,7 +181,8 @@ impl Connection {
             }
         }
         // The socket is empty: wait for data through the reactor, into a small zero-filled read.
-        let want = self.decoder.read_bytes_hint(READ_BYTES_MIN, READ_BYTES_MIN);
+        let hint = self.decoder.read_bytes_hint(READ_BYTES_MIN, READ_BYTES_MIN);
+        let want = self.decoder.read_len_fitting(hint);
         let mut guard = ReadGuard::new(self.decoder.buffer_mut(), want);
         let got = self
             .stream

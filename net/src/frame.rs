@@ -306,6 +306,21 @@ impl FrameDecoder {
         self.bytes_wanted().clamp(min, cap)
     }
 
+    /// `len` cut to the buffer's spare room when that room already holds the rest of the head
+    /// frame (`next_frame` reserved an incomplete frame's whole size): a read past the frame's
+    /// end, for the next frame's first bytes, would grow the buffer, and growing a buffer that
+    /// holds one frame reallocates it and copies the whole frame. Reads with a fixed lower bound
+    /// (the socket paths ask for at least 16 KiB) pass through this.
+    pub fn read_len_fitting(&self, len: usize) -> usize {
+        let spare = self.buffer.capacity() - self.buffer.len();
+        let wanted = self.bytes_wanted();
+        if self.peek_frame_bytes().is_some() && wanted > 0 && spare >= wanted {
+            len.min(spare)
+        } else {
+            len
+        }
+    }
+
     /// Reads what the socket `fd` already holds, up to `len` bytes, straight into the receive
     /// buffer's uninitialised spare capacity: no zero fill, no copy. Never blocks:
     /// `Ok(None)` when the socket has nothing now (the caller then waits through the reactor),
@@ -315,6 +330,7 @@ impl FrameDecoder {
         fd: std::os::fd::RawFd,
         len: usize,
     ) -> std::io::Result<Option<usize>> {
+        let len = self.read_len_fitting(len);
         self.buffer.reserve(len);
         let spare = self.buffer.spare_capacity_mut();
         let len = len.min(spare.len());

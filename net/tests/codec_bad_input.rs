@@ -259,3 +259,51 @@ fn oversized_control_body_is_refused_both_ways() {
         "{error:?}"
     );
 }
+
+// Proves the reads that finish a large frame never grow the buffer `next_frame` reserved for it
+// (growing a buffer that holds one frame reallocates it and copies the whole frame): with the
+// frame's rest and the next frame already in the socket, 16 KiB reads fill the reserved room
+// without changing its capacity, the frame comes out whole, and the next frame follows intact.
+#[test]
+fn reads_finishing_a_reserved_frame_do_not_grow_its_buffer() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    const READ_BYTES: usize = 16 * 1024;
+    const FIRST_READ_BYTES: usize = 30_000;
+    let (mut writer, reader) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd = reader.as_raw_fd();
+    let payload = common::pattern(90_000, 3);
+    let header = FrameHeader::request(ApiKey::Metadata, 0, 1);
+    let first = frame_bytes(header, &MetadataRequest { topics: None }, &payload);
+    let second = frame_bytes(header, &MetadataRequest { topics: None }, b"next");
+    let mut decoder = FrameDecoder::default();
+    writer.write_all(&first[..FIRST_READ_BYTES]).unwrap();
+    let got = decoder.read_available(fd, FIRST_READ_BYTES).unwrap();
+    assert_eq!(got, Some(FIRST_READ_BYTES));
+    assert!(decoder.next_frame().unwrap().is_none());
+    let reserved = decoder.buffer_mut().capacity();
+    assert!(reserved >= first.len());
+    assert_ne!(
+        (reserved - FIRST_READ_BYTES) % READ_BYTES,
+        0,
+        "the last read must find less room than it asks for"
+    );
+    writer.write_all(&first[FIRST_READ_BYTES..]).unwrap();
+    writer.write_all(&second).unwrap();
+    while decoder.buffered_bytes() < first.len() {
+        let got = decoder.read_available(fd, READ_BYTES).unwrap();
+        assert!(
+            matches!(got, Some(1..)),
+            "the socket holds the rest: {got:?}"
+        );
+        assert_eq!(decoder.buffer_mut().capacity(), reserved);
+    }
+    let frame = decoder.next_frame().unwrap().unwrap();
+    assert_eq!(&frame.payload[..], &payload[..]);
+    while decoder.buffered_bytes() < second.len() {
+        decoder.read_available(fd, READ_BYTES).unwrap();
+    }
+    let next = decoder.next_frame().unwrap().unwrap();
+    assert_eq!(&next.payload[..], b"next");
+}
