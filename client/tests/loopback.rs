@@ -30,6 +30,13 @@ fn client_config(bootstrap: String) -> ClientConfig {
     }
 }
 
+/// A client connected to the fake broker's main port.
+async fn connect(broker: &support::FakeState) -> Rc<Client> {
+    Client::connect(client_config(broker.main_addr()))
+        .await
+        .unwrap()
+}
+
 fn producer_config(linger_ms: u64) -> ProducerConfig {
     ProducerConfig {
         linger_ms,
@@ -53,9 +60,7 @@ fn producer_pipelines_requests_on_one_connection() {
     run(async {
         let broker = support::start(1, "t", 3);
         broker.produce_hold.set(3);
-        let client = Client::connect(client_config(broker.main_addr()))
-            .await
-            .unwrap();
+        let client = connect(&broker).await;
         let config = ProducerConfig {
             enable_idempotence: false,
             ..producer_config(0)
@@ -102,9 +107,7 @@ fn producer_retries_not_leader_and_keeps_order() {
         broker
             .produce_error
             .set(ErrorCode::NotLeaderOrFollower.code());
-        let client = Client::connect(client_config(broker.main_addr()))
-            .await
-            .unwrap();
+        let client = connect(&broker).await;
         let metadata_before = broker.metadata_requests.get();
         let producer = Producer::new(Rc::clone(&client), producer_config(1));
         let mut deliveries = Vec::new();
@@ -201,9 +204,7 @@ fn producer_reconnects_after_connection_loss() {
     run(async {
         let broker = support::start(1, "t", 1);
         broker.produce_drops_left.set(1);
-        let client = Client::connect(client_config(broker.main_addr()))
-            .await
-            .unwrap();
+        let client = connect(&broker).await;
         let producer = Producer::new(Rc::clone(&client), producer_config(0));
         let delivery = producer.send(record(0, "survivor")).await.unwrap();
         assert_eq!(delivery.await.unwrap().offset, 0);
@@ -225,9 +226,7 @@ fn producer_reconnects_after_connection_loss() {
 fn shard_aware_routing_uses_owning_shard_port() {
     run(async {
         let broker = support::start(2, "t", 4);
-        let client = Client::connect(client_config(broker.main_addr()))
-            .await
-            .unwrap();
+        let client = connect(&broker).await;
         let producer = Producer::new(Rc::clone(&client), producer_config(0));
         for partition in 0..4 {
             producer
@@ -286,9 +285,7 @@ fn shard_aware_routing_uses_owning_shard_port() {
 fn consumer_skips_records_before_position() {
     run(async {
         let broker = support::start(1, "t", 1);
-        let client = Client::connect(client_config(broker.main_addr()))
-            .await
-            .unwrap();
+        let client = connect(&broker).await;
         let producer = Producer::new(Rc::clone(&client), producer_config(1_000));
         let mut deliveries = Vec::new();
         for batch in 0..2 {
@@ -359,9 +356,7 @@ fn consumer_skips_records_before_position() {
 fn record_ref_value_pieces_arrive_joined() {
     run(async {
         let broker = support::start(1, "t", 1);
-        let client = Client::connect(client_config(broker.main_addr()))
-            .await
-            .unwrap();
+        let client = connect(&broker).await;
         let producer = Producer::new(Rc::clone(&client), producer_config(1_000));
         let headers: [(&str, Option<&[u8]>); 2] = [("h", Some(b"v")), ("null", None)];
         let mut deliveries = Vec::new();
@@ -415,9 +410,7 @@ fn record_ref_value_pieces_arrive_joined() {
 fn acks_none_and_offset_lookups() {
     run(async {
         let broker = support::start(1, "t", 1);
-        let client = Client::connect(client_config(broker.main_addr()))
-            .await
-            .unwrap();
+        let client = connect(&broker).await;
         let producer = Producer::new(
             Rc::clone(&client),
             ProducerConfig {
@@ -492,9 +485,7 @@ fn acks_none_and_offset_lookups() {
 fn admin_create_list_describe_delete() {
     run(async {
         let broker = support::start(2, "t", 1);
-        let client = Client::connect(client_config(broker.main_addr()))
-            .await
-            .unwrap();
+        let client = connect(&broker).await;
         client.create_topic("orders", 4, 1, vec![]).await.unwrap();
         let names: Vec<String> = client
             .list_topics()
@@ -578,9 +569,7 @@ fn unreachable_broker_fails_to_connect() {
 fn unkeyed_records_move_on_after_each_sent_batch() {
     run(async {
         let broker = support::start(2, "t", 4);
-        let client = Client::connect(client_config(broker.main_addr()))
-            .await
-            .unwrap();
+        let client = connect(&broker).await;
         let producer = Producer::new(Rc::clone(&client), producer_config(0));
         let mut partitions = Vec::new();
         for index in 0..20 {
@@ -643,9 +632,7 @@ fn lost_response_of_an_appended_batch_is_not_written_twice() {
         let broker = support::start(1, "t", 1);
         broker.produce_hold.set(3);
         broker.produce_drop_after_request.set(3);
-        let client = Client::connect(client_config(broker.main_addr()))
-            .await
-            .unwrap();
+        let client = connect(&broker).await;
         let config = ProducerConfig {
             batch_bytes_max: 16,
             ..producer_config(0)
@@ -674,9 +661,7 @@ fn lost_response_of_an_appended_batch_is_not_written_twice() {
 fn unknown_producer_id_resets_sequences_under_a_new_id() {
     run(async {
         let broker = support::start(1, "t", 1);
-        let client = Client::connect(client_config(broker.main_addr()))
-            .await
-            .unwrap();
+        let client = connect(&broker).await;
         let producer = Producer::new(Rc::clone(&client), producer_config(0));
         let first = send_numbered(&producer, 0, 10).await;
         assert_eq!(first, (0..10).collect::<Vec<i64>>());
