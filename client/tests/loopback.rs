@@ -34,7 +34,7 @@ fn client_config(bootstrap: String) -> ClientConfig {
 async fn connect(broker: &support::FakeState) -> Rc<Client> {
     Client::connect(client_config(broker.main_addr()))
         .await
-        .unwrap()
+        .expect("the fake broker accepts connections")
 }
 
 fn producer_config(linger_ms: u64) -> ProducerConfig {
