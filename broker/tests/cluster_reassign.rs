@@ -213,7 +213,8 @@ fn decommissioned_broker_can_be_killed_without_loss() {
 // Proves bad reassignments are refused with a clear error and change nothing: a broker that
 // is not registered, fewer replicas than min.insync.replicas, a broker listed twice, an unknown
 // topic and partition, and a cancel when nothing moves each make the CLI fail naming the
-// problem, while the replica sets stay and no reassignment is recorded.
+// problem and Kafka's error code for it, while the replica sets stay and no reassignment is
+// recorded.
 #[test]
 fn bad_reassignments_are_refused_and_change_nothing() {
     const TOPIC: &str = "refuse";
@@ -231,13 +232,23 @@ fn bad_reassignments_are_refused_and_change_nothing() {
             replicas,
         ])
     };
+    let invalid = "InvalidReplicaAssignment";
     let cases = [
-        (reassign(&cluster, "1,9"), "broker 9 is not registered"),
+        (
+            reassign(&cluster, "1,9"),
+            invalid,
+            "broker 9 is not registered",
+        ),
         (
             reassign(&cluster, "3"),
+            invalid,
             "fewer than the topic's min.insync.replicas (2)",
         ),
-        (reassign(&cluster, "3,3"), "broker 3 is listed twice"),
+        (
+            reassign(&cluster, "3,3"),
+            invalid,
+            "broker 3 is listed twice",
+        ),
         (
             cluster.cli(&[
                 "topic",
@@ -249,6 +260,7 @@ fn bad_reassignments_are_refused_and_change_nothing() {
                 "1,2",
             ]),
             "UnknownTopicOrPartition",
+            "",
         ),
         (
             cluster.cli(&[
@@ -261,17 +273,19 @@ fn bad_reassignments_are_refused_and_change_nothing() {
                 "1,2",
             ]),
             "UnknownTopicOrPartition",
+            "",
         ),
         (
             cluster.cli(&["topic", "reassign", TOPIC, "--partition", "0", "--cancel"]),
+            "NoReassignmentInProgress",
             "no reassignment of this partition is in progress",
         ),
     ];
-    for ((ok, stdout, stderr), expected) in cases {
-        assert!(!ok, "accepted although {expected}: {stdout}");
+    for ((ok, stdout, stderr), code, reason) in cases {
+        assert!(!ok, "accepted although {code} {reason}: {stdout}");
         assert!(
-            stderr.contains(expected),
-            "expected {expected:?} in: {stderr}"
+            stderr.contains(code) && stderr.contains(reason),
+            "expected {code:?} and {reason:?} in: {stderr}"
         );
     }
     let (_, info, _) = cluster.cli(&["cluster", "info"]);
@@ -538,7 +552,7 @@ fn kafka_admin_client_reassigns_a_partition() {
     let seen: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
     let refused = seen["refused"].as_str().unwrap();
     assert!(
-        refused.contains("INVALID_REQUEST"),
+        refused.contains("INVALID_REPLICA_ASSIGNMENT"),
         "a move onto broker 99: {stdout}"
     );
     assert_eq!(

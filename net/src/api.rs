@@ -286,6 +286,10 @@ pub enum ErrorCode {
     /// The replication factor is invalid or larger than the live brokers.
     #[error("the replication factor is invalid")]
     InvalidReplicationFactor = 38,
+    /// A replica assignment is invalid: empty, a broker named twice or not registered, or
+    /// fewer replicas than the topic's min.insync.replicas.
+    #[error("the replica assignment is invalid")]
+    InvalidReplicaAssignment = 39,
     /// A topic configuration entry is invalid.
     #[error("the configuration is invalid")]
     InvalidConfig = 40,
@@ -306,6 +310,13 @@ pub enum ErrorCode {
     /// a new sequence.
     #[error("the broker no longer knows this producer id")]
     UnknownProducerId = 59,
+    /// The partition is being reassigned already (Sluice refuses a second move until the
+    /// first ends or is cancelled).
+    #[error("a reassignment of the partition is in progress")]
+    ReassignmentInProgress = 60,
+    /// A cancel named a partition that is not being reassigned.
+    #[error("no reassignment of the partition is in progress")]
+    NoReassignmentInProgress = 85,
     /// The partition's log is on a failed disk.
     #[error("the broker's storage for this partition failed")]
     KafkaStorageError = 56,
@@ -356,7 +367,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every error code this build knows.
-    pub const ALL: [ErrorCode; 51] = [
+    pub const ALL: [ErrorCode; 54] = [
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
         ErrorCode::CorruptMessage,
@@ -388,12 +399,15 @@ impl ErrorCode {
         ErrorCode::TopicAlreadyExists,
         ErrorCode::InvalidPartitions,
         ErrorCode::InvalidReplicationFactor,
+        ErrorCode::InvalidReplicaAssignment,
         ErrorCode::InvalidConfig,
         ErrorCode::InvalidRequest,
         ErrorCode::PolicyViolation,
         ErrorCode::OutOfOrderSequenceNumber,
         ErrorCode::InvalidProducerEpoch,
         ErrorCode::UnknownProducerId,
+        ErrorCode::ReassignmentInProgress,
+        ErrorCode::NoReassignmentInProgress,
         ErrorCode::KafkaStorageError,
         ErrorCode::NonEmptyGroup,
         ErrorCode::GroupIdNotFound,

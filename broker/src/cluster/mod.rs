@@ -328,9 +328,26 @@ pub enum ClusterError {
         topic: String,
         /// Partition.
         partition: i32,
+        /// Which rule refused it, for the answer's error code.
+        kind: Refusal,
         /// Why.
         reason: String,
     },
+}
+
+/// Why a reassignment (or its cancel) was refused: each kind answers with its own Kafka error
+/// code, so admin clients can tell a bad target from a busy partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The target replica list breaks a rule (INVALID_REPLICA_ASSIGNMENT).
+    InvalidAssignment,
+    /// The partition is being reassigned already (REASSIGNMENT_IN_PROGRESS).
+    InProgress,
+    /// A cancel of a partition that is not being reassigned (NO_REASSIGNMENT_IN_PROGRESS).
+    NotInProgress,
+    /// Anything else: a partition named twice in one request, a state that changed meanwhile,
+    /// no original replica able to lead again (INVALID_REQUEST, the reason says which).
+    Other,
 }
 
 /// How to reach etcd and what to register. Build with [`ClusterConfig::new`] and adjust fields.

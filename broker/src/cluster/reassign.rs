@@ -28,7 +28,7 @@
 use std::collections::BTreeMap;
 
 use super::state::{ClusterState, PartitionState, ReassignmentRecord, TopicAssignment, NO_LEADER};
-use super::ClusterError;
+use super::{ClusterError, Refusal};
 
 /// The topic config naming the fewest in-sync replicas an acks=all write needs.
 const MIN_INSYNC_REPLICAS_CONFIG: &str = "min.insync.replicas";
@@ -128,10 +128,11 @@ pub struct ReassignmentStatus {
     pub leader: i32,
 }
 
-fn refused(topic: &str, partition: i32, reason: String) -> ClusterError {
+fn refused(topic: &str, partition: i32, kind: Refusal, reason: String) -> ClusterError {
     ClusterError::ReassignmentRefused {
         topic: topic.to_string(),
         partition,
+        kind,
         reason,
     }
 }
@@ -154,7 +155,7 @@ pub fn check_submit(
     target: &[i32],
     min_insync_replicas_default: usize,
 ) -> Result<Option<Submit>, ClusterError> {
-    let refuse = |reason: String| refused(topic, partition, reason);
+    let refuse = |reason: String| refused(topic, partition, Refusal::InvalidAssignment, reason);
     let assignment = state
         .topics
         .get(topic)
@@ -189,10 +190,15 @@ pub fn check_submit(
         )));
     }
     if let Some(entry) = state.reassignment(topic, partition) {
-        return Err(refuse(format!(
-            "a reassignment to {:?} is in progress; cancel it first",
-            entry.record.target
-        )));
+        return Err(refused(
+            topic,
+            partition,
+            Refusal::InProgress,
+            format!(
+                "a reassignment to {:?} is in progress; cancel it first",
+                entry.record.target
+            ),
+        ));
     }
     if current == target {
         return Ok(None);
@@ -279,13 +285,21 @@ pub fn check_cancel(
     topic: &str,
     partition: i32,
 ) -> Result<Cancel, ClusterError> {
-    let refuse = |reason: String| refused(topic, partition, reason);
-    let entry = state
-        .reassignment(topic, partition)
-        .ok_or_else(|| refuse("no reassignment of this partition is in progress".to_string()))?;
-    let original = state
-        .assigned_replicas(topic, partition)
-        .ok_or_else(|| refuse("the partition does not exist".to_string()))?;
+    let refuse = |reason: String| refused(topic, partition, Refusal::Other, reason);
+    let original = state.assigned_replicas(topic, partition).ok_or_else(|| {
+        ClusterError::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+        }
+    })?;
+    let entry = state.reassignment(topic, partition).ok_or_else(|| {
+        refused(
+            topic,
+            partition,
+            Refusal::NotInProgress,
+            "no reassignment of this partition is in progress".to_string(),
+        )
+    })?;
     let current = state
         .partition(topic, partition)
         .ok_or_else(|| refuse("the partition has no state yet".to_string()))?;
@@ -497,6 +511,13 @@ mod tests {
         assert!(reason(&[3, 3]).contains("listed twice"));
         assert!(reason(&[3]).contains("min.insync.replicas (2)"));
         assert!(reason(&[]).contains("empty"));
+        for target in [&[3, 9][..], &[3, 3], &[3], &[]] {
+            assert_eq!(
+                refusal(check_submit(&state, "t", 0, target, 1)),
+                Some(Refusal::InvalidAssignment),
+                "{target:?}"
+            );
+        }
         assert!(matches!(
             check_submit(&state, "u", 0, &[1, 2], 1),
             Err(ClusterError::UnknownTopic(_))
@@ -510,6 +531,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("in progress"));
+        assert_eq!(
+            refusal(check_submit(&busy, "t", 0, &[2, 3], 1)),
+            Some(Refusal::InProgress)
+        );
+    }
+
+    /// The kind of a refusal, `None` for success or any other error.
+    fn refusal<T>(outcome: Result<T, ClusterError>) -> Option<Refusal> {
+        match outcome {
+            Err(ClusterError::ReassignmentRefused { kind, .. }) => Some(kind),
+            _ => None,
+        }
     }
 
     // Proves the full replica set during a move is the assignment then the added replicas,
@@ -606,5 +639,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no reassignment"));
+        assert_eq!(
+            refusal(check_cancel(&still, "t", 0)),
+            Some(Refusal::NotInProgress)
+        );
+        assert!(matches!(
+            check_cancel(&still, "t", 1),
+            Err(ClusterError::UnknownPartition { .. })
+        ));
     }
 }

@@ -10,7 +10,7 @@ use super::reassign::{
     check_cancel, check_submit, completions, Cancel, Completion, ReassignRequest, Submit,
 };
 use super::state::{encode, ClusterKeys, ClusterState};
-use super::ClusterError;
+use super::{ClusterError, Refusal};
 
 fn revision_of(response: &TxnResponse) -> i64 {
     response.header().map_or(0, |header| header.revision())
@@ -53,6 +53,7 @@ fn moved(topic: &str, partition: i32) -> ClusterError {
     ClusterError::ReassignmentRefused {
         topic: topic.to_string(),
         partition,
+        kind: Refusal::Other,
         reason: "the partition or its reassignment changed meanwhile; nothing was written, retry"
             .to_string(),
     }

@@ -3,11 +3,12 @@
 //! (`server::reassign`), so `kafka-reassign-partitions.sh`-style tools and admin clients move
 //! replicas as `sluice topic reassign` does. A null replica list cancels a partition's move.
 //! Any broker answers (Kafka sends these to the controller; Sluice's control plane writes the
-//! move to etcd from whichever broker receives it). A refused move (a broker that is not
-//! registered, fewer replicas than `min.insync.replicas`, a partition already moving, a cancel
-//! of one that is not) is INVALID_REQUEST with the reason in the partition's error message, as
-//! on the native port, where Kafka would answer INVALID_REPLICA_ASSIGNMENT or
-//! NO_REASSIGNMENT_IN_PROGRESS.
+//! move to etcd from whichever broker receives it). A refused move answers Kafka's code for
+//! the rule it breaks, as on the native port: INVALID_REPLICA_ASSIGNMENT (a broker that is not
+//! registered, fewer replicas than `min.insync.replicas`), REASSIGNMENT_IN_PROGRESS (Kafka
+//! would replace the move in progress; Sluice asks for a cancel first),
+//! NO_REASSIGNMENT_IN_PROGRESS (a cancel of a partition that is not moving), anything else
+//! INVALID_REQUEST. The partition's error message says why.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;

@@ -9,7 +9,7 @@ use sluice_net::{
 
 use super::progress;
 use crate::cluster::reassign::{statuses, ReassignRequest};
-use crate::cluster::{ClusterError, ClusterHandle};
+use crate::cluster::{ClusterError, ClusterHandle, Refusal};
 
 /// The wire error code for a refused or failed request.
 fn error_code(error: &ClusterError) -> ErrorCode {
@@ -17,7 +17,12 @@ fn error_code(error: &ClusterError) -> ErrorCode {
         ClusterError::UnknownTopic(_) | ClusterError::UnknownPartition { .. } => {
             ErrorCode::UnknownTopicOrPartition
         }
-        ClusterError::ReassignmentRefused { .. } => ErrorCode::InvalidRequest,
+        ClusterError::ReassignmentRefused { kind, .. } => match kind {
+            Refusal::InvalidAssignment => ErrorCode::InvalidReplicaAssignment,
+            Refusal::InProgress => ErrorCode::ReassignmentInProgress,
+            Refusal::NotInProgress => ErrorCode::NoReassignmentInProgress,
+            Refusal::Other => ErrorCode::InvalidRequest,
+        },
         ClusterError::Disconnected { .. } | ClusterError::Timeout { .. } => {
             ErrorCode::RequestTimedOut
         }
@@ -55,6 +60,7 @@ pub fn alter(
                 Err(ClusterError::ReassignmentRefused {
                     topic: topic.clone(),
                     partition: index,
+                    kind: Refusal::Other,
                     reason: "the partition is named twice in the request".to_string(),
                 })
             };
@@ -100,5 +106,45 @@ pub fn list(handle: &ClusterHandle) -> ListPartitionReassignmentsResponse {
         error: ErrorCode::None.code(),
         message: None,
         reassignments,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(kind: Refusal) -> ClusterError {
+        ClusterError::ReassignmentRefused {
+            topic: "t".to_string(),
+            partition: 0,
+            kind,
+            reason: "why".to_string(),
+        }
+    }
+
+    // Proves each refusal answers with Kafka's own code for it (what admin clients such as
+    // kafkajs report by name), none of them retriable, and every code decodes on the client.
+    #[test]
+    fn refusals_answer_with_kafkas_codes() {
+        let cases = [
+            (
+                Refusal::InvalidAssignment,
+                ErrorCode::InvalidReplicaAssignment,
+                39,
+            ),
+            (Refusal::InProgress, ErrorCode::ReassignmentInProgress, 60),
+            (
+                Refusal::NotInProgress,
+                ErrorCode::NoReassignmentInProgress,
+                85,
+            ),
+            (Refusal::Other, ErrorCode::InvalidRequest, 42),
+        ];
+        for (kind, code, wire) in cases {
+            assert_eq!(error_code(&refused(kind)), code, "{kind:?}");
+            assert_eq!(code.code(), wire);
+            assert_eq!(ErrorCode::from_i16(wire), Some(code));
+            assert!(!code.is_retriable(), "{code:?}");
+        }
     }
 }
