@@ -137,9 +137,10 @@ impl MetadataCache {
                 topic: topic.to_string(),
                 partition,
             })?;
-        let hinted = self
-            .leader_hints
-            .get(&(topic.to_string(), partition))
+        // Hints are rare (only after a NotLeaderOrFollower answer): no key is built without one.
+        let hinted = (!self.leader_hints.is_empty())
+            .then(|| self.leader_hints.get(&(topic.to_string(), partition)))
+            .flatten()
             .and_then(|hint| self.brokers.get(&hint.leader));
         if let Some(leader) = hinted {
             return Ok(host_port(&leader.host, leader.port));
