@@ -661,16 +661,17 @@ pub(crate) fn broadcast_table(shards: &[ControlSender], table: &ShardTable) -> R
         shard
             .send_blocking(message)
             .map_err(|error| error.to_string())?;
-        answers.push((shard.shard(), answer));
+        answers.push(answer);
     }
     let mut first_error = None;
-    for (shard, answer) in answers {
-        match futures_lite::future::block_on(answer) {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
+    for (sender, answer) in shards.iter().zip(answers) {
+        let shard = sender.shard();
+        match sender.wait_reply(answer) {
+            Some(Ok(())) => {}
+            Some(Err(error)) => {
                 first_error.get_or_insert(format!("{shard}: {error}"));
             }
-            Err(_) => {
+            None => {
                 first_error.get_or_insert(format!("{shard} stopped"));
             }
         }

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod control;
+mod fault;
 pub mod groups;
 pub mod kafka;
 pub mod metadata;
@@ -625,9 +626,11 @@ fn broadcast<T>(
             control.send_blocking(make(reply)).ok().map(|()| answer)
         })
         .collect();
-    answers
-        .into_iter()
-        .map(|answer| answer.and_then(|answer| futures_lite::future::block_on(answer).ok()))
+    shards
+        .controls()
+        .iter()
+        .zip(answers)
+        .map(|(control, answer)| answer.and_then(|answer| control.wait_reply(answer)))
         .collect()
 }
 
@@ -697,6 +700,21 @@ impl BrokerHandle {
     /// clean-shutdown markers), join every thread.
     pub fn shutdown(mut self) -> Result<(), BrokerError> {
         self.stop()
+    }
+
+    /// The part of the broker that stopped on its own while the broker runs, if any: a shard
+    /// whose thread ended (a fatal error or a panic) or the control thread. Such a broker can
+    /// no longer serve every partition it leads, so its owner should shut it down and exit:
+    /// the cluster then fails its partitions over, and a restart recovers its logs.
+    pub fn stopped_part(&self) -> Option<String> {
+        let running = self.running.as_ref()?;
+        if let Some(shard) = running.shards.first_finished() {
+            return Some(shard.to_string());
+        }
+        running
+            .control_thread
+            .is_finished()
+            .then(|| "the control thread".to_string())
     }
 
     /// Blocks until the shards stop on their own (a fatal error), then stops the rest.

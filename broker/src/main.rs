@@ -1,15 +1,22 @@
 //! The `sluice` binary: `sluice broker [flags]` runs a broker (single node, or a cluster member
-//! with `--etcd`) until SIGTERM or SIGINT, then shuts it down gracefully.
+//! with `--etcd`) until SIGTERM or SIGINT, then shuts it down gracefully. Should a shard or the
+//! control thread stop on its own (a fatal error or a panic), it shuts down what is left and
+//! exits with status 1 instead of serving on without them.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use sluice_broker::{Broker, BrokerConfig, ConfigOverlay};
+
+/// How often the main thread checks that every shard and the control thread still run, in
+/// milliseconds (it also takes signals at this pace).
+const SUPERVISE_POLL_MS: u64 = 100;
 
 /// Sluice: a Kafka-family commit-log broker.
 #[derive(Parser)]
@@ -77,11 +84,41 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
     let broker = Broker::start(config)?;
     print_addresses(&broker)?;
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down");
+    match supervise(&broker, &mut signals) {
+        Ok(signal) => {
+            tracing::info!(signal, "shutting down");
+            broker.shutdown()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(stopped) => {
+            tracing::error!(
+                part = %stopped,
+                "part of the broker stopped on its own (see the error or panic above): the \
+                 broker shuts down and exits, so its partitions fail over and a restart \
+                 recovers its logs"
+            );
+            if let Err(error) = broker.shutdown() {
+                tracing::error!(%error, "shutdown after the failure was not clean");
+            }
+            Ok(ExitCode::FAILURE)
+        }
     }
-    broker.shutdown()?;
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for SIGTERM or SIGINT (returned as `Ok`), or for part of the broker to stop on its own
+/// (a shard's thread or the control thread ended: a fatal error or a panic), returned as `Err`
+/// naming the part. A broker missing a shard would keep its etcd registration alive while the
+/// partitions of that shard no longer answer, so it must not go on serving.
+fn supervise(broker: &sluice_broker::BrokerHandle, signals: &mut Signals) -> Result<i32, String> {
+    loop {
+        if let Some(signal) = signals.pending().next() {
+            return Ok(signal);
+        }
+        if let Some(stopped) = broker.stopped_part() {
+            return Err(stopped);
+        }
+        std::thread::sleep(Duration::from_millis(SUPERVISE_POLL_MS));
+    }
 }
 
 /// Prints where the broker listens, one line each, then `ready` (scripts and tests wait for it).

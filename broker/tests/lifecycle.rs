@@ -9,6 +9,7 @@ use sluice_net::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     ErrorCode, MetadataRequest, MetadataResponse, NewTopic,
 };
+use std::time::Duration;
 
 // Proves a second broker cannot take a data directory in use, nor silently share a native port
 // another broker listens on; both fail with errors naming the problem.
@@ -120,4 +121,70 @@ fn topics_survive_restart_and_are_validated() {
         assert!(payload.is_empty());
     });
     broker.shutdown().unwrap();
+}
+
+/// Longest wait for a broker whose shard panicked to exit.
+const SHARD_FAILURE_EXIT_WAIT_S: u64 = 60;
+
+// Proves a broker does not serve on without one of its shards: when shard 1 of 2 panics (an
+// injected fault, as a bug would), the process shuts down what is left and exits with status 1,
+// its log naming the shard; every acknowledged batch is there after a restart on the same data,
+// each partition's log continuing at the next offset.
+#[test]
+fn broker_exits_when_a_shard_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let trigger = dir.path().join("panic-now");
+    let fault = format!("1:{}", trigger.display());
+    let mut broker = BrokerProcess::start_with_env(
+        &data,
+        &["--shards", "2"],
+        &[("SLUICE_FAULT_SHARD_PANIC", fault.as_str())],
+    );
+    let native = broker.native;
+    run(async move {
+        let mut client = RawClient::connect(native).await;
+        client.create_topic("kept", 4).await;
+        for partition in 0..4 {
+            let answer = client.produce("kept", partition, batch("before", 3)).await;
+            assert_eq!(answer.partitions[0].error, 0, "partition {partition}");
+            assert_eq!(answer.partitions[0].base_offset, 0);
+        }
+    });
+    std::fs::write(&trigger, b"").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(SHARD_FAILURE_EXIT_WAIT_S);
+    let status = loop {
+        if let Some(status) = broker.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker still runs {SHARD_FAILURE_EXIT_WAIT_S} s after its shard panicked:\n{}",
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = broker.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("injected fault: shard-1 panics"), "{log}");
+    assert!(
+        log.contains("part of the broker stopped on its own") && log.contains("part=shard-1"),
+        "{log}"
+    );
+    drop(broker);
+    let broker = BrokerProcess::start(&data, &["--shards", "2"]);
+    let native = broker.native;
+    run(async move {
+        let mut client = RawClient::connect(native).await;
+        for partition in 0..4 {
+            let (fetched, payload) = client.fetch("kept", partition, 0).await;
+            assert_eq!(
+                fetched.partitions[0].high_watermark, 3,
+                "partition {partition}"
+            );
+            assert_eq!(split_batches(&payload).len(), 1, "partition {partition}");
+            let answer = client.produce("kept", partition, batch("after", 1)).await;
+            assert_eq!(answer.partitions[0].base_offset, 3, "partition {partition}");
+        }
+    });
 }

@@ -19,6 +19,9 @@ use crate::table::{ShardId, ShardTable};
 /// How often a shard waiting for its peers to join the mesh checks whether startup was
 /// aborted (another shard failed to start), in milliseconds.
 const STARTUP_ABORT_POLL_MS: u64 = 10;
+/// How often a thread blocked on a shard (room in its inbox, or its reply) checks that the
+/// shard's thread still runs, in milliseconds; a reply or room wakes it at once.
+const LIVENESS_POLL_MS: u64 = 10;
 
 /// Where the shards' executors run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +154,28 @@ pub enum ShardControl {
 pub struct ControlSender {
     shard: ShardId,
     inner: mpsc::Sender<ShardControl>,
+    /// False once the shard's thread has ended, by return or by panic. A panicking executor
+    /// does not drop its tasks, so the inbox and the replies queued in it stay open: waiting on
+    /// them alone would block forever.
+    alive: Arc<AtomicBool>,
+}
+
+/// Clears a shard's liveness flag when its thread ends, unwinding included.
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Wakes a thread parked in [`ControlSender::block_while_alive`].
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 impl ControlSender {
@@ -159,8 +184,43 @@ impl ControlSender {
         self.shard
     }
 
+    /// True while the shard's thread runs.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Waits, from a thread that is not an executor, for the shard's answer to a message sent
+    /// with `reply`: `None` when the shard dropped the reply or its thread ended without
+    /// answering.
+    pub fn wait_reply<R>(&self, answer: oneshot::Receiver<R>) -> Option<R> {
+        self.block_while_alive(answer).and_then(Result::ok)
+    }
+
+    /// Runs `future` to completion on this thread while the shard lives; `None` when the
+    /// shard's thread ended first (checked every `LIVENESS_POLL_MS`, and once more after).
+    fn block_while_alive<F: Future>(&self, future: F) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        let waker = std::task::Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        let mut context = std::task::Context::from_waker(&waker);
+        loop {
+            let alive = self.is_alive();
+            if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+                return Some(output);
+            }
+            if !alive {
+                return None;
+            }
+            std::thread::park_timeout(Duration::from_millis(LIVENESS_POLL_MS));
+        }
+    }
+
     /// Sends `message`, waiting for room in the bounded inbox.
     pub async fn send(&self, message: ShardControl) -> Result<(), ShardError> {
+        if !self.is_alive() {
+            return Err(ShardError::Stopped {
+                shard: self.shard.0,
+            });
+        }
         let mut sender = self.inner.clone();
         futures_lite::future::poll_fn(|context| sender.poll_ready(context))
             .await
@@ -172,9 +232,13 @@ impl ControlSender {
         })
     }
 
-    /// Sends `message` from a thread that is not an executor, blocking until there is room.
+    /// Sends `message` from a thread that is not an executor, blocking until there is room
+    /// (or the shard's thread has ended).
     pub fn send_blocking(&self, message: ShardControl) -> Result<(), ShardError> {
-        futures_lite::future::block_on(self.send(message))
+        self.block_while_alive(self.send(message))
+            .unwrap_or(Err(ShardError::Stopped {
+                shard: self.shard.0,
+            }))
     }
 }
 
@@ -254,7 +318,15 @@ impl<T: Send + 'static> ShardSet<T> {
 
     /// True when any shard's thread has ended (its main function returned or it panicked).
     pub fn any_finished(&self) -> bool {
-        self.threads.iter().any(JoinHandle::is_finished)
+        self.first_finished().is_some()
+    }
+
+    /// The lowest shard id whose thread has ended (its main function returned or it panicked).
+    pub fn first_finished(&self) -> Option<ShardId> {
+        self.threads
+            .iter()
+            .position(JoinHandle::is_finished)
+            .map(|index| ShardId(shard_number(index)))
     }
 
     /// Waits for every shard's main function to return, giving each shard's result by shard id.
@@ -301,9 +373,12 @@ where
     let (made_sender, made_receiver) = std::sync::mpsc::channel::<Result<(), String>>();
     let name = format!("{}-{index}", config.name);
     let builder = LocalExecutorBuilder::new(config.placement_of(index)).name(&name);
+    let alive = Arc::new(AtomicBool::new(true));
+    let guard = AliveGuard(alive.clone());
     let thread = std::thread::Builder::new()
         .name(name)
         .spawn(move || {
+            let _alive = guard;
             let executor = match builder.make() {
                 Ok(executor) => executor,
                 Err(error) => {
@@ -338,6 +413,7 @@ where
             ControlSender {
                 shard: id,
                 inner: control_sender,
+                alive,
             },
         )),
         Ok(Err(reason)) => {

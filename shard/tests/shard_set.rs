@@ -243,3 +243,74 @@ fn waiters_wake_on_append() {
             partition.log().close().await.unwrap();
         });
 }
+
+/// Longest wait for a panicking shard's thread to end.
+const SHARD_DEATH_WAIT_S: u64 = 30;
+
+// Proves a dead shard blocks no thread that talks to it: once shard 1 panics leaking its inbox
+// and a reply (as a broker shard's executor does), waiting for that reply returns None, a later send fails with Stopped
+// instead of queueing into the inbox the dead executor never drops, first_finished names the
+// shard, the other shard keeps answering, and joining reports the panic.
+#[test]
+fn a_panicked_shard_answers_nothing_and_blocks_no_one() {
+    let config = ShardSetConfig {
+        shard_count: 2,
+        placement: ShardPlacement::Unbound,
+        ..ShardSetConfig::default()
+    };
+    let set = ShardSet::start(config, |context: ShardContext| async move {
+        let mut control = context.control;
+        while let Some(message) = control.next().await {
+            match message {
+                // What a broker shard does when one of its tasks panics: its tasks share the
+                // server state through reference cycles, so the dead executor never drops its
+                // inbox nor the replies queued in it.
+                ShardControl::Drain { reply } if context.id == ShardId(1) => {
+                    std::mem::forget(reply);
+                    std::mem::forget(control);
+                    panic!("shard 1 dies and leaks its inbox");
+                }
+                ShardControl::Drain { reply } => {
+                    let _ = reply.send(());
+                }
+                ShardControl::Close { reply } => {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                _ => {}
+            }
+        }
+    })
+    .unwrap();
+    let controls = set.controls().to_vec();
+    let (reply, answer) = oneshot::channel();
+    controls[1]
+        .send_blocking(ShardControl::Drain { reply })
+        .unwrap();
+    assert_eq!(controls[1].wait_reply(answer), None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(SHARD_DEATH_WAIT_S);
+    while controls[1].is_alive() {
+        assert!(std::time::Instant::now() < deadline, "shard 1 never ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(set.first_finished(), Some(ShardId(1)));
+    let (reply, _answer) = oneshot::channel();
+    assert!(matches!(
+        controls[1].send_blocking(ShardControl::Drain { reply }),
+        Err(ShardError::Stopped { shard: 1 })
+    ));
+    let (reply, answer) = oneshot::channel();
+    controls[0]
+        .send_blocking(ShardControl::Drain { reply })
+        .unwrap();
+    assert_eq!(controls[0].wait_reply(answer), Some(()));
+    let (reply, answer) = oneshot::channel();
+    controls[0]
+        .send_blocking(ShardControl::Close { reply })
+        .unwrap();
+    assert!(matches!(controls[0].wait_reply(answer), Some(Ok(()))));
+    drop(controls);
+    let results = set.join();
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(ShardError::Panicked { shard: 1 })));
+}

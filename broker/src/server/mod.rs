@@ -223,6 +223,7 @@ pub async fn run_shard(
         splice_seen: Cell::new(SpliceStats::default()),
     });
     let _accepting = glommio::spawn_local(accept_all(server.clone(), listeners));
+    crate::fault::arm_shard_panic(server.shard.id());
     server.groups.reconcile(&server.shard);
     let _maintenance = glommio::spawn_local(maintain(server.clone()));
     let _cleaning = start_cleaner(&server);

@@ -253,6 +253,11 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Starts `sluice broker` with `args` and waits until it prints `ready`.
     pub fn start(data_dir: &Path, args: &[&str]) -> BrokerProcess {
+        BrokerProcess::start_with_env(data_dir, args, &[])
+    }
+
+    /// `start` with extra environment variables for the broker.
+    pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> BrokerProcess {
         let stderr_path = data_dir.with_extension(format!("stderr-{}", rand::random::<u32>()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -271,6 +276,7 @@ impl BrokerProcess {
             ])
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
