@@ -81,9 +81,19 @@ pub struct Measured {
     pub backlog: Option<BacklogMilestones>,
 }
 
+/// What the coordinator asks, every tick, of the broker it runs against: the part of it that
+/// stopped on its own (an embedded broker's shard), if any.
+pub type BrokerHealth<'a> = &'a dyn Fn() -> Option<String>;
+
+/// The health of a broker the load generator does not run: nothing to watch.
+fn no_broker_failure() -> Option<String> {
+    None
+}
+
 /// Drives one run from the main thread.
-pub struct Coordinator {
+pub struct Coordinator<'a> {
     control: Arc<RunControl>,
+    health: BrokerHealth<'a>,
     workload: Workload,
     timing: Timing,
     interrupt: Arc<AtomicBool>,
@@ -107,7 +117,7 @@ pub struct Coordinator {
     measured: Measured,
 }
 
-impl Coordinator {
+impl<'a> Coordinator<'a> {
     /// A coordinator for `executors` executors reporting on `events`.
     pub fn new(
         control: Arc<RunControl>,
@@ -117,9 +127,10 @@ impl Coordinator {
         print_progress: bool,
         events: Receiver<ExecutorEvent>,
         executors: usize,
-    ) -> Coordinator {
+    ) -> Coordinator<'a> {
         Coordinator {
             control,
+            health: &no_broker_failure,
             workload,
             timing,
             interrupt,
@@ -144,6 +155,12 @@ impl Coordinator {
         }
     }
 
+    /// Ends the run with an error as soon as `health` names a stopped part of the broker.
+    pub fn watching(mut self, health: BrokerHealth<'a>) -> Coordinator<'a> {
+        self.health = health;
+        self
+    }
+
     /// Runs the whole schedule and returns what was measured; an executor failure aborts the
     /// run and is returned once every executor stopped. The flag says whether every executor
     /// reported its end, so its thread can be joined without waiting on a stuck broker.
@@ -158,6 +175,9 @@ impl Coordinator {
         self.start();
         while !self.done.iter().all(|done| *done) {
             self.receive(Duration::from_millis(MAIN_TICK_MS));
+            if self.broker_stopped() {
+                break;
+            }
             let now_ns = self.control.now_ns();
             self.check_interrupt(now_ns);
             if !self.finishing {
@@ -195,6 +215,11 @@ impl Coordinator {
                 }
             }
             let timed_out = self.control.now_ns() >= deadline_ns;
+            if self.broker_stopped() {
+                return Err(LoadgenError::Run {
+                    message: self.failure.take().unwrap_or_default(),
+                });
+            }
             if self.failure.is_some() || timed_out || self.interrupt.load(Ordering::Relaxed) {
                 self.control.abort();
                 self.drain_until_done();
@@ -207,6 +232,20 @@ impl Coordinator {
             }
         }
         Ok(())
+    }
+
+    /// True (with the run aborted and its failure set) once part of the broker has stopped:
+    /// nothing more will be answered, so waiting for the executors' flushes would only wait
+    /// out their timeouts.
+    fn broker_stopped(&mut self) -> bool {
+        let Some(part) = (self.health)() else {
+            return false;
+        };
+        self.failure.get_or_insert_with(|| {
+            format!("the embedded broker's {part} stopped on its own (its error is logged above)")
+        });
+        self.control.abort();
+        true
     }
 
     fn drain_until_done(&mut self) {

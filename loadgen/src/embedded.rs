@@ -80,6 +80,11 @@ impl EmbeddedBroker {
         self.kafka_addr.map(|addr| addr.to_string())
     }
 
+    /// The part of the broker that stopped on its own (a shard that panicked), if any.
+    pub fn stopped_part(&self) -> Option<String> {
+        self.handle.as_ref()?.stopped_part()
+    }
+
     /// What the report says about this broker.
     pub fn info(&self) -> BrokerInfo {
         self.info.clone()

@@ -11,7 +11,7 @@ use rand::Rng;
 use crate::accounting::account;
 use crate::admin;
 use crate::control::RunControl;
-use crate::coordinator::{Coordinator, Measured, Timing};
+use crate::coordinator::{BrokerHealth, Coordinator, Measured, Timing};
 use crate::embedded::{EmbeddedBroker, EmbeddedOptions};
 use crate::error::LoadgenError;
 use crate::histogram::LatencyHistogram;
@@ -157,7 +157,8 @@ pub fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
         BrokerTarget::Remote { bootstrap } => (None, bootstrap.clone(), remote_info(bootstrap)),
     };
     let cpu_start = embedded.as_ref().and_then(|_| CpuReading::now());
-    let result = run_on_broker(options, &bootstrap, pool);
+    let health = || embedded.as_ref().and_then(EmbeddedBroker::stopped_part);
+    let result = run_on_broker(options, &bootstrap, pool, &health);
     let cpu_end = embedded.as_ref().and_then(|_| CpuReading::now());
     let shutdown = embedded.map(EmbeddedBroker::shutdown).transpose();
     let (topics, measured, mut errors) = result?;
@@ -249,6 +250,7 @@ fn run_on_broker(
     options: &RunOptions,
     bootstrap: &str,
     pool: PayloadPool,
+    health: BrokerHealth<'_>,
 ) -> Result<(Vec<String>, Measured, Vec<String>), LoadgenError> {
     let suffix = format!("{:08x}", rand::thread_rng().gen::<u32>());
     let topics = topic_names(&options.workload, options.topic.as_deref(), &suffix)?;
@@ -268,8 +270,8 @@ fn run_on_broker(
         admin::commit_start_offsets(bootstrap, timeout, &topics, subscriptions)?;
     }
     let measured = match options.driver {
-        Driver::Native => drive(options, bootstrap, &topics, pool),
-        Driver::Kafka => crate::kafka::drive(options, bootstrap, &topics, pool),
+        Driver::Native => drive(options, bootstrap, &topics, pool, health),
+        Driver::Kafka => crate::kafka::drive(options, bootstrap, &topics, pool, health),
     };
     let mut errors = Vec::new();
     if !options.keep_topic {
@@ -393,6 +395,7 @@ fn drive(
     bootstrap: &str,
     topics: &[String],
     pool: PayloadPool,
+    health: BrokerHealth<'_>,
 ) -> Result<Measured, LoadgenError> {
     let control = Arc::new(RunControl::new());
     let shared = Arc::new(SharedRun {
@@ -448,7 +451,8 @@ fn drive(
         options.print_progress,
         receiver,
         executors,
-    );
+    )
+    .watching(health);
     let (result, all_done) = coordinator.run();
     control.finish();
     if all_done {

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice_loadgen::embedded::EmbeddedOptions;
 use sluice_loadgen::report::Report;
@@ -406,5 +406,69 @@ fn groups_bench_forms_rebalances_and_commits() {
     assert!(
         report.commits_per_s > 0.0 && report.offsets_per_s >= report.commits_per_s,
         "{report}"
+    );
+}
+
+/// Longest wait for the binary to end once its embedded broker's shard panicked.
+const BROKER_FAILURE_EXIT_WAIT_S: u64 = 60;
+
+// Proves a run whose embedded broker loses its shard ends at once with exit code 1 and an error
+// naming the shard, instead of waiting out its flush timeouts or hanging in the broker's
+// shutdown: the shard panics (an injected fault) once the run has printed its first progress.
+#[test]
+fn binary_fails_fast_when_the_embedded_broker_loses_a_shard() {
+    use std::io::{BufRead, BufReader};
+    let _guard = EMBEDDED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let directory = tempfile::tempdir().unwrap();
+    let trigger = directory.path().join("panic-now");
+    let stderr_path = directory.path().join("stderr");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
+        .args([
+            "--embedded",
+            "--shards",
+            "1",
+            "--no-pin",
+            "--partitions",
+            "2",
+        ])
+        .args(["--rate", "200", "--warmup-s", "0", "--duration-s", "60"])
+        .args(["--progress-interval-s", "1"])
+        .env(
+            "SLUICE_FAULT_SHARD_PANIC",
+            format!("0:{}", trigger.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("Pub rate") {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the run ended before any progress line: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    std::fs::write(&trigger, b"").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(BROKER_FAILURE_EXIT_WAIT_S);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the run still goes {BROKER_FAILURE_EXIT_WAIT_S} s after the shard panicked");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert_eq!(exit.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the embedded broker's shard-0 stopped on its own"),
+        "{stderr}"
     );
 }

@@ -30,7 +30,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 
 use crate::control::RunControl;
-use crate::coordinator::{Coordinator, Measured, Timing};
+use crate::coordinator::{BrokerHealth, Coordinator, Measured, Timing};
 use crate::error::LoadgenError;
 use crate::plan::plan_executors;
 use crate::runner::{executor_cpus, RunOptions};
@@ -138,6 +138,7 @@ pub fn drive(
     bootstrap: &str,
     topics: &[String],
     pool: crate::payload::PayloadPool,
+    health: BrokerHealth<'_>,
 ) -> Result<Measured, LoadgenError> {
     let control = Arc::new(RunControl::new());
     let shared = Arc::new(SharedRun {
@@ -195,7 +196,8 @@ pub fn drive(
         options.print_progress,
         receiver,
         workers,
-    );
+    )
+    .watching(health);
     let (result, all_done) = coordinator.run();
     control.finish();
     if all_done {
