@@ -321,17 +321,11 @@ fn binary_reports_errors_with_exit_codes() {
     assert!(stderr.contains("message_size must be > 0"), "{stderr}");
 }
 
-// Proves Ctrl-C on the binary stops the run, still prints the summary and writes the report,
-// and exits with 130, by sending SIGINT once the first progress line appeared.
-#[test]
-fn sigint_to_binary_still_reports() {
-    use std::io::{BufRead, BufReader, Read};
-    let _guard = EMBEDDED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let directory = tempfile::tempdir().unwrap();
-    let report_path = directory.path().join("report.json");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
+/// The binary on a small embedded run: one shard, 2 partitions, 200 msg/s for 60 s, progress
+/// every second, stdout piped.
+fn small_run() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"));
+    command
         .args([
             "--embedded",
             "--shards",
@@ -339,33 +333,51 @@ fn sigint_to_binary_still_reports() {
             "--no-pin",
             "--partitions",
             "2",
-            "--rate",
-            "200",
         ])
-        .args([
-            "--warmup-s",
-            "0",
-            "--duration-s",
-            "60",
-            "--progress-interval-s",
-            "1",
-            "--report",
-        ])
-        .arg(&report_path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        .args(["--rate", "200", "--warmup-s", "0", "--duration-s", "60"])
+        .args(["--progress-interval-s", "1"])
+        .stdout(std::process::Stdio::piped());
+    command
+}
+
+/// Starts `command` and reads its stdout up to its first progress line; returns the child, the
+/// rest of its stdout, and what was read.
+fn start_until_progress(
+    command: &mut std::process::Command,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+) {
+    use std::io::BufRead;
+    let mut child = command.spawn().expect("the load generator starts");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
     let mut seen = String::new();
     while !seen.contains("Pub rate") {
         let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "the run ended before any progress line: {seen}"
-        );
+        let read = stdout.read_line(&mut line).expect("stdout reads");
+        assert!(read > 0, "the run ended before any progress line: {seen}");
         seen.push_str(&line);
     }
+    (child, stdout, seen)
+}
+
+// Proves Ctrl-C on the binary stops the run, still prints the summary and writes the report,
+// and exits with 130, by sending SIGINT once the first progress line appeared.
+#[test]
+fn sigint_to_binary_still_reports() {
+    use std::io::Read;
+    let _guard = EMBEDDED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let directory = tempfile::tempdir().unwrap();
+    let report_path = directory.path().join("report.json");
+    let mut command = small_run();
+    command
+        .arg("--report")
+        .arg(&report_path)
+        .stderr(std::process::Stdio::null());
+    let (mut child, mut stdout, mut seen) = start_until_progress(&mut command);
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -417,42 +429,20 @@ const BROKER_FAILURE_EXIT_WAIT_S: u64 = 60;
 // shutdown: the shard panics (an injected fault) once the run has printed its first progress.
 #[test]
 fn binary_fails_fast_when_the_embedded_broker_loses_a_shard() {
-    use std::io::{BufRead, BufReader};
     let _guard = EMBEDDED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let directory = tempfile::tempdir().unwrap();
     let trigger = directory.path().join("panic-now");
     let stderr_path = directory.path().join("stderr");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
-        .args([
-            "--embedded",
-            "--shards",
-            "1",
-            "--no-pin",
-            "--partitions",
-            "2",
-        ])
-        .args(["--rate", "200", "--warmup-s", "0", "--duration-s", "60"])
-        .args(["--progress-interval-s", "1"])
+    let mut command = small_run();
+    command
         .env(
             "SLUICE_FAULT_SHARD_PANIC",
             format!("0:{}", trigger.display()),
         )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("Pub rate") {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "the run ended before any progress line: {seen}"
-        );
-        seen.push_str(&line);
-    }
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    let (mut child, _stdout, _seen) = start_until_progress(&mut command);
     std::fs::write(&trigger, b"").unwrap();
     let deadline = Instant::now() + Duration::from_secs(BROKER_FAILURE_EXIT_WAIT_S);
     let exit = loop {
