@@ -717,25 +717,6 @@ impl BrokerHandle {
             .then(|| "the control thread".to_string())
     }
 
-    /// Blocks until the shards stop on their own (a fatal error), then stops the rest.
-    pub fn wait(mut self) {
-        let Some(running) = self.running.take() else {
-            return;
-        };
-        for result in running.shards.join() {
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::error!(%error, "shard stopped with an error"),
-                Err(error) => tracing::error!(%error, "shard failed"),
-            }
-        }
-        let _ = running.control.send_blocking(ControlRequest::Stop);
-        let _ = running.control_thread.join();
-        if let Some(admin) = running.admin {
-            admin.stop();
-        }
-    }
-
     fn stop(&mut self) -> Result<(), BrokerError> {
         let Some(running) = self.running.take() else {
             return Ok(());
