@@ -154,9 +154,10 @@ pub enum ShardControl {
 pub struct ControlSender {
     shard: ShardId,
     inner: mpsc::Sender<ShardControl>,
-    /// False once the shard's thread has ended, by return or by panic. A panicking executor
-    /// does not drop its tasks, so the inbox and the replies queued in it stay open: waiting on
-    /// them alone would block forever.
+    /// False once the shard's thread has ended, by return or by panic. A panic need not drop
+    /// the shard's tasks (a broker shard's inbox stayed open after one, most likely kept alive
+    /// by tasks holding each other through `Rc`s), so the inbox and the replies queued in it can
+    /// stay open: waiting on them alone could block forever.
     alive: Arc<AtomicBool>,
 }
 

@@ -248,9 +248,9 @@ fn waiters_wake_on_append() {
 const SHARD_DEATH_WAIT_S: u64 = 30;
 
 // Proves a dead shard blocks no thread that talks to it: once shard 1 panics leaking its inbox
-// and a reply (as a broker shard's executor does), waiting for that reply returns None, a later send fails with Stopped
-// instead of queueing into the inbox the dead executor never drops, first_finished names the
-// shard, the other shard keeps answering, and joining reports the panic.
+// and a reply (as a broker shard did), waiting for that reply returns None, a later send fails
+// with Stopped instead of queueing into the inbox nothing drops, first_finished names the shard,
+// the other shard keeps answering, and joining reports the panic.
 #[test]
 fn a_panicked_shard_answers_nothing_and_blocks_no_one() {
     let config = ShardSetConfig {
@@ -262,9 +262,9 @@ fn a_panicked_shard_answers_nothing_and_blocks_no_one() {
         let mut control = context.control;
         while let Some(message) = control.next().await {
             match message {
-                // What a broker shard does when one of its tasks panics: its tasks share the
-                // server state through reference cycles, so the dead executor never drops its
-                // inbox nor the replies queued in it.
+                // What a broker shard did when one of its tasks panicked: its inbox and the
+                // replies queued in it stayed open (its tasks share the server state through
+                // `Rc`s, most likely in cycles).
                 ShardControl::Drain { reply } if context.id == ShardId(1) => {
                     std::mem::forget(reply);
                     std::mem::forget(control);
