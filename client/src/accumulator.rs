@@ -19,7 +19,7 @@
 //! before any later batch; a batch still waiting to be sent when its delivery timeout passes
 //! fails here, without being sent.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use crate::delivery::BatchOutcome;
 use crate::error::ClientError;
 use crate::idempotence::{BatchStamp, PartitionSequences, ProducerIdentity};
 use crate::retry::{delivery_timeout_error, FailedBatch};
+use crate::FastMap;
 
 /// Smallest buffer a new batch starts with, in bytes.
 const BATCH_CAPACITY_BYTES_MIN: usize = 4 * 1024;
@@ -226,7 +227,7 @@ pub(crate) struct Accumulator {
     linger: Duration,
     delivery_timeout: Duration,
     rules: SendRules,
-    topics: HashMap<Rc<str>, Vec<PartitionQueue>>,
+    topics: FastMap<Rc<str>, Vec<PartitionQueue>>,
     /// Buffer bytes of batches that failed inside the accumulator (build errors, expired
     /// delivery timeouts), to be given back by the producer.
     released_bytes: usize,
@@ -250,7 +251,7 @@ impl Accumulator {
                 idempotent_in_flight: None,
                 identity: None,
             },
-            topics: HashMap::new(),
+            topics: FastMap::default(),
             released_bytes: 0,
         }
     }

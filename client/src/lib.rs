@@ -47,6 +47,12 @@ mod partitioner;
 mod producer;
 mod retry;
 
+/// A map keyed by topic names (or broker addresses) that the producer looks up for every record
+/// or every batch: foldhash instead of SipHash. At max rate SipHash was about 2.8 % of a
+/// producer's core (three topic lookups per record), foldhash about 1.2 %. Keys come from the
+/// application and the cluster's metadata, not from untrusted peers.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use client::Client;
 pub use config::{
     Acks, ClientConfig, ConsumerConfig, OffsetSpec, Partitioner, ProducerConfig, SeekTo,

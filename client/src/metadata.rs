@@ -7,17 +7,18 @@ use sluice_net::api::ErrorCode;
 use sluice_net::messages::{BrokerMeta, MetadataResponse, TopicMeta};
 
 use crate::error::ClientError;
+use crate::FastMap;
 
 /// Brokers and topics as last reported by the cluster. Lives on the client's executor.
 #[derive(Debug, Default)]
 pub(crate) struct MetadataCache {
     brokers: HashMap<i32, BrokerMeta>,
-    topics: HashMap<String, TopicMeta>,
+    topics: FastMap<String, TopicMeta>,
     /// Leaders named by NotLeaderOrFollower answers: (topic, partition) -> (the named leader,
     /// the cached leader it replaced). A hint wins over the cached leader until the metadata
     /// changes its mind about the partition's leader (metadata still naming the replaced
     /// leader is older than the broker that named the new one), or drops the named broker.
-    leader_hints: HashMap<(String, i32), LeaderHint>,
+    leader_hints: FastMap<(String, i32), LeaderHint>,
     shard_aware: bool,
 }
 

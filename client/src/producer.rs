@@ -56,6 +56,7 @@ use crate::idempotence::{classify, ProducerIdentity, SequenceVerdict};
 use crate::notify::Notify;
 use crate::partitioner::PartitionChooser;
 use crate::retry::{produce_retry, FailedBatch, ProduceRetryPolicy, RetryDecision};
+use crate::FastMap;
 
 /// Estimated bytes a record adds to a batch beyond its key, value and header bytes (length,
 /// attributes, timestamp and offset deltas, field lengths), used to size batches and the buffer.
@@ -151,14 +152,14 @@ struct Shared {
     accumulator: RefCell<Accumulator>,
     chooser: RefCell<PartitionChooser>,
     /// Topic names interned once, so records share one allocation per topic.
-    topics: RefCell<HashMap<String, Rc<str>>>,
+    topics: RefCell<FastMap<String, Rc<str>>>,
     /// Bytes of records accepted and not yet answered (`buffer_bytes_max` units).
     buffer: Semaphore,
     /// Produce requests in flight per broker address (`inflight_requests_max` units each).
-    request_slots: RefCell<HashMap<String, Rc<Semaphore>>>,
+    request_slots: RefCell<FastMap<String, Rc<Semaphore>>>,
     /// Produce requests started per broker address and not yet settled: the sender drains
     /// only the partitions whose broker has fewer than `inflight_requests_max`.
-    requests_out: RefCell<HashMap<String, usize>>,
+    requests_out: RefCell<FastMap<String, usize>>,
     wake: Notify,
     closed: Cell<bool>,
     refresh_running: Cell<bool>,
@@ -205,10 +206,10 @@ impl Producer {
         let shared = Rc::new(Shared {
             accumulator: RefCell::new(accumulator),
             chooser: RefCell::new(PartitionChooser::new(config.partitioner)),
-            topics: RefCell::new(HashMap::new()),
+            topics: RefCell::new(FastMap::default()),
             buffer: Semaphore::new(config.buffer_bytes_max as u64),
-            request_slots: RefCell::new(HashMap::new()),
-            requests_out: RefCell::new(HashMap::new()),
+            request_slots: RefCell::new(FastMap::default()),
+            requests_out: RefCell::new(FastMap::default()),
             wake: Notify::default(),
             closed: Cell::new(false),
             refresh_running: Cell::new(false),
