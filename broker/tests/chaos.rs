@@ -1,7 +1,7 @@
 //! The randomized fault suite (issue 13): etcd and three brokers as real processes, an acks=all
 //! workload and a committing group member, a nemesis drawing faults from a seeded schedule, and
 //! a checker reading everything back. `CHAOS_SEED` and `CHAOS_SECONDS` choose the run
-//! (defaults: three fixed seeds of 35 s, for CI); `scripts/chaos.sh` runs long ones.
+//! (defaults: two fixed seeds of 30 s each, for CI); `scripts/chaos.sh` runs long ones.
 #![allow(clippy::unwrap_used)]
 
 mod chaos_support;

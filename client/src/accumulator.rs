@@ -24,7 +24,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_storage::batch::{BatchBuilder, Compression};
+use sluice_storage::batch::{BatchBuilder, Compression, RecordsCrc};
 
 use crate::delivery::BatchOutcome;
 use crate::error::ClientError;
@@ -49,6 +49,8 @@ struct OpenBatch {
 pub(crate) struct ReadyBatch {
     /// The encoded Kafka v2 batch.
     pub(crate) bytes: Bytes,
+    /// The CRC of what follows its header, for an unsealed batch (its stamp seals it).
+    pub(crate) records_crc: Option<RecordsCrc>,
     /// Records in the batch.
     pub(crate) records: u32,
     /// Shared by the delivery futures of its records.
@@ -588,14 +590,17 @@ fn close_open(queue: &mut PartitionQueue, seal: bool) -> usize {
         .uncompressed_bytes()
         .max(queue.recent_batch_bytes / 2);
     let built = if seal {
-        open.builder.build()
+        open.builder.build().map(|bytes| (bytes, None))
     } else {
-        open.builder.build_unsealed()
+        open.builder
+            .build_unsealed()
+            .map(|(bytes, records)| (bytes, Some(records)))
     };
     match built {
-        Ok(bytes) => {
+        Ok((bytes, records_crc)) => {
             queue.ready.push_back(ReadyBatch {
                 bytes: bytes.freeze(),
+                records_crc,
                 records,
                 outcome: open.outcome,
                 reserved_bytes: open.reserved_bytes,
@@ -671,7 +676,7 @@ fn take_stamped(
     let mut bytes = std::mem::take(&mut batch.bytes)
         .try_into_mut()
         .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
-    match stamp.write(&mut bytes) {
+    match stamp.write(&mut bytes, batch.records_crc) {
         Ok(()) => {
             batch.bytes = bytes.freeze();
             batch.stamp = Some(stamp);

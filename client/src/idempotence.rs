@@ -15,7 +15,7 @@
 //! carry consecutive sequences of one identity, in ordinal order.
 
 use sluice_net::api::ErrorCode;
-use sluice_storage::batch::{stamp_producer, BatchError};
+use sluice_storage::batch::{stamp_producer, stamp_producer_with, BatchError, RecordsCrc};
 
 /// A producer id and its epoch, from InitProducerId.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,14 +38,20 @@ pub(crate) struct BatchStamp {
 }
 
 impl BatchStamp {
-    /// Writes the stamp into the batch header of `bytes` (recomputing its CRC).
-    pub(crate) fn write(&self, bytes: &mut [u8]) -> Result<(), BatchError> {
-        stamp_producer(
-            bytes,
-            self.identity.producer_id,
-            self.identity.epoch,
-            self.base_sequence,
-        )
+    /// Writes the stamp into the batch header of `bytes` and recomputes its CRC: from the header
+    /// and `records` (the CRC of what follows the header) when known, else over the whole batch.
+    pub(crate) fn write(
+        &self,
+        bytes: &mut [u8],
+        records: Option<RecordsCrc>,
+    ) -> Result<(), BatchError> {
+        let (producer_id, epoch) = (self.identity.producer_id, self.identity.epoch);
+        match records {
+            Some(records) => {
+                stamp_producer_with(bytes, producer_id, epoch, self.base_sequence, records)
+            }
+            None => stamp_producer(bytes, producer_id, epoch, self.base_sequence),
+        }
     }
 }
 
@@ -208,23 +214,31 @@ mod tests {
     }
 
     // Proves a stamp rewrites the producer fields of a built batch and leaves it valid (the
-    // CRC is recomputed), so the broker accepts it.
+    // CRC is recomputed), so the broker accepts it: a sealed batch stamped by a pass over it,
+    // an unsealed one from the records' CRC its build returned.
     #[test]
     fn stamp_writes_header_fields_and_keeps_the_crc_valid() {
-        let mut builder = BatchBuilder::new(Compression::Zstd);
-        builder.push(1, Some(b"k"), Some(b"v"), &[]);
-        builder.push(2, None, Some(b"w"), &[]);
-        let mut bytes = builder.build().unwrap().to_vec();
-        let stamp = BatchStamp {
-            identity: FIRST,
-            base_sequence: 41,
-            ordinal: 0,
+        let fill = |compression| {
+            let mut builder = BatchBuilder::new(compression);
+            builder.push(1, Some(b"k"), Some(b"v"), &[]);
+            builder.push(2, None, Some(b"w"), &[]);
+            builder
         };
-        stamp.write(&mut bytes).unwrap();
-        let header: BatchHeader = validate_batch(&bytes, 1 << 20).unwrap();
-        assert_eq!(header.producer_id, 7);
-        assert_eq!(header.producer_epoch, 0);
-        assert_eq!(header.base_sequence, 41);
-        assert_eq!(header.records_count, 2);
+        let sealed = fill(Compression::Zstd).build().unwrap();
+        let (unsealed, records) = fill(Compression::None).build_unsealed().unwrap();
+        for (bytes, records) in [(sealed, None), (unsealed, Some(records))] {
+            let mut bytes = bytes.to_vec();
+            let stamp = BatchStamp {
+                identity: FIRST,
+                base_sequence: 41,
+                ordinal: 0,
+            };
+            stamp.write(&mut bytes, records).unwrap();
+            let header: BatchHeader = validate_batch(&bytes, 1 << 20).unwrap();
+            assert_eq!(header.producer_id, 7);
+            assert_eq!(header.producer_epoch, 0);
+            assert_eq!(header.base_sequence, 41);
+            assert_eq!(header.records_count, 2);
+        }
     }
 }

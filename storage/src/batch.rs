@@ -28,11 +28,12 @@
 
 mod builder;
 mod codec;
+mod crc;
 mod fuzz;
 mod record;
 pub(crate) mod varint;
 
-pub use builder::BatchBuilder;
+pub use builder::{BatchBuilder, RecordsCrc};
 pub use codec::{compress, decompress, GZIP_LEVEL, ZSTD_LEVEL};
 pub use fuzz::fuzz_one;
 pub use record::{
@@ -379,20 +380,53 @@ const PRODUCER_ID_AT: usize = 43;
 const BASE_SEQUENCE_END: usize = 57;
 
 /// Writes an idempotent producer's id, epoch and base sequence into the header of the batch at
-/// the start of `batch` (CRC-covered fields) and computes its CRC. A producer assigns the
-/// sequence when it first sends a built batch, and again after a sequence reset.
-///
-/// The CRC is computed over the whole batch, so the stored one need not be valid: an idempotent
-/// producer builds its batches unsealed ([`BatchBuilder::build_unsealed`](builder::BatchBuilder::build_unsealed))
-/// and this is their one CRC pass. (An update from the changed header bytes alone, by CRC
-/// linearity with `crc32c_combine`, was measured slower than this pass: the combine's
-/// matrix squarings cost about 10 us per batch, a hardware CRC of 100 KiB about 4.)
+/// the start of `batch` (CRC-covered fields) and computes its CRC over the whole batch, so the
+/// stored one need not be valid. A producer assigns the sequence when it first sends a built
+/// batch, and again after a sequence reset; [`stamp_producer_with`] does the same for a batch
+/// whose records' CRC is known.
 pub fn stamp_producer(
     batch: &mut [u8],
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
 ) -> Result<(), BatchError> {
+    let total = write_producer(batch, producer_id, producer_epoch, base_sequence)?;
+    let crc = crc32c::crc32c(&batch[CRC_COVERED_START..total]);
+    write_crc(batch, crc);
+    Ok(())
+}
+
+/// [`stamp_producer`] for a batch built by
+/// [`BatchBuilder::build_unsealed`](builder::BatchBuilder::build_unsealed), with the
+/// [`RecordsCrc`] that returned: only the header is checksummed here, and joined with the
+/// records' CRC, which the builder computed while the records were still in the cache. Fails
+/// when `records` does not match the batch's length.
+pub fn stamp_producer_with(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    records: RecordsCrc,
+) -> Result<(), BatchError> {
+    let total = write_producer(batch, producer_id, producer_epoch, base_sequence)?;
+    if total != BATCH_HEADER_BYTES + records.len() {
+        return Err(BatchError::Corrupt {
+            what: "the records' CRC belongs to a batch of another length",
+        });
+    }
+    let crc = records.seal(batch);
+    write_crc(batch, crc);
+    Ok(())
+}
+
+/// Writes the producer fields into the header of the batch at the start of `batch`; returns the
+/// batch's total length once it is known to be all there.
+fn write_producer(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<usize, BatchError> {
     let header = BatchHeader::parse(batch)?;
     let total = header.total_bytes();
     if total > batch.len() {
@@ -405,9 +439,7 @@ pub fn stamp_producer(
     out.put_i64(producer_id);
     out.put_i16(producer_epoch);
     out.put_i32(base_sequence);
-    let crc = crc32c::crc32c(&batch[CRC_COVERED_START..total]);
-    write_crc(batch, crc);
-    Ok(())
+    Ok(total)
 }
 
 /// Writes `crc` into the CRC field of the header at the start of `batch`.

@@ -3,9 +3,10 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use sluice_storage::batch::{
-    crc_of, decode_records, refresh_crc, stamp, stamp_producer, validate_batch, BatchBuilder,
-    BatchError, BatchHeader, BatchIter, Compression, Record, RecordHeader, BATCH_HEADER_BYTES,
-    CRC_COVERED_START, DECOMPRESSED_BYTES_MAX, LOG_OVERHEAD_BYTES, MAGIC_V2,
+    crc_of, decode_records, refresh_crc, stamp, stamp_producer, stamp_producer_with,
+    validate_batch, BatchBuilder, BatchError, BatchHeader, BatchIter, Compression, Record,
+    RecordHeader, RecordsCrc, BATCH_HEADER_BYTES, CRC_COVERED_START, DECOMPRESSED_BYTES_MAX,
+    LOG_OVERHEAD_BYTES, MAGIC_V2,
 };
 
 /// Size limit handed to validate_batch when the test is not about the limit.
@@ -81,7 +82,7 @@ fn build(compression: Compression, records: &[InputRecord]) -> BytesMut {
     builder.build().expect("builder accepts generated records")
 }
 
-fn build_unsealed(compression: Compression, records: &[InputRecord]) -> BytesMut {
+fn build_unsealed(compression: Compression, records: &[InputRecord]) -> (BytesMut, RecordsCrc) {
     let mut builder = BatchBuilder::new(compression);
     fill(&mut builder, records);
     builder
@@ -222,8 +223,9 @@ proptest! {
         prop_assert_eq!(decode_records(&batch).unwrap(), expected(&records, base_offset));
     }
 
-    // Proves stamp_producer seals a batch built unsealed (no CRC, as an idempotent producer
-    // builds them): the stamped batch validates, with the CRC over the whole batch, for any
+    // Proves stamp_producer_with seals a batch built unsealed (no CRC, as an idempotent
+    // producer builds them) from the records' CRC the build returned: the stamped batch
+    // validates, byte for byte the same as stamp_producer's over the whole batch, for any
     // records, codec and producer fields, stamped twice (a sequence reset restamps). The
     // unsealed batch itself is refused.
     #[test]
@@ -232,10 +234,13 @@ proptest! {
         compression in codec(),
         stamps in proptest::collection::vec((any::<i64>(), any::<i16>(), any::<i32>()), 1..3),
     ) {
-        let mut batch = build_unsealed(compression, &records);
+        let (mut batch, records_crc) = build_unsealed(compression, &records);
         prop_assert!(validate_batch(&batch, BATCH_BYTES_MAX).is_err());
         for (producer_id, epoch, sequence) in stamps {
-            stamp_producer(&mut batch, producer_id, epoch, sequence).unwrap();
+            let mut whole = batch.clone();
+            stamp_producer(&mut whole, producer_id, epoch, sequence).unwrap();
+            stamp_producer_with(&mut batch, producer_id, epoch, sequence, records_crc).unwrap();
+            prop_assert_eq!(&batch, &whole);
             let header = validate_batch(&batch, BATCH_BYTES_MAX).unwrap();
             prop_assert_eq!(header.crc, crc_of(&batch).unwrap());
             prop_assert_eq!(header.producer_id, producer_id);
@@ -243,6 +248,46 @@ proptest! {
             prop_assert_eq!(header.base_sequence, sequence);
         }
         prop_assert_eq!(decode_records(&batch).unwrap(), expected(&records, 0));
+    }
+
+    // Proves an uncompressed batch large enough to be checksummed in several steps while it is
+    // filled (values of up to 40 KiB, batches up to about 1 MiB) gets the CRC of the whole
+    // batch, sealed by build or stamped after build_unsealed, and that a records CRC is refused
+    // for a batch of another length.
+    #[test]
+    fn records_checksummed_in_steps_give_the_whole_batch_crc(
+        values in proptest::collection::vec((any::<u8>(), 0..40_000usize), 1..40),
+        seed in any::<u8>(),
+        stamp_fields in (any::<i64>(), any::<i16>(), any::<i32>()),
+    ) {
+        let fill_big = |builder: &mut BatchBuilder| {
+            for (index, (first, len)) in values.iter().enumerate() {
+                let value: Vec<u8> =
+                    (0..*len).map(|i| first.wrapping_add((i * 31 + index) as u8) ^ seed).collect();
+                builder.push(1_700_000_000_000 + index as i64, None, Some(&value), &[]);
+            }
+        };
+        let mut sealed = BatchBuilder::new(Compression::None);
+        fill_big(&mut sealed);
+        let mut sealed = sealed.build().unwrap();
+        let header = validate_batch(&sealed, BATCH_BYTES_MAX).unwrap();
+        prop_assert_eq!(header.crc, refresh_crc(&mut sealed).unwrap());
+
+        let mut unsealed = BatchBuilder::new(Compression::None);
+        fill_big(&mut unsealed);
+        let (mut batch, records_crc) = unsealed.build_unsealed().unwrap();
+        let (producer_id, epoch, sequence) = stamp_fields;
+        let mut whole = batch.clone();
+        stamp_producer(&mut whole, producer_id, epoch, sequence).unwrap();
+        let mut longer = batch.clone();
+        stamp_producer_with(&mut batch, producer_id, epoch, sequence, records_crc).unwrap();
+        prop_assert_eq!(&batch, &whole);
+
+        longer.extend_from_slice(b"x");
+        let longer_len = longer.len() as i32 - LOG_OVERHEAD_BYTES as i32;
+        longer[8..12].copy_from_slice(&longer_len.to_be_bytes());
+        let refused = stamp_producer_with(&mut longer, producer_id, epoch, sequence, records_crc);
+        prop_assert!(matches!(refused, Err(BatchError::Corrupt { .. })), "{:?}", refused);
     }
 
     // Proves any single corrupted byte from the CRC field to the end of the batch is reported as
