@@ -28,6 +28,7 @@ use sluice_net::messages::{
 use crate::config::{ClientConfig, OffsetSpec};
 use crate::connection::BrokerConnection;
 use crate::error::ClientError;
+use crate::fetch::FetchCheck;
 use crate::metadata::MetadataCache;
 use crate::retry::Backoff;
 
@@ -534,15 +535,26 @@ impl Client {
     }
 
     /// Sends a fetch to `addr` on the fetch connection (see [`Lane`]) and waits up to
-    /// `timeout` for the response.
+    /// `timeout` for the response. Its batches' CRCs are checked while it arrives; the third
+    /// part is, per partition of the response, the length of the prefix of its records so
+    /// checked (see [`FetchCheck`]).
     pub(crate) async fn fetch_from(
         &self,
         addr: &str,
         request: &FetchRequest,
         timeout: Duration,
-    ) -> Result<(FetchResponse, Bytes), ClientError> {
+    ) -> Result<(FetchResponse, Bytes, Vec<usize>), ClientError> {
         let connection = self.lane_connection(addr, Lane::Fetches).await?;
-        connection.request(request, &[], timeout).await
+        let check = Rc::new(RefCell::new(FetchCheck::new(self.config.frame_bytes_max)));
+        let observer = {
+            let check = Rc::clone(&check);
+            Box::new(move |frame: &[u8]| check.borrow_mut().observe(frame))
+        };
+        let (response, payload) = connection
+            .request_observed(request, &[], timeout, Some(observer))
+            .await?;
+        let verified = check.borrow().verified_bytes();
+        Ok((response, payload, verified))
     }
 
     /// Sends a request to the first broker that answers: known brokers first, then the

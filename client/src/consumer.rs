@@ -70,7 +70,7 @@ type RouteGroups = HashMap<String, Vec<usize>>;
 /// Fetch requests of one round in flight: each broker's task with the partitions it covers.
 type RoundRequests = Vec<(
     Vec<usize>,
-    Task<Result<(FetchResponse, Bytes), ClientError>>,
+    Task<Result<(FetchResponse, Bytes, Vec<usize>), ClientError>>,
 )>;
 
 /// A round sent ahead, from the positions a poll just advanced to, while the caller processes
@@ -406,8 +406,9 @@ impl Consumer {
         let mut fetched = Vec::new();
         for (indexes, task) in requests {
             match task.await {
-                Ok((response, payload)) => {
-                    failed |= self.take_response(&indexes, &response, &payload, &mut fetched)?;
+                Ok((response, payload, verified)) => {
+                    let answer = (&response, &payload, &verified[..]);
+                    failed |= self.take_response(&indexes, answer, &mut fetched)?;
                 }
                 Err(error) => {
                     for &index in &indexes {
@@ -492,13 +493,12 @@ impl Consumer {
     fn take_response(
         &mut self,
         indexes: &[usize],
-        response: &FetchResponse,
-        payload: &Bytes,
+        (response, payload, verified): (&FetchResponse, &Bytes, &[usize]),
         fetched: &mut Vec<Fetched>,
     ) -> Result<bool, ClientError> {
         let payloads = response.partition_payloads(payload)?;
         let mut failed = false;
-        for (result, records) in response.partitions.iter().zip(payloads) {
+        for (at, (result, records)) in response.partitions.iter().zip(payloads).enumerate() {
             let Some(&index) = indexes.iter().find(|&&index| {
                 *self.assigned[index].topic == *result.topic
                     && self.assigned[index].partition == result.partition
@@ -512,6 +512,7 @@ impl Consumer {
                         &records,
                         assigned.position,
                         self.client.config().frame_bytes_max,
+                        verified.get(at).copied().unwrap_or(0),
                     )?;
                     self.assigned[index].retry.succeeded();
                     self.assigned[index].last_error = None;

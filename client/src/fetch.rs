@@ -4,7 +4,11 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use sluice_storage::batch::{for_each_record_shared, BatchError, BatchHeader, BatchIter};
+use sluice_net::messages::FetchResponse;
+use sluice_net::{decode_control, received_control, FRAME_HEADER_BYTES};
+use sluice_storage::batch::{
+    for_each_record_shared, BatchError, BatchHeader, BatchIter, StreamCheck,
+};
 
 use crate::error::ClientError;
 
@@ -42,17 +46,86 @@ pub struct FetchedBatches {
     pub records: Bytes,
 }
 
+/// Checks the CRCs of a fetch response's batches while the response arrives, each socket
+/// read's bytes while they are still in the cache: a response of many megabytes checked once it
+/// is whole is checked at memory speed. Fed the response frame's received prefix (see
+/// `FrameObserver`); what it could not vouch for gets the full check in [`whole_batches`].
+#[derive(Debug)]
+pub(crate) struct FetchCheck {
+    batch_bytes_max: usize,
+    /// Per partition, in the response's order: where its records start in the frame, and
+    /// their check. Empty until the control body has arrived.
+    partitions: Vec<(usize, StreamCheck)>,
+    /// The control body was read (or could not be).
+    laid_out: bool,
+}
+
+impl FetchCheck {
+    /// A check of one response whose batches are at most `batch_bytes_max` bytes each.
+    pub(crate) fn new(batch_bytes_max: usize) -> Self {
+        FetchCheck {
+            batch_bytes_max,
+            partitions: Vec::new(),
+            laid_out: false,
+        }
+    }
+
+    /// Checks what `frame` (the response frame's bytes so far, prefix included) adds.
+    pub(crate) fn observe(&mut self, frame: &[u8]) {
+        if !self.laid_out {
+            let Some(control) = received_control(frame) else {
+                return;
+            };
+            self.laid_out = true;
+            self.lay_out(control);
+        }
+        for (start, check) in &mut self.partitions {
+            let Some(records) = frame.get(*start..) else {
+                return;
+            };
+            check.feed(records);
+        }
+    }
+
+    /// Where each partition's records start, from the control body. A body that does not
+    /// decode leaves nothing checked early; the requester reports it.
+    fn lay_out(&mut self, control: &[u8]) {
+        let Ok(response) = decode_control::<FetchResponse>(control) else {
+            return;
+        };
+        let mut start = FRAME_HEADER_BYTES + control.len();
+        for partition in &response.partitions {
+            let bytes = partition.records_bytes as usize;
+            self.partitions
+                .push((start, StreamCheck::new(bytes, self.batch_bytes_max)));
+            start += bytes;
+        }
+    }
+
+    /// Per partition, in the response's order, the length of the prefix of its records whose
+    /// batches were checked as they arrived.
+    pub(crate) fn verified_bytes(&self) -> Vec<usize> {
+        self.partitions
+            .iter()
+            .map(|(_, check)| check.verified_bytes())
+            .collect()
+    }
+}
+
 /// The whole batches at the start of `payload` and the offset after the last of them. A batch
 /// cut off by the fetch size limit at the end is left for the next fetch; a corrupt batch is an
-/// error, as is a payload without one whole batch (the broker always sends at least one).
+/// error, as is a payload without one whole batch (the broker always sends at least one). The
+/// batches within the first `crc_verified_bytes` (a [`FetchCheck`]'s) skip their CRC, which
+/// was matched as they arrived.
 pub(crate) fn whole_batches(
     payload: &Bytes,
     position: i64,
     batch_bytes_max: usize,
+    crc_verified_bytes: usize,
 ) -> Result<(Bytes, i64), ClientError> {
     let mut next_position = position;
     let mut whole_bytes = 0;
-    for batch in BatchIter::new(payload, batch_bytes_max) {
+    for batch in BatchIter::new(payload, batch_bytes_max).crc_verified_before(crc_verified_bytes) {
         match batch {
             Ok((header, _)) => {
                 next_position = next_position.max(header.last_offset() + 1);
@@ -162,7 +235,7 @@ mod tests {
     #[test]
     fn records_before_position_are_skipped() {
         let payload = two_batches();
-        let (batches, next) = whole_batches(&payload, 11, usize::MAX).unwrap();
+        let (batches, next) = whole_batches(&payload, 11, usize::MAX, 0).unwrap();
         assert_eq!(next, 15);
         let topic: Rc<str> = Rc::from("t");
         let records = decode_from(&topic, 4, &batches, 11).unwrap();
@@ -184,12 +257,74 @@ mod tests {
     fn partial_trailing_batch_is_left_for_next_fetch() {
         let payload = two_batches();
         let cut = payload.slice(..payload.len() - 5);
-        let (batches, next) = whole_batches(&cut, 10, usize::MAX).unwrap();
+        let (batches, next) = whole_batches(&cut, 10, usize::MAX, 0).unwrap();
         assert_eq!(next, 13);
         let topic: Rc<str> = Rc::from("t");
         assert_eq!(decode_from(&topic, 0, &batches, 10).unwrap().len(), 3);
-        let empty = whole_batches(&Bytes::new(), 42, usize::MAX).unwrap();
+        let empty = whole_batches(&Bytes::new(), 42, usize::MAX, 0).unwrap();
         assert_eq!(empty, (Bytes::new(), 42));
+    }
+
+    /// A Fetch response frame whose partitions hold `payloads`, payloads included.
+    fn fetch_frame(payloads: &[&[u8]]) -> BytesMut {
+        use sluice_net::messages::FetchPartitionResult;
+        use sluice_net::{encode_frame, FrameHeader};
+        let partitions = (0..payloads.len())
+            .map(|partition| FetchPartitionResult {
+                topic: "t".to_string(),
+                partition: partition as i32,
+                error: 0,
+                high_watermark: 15,
+                log_start_offset: 0,
+                log_end_offset: 15,
+                records_bytes: payloads[partition].len() as u32,
+                current_leader: -1,
+            })
+            .collect();
+        let header = FrameHeader::request(sluice_net::ApiKey::Fetch, 0, 7).response();
+        let payload_bytes = payloads.iter().map(|payload| payload.len()).sum();
+        let mut frame = BytesMut::new();
+        encode_frame(
+            &mut frame,
+            header,
+            &FetchResponse { partitions },
+            payload_bytes,
+        )
+        .unwrap();
+        for payload in payloads {
+            frame.extend_from_slice(payload);
+        }
+        frame
+    }
+
+    // Proves a FetchCheck fed a response in pieces vouches for every whole batch of a sound
+    // partition and stops before a corrupt batch, which whole_batches, told what was vouched
+    // for, still reports; bytes past the frame change nothing.
+    #[test]
+    fn fetch_check_vouches_while_the_response_arrives() {
+        let sound = two_batches();
+        let first_batch = BatchHeader::parse(&sound).unwrap().total_bytes();
+        let mut corrupt = BytesMut::from(&sound[..]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let mut frame = fetch_frame(&[&sound, &corrupt]);
+        let frame_bytes = frame.len();
+        frame.extend_from_slice(&[0xab; 100]);
+        let mut check = FetchCheck::new(usize::MAX);
+        for received in (1..frame.len())
+            .step_by(37)
+            .chain([frame_bytes, frame.len()])
+        {
+            check.observe(&frame[..received]);
+        }
+        assert_eq!(check.verified_bytes(), vec![sound.len(), first_batch]);
+        let corrupt = corrupt.freeze();
+        assert!(matches!(
+            whole_batches(&corrupt, 10, usize::MAX, first_batch),
+            Err(ClientError::Batch(BatchError::CrcMismatch { .. }))
+        ));
+        let (batches, next) = whole_batches(&sound, 10, usize::MAX, sound.len()).unwrap();
+        assert_eq!((batches.len(), next), (sound.len(), 15));
     }
 
     // Proves a corrupt batch is reported, not silently skipped, and a payload with no whole
@@ -201,10 +336,10 @@ mod tests {
         corrupt[last] ^= 0xff;
         let corrupt = corrupt.freeze();
         assert!(matches!(
-            whole_batches(&corrupt, 10, usize::MAX),
+            whole_batches(&corrupt, 10, usize::MAX, 0),
             Err(ClientError::Batch(BatchError::CrcMismatch { .. }))
         ));
         let partial = two_batches().slice(..30);
-        assert!(whole_batches(&partial, 10, usize::MAX).is_err());
+        assert!(whole_batches(&partial, 10, usize::MAX, 0).is_err());
     }
 }

@@ -36,6 +36,15 @@ pub const FRAME_PREFIX_BYTES: usize = 4;
 /// + correlation_id (4) + flags (2) + control_len (4) = 18 bytes.
 pub const FRAME_HEADER_BYTES: usize = 18;
 
+/// Position of `correlation_id` in a frame, prefix included.
+const CORRELATION_ID_AT: usize = 8;
+
+/// Position of `flags` in a frame, just past `correlation_id`.
+const FRAME_FLAGS_AT: usize = 12;
+
+/// Position of `control_len` in a frame, prefix included.
+const CONTROL_LEN_AT: usize = 14;
+
 /// Smallest legal `frame_len` value: the fixed fields after the prefix (14 bytes).
 const FRAME_LEN_MIN: usize = FRAME_HEADER_BYTES - FRAME_PREFIX_BYTES;
 
@@ -243,6 +252,17 @@ where
     })
 }
 
+/// The control body of a frame (prefix included) of which `received` bytes have arrived, once
+/// all of it has; `None` before, and for a `control_len` over `CONTROL_BYTES_MAX`.
+pub fn received_control(received: &[u8]) -> Option<&[u8]> {
+    let mut control_len = received.get(CONTROL_LEN_AT..FRAME_HEADER_BYTES)?;
+    let control_len = control_len.get_u32() as usize;
+    if control_len > CONTROL_BYTES_MAX {
+        return None;
+    }
+    received.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + control_len)
+}
+
 /// Reassembles frames from a byte stream read in arbitrary pieces.
 ///
 /// Read socket data into [`FrameDecoder::buffer_mut`], then call [`FrameDecoder::next_frame`]
@@ -349,6 +369,20 @@ impl FrameDecoder {
         unsafe { self.buffer.set_len(self.buffer.len() + got) };
         self.last_read_bytes = got;
         Ok(Some(got))
+    }
+
+    /// The head frame's correlation id and its bytes received so far (prefix included, none of
+    /// the next frame's), once its fixed header has arrived: for a reader that looks at a large
+    /// frame while it is still arriving. The length fields are not checked here; `next_frame`
+    /// checks them before the frame is handed out.
+    pub fn head_frame_prefix(&self) -> Option<(u32, &[u8])> {
+        let frame_bytes = usize::try_from(self.peek_frame_bytes()?).ok()?;
+        let mut correlation_id = self.buffer.get(CORRELATION_ID_AT..FRAME_FLAGS_AT)?;
+        let correlation_id = correlation_id.get_u32();
+        Some((
+            correlation_id,
+            &self.buffer[..self.buffer.len().min(frame_bytes)],
+        ))
     }
 
     /// Records how many bytes the last socket read returned, for `read_bytes_hint`.

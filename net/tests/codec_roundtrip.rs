@@ -471,6 +471,38 @@ proptest! {
             prop_assert_eq!(&frame.payload[..], &payload[..]);
         }
     }
+
+    // While a frame arrives, head_frame_prefix shows exactly its received bytes (never the next
+    // frame's) under its correlation id once the id has arrived, and received_control gives its
+    // control body once that is whole.
+    #[test]
+    fn a_frame_is_visible_as_it_arrives(
+        (body, correlation_id, payload) in (fetch_response(), any::<u32>(), vec(any::<u8>(), 0..512)),
+        received in any::<prop::sample::Index>(),
+    ) {
+        let header = FrameHeader::request(ApiKey::Fetch, 0, correlation_id).response();
+        let frame = frame_bytes(header, &body, &payload);
+        let mut stream = frame.to_vec();
+        stream.extend_from_slice(&frame);
+        let received = received.index(stream.len() + 1);
+        let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
+        decoder.buffer_mut().extend_from_slice(&stream[..received]);
+        let shown = decoder.head_frame_prefix();
+        if received < 12 {
+            prop_assert!(shown.is_none());
+        } else {
+            let visible = received.min(frame.len());
+            prop_assert_eq!(shown, Some((correlation_id, &frame[..visible])));
+            let control_end = frame.len() - payload.len();
+            let control = received_control(&frame[..visible]);
+            if visible >= control_end {
+                let decoded: FetchResponse = decode_control(control.unwrap()).unwrap();
+                prop_assert_eq!(decoded, body);
+            } else {
+                prop_assert!(control.is_none());
+            }
+        }
+    }
 }
 
 // The ApiVersions answer lists exactly the implemented table, and every listed version passes

@@ -31,6 +31,7 @@ mod codec;
 mod crc;
 mod fuzz;
 mod record;
+mod stream_check;
 pub(crate) mod varint;
 
 pub use builder::{BatchBuilder, RecordsCrc};
@@ -40,6 +41,7 @@ pub use record::{
     decode_records, decode_records_shared, for_each_record_shared, Record, RecordHeader,
     DECOMPRESSED_BYTES_MAX,
 };
+pub use stream_check::StreamCheck;
 
 use bytes::{Buf, BufMut};
 
@@ -315,6 +317,16 @@ pub fn crc_of(buf: &[u8]) -> Result<u32, BatchError> {
 /// in buf, total size <= batch_bytes_max, records_count >= 0, last_offset_delta >= 0, known codec,
 /// CRC matches.
 pub fn validate_batch(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, BatchError> {
+    validate_batch_crc(buf, batch_bytes_max, true)
+}
+
+/// [`validate_batch`], with the CRC computed only when `check_crc` (false for a batch whose
+/// CRC a [`StreamCheck`] already matched).
+fn validate_batch_crc(
+    buf: &[u8],
+    batch_bytes_max: usize,
+    check_crc: bool,
+) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let total = header.total_bytes();
     // The size limit is checked before the bytes are required so a reader can reject an
@@ -333,12 +345,14 @@ pub fn validate_batch(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeader,
     }
     // The CRC comes before the field checks so that a flipped bit anywhere in the covered region
     // is reported as corruption rather than as whatever nonsense value it produced.
-    let computed = crc32c::crc32c(&buf[CRC_COVERED_START..total]);
-    if computed != header.crc {
-        return Err(BatchError::CrcMismatch {
-            stored: header.crc,
-            computed,
-        });
+    if check_crc {
+        let computed = crc32c::crc32c(&buf[CRC_COVERED_START..total]);
+        if computed != header.crc {
+            return Err(BatchError::CrcMismatch {
+                stored: header.crc,
+                computed,
+            });
+        }
     }
     check_fields(&header)?;
     Ok(header)
@@ -464,6 +478,8 @@ pub struct BatchIter<'a> {
     batch_bytes_max: usize,
     position: usize,
     failed: bool,
+    /// Batches that end at or before this position had their CRC matched already.
+    crc_verified_bytes: usize,
 }
 
 impl<'a> BatchIter<'a> {
@@ -474,7 +490,16 @@ impl<'a> BatchIter<'a> {
             batch_bytes_max,
             position: 0,
             failed: false,
+            crc_verified_bytes: 0,
         }
+    }
+
+    /// Skips the CRC computation (every other check still runs) for the batches within the
+    /// first `verified_bytes` of the buffer: a [`StreamCheck`]'s `verified_bytes` over the same
+    /// bytes, whose batches it matched as they arrived.
+    pub fn crc_verified_before(mut self, verified_bytes: usize) -> Self {
+        self.crc_verified_bytes = verified_bytes;
+        self
     }
 
     /// Bytes consumed so far: always a batch boundary, and after an error the position of the
@@ -492,7 +517,11 @@ impl<'a> Iterator for BatchIter<'a> {
             return None;
         }
         let rest = &self.buf[self.position..];
-        match validate_batch(rest, self.batch_bytes_max) {
+        // Only a batch wholly inside the verified prefix may skip its CRC.
+        let check_crc = BatchHeader::parse(rest).map_or(true, |header| {
+            self.position + header.total_bytes() > self.crc_verified_bytes
+        });
+        match validate_batch_crc(rest, self.batch_bytes_max, check_crc) {
             Ok(header) => {
                 let batch = &rest[..header.total_bytes()];
                 self.position += batch.len();

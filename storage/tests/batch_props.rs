@@ -5,8 +5,8 @@ use proptest::prelude::*;
 use sluice_storage::batch::{
     crc_of, decode_records, refresh_crc, stamp, stamp_producer, stamp_producer_with,
     validate_batch, BatchBuilder, BatchError, BatchHeader, BatchIter, Compression, Record,
-    RecordHeader, RecordsCrc, BATCH_HEADER_BYTES, CRC_COVERED_START, DECOMPRESSED_BYTES_MAX,
-    LOG_OVERHEAD_BYTES, MAGIC_V2,
+    RecordHeader, RecordsCrc, StreamCheck, BATCH_HEADER_BYTES, CRC_COVERED_START,
+    DECOMPRESSED_BYTES_MAX, LOG_OVERHEAD_BYTES, MAGIC_V2,
 };
 
 /// Size limit handed to validate_batch when the test is not about the limit.
@@ -387,6 +387,54 @@ proptest! {
         prop_assert_eq!(good, appended.len());
         prop_assert!(iter.next().is_none());
         prop_assert_eq!(iter.position(), position);
+    }
+
+    // Proves a StreamCheck fed a growing prefix in arbitrary pieces vouches for exactly the
+    // whole batches of the stream (never a torn tail), stops before a batch with a flipped byte,
+    // and that BatchIter, told what it verified, still reports that batch's CRC mismatch.
+    #[test]
+    fn stream_check_vouches_for_exactly_the_sound_whole_batches(
+        batches in proptest::collection::vec((input_records(), codec()), 1..6),
+        tail_cut in any::<proptest::sample::Index>(),
+        pieces in proptest::collection::vec(1..400usize, 1..40),
+        flip in proptest::option::of((any::<proptest::sample::Index>(), any::<proptest::sample::Index>())),
+    ) {
+        let mut stream = Vec::new();
+        let mut ends = Vec::new();
+        for (records, compression) in &batches {
+            stream.extend_from_slice(&build(*compression, records));
+            ends.push(stream.len());
+        }
+        let whole = stream.len();
+        let torn = build(batches[0].1, &batches[0].0);
+        stream.extend_from_slice(&torn[..tail_cut.index(torn.len())]);
+        let mut sound = ends.clone();
+        if let Some((which, at)) = flip {
+            let batch = which.index(ends.len());
+            let start = if batch == 0 { 0 } else { ends[batch - 1] };
+            stream[start + CRC_COVERED_START + at.index(ends[batch] - start - CRC_COVERED_START)] ^= 0x20;
+            sound.truncate(batch);
+        }
+        let mut check = StreamCheck::new(stream.len(), BATCH_BYTES_MAX);
+        let mut received = 0;
+        for piece in pieces.iter().cycle() {
+            received = (received + piece).min(stream.len());
+            check.feed(&stream[..received]);
+            let vouched = sound.iter().copied().rev().find(|&end| end <= received).unwrap_or(0);
+            prop_assert!(check.verified_bytes() <= vouched);
+            if received == stream.len() {
+                break;
+            }
+        }
+        prop_assert_eq!(check.verified_bytes(), sound.last().copied().unwrap_or(0));
+        let results: Vec<_> = BatchIter::new(&stream[..whole], BATCH_BYTES_MAX)
+            .crc_verified_before(check.verified_bytes())
+            .collect();
+        prop_assert_eq!(results.iter().take_while(|result| result.is_ok()).count(), sound.len());
+        if sound.len() < ends.len() {
+            let is_crc_mismatch = matches!(results.last(), Some(Err(BatchError::CrcMismatch { .. })));
+            prop_assert!(is_crc_mismatch);
+        }
     }
 }
 
