@@ -15,6 +15,10 @@ use sluice_net::{
 };
 
 const TOPIC: &str = "bad-input";
+/// Pieces a produce request is written in, and the pause after each, so the broker reads it in
+/// several reads.
+const PRODUCE_PIECES: usize = 4;
+const PIECE_PAUSE_MS: u64 = 20;
 
 fn protocol_errors(admin: SocketAddr, kind: &str) -> u64 {
     let (_, body) = http_get(admin, "/metrics");
@@ -187,6 +191,34 @@ fn send_malformed_requests(stream: &mut TcpStream, admin: SocketAddr) {
         ErrorCode::CorruptMessage.code()
     );
     assert!(protocol_errors(admin, "corrupt_batch") >= 1);
+
+    // A sound batch, then the corrupt one, arriving in pieces: the broker checks the CRCs of
+    // what has arrived after each read; the corrupt batch must still be refused, and with it
+    // the whole request.
+    let sound = batch("sound", 3);
+    let mut payload = BytesMut::from(&sound[..]);
+    payload.extend_from_slice(&corrupt);
+    let request = produce_request(TOPIC, 0, payload.len());
+    let mut out = BytesMut::new();
+    encode_frame(
+        &mut out,
+        FrameHeader::request(ApiKey::Produce, 0, 13),
+        &request,
+        payload.len(),
+    )
+    .unwrap();
+    out.extend_from_slice(&payload);
+    let piece = out.len() / PRODUCE_PIECES + 1;
+    for chunk in out.chunks(piece) {
+        stream.write_all(chunk).unwrap();
+        stream.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(PIECE_PAUSE_MS));
+    }
+    let produce: ProduceResponse = read_response(stream).decode().unwrap();
+    assert_eq!(
+        produce.partitions[0].error,
+        ErrorCode::CorruptMessage.code()
+    );
 }
 
 // Proves well-framed but bad requests get a clear error response on a connection that keeps

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use sluice_net::messages::FetchResponse;
 use sluice_net::{decode_control, received_control, FRAME_HEADER_BYTES};
 use sluice_storage::batch::{
-    for_each_record_shared, BatchError, BatchHeader, BatchIter, StreamCheck,
+    for_each_record_shared, BatchError, BatchHeader, BatchIter, PartsCheck,
 };
 
 use crate::error::ClientError;
@@ -53,11 +53,9 @@ pub struct FetchedBatches {
 #[derive(Debug)]
 pub(crate) struct FetchCheck {
     batch_bytes_max: usize,
-    /// Per partition, in the response's order: where its records start in the frame, and
-    /// their check. Empty until the control body has arrived.
-    partitions: Vec<(usize, StreamCheck)>,
-    /// The control body was read (or could not be).
-    laid_out: bool,
+    /// Each partition's records; `None` until the control body has arrived, empty when it did
+    /// not decode (the requester reports that).
+    parts: Option<PartsCheck>,
 }
 
 impl FetchCheck {
@@ -65,50 +63,36 @@ impl FetchCheck {
     pub(crate) fn new(batch_bytes_max: usize) -> Self {
         FetchCheck {
             batch_bytes_max,
-            partitions: Vec::new(),
-            laid_out: false,
+            parts: None,
         }
     }
 
     /// Checks what `frame` (the response frame's bytes so far, prefix included) adds.
     pub(crate) fn observe(&mut self, frame: &[u8]) {
-        if !self.laid_out {
+        if self.parts.is_none() {
             let Some(control) = received_control(frame) else {
                 return;
             };
-            self.laid_out = true;
-            self.lay_out(control);
+            let part_bytes = decode_control::<FetchResponse>(control)
+                .map(|response| response.partitions)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|partition| partition.records_bytes as usize);
+            let start = FRAME_HEADER_BYTES + control.len();
+            self.parts = Some(PartsCheck::new(start, part_bytes, self.batch_bytes_max));
         }
-        for (start, check) in &mut self.partitions {
-            let Some(records) = frame.get(*start..) else {
-                return;
-            };
-            check.feed(records);
-        }
-    }
-
-    /// Where each partition's records start, from the control body. A body that does not
-    /// decode leaves nothing checked early; the requester reports it.
-    fn lay_out(&mut self, control: &[u8]) {
-        let Ok(response) = decode_control::<FetchResponse>(control) else {
-            return;
-        };
-        let mut start = FRAME_HEADER_BYTES + control.len();
-        for partition in &response.partitions {
-            let bytes = partition.records_bytes as usize;
-            self.partitions
-                .push((start, StreamCheck::new(bytes, self.batch_bytes_max)));
-            start += bytes;
+        if let Some(parts) = &mut self.parts {
+            parts.feed(frame);
         }
     }
 
     /// Per partition, in the response's order, the length of the prefix of its records whose
     /// batches were checked as they arrived.
     pub(crate) fn verified_bytes(&self) -> Vec<usize> {
-        self.partitions
-            .iter()
-            .map(|(_, check)| check.verified_bytes())
-            .collect()
+        self.parts
+            .as_ref()
+            .map(PartsCheck::verified_bytes)
+            .unwrap_or_default()
     }
 }
 

@@ -30,8 +30,9 @@ use crate::splice::{local_splicer, Splicer};
 const READ_BYTES_MIN: usize = 16 * 1024;
 
 /// Largest socket read, in bytes. A large frame is read in pieces of at most this size into the
-/// buffer the decoder reserved for it.
-const READ_BYTES_MAX: usize = 1024 * 1024;
+/// buffer the decoder reserved for it; small enough that a piece is still in the cache when a
+/// `read_frame_observed` observer checks it.
+const READ_BYTES_MAX: usize = 256 * 1024;
 
 /// One piece of a frame's payload.
 #[derive(Debug, Clone)]
@@ -149,7 +150,21 @@ impl Connection {
 
     /// The next frame, or `None` when the peer closed the connection cleanly between frames.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, NetError> {
+        self.read_frame_observed(&mut |_| {}).await
+    }
+
+    /// [`read_frame`](Self::read_frame), showing `observer` the frame's received bytes (prefix
+    /// included, none of the next frame's) after every socket read while it arrives, and once
+    /// more when it is whole: a reader can look at a large frame's bytes while they are still
+    /// in the cache.
+    pub async fn read_frame_observed(
+        &mut self,
+        observer: &mut dyn FnMut(&[u8]),
+    ) -> Result<Option<Frame>, NetError> {
         loop {
+            if let Some((_, received)) = self.decoder.head_frame_prefix() {
+                observer(received);
+            }
             if let Some(frame) = self.decoder.next_frame()? {
                 return Ok(Some(frame));
             }

@@ -263,6 +263,12 @@ pub fn received_control(received: &[u8]) -> Option<&[u8]> {
     received.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + control_len)
 }
 
+/// The `api` of a frame (prefix included) of which `received` bytes have arrived, once it has.
+pub fn received_api(received: &[u8]) -> Option<u16> {
+    let mut api = received.get(FRAME_PREFIX_BYTES..FRAME_PREFIX_BYTES + 2)?;
+    Some(api.get_u16())
+}
+
 /// Reassembles frames from a byte stream read in arbitrary pieces.
 ///
 /// Read socket data into [`FrameDecoder::buffer_mut`], then call [`FrameDecoder::next_frame`]

@@ -24,8 +24,8 @@ pub use api::{check_version, supported_versions, ApiKey, ErrorCode};
 pub use conn::{write_payload_parts, Connection, PayloadPart};
 pub use error::NetError;
 pub use frame::{
-    decode_control, encode_frame, received_control, ControlDecode, ControlEncode, Frame,
-    FrameDecoder, FrameHeader, CONTROL_BYTES_MAX, FLAG_RESPONSE, FRAME_BYTES_MAX,
+    decode_control, encode_frame, received_api, received_control, ControlDecode, ControlEncode,
+    Frame, FrameDecoder, FrameHeader, CONTROL_BYTES_MAX, FLAG_RESPONSE, FRAME_BYTES_MAX,
     FRAME_HEADER_BYTES, FRAME_PREFIX_BYTES,
 };
 pub use messages::*;

@@ -1,7 +1,7 @@
 //! Messages between shards. Every request is an owned value (`Send`, nothing borrowed) that
 //! carries the oneshot sender its answer goes back on: one hop there, one hop back.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_channel::oneshot;
 
 use crate::error::PartitionError;
@@ -93,8 +93,8 @@ pub enum ShardRequest {
         topic: String,
         /// The partition.
         partition: i32,
-        /// Concatenated record batches.
-        batches: BytesMut,
+        /// Concatenated record batches, with what is known of their CRCs.
+        batches: sluice_storage::AppendBatches,
         /// acks=all: answer only once the high watermark passes the appended records, waiting
         /// at most this many milliseconds. `None`: answer after the local append.
         acks_all_timeout_ms: Option<u64>,

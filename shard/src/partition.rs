@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_channel::oneshot;
 use glommio::sync::{Permit, Semaphore};
-use sluice_storage::{CleanupPolicy, LogConfig, PartitionLog, Ratio, ReadSlice, StorageError};
+use sluice_storage::{
+    AppendBatches, CleanupPolicy, LogConfig, PartitionLog, Ratio, ReadSlice, StorageError,
+};
 use uuid::Uuid;
 
 use crate::error::{PartitionError, ShardError};
@@ -278,7 +280,10 @@ impl Partition {
     }
 
     /// Appends batches as the leader, answering after the local append (acks=1).
-    pub async fn append(&self, batches: BytesMut) -> Result<AppendOutcome, PartitionError> {
+    pub async fn append(
+        &self,
+        batches: impl Into<AppendBatches>,
+    ) -> Result<AppendOutcome, PartitionError> {
         self.append_as_leader(batches, None).await
     }
 
@@ -289,14 +294,15 @@ impl Partition {
     /// that long.
     pub async fn append_as_leader(
         &self,
-        batches: BytesMut,
+        batches: impl Into<AppendBatches>,
         acks_all: Option<Duration>,
     ) -> Result<AppendOutcome, PartitionError> {
+        let batches = batches.into();
         // Held from the role check until the records are published and counted, so a role
         // change (which takes every permit) never lands in between.
         let held = self.hold_role().await.ok_or_else(|| self.not_leader())?;
         let (epoch, generation) = self.check_append(acks_all.is_some())?;
-        let bytes = batches.len() as u64;
+        let bytes = batches.bytes.len() as u64;
         let info = self
             .log
             .append(batches, epoch)

@@ -6,14 +6,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
 use glommio::Task;
 
 use sluice_group::{GroupErrorCode, GroupRequest, GroupResponse};
-use sluice_storage::StorageError;
+use sluice_storage::{AppendBatches, StorageError};
 
 use crate::error::{PartitionError, ShardError};
 use crate::message::{
@@ -206,7 +206,7 @@ impl Shard {
         &self,
         topic: &str,
         partition: i32,
-        batches: BytesMut,
+        batches: impl Into<AppendBatches>,
     ) -> Result<AppendOutcome, PartitionError> {
         self.append_acked(topic, partition, batches, None).await
     }
@@ -218,10 +218,12 @@ impl Shard {
         &self,
         topic: &str,
         partition: i32,
-        batches: BytesMut,
+        batches: impl Into<AppendBatches>,
         acks_all: Option<Duration>,
     ) -> Result<AppendOutcome, PartitionError> {
-        let outcome = self.route_append(topic, partition, batches, acks_all).await;
+        let outcome = self
+            .route_append(topic, partition, batches.into(), acks_all)
+            .await;
         if outcome.as_ref().is_ok_and(|outcome| outcome.duplicate) {
             self.metrics.produce_duplicate_batches.increment();
         }
@@ -232,7 +234,7 @@ impl Shard {
         &self,
         topic: &str,
         partition: i32,
-        batches: BytesMut,
+        batches: AppendBatches,
         acks_all: Option<Duration>,
     ) -> Result<AppendOutcome, PartitionError> {
         match self.route(topic, partition) {

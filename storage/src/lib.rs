@@ -26,6 +26,6 @@ pub use config::{
 pub use error::StorageError;
 pub use fuzz_recovery::{fuzz_recovery, RecoveryOutcome};
 pub use log::{
-    AppendInfo, FileSlice, PartitionLog, ReadSlice, APPEND_BYTES_MAX, APPEND_INFLIGHT_BYTES_MAX,
-    APPEND_INFLIGHT_MAX,
+    AppendBatches, AppendInfo, FileSlice, PartitionLog, ReadSlice, APPEND_BYTES_MAX,
+    APPEND_INFLIGHT_BYTES_MAX, APPEND_INFLIGHT_MAX,
 };

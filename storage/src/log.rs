@@ -69,6 +69,27 @@ pub const RECOVERY_POINT_CHECKPOINT_MS: i64 = 60_000;
 /// `producer.id.expiration.check.interval.ms` default).
 pub const PRODUCER_EXPIRATION_CHECK_MS: i64 = 600_000;
 
+/// Batches for [`PartitionLog::append`], with what is known of their CRCs already.
+#[derive(Debug)]
+pub struct AppendBatches {
+    /// Whole batches, back to back.
+    pub bytes: bytes::BytesMut,
+    /// Length of the prefix of `bytes` whose batches' CRCs were matched as they arrived (a
+    /// [`StreamCheck`](crate::batch::StreamCheck)'s `verified_bytes` over the same bytes; 0 when
+    /// none were): the log does not compute those CRCs again. Every other check still runs.
+    pub crc_verified_bytes: usize,
+}
+
+impl From<bytes::BytesMut> for AppendBatches {
+    /// Batches none of whose CRCs were checked yet.
+    fn from(bytes: bytes::BytesMut) -> Self {
+        AppendBatches {
+            bytes,
+            crc_verified_bytes: 0,
+        }
+    }
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -354,18 +375,18 @@ impl PartitionLog {
     /// does: the cleaner could never tell them apart.
     pub async fn append(
         &self,
-        batches: bytes::BytesMut,
+        batches: impl Into<AppendBatches>,
         leader_epoch: i32,
     ) -> Result<AppendInfo, StorageError> {
+        let AppendBatches {
+            bytes,
+            crc_verified_bytes,
+        } = batches.into();
         if self.inner.config().cleanup_policy.compacts() {
-            crate::compaction::require_keys(&batches, self.inner.config().batch_bytes_max)?;
+            crate::compaction::require_keys(&bytes, self.inner.config().batch_bytes_max)?;
         }
-        LogInner::append(
-            &self.inner,
-            batches,
-            append::AppendKind::Leader(leader_epoch),
-        )
-        .await
+        let kind = append::AppendKind::Leader(leader_epoch);
+        LogInner::append(&self.inner, bytes, crc_verified_bytes, kind).await
     }
 
     /// Follower append: keeps the offsets and epochs the batches carry; the first base offset
@@ -374,7 +395,7 @@ impl PartitionLog {
         &self,
         batches: bytes::BytesMut,
     ) -> Result<AppendInfo, StorageError> {
-        LogInner::append(&self.inner, batches, append::AppendKind::Replicated).await
+        LogInner::append(&self.inner, batches, 0, append::AppendKind::Replicated).await
     }
 
     /// Whole batches from the one containing `offset`, up to `max_bytes` but always at least

@@ -18,6 +18,7 @@ use sluice_net::{ApiKey, Connection, Frame, NetError};
 use sluice_shard::ProtocolErrorKind;
 
 use super::handlers::{self, Outcome, Outgoing};
+use super::produce::ProduceCheck;
 use super::ShardServer;
 
 /// A request whose handler is running, queued for the writer in arrival order.
@@ -59,12 +60,16 @@ async fn read_loop(
     permits: Rc<Semaphore>,
     peer: Option<std::net::SocketAddr>,
 ) {
+    let mut check = ProduceCheck::new(server.shared.config.limits.frame_bytes_max);
     loop {
-        let next = futures_lite::future::or(async { Some(reader.read_frame().await) }, async {
+        let mut observer = |received: &[u8]| check.observe(received);
+        let reading = reader.read_frame_observed(&mut observer);
+        let next = futures_lite::future::or(async { Some(reading.await) }, async {
             server.stop.wait().await;
             None
         })
         .await;
+        let crc_verified = check.take();
         let frame = match next {
             // Draining: read no more requests; the ones already read are still answered.
             None => return,
@@ -95,7 +100,7 @@ async fn read_loop(
         // Detached: a handler is never cancelled half-way (an append runs to completion even if
         // the connection goes away); its answer is simply dropped then.
         glommio::spawn_local(async move {
-            let outcome = handlers::handle(&handling, frame, peer).await;
+            let outcome = handlers::handle(&handling, frame, crc_verified, peer).await;
             let _ = answer_sender.send(outcome);
         })
         .detach();

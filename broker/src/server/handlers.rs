@@ -103,10 +103,12 @@ pub const API_NAMES: [&str; 25] = [
 ];
 
 /// Runs the handler of `frame`'s api (the reader already checked the api key is known);
-/// `peer` is the client's address (group members are described by it).
+/// `crc_verified` is its `ProduceCheck`'s (empty for other apis); `peer` is the client's address
+/// (group members are described by it).
 pub async fn handle(
     server: &Rc<ShardServer>,
     frame: Frame,
+    crc_verified: Vec<usize>,
     peer: Option<std::net::SocketAddr>,
 ) -> Outcome {
     let header = frame.header.response();
@@ -135,7 +137,7 @@ pub async fn handle(
             Ok(request) => Ok(Body::DeleteTopics(delete_topics(server, request).await)),
             Err(error) => Err(error),
         },
-        ApiKey::Produce => return produce::handle(server, header, frame).await,
+        ApiKey::Produce => return produce::handle(server, header, frame, crc_verified).await,
         ApiKey::Fetch => match fetch::handle(server, &frame).await {
             Ok((body, parts)) => Ok(Body::Fetch(body, parts)),
             Err(error) => Err(error),

@@ -19,9 +19,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use sluice_net::{
-    ErrorCode, Frame, FrameHeader, ProducePartitionResult, ProduceRequest, ProduceResponse,
+    decode_control, received_api, received_control, ErrorCode, Frame, FrameHeader,
+    ProducePartitionResult, ProduceRequest, ProduceResponse, FRAME_HEADER_BYTES,
 };
 use sluice_shard::ProtocolErrorKind;
+use sluice_storage::batch::PartsCheck;
+use sluice_storage::AppendBatches;
 
 use super::handlers::{self, Body, Outcome, Outgoing};
 use super::ShardServer;
@@ -31,8 +34,71 @@ const ACKS_NONE: i8 = 0;
 const ACKS_LEADER: i8 = 1;
 const ACKS_ALL: i8 = -1;
 
-/// Handles one Produce request.
-pub async fn handle(server: &Rc<ShardServer>, header: FrameHeader, frame: Frame) -> Outcome {
+/// Checks the CRCs of a Produce request's batches while the request arrives, each socket
+/// read's bytes while they are still in the cache (a request of many megabytes checked once it
+/// is whole is checked at memory speed). Fed the head frame's received prefix by
+/// `Connection::read_frame_observed`; taken once the frame is whole. The logs skip the CRCs it
+/// matched and fully check everything else.
+pub struct ProduceCheck {
+    batch_bytes_max: usize,
+    /// The head frame's partitions: `None` until its control body has arrived, empty for
+    /// another api or a body that does not decode (the handler reports that).
+    parts: Option<PartsCheck>,
+}
+
+impl ProduceCheck {
+    /// A check whose batches are at most `batch_bytes_max` bytes each (larger ones are left to
+    /// the logs, which apply their own bound anyway).
+    pub fn new(batch_bytes_max: usize) -> Self {
+        ProduceCheck {
+            batch_bytes_max,
+            parts: None,
+        }
+    }
+
+    /// Checks what `frame` (the head frame's bytes so far, prefix included) adds.
+    pub fn observe(&mut self, frame: &[u8]) {
+        if self.parts.is_none() {
+            let Some(api) = received_api(frame) else {
+                return;
+            };
+            if api != sluice_net::ApiKey::Produce.code() {
+                self.parts = Some(PartsCheck::default());
+                return;
+            }
+            let Some(control) = received_control(frame) else {
+                return;
+            };
+            let part_bytes = decode_control::<ProduceRequest>(control)
+                .map(|request| request.partitions)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|partition| partition.records_bytes as usize);
+            let start = FRAME_HEADER_BYTES + control.len();
+            self.parts = Some(PartsCheck::new(start, part_bytes, self.batch_bytes_max));
+        }
+        if let Some(parts) = &mut self.parts {
+            parts.feed(frame);
+        }
+    }
+
+    /// For the frame just read whole: per partition, in the request's order, the length of the
+    /// prefix of its batches whose CRCs matched. Starts over for the next frame.
+    pub fn take(&mut self) -> Vec<usize> {
+        self.parts
+            .take()
+            .map(|parts| parts.verified_bytes())
+            .unwrap_or_default()
+    }
+}
+
+/// Handles one Produce request; `crc_verified` is its [`ProduceCheck`]'s.
+pub async fn handle(
+    server: &Rc<ShardServer>,
+    header: FrameHeader,
+    frame: Frame,
+    crc_verified: Vec<usize>,
+) -> Outcome {
     let request = match frame.decode::<ProduceRequest>() {
         Ok(request) => request,
         Err(error) => {
@@ -58,7 +124,17 @@ pub async fn handle(server: &Rc<ShardServer>, header: FrameHeader, frame: Frame)
         all_failed(&request, ErrorCode::InvalidRequiredAcks, &message)
     } else {
         match split_payload(&request, frame.payload) {
-            Ok(payloads) => append_all(server, &request, payloads).await,
+            Ok(payloads) => {
+                let batches = payloads
+                    .into_iter()
+                    .enumerate()
+                    .map(|(at, bytes)| AppendBatches {
+                        bytes,
+                        crc_verified_bytes: crc_verified.get(at).copied().unwrap_or(0),
+                    })
+                    .collect();
+                append_all(server, &request, batches).await
+            }
             Err(message) => {
                 server
                     .metrics()
@@ -144,7 +220,7 @@ fn failed(
 async fn append_all(
     server: &Rc<ShardServer>,
     request: &ProduceRequest,
-    payloads: Vec<BytesMut>,
+    payloads: Vec<AppendBatches>,
 ) -> Vec<ProducePartitionResult> {
     let acks_all =
         (request.acks == ACKS_ALL).then(|| Duration::from_millis(u64::from(request.timeout_ms)));
@@ -172,13 +248,13 @@ async fn append_one(
     server: &ShardServer,
     topic: String,
     partition: i32,
-    batches: BytesMut,
+    batches: AppendBatches,
     acks_all: Option<Duration>,
 ) -> ProducePartitionResult {
-    // The owning log validates every batch (sizes, header, CRC) before writing anything, and
-    // its errors map to the same codes and metrics; validating here as well would checksum
-    // every produced byte twice.
-    let length = batches.len() as u64;
+    // The owning log validates every batch (sizes, header, CRC unless the ProduceCheck matched
+    // it) before writing anything, and its errors map to the same codes and metrics;
+    // validating here as well would checksum every produced byte twice.
+    let length = batches.bytes.len() as u64;
     let appended = server
         .shard
         .append_acked(&topic, partition, batches, acks_all)

@@ -110,3 +110,52 @@ impl StreamCheck {
         })
     }
 }
+
+/// [`StreamCheck`]s of consecutive parts of one buffer that is still arriving, each part a
+/// stream of batches: the payload of a frame that carries several partitions' records
+/// back to back (a fetch response, a produce request).
+#[derive(Debug, Clone, Default)]
+pub struct PartsCheck {
+    /// Per part, in order: where it starts in the buffer, and its check.
+    parts: Vec<(usize, StreamCheck)>,
+}
+
+impl PartsCheck {
+    /// Checks of parts of `part_bytes` bytes each, laid out back to back from position
+    /// `start` of the buffer, with batches of at most `batch_bytes_max` bytes.
+    pub fn new(
+        start: usize,
+        part_bytes: impl IntoIterator<Item = usize>,
+        batch_bytes_max: usize,
+    ) -> Self {
+        let mut next = start;
+        let parts = part_bytes
+            .into_iter()
+            .map(|bytes| {
+                let part = (next, StreamCheck::new(bytes, batch_bytes_max));
+                next = next.saturating_add(bytes);
+                part
+            })
+            .collect();
+        PartsCheck { parts }
+    }
+
+    /// Checksums what `received` (the buffer's prefix so far) holds beyond what earlier calls
+    /// saw.
+    pub fn feed(&mut self, received: &[u8]) {
+        for (start, check) in &mut self.parts {
+            let Some(part) = received.get(*start..) else {
+                return;
+            };
+            check.feed(part);
+        }
+    }
+
+    /// Per part, in order, the length of its prefix of batches whose CRCs matched.
+    pub fn verified_bytes(&self) -> Vec<usize> {
+        self.parts
+            .iter()
+            .map(|(_, check)| check.verified_bytes())
+            .collect()
+    }
+}

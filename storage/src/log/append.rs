@@ -82,8 +82,13 @@ fn append_info(batches: &[BatchMeta]) -> AppendInfo {
     }
 }
 
-/// Checks every batch of an append (header, size limit, CRC) before anything is written.
-fn validate_input(batches: &[u8], batch_bytes_max: usize) -> Result<Vec<BatchMeta>, StorageError> {
+/// Checks every batch of an append (header, size limit, CRC) before anything is written; the
+/// CRCs of the batches within the first `crc_verified_bytes` were matched as they arrived.
+fn validate_input(
+    batches: &[u8],
+    batch_bytes_max: usize,
+    crc_verified_bytes: usize,
+) -> Result<Vec<BatchMeta>, StorageError> {
     if batches.is_empty() {
         return Err(StorageError::EmptyAppend);
     }
@@ -93,7 +98,7 @@ fn validate_input(batches: &[u8], batch_bytes_max: usize) -> Result<Vec<BatchMet
             max: APPEND_BYTES_MAX,
         });
     }
-    let mut iter = BatchIter::new(batches, batch_bytes_max);
+    let mut iter = BatchIter::new(batches, batch_bytes_max).crc_verified_before(crc_verified_bytes);
     let mut metas = Vec::new();
     loop {
         let position = iter.position();
@@ -109,10 +114,12 @@ impl LogInner {
     pub(super) async fn append(
         self: &Rc<Self>,
         mut batches: BytesMut,
+        crc_verified_bytes: usize,
         kind: AppendKind,
     ) -> Result<AppendInfo, StorageError> {
         self.check_open()?;
-        let mut metas = validate_input(&batches, self.config().batch_bytes_max)?;
+        let batch_bytes_max = self.config().batch_bytes_max;
+        let mut metas = validate_input(&batches, batch_bytes_max, crc_verified_bytes)?;
         let units = batches.len().min(APPEND_INFLIGHT_BYTES_MAX) as u64;
         let bytes_slot = crate::sync::acquire_static_permit(&self.inflight_bytes, units)
             .await
