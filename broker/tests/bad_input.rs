@@ -20,6 +20,16 @@ const TOPIC: &str = "bad-input";
 const PRODUCE_PIECES: usize = 4;
 const PIECE_PAUSE_MS: u64 = 20;
 
+/// A Produce request frame carrying `payload` to partition 0 of `TOPIC`.
+fn produce_frame(correlation_id: u32, payload: &[u8]) -> BytesMut {
+    let request = produce_request(TOPIC, 0, payload.len());
+    let mut out = BytesMut::new();
+    let header = FrameHeader::request(ApiKey::Produce, 0, correlation_id);
+    encode_frame(&mut out, header, &request, payload.len()).unwrap();
+    out.extend_from_slice(payload);
+    out
+}
+
 fn protocol_errors(admin: SocketAddr, kind: &str) -> u64 {
     let (_, body) = http_get(admin, "/metrics");
     body.lines()
@@ -174,17 +184,7 @@ fn send_malformed_requests(stream: &mut TcpStream, admin: SocketAddr) {
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0x5a;
     let corrupt: Bytes = corrupt.freeze();
-    let request = produce_request(TOPIC, 0, corrupt.len());
-    let mut out = BytesMut::new();
-    encode_frame(
-        &mut out,
-        FrameHeader::request(ApiKey::Produce, 0, 12),
-        &request,
-        corrupt.len(),
-    )
-    .unwrap();
-    out.extend_from_slice(&corrupt);
-    stream.write_all(&out).unwrap();
+    stream.write_all(&produce_frame(12, &corrupt)).unwrap();
     let produce: ProduceResponse = read_response(stream).decode().unwrap();
     assert_eq!(
         produce.partitions[0].error,
@@ -198,16 +198,7 @@ fn send_malformed_requests(stream: &mut TcpStream, admin: SocketAddr) {
     let sound = batch("sound", 3);
     let mut payload = BytesMut::from(&sound[..]);
     payload.extend_from_slice(&corrupt);
-    let request = produce_request(TOPIC, 0, payload.len());
-    let mut out = BytesMut::new();
-    encode_frame(
-        &mut out,
-        FrameHeader::request(ApiKey::Produce, 0, 13),
-        &request,
-        payload.len(),
-    )
-    .unwrap();
-    out.extend_from_slice(&payload);
+    let out = produce_frame(13, &payload);
     let piece = out.len() / PRODUCE_PIECES + 1;
     for chunk in out.chunks(piece) {
         stream.write_all(chunk).unwrap();

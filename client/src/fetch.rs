@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use sluice_net::messages::FetchResponse;
-use sluice_net::{decode_control, received_control, FRAME_HEADER_BYTES};
+use sluice_net::received_payload_parts;
 use sluice_storage::batch::{
     for_each_record_shared, BatchError, BatchHeader, BatchIter, PartsCheck,
 };
@@ -53,9 +53,8 @@ pub struct FetchedBatches {
 #[derive(Debug)]
 pub(crate) struct FetchCheck {
     batch_bytes_max: usize,
-    /// Each partition's records; `None` until the control body has arrived, empty when it did
-    /// not decode (the requester reports that).
-    parts: Option<PartsCheck>,
+    /// Each partition's records.
+    parts: PartsCheck,
 }
 
 impl FetchCheck {
@@ -63,36 +62,26 @@ impl FetchCheck {
     pub(crate) fn new(batch_bytes_max: usize) -> Self {
         FetchCheck {
             batch_bytes_max,
-            parts: None,
+            parts: PartsCheck::default(),
         }
     }
 
     /// Checks what `frame` (the response frame's bytes so far, prefix included) adds.
     pub(crate) fn observe(&mut self, frame: &[u8]) {
-        if self.parts.is_none() {
-            let Some(control) = received_control(frame) else {
-                return;
-            };
-            let part_bytes = decode_control::<FetchResponse>(control)
-                .map(|response| response.partitions)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|partition| partition.records_bytes as usize);
-            let start = FRAME_HEADER_BYTES + control.len();
-            self.parts = Some(PartsCheck::new(start, part_bytes, self.batch_bytes_max));
-        }
-        if let Some(parts) = &mut self.parts {
-            parts.feed(frame);
-        }
+        self.parts.feed(frame, self.batch_bytes_max, |frame| {
+            received_payload_parts(frame, |response: FetchResponse| {
+                let partitions = response.partitions.iter();
+                partitions
+                    .map(|partition| partition.records_bytes as usize)
+                    .collect()
+            })
+        });
     }
 
     /// Per partition, in the response's order, the length of the prefix of its records whose
     /// batches were checked as they arrived.
     pub(crate) fn verified_bytes(&self) -> Vec<usize> {
-        self.parts
-            .as_ref()
-            .map(PartsCheck::verified_bytes)
-            .unwrap_or_default()
+        self.parts.verified_bytes()
     }
 }
 

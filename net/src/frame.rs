@@ -263,6 +263,22 @@ pub fn received_control(received: &[u8]) -> Option<&[u8]> {
     received.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + control_len)
 }
 
+/// Where the payload of a frame (prefix included) of which `received` bytes have arrived
+/// starts, and the sizes of its consecutive parts as `part_bytes` reads them from the control
+/// body, decoded as `T`, once that body has arrived; `None` before. A body that does not decode
+/// gives no parts (whoever handles the frame reports that).
+pub fn received_payload_parts<T>(
+    received: &[u8],
+    part_bytes: impl FnOnce(T) -> Vec<usize>,
+) -> Option<(usize, Vec<usize>)>
+where
+    T: Message + ControlDecode,
+{
+    let control = received_control(received)?;
+    let parts = decode_control::<T>(control).map_or_else(|_| Vec::new(), part_bytes);
+    Some((FRAME_HEADER_BYTES + control.len(), parts))
+}
+
 /// The `api` of a frame (prefix included) of which `received` bytes have arrived, once it has.
 pub fn received_api(received: &[u8]) -> Option<u16> {
     let mut api = received.get(FRAME_PREFIX_BYTES..FRAME_PREFIX_BYTES + 2)?;

@@ -24,9 +24,9 @@ pub use api::{check_version, supported_versions, ApiKey, ErrorCode};
 pub use conn::{write_payload_parts, Connection, PayloadPart};
 pub use error::NetError;
 pub use frame::{
-    decode_control, encode_frame, received_api, received_control, ControlDecode, ControlEncode,
-    Frame, FrameDecoder, FrameHeader, CONTROL_BYTES_MAX, FLAG_RESPONSE, FRAME_BYTES_MAX,
-    FRAME_HEADER_BYTES, FRAME_PREFIX_BYTES,
+    decode_control, encode_frame, received_api, received_control, received_payload_parts,
+    ControlDecode, ControlEncode, Frame, FrameDecoder, FrameHeader, CONTROL_BYTES_MAX,
+    FLAG_RESPONSE, FRAME_BYTES_MAX, FRAME_HEADER_BYTES, FRAME_PREFIX_BYTES,
 };
 pub use messages::*;
 pub use splice::{local_splicer, SpliceStats, Splicer};

@@ -41,7 +41,7 @@ pub use record::{
     decode_records, decode_records_shared, for_each_record_shared, Record, RecordHeader,
     DECOMPRESSED_BYTES_MAX,
 };
-pub use stream_check::{PartsCheck, StreamCheck};
+pub use stream_check::{PartsCheck, PartsLayout, StreamCheck};
 
 use bytes::{Buf, BufMut};
 

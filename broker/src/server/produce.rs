@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use sluice_net::{
-    decode_control, received_api, received_control, ErrorCode, Frame, FrameHeader,
-    ProducePartitionResult, ProduceRequest, ProduceResponse, FRAME_HEADER_BYTES,
+    received_api, received_payload_parts, ErrorCode, Frame, FrameHeader, ProducePartitionResult,
+    ProduceRequest, ProduceResponse,
 };
 use sluice_shard::ProtocolErrorKind;
 use sluice_storage::batch::PartsCheck;
@@ -41,9 +41,8 @@ const ACKS_ALL: i8 = -1;
 /// matched and fully check everything else.
 pub struct ProduceCheck {
     batch_bytes_max: usize,
-    /// The head frame's partitions: `None` until its control body has arrived, empty for
-    /// another api or a body that does not decode (the handler reports that).
-    parts: Option<PartsCheck>,
+    /// The head frame's partitions: none for another api.
+    parts: PartsCheck,
 }
 
 impl ProduceCheck {
@@ -52,43 +51,29 @@ impl ProduceCheck {
     pub fn new(batch_bytes_max: usize) -> Self {
         ProduceCheck {
             batch_bytes_max,
-            parts: None,
+            parts: PartsCheck::default(),
         }
     }
 
     /// Checks what `frame` (the head frame's bytes so far, prefix included) adds.
     pub fn observe(&mut self, frame: &[u8]) {
-        if self.parts.is_none() {
-            let Some(api) = received_api(frame) else {
-                return;
-            };
-            if api != sluice_net::ApiKey::Produce.code() {
-                self.parts = Some(PartsCheck::default());
-                return;
+        self.parts.feed(frame, self.batch_bytes_max, |frame| {
+            if received_api(frame)? != sluice_net::ApiKey::Produce.code() {
+                return Some((0, Vec::new()));
             }
-            let Some(control) = received_control(frame) else {
-                return;
-            };
-            let part_bytes = decode_control::<ProduceRequest>(control)
-                .map(|request| request.partitions)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|partition| partition.records_bytes as usize);
-            let start = FRAME_HEADER_BYTES + control.len();
-            self.parts = Some(PartsCheck::new(start, part_bytes, self.batch_bytes_max));
-        }
-        if let Some(parts) = &mut self.parts {
-            parts.feed(frame);
-        }
+            received_payload_parts(frame, |request: ProduceRequest| {
+                let partitions = request.partitions.iter();
+                partitions
+                    .map(|partition| partition.records_bytes as usize)
+                    .collect()
+            })
+        });
     }
 
     /// For the frame just read whole: per partition, in the request's order, the length of the
     /// prefix of its batches whose CRCs matched. Starts over for the next frame.
     pub fn take(&mut self) -> Vec<usize> {
-        self.parts
-            .take()
-            .map(|parts| parts.verified_bytes())
-            .unwrap_or_default()
+        std::mem::take(&mut self.parts).verified_bytes()
     }
 }
 

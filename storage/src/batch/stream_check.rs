@@ -113,37 +113,36 @@ impl StreamCheck {
 
 /// [`StreamCheck`]s of consecutive parts of one buffer that is still arriving, each part a
 /// stream of batches: the payload of a frame that carries several partitions' records
-/// back to back (a fetch response, a produce request).
+/// back to back (a fetch response, a produce request). The layout is learnt from the buffer
+/// itself once enough of it has arrived.
 #[derive(Debug, Clone, Default)]
 pub struct PartsCheck {
-    /// Per part, in order: where it starts in the buffer, and its check.
-    parts: Vec<(usize, StreamCheck)>,
+    /// Per part, in order: where it starts in the buffer, and its check. `None` until the
+    /// layout is known.
+    parts: Option<Vec<(usize, StreamCheck)>>,
 }
 
-impl PartsCheck {
-    /// Checks of parts of `part_bytes` bytes each, laid out back to back from position
-    /// `start` of the buffer, with batches of at most `batch_bytes_max` bytes.
-    pub fn new(
-        start: usize,
-        part_bytes: impl IntoIterator<Item = usize>,
-        batch_bytes_max: usize,
-    ) -> Self {
-        let mut next = start;
-        let parts = part_bytes
-            .into_iter()
-            .map(|bytes| {
-                let part = (next, StreamCheck::new(bytes, batch_bytes_max));
-                next = next.saturating_add(bytes);
-                part
-            })
-            .collect();
-        PartsCheck { parts }
-    }
+/// Where a buffer's first part starts, and each part's size in bytes.
+pub type PartsLayout = (usize, Vec<usize>);
 
+impl PartsCheck {
     /// Checksums what `received` (the buffer's prefix so far) holds beyond what earlier calls
-    /// saw.
-    pub fn feed(&mut self, received: &[u8]) {
-        for (start, check) in &mut self.parts {
+    /// saw, in batches of at most `batch_bytes_max` bytes. Until the layout is known `layout`
+    /// is asked for it: `None` while it needs more bytes, no parts for a buffer that carries
+    /// none (or whose layout cannot be read).
+    pub fn feed(
+        &mut self,
+        received: &[u8],
+        batch_bytes_max: usize,
+        layout: impl FnOnce(&[u8]) -> Option<PartsLayout>,
+    ) {
+        if self.parts.is_none() {
+            let Some((start, part_bytes)) = layout(received) else {
+                return;
+            };
+            self.parts = Some(lay_out(start, part_bytes, batch_bytes_max));
+        }
+        for (start, check) in self.parts.iter_mut().flatten() {
             let Some(part) = received.get(*start..) else {
                 return;
             };
@@ -151,11 +150,30 @@ impl PartsCheck {
         }
     }
 
-    /// Per part, in order, the length of its prefix of batches whose CRCs matched.
+    /// Per part, in order, the length of its prefix of batches whose CRCs matched (no parts
+    /// before the layout is known).
     pub fn verified_bytes(&self) -> Vec<usize> {
         self.parts
             .iter()
+            .flatten()
             .map(|(_, check)| check.verified_bytes())
             .collect()
     }
+}
+
+/// One check per part, the parts back to back from `start`.
+fn lay_out(
+    start: usize,
+    part_bytes: Vec<usize>,
+    batch_bytes_max: usize,
+) -> Vec<(usize, StreamCheck)> {
+    let mut next = start;
+    part_bytes
+        .into_iter()
+        .map(|bytes| {
+            let part = (next, StreamCheck::new(bytes, batch_bytes_max));
+            next = next.saturating_add(bytes);
+            part
+        })
+        .collect()
 }
