@@ -49,6 +49,7 @@ struct BrokerArgs {
 }
 
 fn main() -> ExitCode {
+    sluice_shard::keep_freed_memory();
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {

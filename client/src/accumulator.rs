@@ -34,6 +34,11 @@ use crate::FastMap;
 
 /// Smallest buffer a new batch starts with, in bytes.
 const BATCH_CAPACITY_BYTES_MIN: usize = 4 * 1024;
+/// How fast a partition's recent batch size forgets a large batch: by this fraction of itself
+/// with each later, smaller one. Halving (2) let a run of batches that linger closed early
+/// shrink the next buffer enough that a full batch after them reallocated, and copied, about a
+/// third of the bytes it carried at max rate; an eighth keeps a busy partition's buffers whole.
+const RECENT_BATCH_DECAY_DIVISOR: usize = 8;
 
 /// A batch being filled.
 #[derive(Debug)]
@@ -84,11 +89,12 @@ struct PartitionQueue {
     in_flight: Vec<InFlight>,
     /// Sequence numbers (idempotent mode).
     sequences: PartitionSequences,
-    /// Size of the recent batches, in bytes: the largest closed batch, halved with each later
-    /// one that was smaller. The next batch's buffer starts at twice that (within the batch
-    /// size), so filling it rarely reallocates (and copies) it, even right after a batch that
-    /// linger closed nearly empty, while a partition that stays slow soon stops holding a whole
-    /// batch size of memory per batch.
+    /// Size of the recent batches, in bytes: the largest closed batch, less an eighth
+    /// (`RECENT_BATCH_DECAY_DIVISOR`) with each later one that was smaller. The next batch's
+    /// buffer starts at twice that (within the batch size), so filling it rarely reallocates
+    /// (and copies) it, even right after batches that linger closed nearly empty, while a
+    /// partition that stays slow stops holding a whole batch size of memory per batch within a
+    /// few dozen batches.
     recent_batch_bytes: usize,
 }
 
@@ -585,10 +591,11 @@ fn close_open(queue: &mut PartitionQueue, seal: bool) -> usize {
         return 0;
     };
     let records = open.builder.records_count() as u32;
+    let recent = queue.recent_batch_bytes;
     queue.recent_batch_bytes = open
         .builder
         .uncompressed_bytes()
-        .max(queue.recent_batch_bytes / 2);
+        .max(recent - recent / RECENT_BATCH_DECAY_DIVISOR);
     let built = if seal {
         open.builder.build().map(|bytes| (bytes, None))
     } else {

@@ -181,6 +181,14 @@ impl Shared {
     }
 }
 
+/// Whether a request is answered.
+enum Response {
+    /// The broker sends no response (a produce request with acks=0).
+    None,
+    /// A response comes, shown while it arrives to the observer, if any.
+    Awaited(Option<FrameObserver>),
+}
+
 /// A connection to one broker port. Dropping it stops its tasks and closes the socket.
 pub(crate) struct BrokerConnection {
     shared: Rc<Shared>,
@@ -263,15 +271,13 @@ impl BrokerConnection {
         self.shared.failure.borrow().is_none()
     }
 
-    /// Queues a request frame. `response` is `None` for a request the broker does not answer;
-    /// otherwise the receiver of the response is returned, and the response is shown to the
-    /// observer it holds, if any, while it arrives.
+    /// Queues a request frame. When a response is `Awaited`, its receiver is returned.
     fn enqueue<Req>(
         &self,
         request: &Req,
         payload: &[Bytes],
         written: Option<oneshot::Sender<Result<(), ClientError>>>,
-        response: Option<Option<FrameObserver>>,
+        response: Response,
     ) -> Result<Option<oneshot::Receiver<Result<Frame, ClientError>>>, ClientError>
     where
         Req: Message + ControlEncode,
@@ -288,15 +294,18 @@ impl BrokerConnection {
         encode_frame(&mut head, header, request, payload_bytes)?;
         // Queue the response slot and the frame in one step, with no await in between, so the
         // order of `pending` is the order the frames are written.
-        let receiver = response.map(|observer| {
-            let (reply, receiver) = oneshot::channel();
-            shared.pending.borrow_mut().push_back(Pending {
-                correlation_id,
-                reply,
-                observer,
-            });
-            receiver
-        });
+        let receiver = match response {
+            Response::None => None,
+            Response::Awaited(observer) => {
+                let (reply, receiver) = oneshot::channel();
+                shared.pending.borrow_mut().push_back(Pending {
+                    correlation_id,
+                    reply,
+                    observer,
+                });
+                Some(receiver)
+            }
+        };
         shared.outgoing.borrow_mut().push_back(Outgoing {
             head: head.freeze(),
             payload: payload.to_vec(),
@@ -340,7 +349,8 @@ impl BrokerConnection {
             .acquire_permit(1)
             .await
             .map_err(|_| shared.lost())?;
-        let Some(receiver) = self.enqueue(request, payload, None, Some(observer))? else {
+        let Some(receiver) = self.enqueue(request, payload, None, Response::Awaited(observer))?
+        else {
             return Err(shared.lost());
         };
         let frame = match with_timeout(timeout, receiver).await {
@@ -380,7 +390,7 @@ impl BrokerConnection {
             .await
             .map_err(|_| shared.lost())?;
         let (written, receiver) = oneshot::channel();
-        self.enqueue(request, payload, Some(written), None)?;
+        self.enqueue(request, payload, Some(written), Response::None)?;
         match with_timeout(timeout, receiver).await {
             None => {
                 let reason = format!("writing a {} request timed out", Req::API);

@@ -20,7 +20,7 @@ use sluice_net::messages::{FetchPartition, FetchRequest, FetchResponse};
 use crate::client::Client;
 use crate::config::{ConsumerConfig, OffsetSpec, SeekTo};
 use crate::error::ClientError;
-use crate::fetch::{decode_into, whole_batches, ConsumerRecord, FetchedBatches};
+use crate::fetch::{decode_into, records_bound, whole_batches, ConsumerRecord, FetchedBatches};
 use crate::retry::PartitionRetry;
 
 /// `replica_id` of a fetch from a consumer (followers send their node id).
@@ -302,7 +302,9 @@ impl Consumer {
         fetched: &[Fetched],
         starts: &[i64],
     ) -> Result<Vec<ConsumerRecord>, ClientError> {
-        let mut records = Vec::new();
+        let bound = fetched.iter().zip(starts);
+        let bound = bound.map(|(partition, &start)| records_bound(&partition.batches, start));
+        let mut records = Vec::with_capacity(bound.sum());
         for (partition, &start) in fetched.iter().zip(starts) {
             let assigned = &self.assigned[partition.index];
             decode_into(

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use sluice_net::messages::FetchResponse;
 use sluice_net::received_payload_parts;
 use sluice_storage::batch::{
-    for_each_record_shared, BatchError, BatchHeader, BatchIter, PartsCheck,
+    for_each_record_shared, BatchError, BatchHeader, BatchIter, PartsCheck, RECORD_BYTES_MIN,
 };
 
 use crate::error::ClientError;
@@ -113,6 +113,47 @@ pub(crate) fn whole_batches(
     Ok((payload.slice(..whole_bytes), next_position))
 }
 
+/// The header and byte range of each batch in `batches` (whole, validated batches, as
+/// `whole_batches` returns them). `whole_batches` checked every batch (CRC included); only the
+/// boundaries are needed here, and they are still bounds-checked.
+fn batch_spans(
+    batches: &Bytes,
+) -> impl Iterator<Item = Result<(BatchHeader, std::ops::Range<usize>), BatchError>> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= batches.len() {
+            return None;
+        }
+        let span = BatchHeader::parse(&batches[start..]).and_then(|header| {
+            let end = start + header.total_bytes();
+            if end > batches.len() {
+                return Err(BatchError::Truncated {
+                    needed: header.total_bytes(),
+                    available: batches.len() - start,
+                });
+            }
+            Ok((header, start..end))
+        });
+        // After an error the walk stops: the bytes past a bad header have no known boundary.
+        start = span.as_ref().map_or(batches.len(), |(_, range)| range.end);
+        Some(span)
+    })
+}
+
+/// How many records [`decode_into`] may add for `batches` at or after `position`: the record
+/// counts their headers declare (at most what their bytes can hold uncompressed), so the
+/// caller's list is allocated once rather than doubling, and copying itself, as it fills.
+pub(crate) fn records_bound(batches: &Bytes, position: i64) -> usize {
+    batch_spans(batches)
+        .map_while(Result::ok)
+        .filter(|(header, _)| header.last_offset() >= position && !header.is_control())
+        .map(|(header, range)| {
+            let declared = usize::try_from(header.records_count).unwrap_or(0);
+            declared.min(range.len() / RECORD_BYTES_MIN)
+        })
+        .sum()
+}
+
 /// Decodes the records of `batches` (whole, validated batches, as `whole_batches` returns
 /// them) at or after `position`, in offset order, onto the end of `out`. Control batches carry
 /// no user records and are skipped. On an error `out` may hold some of the records: the caller
@@ -124,25 +165,12 @@ pub(crate) fn decode_into(
     position: i64,
     out: &mut Vec<ConsumerRecord>,
 ) -> Result<(), ClientError> {
-    let mut start = 0;
-    while start < batches.len() {
-        // `whole_batches` validated every batch (CRC included); only the boundaries are
-        // needed here, and they are still bounds-checked.
-        let header = BatchHeader::parse(&batches[start..])?;
-        let end = start + header.total_bytes();
-        if end > batches.len() {
-            return Err(BatchError::Truncated {
-                needed: header.total_bytes(),
-                available: batches.len() - start,
-            }
-            .into());
-        }
-        let bytes = batches.slice(start..end);
-        start = end;
+    for span in batch_spans(batches) {
+        let (header, range) = span?;
         if header.last_offset() < position || header.is_control() {
             continue;
         }
-        for_each_record_shared(&bytes, |record| {
+        for_each_record_shared(&batches.slice(range), |record| {
             if record.offset >= position {
                 out.push(ConsumerRecord {
                     topic: Rc::clone(topic),
@@ -222,6 +250,10 @@ mod tests {
             vec![("h".to_string(), Some(Bytes::from_static(b"x")))]
         );
         assert_eq!(records[0].partition, 4);
+        // The list is sized from the headers: every record of a batch reaching the position.
+        assert_eq!(records_bound(&batches, 11), 5);
+        assert_eq!(records_bound(&batches, 13), 2);
+        assert_eq!(records_bound(&batches, 15), 0);
     }
 
     // Proves a batch cut off at the end of the fetch is left for the next fetch: the position

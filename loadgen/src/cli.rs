@@ -329,6 +329,7 @@ impl Cli {
 
 /// Runs the command line `args` (program name first) and returns the process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    sluice_shard::keep_freed_memory();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {

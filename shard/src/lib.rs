@@ -31,8 +31,8 @@ pub mod table;
 
 pub use error::{PartitionError, ShardError};
 pub use executor::{
-    usable_cpus, ControlReceiver, ControlSender, ShardContext, ShardControl, ShardPlacement,
-    ShardSet, ShardSetConfig,
+    keep_freed_memory, usable_cpus, ControlReceiver, ControlSender, ShardContext, ShardControl,
+    ShardPlacement, ShardSet, ShardSetConfig,
 };
 pub use message::{
     AppendOutcome, OffsetQuery, PartitionState, Reader, RemoteRead, ShardRequest, Visibility,

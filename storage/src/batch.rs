@@ -39,7 +39,7 @@ pub use codec::{compress, decompress, GZIP_LEVEL, ZSTD_LEVEL};
 pub use fuzz::fuzz_one;
 pub use record::{
     decode_records, decode_records_shared, for_each_record_shared, Record, RecordHeader,
-    DECOMPRESSED_BYTES_MAX,
+    DECOMPRESSED_BYTES_MAX, RECORD_BYTES_MIN,
 };
 pub use stream_check::{PartsCheck, PartsLayout, StreamCheck};
 
@@ -317,15 +317,15 @@ pub fn crc_of(buf: &[u8]) -> Result<u32, BatchError> {
 /// in buf, total size <= batch_bytes_max, records_count >= 0, last_offset_delta >= 0, known codec,
 /// CRC matches.
 pub fn validate_batch(buf: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, BatchError> {
-    validate_batch_crc(buf, batch_bytes_max, true)
+    validate_batch_crc(buf, batch_bytes_max, 0)
 }
 
-/// [`validate_batch`], with the CRC computed only when `check_crc` (false for a batch whose
-/// CRC a [`StreamCheck`] already matched).
+/// [`validate_batch`] of a batch whose first `crc_verified_bytes` a [`StreamCheck`] vouched for:
+/// its CRC is computed unless the whole batch lies inside them.
 fn validate_batch_crc(
     buf: &[u8],
     batch_bytes_max: usize,
-    check_crc: bool,
+    crc_verified_bytes: usize,
 ) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let total = header.total_bytes();
@@ -345,7 +345,7 @@ fn validate_batch_crc(
     }
     // The CRC comes before the field checks so that a flipped bit anywhere in the covered region
     // is reported as corruption rather than as whatever nonsense value it produced.
-    if check_crc {
+    if total > crc_verified_bytes {
         let computed = crc32c::crc32c(&buf[CRC_COVERED_START..total]);
         if computed != header.crc {
             return Err(BatchError::CrcMismatch {
@@ -518,10 +518,8 @@ impl<'a> Iterator for BatchIter<'a> {
         }
         let rest = &self.buf[self.position..];
         // Only a batch wholly inside the verified prefix may skip its CRC.
-        let check_crc = BatchHeader::parse(rest).map_or(true, |header| {
-            self.position + header.total_bytes() > self.crc_verified_bytes
-        });
-        match validate_batch_crc(rest, self.batch_bytes_max, check_crc) {
+        let verified = self.crc_verified_bytes.saturating_sub(self.position);
+        match validate_batch_crc(rest, self.batch_bytes_max, verified) {
             Ok(header) => {
                 let batch = &rest[..header.total_bytes()];
                 self.position += batch.len();
