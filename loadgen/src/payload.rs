@@ -15,10 +15,15 @@ use crate::workload::KeyDistribution;
 /// Bytes of the header every payload starts with: intended send time (8), sequence (8) and
 /// producer id (4).
 pub const PAYLOAD_HEADER_BYTES: usize = 20;
-/// Bytes of random payload pool shared by a run's producers. Each message copies a window at a
-/// different offset, so the messages of one batch differ and a batch compresses like its
-/// individual messages do, not like one message repeated.
+/// Bytes of random payload pool shared by a run's producers when the run compresses. Each message
+/// copies a window at a different offset, so the messages of one batch (up to about a MiB)
+/// differ and a batch compresses like its individual messages do, not like one message repeated.
 pub const PAYLOAD_POOL_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of the pool when the run does not compress. Nothing then looks inside a value (the
+/// broker never does; OMB sends one payload over and over), and a pool this small stays in the
+/// load generator core's cache, 2 MiB of L2 here, beside the batches being filled: copying each
+/// payload into its batch, the producer's largest cost, then reads from cache, not memory.
+pub const UNCOMPRESSED_POOL_BYTES: usize = 256 * 1024;
 /// Bytes of each block in a compressible pool: the block starts with random bytes and ends with
 /// zeros, the zero share being the compressible ratio. Blocks this long keep zstd's cost per
 /// zero run small next to the run itself, so the compressed size tracks the ratio closely.
@@ -83,9 +88,20 @@ pub struct PayloadPool {
 }
 
 impl PayloadPool {
-    /// A pool of random bytes in which `compressible_ratio` of every block is zeros.
-    pub fn random(message_size: usize, compressible_ratio: f64, seed: u64) -> PayloadPool {
-        let pool_bytes = PAYLOAD_POOL_BYTES.max(message_size.saturating_mul(2));
+    /// A pool of random bytes in which `compressible_ratio` of every block is zeros, for a run
+    /// whose batches are `compressed` or not.
+    pub fn random(
+        message_size: usize,
+        compressible_ratio: f64,
+        seed: u64,
+        compressed: bool,
+    ) -> PayloadPool {
+        let pool_bytes = if compressed {
+            PAYLOAD_POOL_BYTES
+        } else {
+            UNCOMPRESSED_POOL_BYTES
+        };
+        let pool_bytes = pool_bytes.max(message_size.saturating_mul(2));
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut pool = vec![0u8; pool_bytes];
         let ratio = compressible_ratio.clamp(0.0, 1.0);
@@ -229,7 +245,7 @@ mod tests {
             sequence: 42,
             producer_id: 7,
         };
-        let mut cursor = PayloadPool::random(100, 0.0, 1).cursor(7);
+        let mut cursor = PayloadPool::random(100, 0.0, 1, false).cursor(7);
         let payload = cursor.next_payload(&header);
         assert_eq!(payload.len(), 100);
         assert_eq!(PayloadHeader::read(&payload), Some(header));
@@ -243,7 +259,7 @@ mod tests {
     // equal what `next_payload` builds at the same cursor position, message after message.
     #[test]
     fn header_and_body_pieces_make_the_payload() {
-        let pool = PayloadPool::random(1024, 0.5, 11);
+        let pool = PayloadPool::random(1024, 0.5, 11, true);
         let mut whole = pool.cursor(3);
         let mut pieces = pool.cursor(3);
         for sequence in 0..10 {
@@ -263,7 +279,7 @@ mod tests {
     #[test]
     fn compressible_ratio_controls_zstd_size() {
         for ratio in [0.0, 0.3, 0.5, 0.8] {
-            let pool = PayloadPool::random(1024, ratio, 9);
+            let pool = PayloadPool::random(1024, ratio, 9, true);
             let mut cursor = pool.cursor(0);
             let mut batch = Vec::new();
             for sequence in 0..64 {
@@ -288,7 +304,7 @@ mod tests {
     // comparing the bodies of two consecutive random payloads.
     #[test]
     fn consecutive_random_payloads_differ() {
-        let mut cursor = PayloadPool::random(1024, 0.0, 3).cursor(1);
+        let mut cursor = PayloadPool::random(1024, 0.0, 3, false).cursor(1);
         let header = PayloadHeader {
             intended_ns: 0,
             sequence: 0,
@@ -314,7 +330,7 @@ mod tests {
             sequence: 6,
             producer_id: 7,
         };
-        let mut cursor = PayloadPool::random(size, 0.0, 4).cursor(2);
+        let mut cursor = PayloadPool::random(size, 0.0, 4, false).cursor(2);
         let held = cursor.next_payload(&header);
         let copy = held.to_vec();
         for _ in 0..2 * per_arena {
@@ -322,7 +338,7 @@ mod tests {
         }
         assert_eq!(held[..], copy[..], "a held payload is never overwritten");
 
-        let mut cursor = PayloadPool::random(size, 0.0, 4).cursor(3);
+        let mut cursor = PayloadPool::random(size, 0.0, 4, false).cursor(3);
         let first = cursor.next_payload(&header).as_ptr();
         for _ in 1..per_arena {
             drop(cursor.next_payload(&header));

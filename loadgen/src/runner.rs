@@ -22,7 +22,7 @@ use crate::report::{
     BYTES_PER_MB,
 };
 use crate::worker::{spawn_executor, SharedRun};
-use crate::workload::{Workload, WorkloadLimits, TOPIC_NAME_BYTES_MAX};
+use crate::workload::{CompressionSetting, Workload, WorkloadLimits, TOPIC_NAME_BYTES_MAX};
 
 /// Default progress window.
 pub const PROGRESS_INTERVAL_DEFAULT_S: u64 = 5;
@@ -241,6 +241,7 @@ pub fn payload_pool(workload: &Workload) -> Result<PayloadPool, LoadgenError> {
             workload.message_size,
             workload.compressible_ratio.unwrap_or(0.0),
             PAYLOAD_SEED,
+            workload.compression != CompressionSetting::None,
         )),
     }
 }
