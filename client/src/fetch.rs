@@ -52,7 +52,6 @@ pub struct FetchedBatches {
 /// `FrameObserver`); what it could not vouch for gets the full check in [`whole_batches`].
 #[derive(Debug)]
 pub(crate) struct FetchCheck {
-    batch_bytes_max: usize,
     /// Each partition's records.
     parts: PartsCheck,
 }
@@ -61,14 +60,13 @@ impl FetchCheck {
     /// A check of one response whose batches are at most `batch_bytes_max` bytes each.
     pub(crate) fn new(batch_bytes_max: usize) -> Self {
         FetchCheck {
-            batch_bytes_max,
-            parts: PartsCheck::default(),
+            parts: PartsCheck::new(batch_bytes_max),
         }
     }
 
     /// Checks what `frame` (the response frame's bytes so far, prefix included) adds.
     pub(crate) fn observe(&mut self, frame: &[u8]) {
-        self.parts.feed(frame, self.batch_bytes_max, |frame| {
+        self.parts.feed(frame, |frame| {
             received_payload_parts(frame, |response: FetchResponse| {
                 let partitions = response.partitions.iter();
                 partitions
@@ -140,13 +138,19 @@ fn batch_spans(
     })
 }
 
+/// Whether the batch under `header` holds user records at or after `position` (a control
+/// batch holds none).
+fn has_records_from(header: &BatchHeader, position: i64) -> bool {
+    header.last_offset() >= position && !header.is_control()
+}
+
 /// How many records [`decode_into`] may add for `batches` at or after `position`: the record
 /// counts their headers declare (at most what their bytes can hold uncompressed), so the
 /// caller's list is allocated once rather than doubling, and copying itself, as it fills.
 pub(crate) fn records_bound(batches: &Bytes, position: i64) -> usize {
     batch_spans(batches)
         .map_while(Result::ok)
-        .filter(|(header, _)| header.last_offset() >= position && !header.is_control())
+        .filter(|(header, _)| has_records_from(header, position))
         .map(|(header, range)| {
             let declared = usize::try_from(header.records_count).unwrap_or(0);
             declared.min(range.len() / RECORD_BYTES_MIN)
@@ -167,7 +171,7 @@ pub(crate) fn decode_into(
 ) -> Result<(), ClientError> {
     for span in batch_spans(batches) {
         let (header, range) = span?;
-        if header.last_offset() < position || header.is_control() {
+        if !has_records_from(&header, position) {
             continue;
         }
         for_each_record_shared(&batches.slice(range), |record| {

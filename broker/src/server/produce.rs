@@ -40,7 +40,6 @@ const ACKS_ALL: i8 = -1;
 /// `Connection::read_frame_observed`; taken once the frame is whole. The logs skip the CRCs it
 /// matched and fully check everything else.
 pub struct ProduceCheck {
-    batch_bytes_max: usize,
     /// The head frame's partitions: none for another api.
     parts: PartsCheck,
 }
@@ -50,14 +49,13 @@ impl ProduceCheck {
     /// the logs, which apply their own bound anyway).
     pub fn new(batch_bytes_max: usize) -> Self {
         ProduceCheck {
-            batch_bytes_max,
-            parts: PartsCheck::default(),
+            parts: PartsCheck::new(batch_bytes_max),
         }
     }
 
     /// Checks what `frame` (the head frame's bytes so far, prefix included) adds.
     pub fn observe(&mut self, frame: &[u8]) {
-        self.parts.feed(frame, self.batch_bytes_max, |frame| {
+        self.parts.feed(frame, |frame| {
             if received_api(frame)? != sluice_net::ApiKey::Produce.code() {
                 return Some((0, Vec::new()));
             }
@@ -73,7 +71,7 @@ impl ProduceCheck {
     /// For the frame just read whole: per partition, in the request's order, the length of the
     /// prefix of its batches whose CRCs matched. Starts over for the next frame.
     pub fn take(&mut self) -> Vec<usize> {
-        std::mem::take(&mut self.parts).verified_bytes()
+        self.parts.take_verified_bytes()
     }
 }
 

@@ -115,8 +115,9 @@ impl StreamCheck {
 /// stream of batches: the payload of a frame that carries several partitions' records
 /// back to back (a fetch response, a produce request). The layout is learnt from the buffer
 /// itself once enough of it has arrived.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PartsCheck {
+    batch_bytes_max: usize,
     /// Per part, in order: where it starts in the buffer, and its check. `None` until the
     /// layout is known.
     parts: Option<Vec<(usize, StreamCheck)>>,
@@ -126,21 +127,23 @@ pub struct PartsCheck {
 pub type PartsLayout = (usize, Vec<usize>);
 
 impl PartsCheck {
+    /// Checks of buffers whose batches are at most `batch_bytes_max` bytes each.
+    pub fn new(batch_bytes_max: usize) -> Self {
+        PartsCheck {
+            batch_bytes_max,
+            parts: None,
+        }
+    }
+
     /// Checksums what `received` (the buffer's prefix so far) holds beyond what earlier calls
-    /// saw, in batches of at most `batch_bytes_max` bytes. Until the layout is known `layout`
-    /// is asked for it: `None` while it needs more bytes, no parts for a buffer that carries
-    /// none (or whose layout cannot be read).
-    pub fn feed(
-        &mut self,
-        received: &[u8],
-        batch_bytes_max: usize,
-        layout: impl FnOnce(&[u8]) -> Option<PartsLayout>,
-    ) {
+    /// saw. Until the layout is known `layout` is asked for it: `None` while it needs more
+    /// bytes, no parts for a buffer that carries none (or whose layout cannot be read).
+    pub fn feed(&mut self, received: &[u8], layout: impl FnOnce(&[u8]) -> Option<PartsLayout>) {
         if self.parts.is_none() {
             let Some((start, part_bytes)) = layout(received) else {
                 return;
             };
-            self.parts = Some(lay_out(start, part_bytes, batch_bytes_max));
+            self.parts = Some(lay_out(start, part_bytes, self.batch_bytes_max));
         }
         for (start, check) in self.parts.iter_mut().flatten() {
             let Some(part) = received.get(*start..) else {
@@ -158,6 +161,14 @@ impl PartsCheck {
             .flatten()
             .map(|(_, check)| check.verified_bytes())
             .collect()
+    }
+
+    /// [`verified_bytes`](Self::verified_bytes) of the buffer just received whole; the check
+    /// then starts over, for the next buffer.
+    pub fn take_verified_bytes(&mut self) -> Vec<usize> {
+        let verified = self.verified_bytes();
+        self.parts = None;
+        verified
     }
 }
 
