@@ -591,3 +591,104 @@ fn cooperative_members_give_up_only_what_moves() {
     });
     broker.shutdown().unwrap();
 }
+
+/// A member of `group` subscribed to `topic`.
+fn subscribed(client: &Rc<Client>, group: &str, topic: &str) -> GroupConsumer {
+    let mut member = GroupConsumer::new(
+        client.clone(),
+        ConsumerConfig::default(),
+        member_config(group, Assignor::Range),
+    )
+    .unwrap();
+    member.subscribe(vec![topic.to_string()]);
+    member
+}
+
+// Proves reading whole batches in place (`poll_batches`, `FetchedBatches::for_each_record`):
+// a member resuming from a commit that falls inside a batch reads every later record exactly
+// once and nothing the member before it returned, each partition's offsets contiguous, and it
+// commits what it returned (lag 0 after close). A batch poll while records of a limited poll
+// are still buffered is refused, not allowed to skip them.
+#[test]
+fn batch_polls_resume_mid_batch_and_commit_what_they_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(group_config(dir.path(), 1)).unwrap();
+    let config = client_config(&broker);
+    run(async move {
+        let client = Client::connect(config).await.unwrap();
+        client
+            .create_topic("stream", 2, 1, Vec::new())
+            .await
+            .unwrap();
+        produce(&client, "stream", 400).await;
+        let mut read: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        let mut values = BTreeSet::new();
+        let mut first = subscribed(&client, "batches", "stream");
+        let started = Instant::now();
+        while values.len() < 50 {
+            assert!(started.elapsed() < WAIT_MAX, "read {} of 50", values.len());
+            let want = 50 - values.len();
+            for record in first
+                .poll_records(Duration::from_millis(100), want)
+                .await
+                .unwrap()
+            {
+                read.entry(record.partition)
+                    .or_default()
+                    .push(record.offset);
+                assert!(values.insert(record.value.unwrap()));
+            }
+        }
+        let refused = first.poll_batches(Duration::from_millis(100)).await;
+        assert!(
+            matches!(refused, Err(sluice_client::ClientError::Config { .. })),
+            "{refused:?}"
+        );
+        first.close().await.unwrap();
+        let mut second = subscribed(&client, "batches", "stream");
+        while values.len() < 400 {
+            assert!(started.elapsed() < WAIT_MAX, "read {} of 400", values.len());
+            for fetched in second
+                .poll_batches(Duration::from_millis(100))
+                .await
+                .unwrap()
+            {
+                let offsets = read.entry(fetched.partition).or_default();
+                fetched
+                    .for_each_record(|record| {
+                        offsets.push(record.offset);
+                        let value = Bytes::copy_from_slice(record.value.unwrap());
+                        assert!(values.insert(value), "read twice at {}", record.offset);
+                    })
+                    .unwrap();
+            }
+        }
+        second.close().await.unwrap();
+        let committed = GroupAdmin::new(client.clone())
+            .committed_offsets("batches", None)
+            .await
+            .unwrap();
+        assert_eq!(committed.len(), 2);
+        for offset in committed {
+            let end = client
+                .list_offset(
+                    "stream",
+                    offset.partition,
+                    sluice_client::OffsetSpec::Latest,
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                offset.offset, end,
+                "lag 0 on partition {}",
+                offset.partition
+            );
+            let expected: Vec<i64> = (0..end).collect();
+            assert_eq!(
+                read[&offset.partition], expected,
+                "contiguous, from the start"
+            );
+        }
+    });
+    broker.shutdown().unwrap();
+}

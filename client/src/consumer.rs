@@ -330,15 +330,22 @@ impl Consumer {
             .min(self.config.fetch_max_wait_ms);
         loop {
             let fetched = self.fetch_round(deadline).await?;
+            let starts: Vec<i64> = fetched
+                .iter()
+                .map(|partition| self.assigned[partition.index].position)
+                .collect();
             self.advance(&fetched);
             let batches: Vec<FetchedBatches> = fetched
                 .into_iter()
-                .filter(|partition| !partition.batches.is_empty())
-                .map(|partition| FetchedBatches {
+                .zip(starts)
+                .filter(|(partition, _)| !partition.batches.is_empty())
+                .map(|(partition, from_offset)| FetchedBatches {
                     topic: Rc::clone(&self.assigned[partition.index].topic),
                     partition: self.assigned[partition.index].partition,
                     high_watermark: partition.high_watermark,
                     records: partition.batches,
+                    from_offset,
+                    next_offset: partition.next_position,
                 })
                 .collect();
             if !batches.is_empty() || Instant::now() >= deadline {

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use sluice_net::messages::FetchResponse;
 use sluice_net::received_payload_parts;
 use sluice_storage::batch::{
-    for_each_record_shared, BatchError, BatchHeader, BatchIter, PartsCheck, RECORD_BYTES_MIN,
+    for_each_record_shared, for_each_record_view, BatchError, BatchHeader, BatchIter, PartsCheck,
+    RecordView, RECORD_BYTES_MIN,
 };
 
 use crate::error::ClientError;
@@ -44,6 +45,33 @@ pub struct FetchedBatches {
     /// Concatenated whole Kafka v2 batches, CRC-checked. The first batch may start before the
     /// position that was fetched.
     pub records: Bytes,
+    /// The position that was fetched: records before it were returned by an earlier poll
+    /// ([`FetchedBatches::for_each_record`] skips them).
+    pub from_offset: i64,
+    /// The partition's position after these batches: the next offset a poll fetches.
+    pub next_offset: i64,
+}
+
+impl FetchedBatches {
+    /// Hands `each` every user record at or after `from_offset`, in offset order, read in
+    /// place: keys, values and headers borrow the fetched bytes (a compressed batch is
+    /// decompressed once into memory the views borrow while `each` runs). Control batches
+    /// hold no user records and are skipped. On an error, the records before the bad one were
+    /// already handed over.
+    pub fn for_each_record(&self, mut each: impl FnMut(RecordView<'_>)) -> Result<(), ClientError> {
+        for span in batch_spans(&self.records) {
+            let (header, range) = span?;
+            if !has_records_from(&header, self.from_offset) {
+                continue;
+            }
+            for_each_record_view(&self.records[range], |record| {
+                if record.offset >= self.from_offset {
+                    each(record);
+                }
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Checks the CRCs of a fetch response's batches while the response arrives, each socket
@@ -258,6 +286,46 @@ mod tests {
         assert_eq!(records_bound(&batches, 11), 5);
         assert_eq!(records_bound(&batches, 13), 2);
         assert_eq!(records_bound(&batches, 15), 0);
+    }
+
+    // Proves reading fetched batches in place hands over the same records as decoding them,
+    // from the position on: nothing before it, nothing twice, in offset order.
+    #[test]
+    fn batches_read_in_place_match_the_decoded_records() {
+        let payload = two_batches();
+        let (records, next_offset) = whole_batches(&payload, 11, usize::MAX, 0).unwrap();
+        let topic: Rc<str> = Rc::from("t");
+        for from_offset in [10, 11, 13, 14, 15] {
+            let fetched = FetchedBatches {
+                topic: Rc::clone(&topic),
+                partition: 4,
+                high_watermark: 15,
+                records: records.clone(),
+                from_offset,
+                next_offset,
+            };
+            let mut viewed = Vec::new();
+            fetched
+                .for_each_record(|record| {
+                    let headers: Vec<(String, Option<Bytes>)> = record
+                        .headers()
+                        .map(|(key, value)| (key.to_string(), value.map(Bytes::copy_from_slice)))
+                        .collect();
+                    viewed.push(ConsumerRecord {
+                        topic: Rc::clone(&topic),
+                        partition: 4,
+                        offset: record.offset,
+                        timestamp_ms: record.timestamp,
+                        key: record.key.map(Bytes::copy_from_slice),
+                        value: record.value.map(Bytes::copy_from_slice),
+                        headers,
+                    });
+                })
+                .unwrap();
+            let decoded = decode_from(&topic, 4, &records, from_offset).unwrap();
+            assert_eq!(viewed, decoded, "from offset {from_offset}");
+            assert_eq!(viewed.len(), (15 - from_offset) as usize);
+        }
     }
 
     // Proves a batch cut off at the end of the fetch is left for the next fetch: the position

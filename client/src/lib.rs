@@ -69,4 +69,4 @@ pub use group::{
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Producer, ProducerRecord, RecordRef};
 /// The batch codec setting of `ProducerConfig::compression`.
-pub use sluice_storage::batch::Compression;
+pub use sluice_storage::batch::{Compression, HeaderViews, RecordView};

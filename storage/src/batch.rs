@@ -38,8 +38,8 @@ pub use builder::{BatchBuilder, RecordsCrc};
 pub use codec::{compress, decompress, GZIP_LEVEL, ZSTD_LEVEL};
 pub use fuzz::fuzz_one;
 pub use record::{
-    decode_records, decode_records_shared, for_each_record_shared, Record, RecordHeader,
-    DECOMPRESSED_BYTES_MAX, RECORD_BYTES_MIN,
+    decode_records, decode_records_shared, for_each_record_shared, for_each_record_view,
+    HeaderViews, Record, RecordHeader, RecordView, DECOMPRESSED_BYTES_MAX, RECORD_BYTES_MIN,
 };
 pub use stream_check::{PartsCheck, PartsLayout, StreamCheck};
 

@@ -3,10 +3,10 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use sluice_storage::batch::{
-    crc_of, decode_records, refresh_crc, stamp, stamp_producer, stamp_producer_with,
-    validate_batch, BatchBuilder, BatchError, BatchHeader, BatchIter, Compression, Record,
-    RecordHeader, RecordsCrc, StreamCheck, BATCH_HEADER_BYTES, CRC_COVERED_START,
-    DECOMPRESSED_BYTES_MAX, LOG_OVERHEAD_BYTES, MAGIC_V2,
+    crc_of, decode_records, for_each_record_view, refresh_crc, stamp, stamp_producer,
+    stamp_producer_with, validate_batch, BatchBuilder, BatchError, BatchHeader, BatchIter,
+    Compression, Record, RecordHeader, RecordsCrc, StreamCheck, BATCH_HEADER_BYTES,
+    CRC_COVERED_START, DECOMPRESSED_BYTES_MAX, LOG_OVERHEAD_BYTES, MAGIC_V2,
 };
 
 /// Size limit handed to validate_batch when the test is not about the limit.
@@ -126,6 +126,27 @@ fn expected(records: &[InputRecord], base_offset: i64) -> Vec<Record> {
         .collect()
 }
 
+/// The records of `batch` read in place (`for_each_record_view`), each view made owned.
+fn viewed(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
+    let mut out = Vec::new();
+    for_each_record_view(batch, |view| {
+        out.push(Record {
+            offset: view.offset,
+            timestamp: view.timestamp,
+            key: view.key.map(Bytes::copy_from_slice),
+            value: view.value.map(Bytes::copy_from_slice),
+            headers: view
+                .headers()
+                .map(|(key, value)| RecordHeader {
+                    key: key.to_string(),
+                    value: value.map(Bytes::copy_from_slice),
+                })
+                .collect(),
+        });
+    })?;
+    Ok(out)
+}
+
 fn put_i32(batch: &mut [u8], at: usize, value: i32) {
     batch[at..at + 4].copy_from_slice(&value.to_be_bytes());
 }
@@ -174,6 +195,7 @@ proptest! {
         prop_assert_eq!(header.max_timestamp, records.iter().map(|r| r.timestamp).max().unwrap());
         prop_assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (id, epoch, sequence));
         prop_assert_eq!(decode_records(&batch).unwrap(), expected(&records, 0));
+        prop_assert_eq!(viewed(&batch).unwrap(), expected(&records, 0));
     }
 
     // Proves a value pushed as pieces (cut at arbitrary points, empty pieces included) builds

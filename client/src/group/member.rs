@@ -3,7 +3,8 @@
 //! What a user relies on:
 //! - `subscribe(topics)`, then `poll`: the member joins the group inside `poll` and reads only
 //!   the partitions the group assigns it, starting at the group's committed offsets (or at
-//!   `auto_offset_reset` where it has none).
+//!   `auto_offset_reset` where it has none). `poll_batches` does the same and returns the
+//!   fetched batches whole, read in place with `FetchedBatches::for_each_record`.
 //! - At-least-once: with auto commit, the positions of what `poll` returned are committed
 //!   every `auto_commit_interval_ms`, before partitions are given up in a rebalance, and on
 //!   `close`; a partition's next owner resumes at the last commit, so only records after it
@@ -40,7 +41,7 @@ use crate::client::Client;
 use crate::config::{ConsumerConfig, OffsetSpec, SeekTo};
 use crate::consumer::Consumer;
 use crate::error::ClientError;
-use crate::fetch::ConsumerRecord;
+use crate::fetch::{ConsumerRecord, FetchedBatches};
 
 /// Told about partitions the member gives up and receives, inside `poll` (Kafka's
 /// `ConsumerRebalanceListener`).
@@ -252,7 +253,7 @@ impl GroupConsumer {
         timeout: Duration,
         max_records: usize,
     ) -> Result<Vec<ConsumerRecord>, ClientError> {
-        let mut records = self.poll_fetched(timeout).await?;
+        let mut records: Vec<ConsumerRecord> = self.poll_fetched(timeout).await?;
         let max_records = max_records.max(1);
         if !self.buffered.is_empty() || records.len() > max_records {
             self.buffered.extend(records);
@@ -271,11 +272,36 @@ impl GroupConsumer {
         Ok(records)
     }
 
-    /// Fetched records (the buffer first).
-    async fn poll_fetched(
+    /// [`GroupConsumer::poll`] returning each partition's fetched batches whole, to be read in
+    /// place with [`FetchedBatches::for_each_record`]: no list of records, no allocation or
+    /// reference count per record, for a consumer that looks at each record once. Positions,
+    /// and so commits, cover every batch returned, so a batch that then fails to read (its
+    /// CRC matched: only a codec error) is not fetched again. Refused while records of a
+    /// limited [`GroupConsumer::poll_records`] are still buffered (poll those first).
+    pub async fn poll_batches(
         &mut self,
         timeout: Duration,
-    ) -> Result<Vec<ConsumerRecord>, ClientError> {
+    ) -> Result<Vec<FetchedBatches>, ClientError> {
+        if !self.buffered.is_empty() {
+            return Err(ClientError::Config {
+                reason: "poll_batches while records of a limited poll_records are buffered: \
+                         poll those first"
+                    .to_string(),
+            });
+        }
+        let batches: Vec<FetchedBatches> = self.poll_fetched(timeout).await?;
+        for fetched in &batches {
+            self.returned.insert(
+                (fetched.topic.to_string(), fetched.partition),
+                fetched.next_offset,
+            );
+        }
+        Ok(batches)
+    }
+
+    /// What the inner consumer fetched, as records or batches (nothing while records are
+    /// buffered: those go first).
+    async fn poll_fetched<P: Polled>(&mut self, timeout: Duration) -> Result<P, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(reason) = self.shared.fatal.borrow().clone() {
@@ -288,14 +314,14 @@ impl GroupConsumer {
                 self.maybe_auto_commit().await;
                 if !self.buffered.is_empty() {
                     // Records fetched earlier are returned first.
-                    return Ok(Vec::new());
+                    return Ok(P::default());
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 let slice = left.min(Duration::from_millis(
                     self.shared.config.heartbeat_interval_ms,
                 ));
-                match self.consumer.poll(slice).await {
-                    Ok(records) if !records.is_empty() => return Ok(records),
+                match P::poll(&mut self.consumer, slice).await {
+                    Ok(polled) if !polled.is_empty() => return Ok(polled),
                     Ok(_) => {}
                     Err(ClientError::OffsetOutOfRange {
                         topic, partition, ..
@@ -306,7 +332,7 @@ impl GroupConsumer {
                 }
             }
             if Instant::now() >= deadline {
-                return Ok(Vec::new());
+                return Ok(P::default());
             }
         }
     }
@@ -1074,5 +1100,31 @@ async fn heartbeat_loop(shared: Rc<MemberShared>) {
                 tracing::debug!(%error, group = %shared.config.group_id, "heartbeat failed; finding the coordinator again");
             }
         }
+    }
+}
+
+/// What one poll of the inner consumer returns: decoded records, or whole batches.
+trait Polled: Default {
+    fn is_empty(&self) -> bool;
+    async fn poll(consumer: &mut Consumer, timeout: Duration) -> Result<Self, ClientError>;
+}
+
+impl Polled for Vec<ConsumerRecord> {
+    fn is_empty(&self) -> bool {
+        <[ConsumerRecord]>::is_empty(self)
+    }
+
+    async fn poll(consumer: &mut Consumer, timeout: Duration) -> Result<Self, ClientError> {
+        consumer.poll(timeout).await
+    }
+}
+
+impl Polled for Vec<FetchedBatches> {
+    fn is_empty(&self) -> bool {
+        <[FetchedBatches]>::is_empty(self)
+    }
+
+    async fn poll(consumer: &mut Consumer, timeout: Duration) -> Result<Self, ClientError> {
+        consumer.poll_batches(timeout).await
     }
 }

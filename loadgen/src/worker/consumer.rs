@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use sluice_client::{
-    Assignor, AutoOffsetReset, Client, ConsumerConfig, ConsumerRecord, GroupConsumer,
+    Assignor, AutoOffsetReset, Client, ConsumerConfig, FetchedBatches, GroupConsumer,
     GroupConsumerConfig,
 };
 
@@ -89,8 +89,8 @@ impl ConsumerTask {
                 glommio::timer::sleep(Duration::from_millis(PAUSED_POLL_MS)).await;
                 continue;
             }
-            match consumer.poll(poll_timeout).await {
-                Ok(records) => record_batch(&local, &mut outcome, &records),
+            match consumer.poll_batches(poll_timeout).await {
+                Ok(polled) => record_polled(&local, &mut outcome, &polled),
                 Err(error) => {
                     local.note_error(&format!("poll {topic}"), &error);
                     glommio::timer::sleep(Duration::from_millis(POLL_ERROR_BACKOFF_MS)).await;
@@ -109,47 +109,65 @@ impl ConsumerTask {
     }
 }
 
-/// Records one poll's messages: end-to-end latency, counts, and sequences per producer.
-/// A poll returns each partition's records together, so the per-partition entries are looked
-/// up once per run of records, not once per record.
-fn record_batch(local: &ExecutorLocal, outcome: &mut ConsumerOutcome, records: &[ConsumerRecord]) {
-    if records.is_empty() {
+/// Records one poll's messages, read in place: end-to-end latency, counts, and sequences per
+/// producer. The per-partition entries are looked up once per fetched partition, not once per
+/// record. A batch that cannot be read (after its CRC matched) is reported; the records before
+/// it still count.
+fn record_polled(local: &ExecutorLocal, outcome: &mut ConsumerOutcome, polled: &[FetchedBatches]) {
+    if polled.is_empty() {
         return;
     }
     let now_ns = local.control().now_ns();
-    let mut bytes = 0u64;
+    let (mut count, mut bytes) = (0u64, 0u64);
     let mut window = local.window.borrow_mut();
-    for run in records.chunk_by(|a, b| a.partition == b.partition) {
-        let partition = run[0].partition;
-        *outcome.consumed.entry(partition).or_default() += run.len() as u64;
-        let mut duplicates = 0;
-        let mut sequences: Option<(u32, &mut SequenceSet)> = None;
-        for record in run {
-            let value = record.value.as_deref().unwrap_or(&[]);
+    for fetched in polled {
+        let partition = fetched.partition;
+        let (mut in_partition, mut duplicates, mut foreign) = (0u64, 0u64, 0u64);
+        // The sequences of the producer whose records these are, taken out of the map while
+        // its records follow each other (put back when another producer's come, and at the end).
+        let mut current: Option<(u32, SequenceSet)> = None;
+        let received = &mut outcome.received;
+        let walked = fetched.for_each_record(|record| {
+            in_partition += 1;
+            let value = record.value.unwrap_or(&[]);
             bytes += value.len() as u64;
             let Some(header) = PayloadHeader::read(value) else {
-                outcome.foreign += 1;
-                continue;
+                foreign += 1;
+                return;
             };
             window
                 .end_to_end_latency
                 .record_span_ns(header.intended_ns, now_ns);
             let producer = header.producer_id;
-            let set = match sequences.take() {
-                Some((id, set)) if id == producer => set,
-                _ => outcome.received.entry((partition, producer)).or_default(),
+            let set = match &mut current {
+                Some((id, set)) if *id == producer => set,
+                _ => {
+                    if let Some((id, set)) = current.take() {
+                        received.insert((partition, id), set);
+                    }
+                    let set = received.remove(&(partition, producer)).unwrap_or_default();
+                    &mut current.insert((producer, set)).1
+                }
             };
             if !set.insert(header.sequence) {
                 duplicates += 1;
             }
-            sequences = Some((producer, set));
+        });
+        if let Some((id, set)) = current {
+            received.insert((partition, id), set);
         }
+        if let Err(error) = walked {
+            local.note_error(&format!("read partition {partition}"), &error);
+        }
+        count += in_partition;
+        *outcome.consumed.entry(partition).or_default() += in_partition;
+        outcome.foreign += foreign;
         if duplicates > 0 {
             *outcome.duplicates.entry(partition).or_default() += duplicates;
         }
     }
-    window.counters.consumed += records.len() as u64;
+    window.counters.consumed += count;
     window.counters.consumed_bytes += bytes;
     drop(window);
-    local.count_consumed(records.len() as u64);
+    local.count_consumed(count);
 }

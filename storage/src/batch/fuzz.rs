@@ -2,10 +2,12 @@
 //! hold whatever the input. It lives in the library (not behind `cfg(test)`) so the cargo-fuzz
 //! target and the stable replay test call the same code.
 
+use bytes::Bytes;
+
 use super::{
-    decode_records, refresh_crc, stamp, validate_batch, BatchBuilder, BatchError, BatchHeader,
-    BatchIter, Compression, Record, BATCH_HEADER_BYTES, BATCH_LENGTH_AT, BATCH_LENGTH_MIN_BYTES,
-    MAGIC_AT, MAGIC_V2, PARTITION_LEADER_EPOCH_AT,
+    decode_records, for_each_record_view, refresh_crc, stamp, validate_batch, BatchBuilder,
+    BatchError, BatchHeader, BatchIter, Compression, Record, RecordHeader, BATCH_HEADER_BYTES,
+    BATCH_LENGTH_AT, BATCH_LENGTH_MIN_BYTES, MAGIC_AT, MAGIC_V2, PARTITION_LEADER_EPOCH_AT,
 };
 
 /// Batch size limit used while fuzzing: large enough for anything a fuzzer builds, small enough
@@ -36,9 +38,42 @@ fn check_all(data: &[u8]) {
     check_validate(data);
     check_iter(data);
     // decode_records does not need a valid CRC, so arbitrary bytes reach it directly too.
-    if let Ok(records) = decode_records(data) {
+    let decoded = decode_records(data);
+    if let Ok(records) = &decoded {
         let header = BatchHeader::parse(data).expect("decoded batch has a parsable header");
         assert_eq!(records.len(), header.records_count as usize);
+    }
+    check_views(data, decoded.ok());
+}
+
+/// Reading in place agrees with decoding: the same records (offsets, timestamps, keys, values,
+/// headers) when decoding succeeds, an error when it fails.
+fn check_views(data: &[u8], decoded: Option<Vec<Record>>) {
+    let mut viewed = Vec::new();
+    let walked = for_each_record_view(data, |view| {
+        viewed.push(Record {
+            offset: view.offset,
+            timestamp: view.timestamp,
+            key: view.key.map(Bytes::copy_from_slice),
+            value: view.value.map(Bytes::copy_from_slice),
+            headers: view
+                .headers()
+                .map(|(key, value)| RecordHeader {
+                    key: key.to_string(),
+                    value: value.map(Bytes::copy_from_slice),
+                })
+                .collect(),
+        });
+    });
+    match decoded {
+        Some(records) => {
+            assert!(walked.is_ok(), "a batch that decodes is read in place too");
+            assert_eq!(viewed, records);
+        }
+        None => assert!(
+            walked.is_err(),
+            "a batch that does not decode is not read in place"
+        ),
     }
 }
 

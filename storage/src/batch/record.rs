@@ -5,6 +5,8 @@
 //! keyLength varint | key | valueLength varint | value | headersCount varint | headers`, each
 //! header `keyLength varint | key (UTF-8) | valueLength varint | value`. A length of -1 is null.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use super::codec::decompress;
@@ -52,6 +54,85 @@ pub struct RecordHeader {
     pub value: Option<Bytes>,
 }
 
+/// One record read in place: its key, value and headers borrow the batch's bytes (or, for a
+/// compressed batch, its decompressed records), so reading one copies nothing and counts no
+/// references. What a consumer that looks at each record once and keeps nothing needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// Absolute offset: the batch's base offset plus the record's offset delta.
+    pub offset: i64,
+    /// Absolute timestamp in milliseconds, as in [`Record::timestamp`].
+    pub timestamp: i64,
+    /// Key bytes; `None` is a null key.
+    pub key: Option<&'a [u8]>,
+    /// Value bytes; `None` is a null value (a tombstone).
+    pub value: Option<&'a [u8]>,
+    /// The record's headers, already checked: see [`RecordView::headers`].
+    headers: HeaderViews<'a>,
+}
+
+impl<'a> RecordView<'a> {
+    /// The record's headers in order, as (UTF-8 key, nullable value).
+    pub fn headers(&self) -> HeaderViews<'a> {
+        self.headers
+    }
+
+    /// An owned [`Record`] whose byte strings `bytes_of` makes from the view's slices.
+    fn to_record(self, bytes_of: impl Fn(&[u8]) -> Bytes) -> Record {
+        Record {
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.map(&bytes_of),
+            value: self.value.map(&bytes_of),
+            headers: self
+                .headers
+                .map(|(key, value)| RecordHeader {
+                    key: key.to_string(),
+                    value: value.map(&bytes_of),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The headers of a [`RecordView`]: an iterator over bytes the record's reader already checked
+/// (every length in bounds, every key UTF-8 and not null).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderViews<'a> {
+    bytes: &'a [u8],
+    left: usize,
+}
+
+impl<'a> Iterator for HeaderViews<'a> {
+    type Item = (&'a str, Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // The reader checked these bytes; a failure here cannot happen and ends the walk.
+        let key = self.nullable()??;
+        let value = self.nullable()?;
+        Some((std::str::from_utf8(key).ok()?, value))
+    }
+}
+
+impl<'a> HeaderViews<'a> {
+    /// The next length-prefixed, nullable byte string; `None` if the bytes do not hold one.
+    fn nullable(&mut self) -> Option<Option<&'a [u8]>> {
+        let (length, used) = get_varint(self.bytes).ok()?;
+        let rest = &self.bytes[used..];
+        let Ok(length) = usize::try_from(length) else {
+            self.bytes = rest;
+            return Some(None);
+        };
+        let (field, rest) = (rest.get(..length)?, &rest[length..]);
+        self.bytes = rest;
+        Some(Some(field))
+    }
+}
+
 /// Decodes all records of one validated batch (absolute offsets and timestamps), decompressing
 /// any of Kafka's codecs (none, gzip, snappy, lz4, zstd).
 /// Every length is bounds-checked; decompressed size is bounded by DECOMPRESSED_BYTES_MAX.
@@ -59,43 +140,65 @@ pub struct RecordHeader {
 /// The CRC is not re-checked here (the caller validated the batch), but nothing in the bytes can
 /// make this read out of bounds or allocate more than the input justifies.
 pub fn decode_records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
-    decode_with(batch, |range| Bytes::copy_from_slice(&batch[range]))
+    let (header, records) =
+        records_section(batch, |range| Cow::Borrowed(&batch[range]), Cow::Owned)?;
+    collect_records(&header, &records, Bytes::copy_from_slice)
 }
 
 /// [`decode_records`] for a batch already in shared memory: the keys, values and headers of an
 /// uncompressed batch are slices of `batch` (no copy).
 pub fn decode_records_shared(batch: &Bytes) -> Result<Vec<Record>, BatchError> {
-    decode_with(batch, |range| batch.slice(range))
+    let (header, records) = records_section(batch, |range| batch.slice(range), Bytes::from)?;
+    collect_records(&header, &records, |field| records.slice_ref(field))
 }
 
 /// [`decode_records_shared`] handing each record to `each` as it is decoded, instead of
 /// collecting them: a consumer that keeps records in a list of its own builds no second one.
 /// On an error, the records before the bad one were already handed over.
-pub fn for_each_record_shared(batch: &Bytes, each: impl FnMut(Record)) -> Result<(), BatchError> {
-    let (header, records) = records_section(batch, |range| batch.slice(range))?;
-    parse_records(&header, records, each)
+pub fn for_each_record_shared(
+    batch: &Bytes,
+    mut each: impl FnMut(Record),
+) -> Result<(), BatchError> {
+    let (header, records) = records_section(batch, |range| batch.slice(range), Bytes::from)?;
+    parse_records(&header, &records, |view| {
+        each(view.to_record(|field| records.slice_ref(field)));
+    })
 }
 
-/// Decodes `batch`, taking the bytes of an uncompressed batch's records from `uncompressed`.
-fn decode_with(
+/// [`decode_records`] handing each record to `each` in place, as a [`RecordView`] borrowing
+/// the batch (a compressed batch is decompressed once, into memory the views borrow while
+/// `each` runs). On an error, the records before the bad one were already handed over.
+pub fn for_each_record_view(
     batch: &[u8],
-    uncompressed: impl FnOnce(std::ops::Range<usize>) -> Bytes,
+    each: impl FnMut(RecordView<'_>),
+) -> Result<(), BatchError> {
+    let (header, records) =
+        records_section(batch, |range| Cow::Borrowed(&batch[range]), Cow::Owned)?;
+    parse_records(&header, &records, each)
+}
+
+/// Every record of `records` (the section of a batch under `header`), owned through
+/// `bytes_of`.
+fn collect_records(
+    header: &BatchHeader,
+    records: &[u8],
+    bytes_of: impl Fn(&[u8]) -> Bytes,
 ) -> Result<Vec<Record>, BatchError> {
-    let (header, records) = records_section(batch, uncompressed)?;
     // Never more than the bytes can hold, whatever the count declares (parse_records refuses
     // such a count, but only after this).
     let declared = usize::try_from(header.records_count).unwrap_or(0);
     let mut out = Vec::with_capacity(declared.min(records.len() / RECORD_BYTES_MIN));
-    parse_records(&header, records, |record| out.push(record))?;
+    parse_records(header, records, |view| out.push(view.to_record(&bytes_of)))?;
     Ok(out)
 }
 
-/// The batch's header and its records section, decompressed (uncompressed: taken from
-/// `uncompressed`).
-fn records_section(
+/// The batch's header and its records section: an uncompressed batch's made by `in_place`
+/// from its byte range in `batch`, a compressed one's by `decompressed` from its records.
+fn records_section<T>(
     batch: &[u8],
-    uncompressed: impl FnOnce(std::ops::Range<usize>) -> Bytes,
-) -> Result<(BatchHeader, Bytes), BatchError> {
+    in_place: impl FnOnce(std::ops::Range<usize>) -> T,
+    decompressed: impl FnOnce(Vec<u8>) -> T,
+) -> Result<(BatchHeader, T), BatchError> {
     let header = BatchHeader::parse(batch)?;
     let total = header.total_bytes();
     if total > batch.len() {
@@ -105,17 +208,17 @@ fn records_section(
         });
     }
     let records = match header.compression()? {
-        Compression::None => uncompressed(BATCH_HEADER_BYTES..total),
-        codec => Bytes::from(decompress(codec, &batch[BATCH_HEADER_BYTES..total])?),
+        Compression::None => in_place(BATCH_HEADER_BYTES..total),
+        codec => decompressed(decompress(codec, &batch[BATCH_HEADER_BYTES..total])?),
     };
     Ok((header, records))
 }
 
 /// Parses exactly `records_count` records filling all of `records`, handing each to `each`.
-fn parse_records(
+fn parse_records<'a>(
     header: &BatchHeader,
-    records: Bytes,
-    mut each: impl FnMut(Record),
+    records: &'a [u8],
+    mut each: impl FnMut(RecordView<'a>),
 ) -> Result<(), BatchError> {
     let declared = header.records_count;
     let count = usize::try_from(declared).map_err(|_| BatchError::Corrupt {
@@ -169,13 +272,13 @@ fn prefetch(bytes: &[u8], at: usize) {
 }
 
 /// A cursor over the records section that reports errors with the record index and position.
-struct RecordReader {
-    bytes: Bytes,
+struct RecordReader<'a> {
+    bytes: &'a [u8],
     position: usize,
     index: usize,
 }
 
-impl RecordReader {
+impl<'a> RecordReader<'a> {
     fn error(&self, what: &'static str) -> BatchError {
         BatchError::BadRecord {
             index: self.index,
@@ -206,7 +309,11 @@ impl RecordReader {
     }
 
     /// Reads a length-prefixed, nullable byte string ending at or before `end`.
-    fn nullable(&mut self, end: usize, field: &'static str) -> Result<Option<Bytes>, BatchError> {
+    fn nullable(
+        &mut self,
+        end: usize,
+        field: &'static str,
+    ) -> Result<Option<&'a [u8]>, BatchError> {
         let length = self.varint(end, field)?;
         if length == -1 {
             return Ok(None);
@@ -215,13 +322,13 @@ impl RecordReader {
         if length > end - self.position {
             return Err(self.error(field));
         }
-        let value = self.bytes.slice(self.position..self.position + length);
+        let value = &self.bytes[self.position..self.position + length];
         self.position += length;
         Ok(Some(value))
     }
 
     /// Reads one whole record, checking its declared length matches what its fields use.
-    fn record(&mut self, header: &BatchHeader) -> Result<Record, BatchError> {
+    fn record(&mut self, header: &BatchHeader) -> Result<RecordView<'a>, BatchError> {
         let all = self.bytes.len();
         let length = self.varint(all, "record length is truncated")?;
         let length = usize::try_from(length).map_err(|_| self.error("negative record length"))?;
@@ -232,7 +339,7 @@ impl RecordReader {
         if end == self.position {
             return Err(self.error("record is empty"));
         }
-        prefetch(&self.bytes, end - 1 + PREFETCH_AHEAD_RECORDS * length);
+        prefetch(self.bytes, end - 1 + PREFETCH_AHEAD_RECORDS * length);
         // The attributes byte is unused in v2 records; Kafka ignores it, and so do we.
         self.position += 1;
         let timestamp_delta = self.varlong(end, "timestampDelta is truncated")?;
@@ -249,7 +356,7 @@ impl RecordReader {
         } else {
             header.base_timestamp.wrapping_add(timestamp_delta)
         };
-        Ok(Record {
+        Ok(RecordView {
             offset: header.base_offset.wrapping_add(i64::from(offset_delta)),
             timestamp,
             key,
@@ -258,22 +365,24 @@ impl RecordReader {
         })
     }
 
-    fn headers(&mut self, end: usize) -> Result<Vec<RecordHeader>, BatchError> {
+    /// Checks the record's headers (lengths, non-null UTF-8 keys) and returns them unparsed.
+    fn headers(&mut self, end: usize) -> Result<HeaderViews<'a>, BatchError> {
         let count = self.varint(end, "headersCount is truncated")?;
         let count = usize::try_from(count).map_err(|_| self.error("negative headersCount"))?;
         if count > (end - self.position) / HEADER_BYTES_MIN {
             return Err(self.error("headersCount exceeds the record's bytes"));
         }
-        let mut headers = Vec::with_capacity(count);
+        let start = self.position;
         for _ in 0..count {
             let key = self
                 .nullable(end, "header key is truncated")?
                 .ok_or_else(|| self.error("header key is null"))?;
-            let key = String::from_utf8(key.to_vec())
-                .map_err(|_| self.error("header key is not UTF-8"))?;
-            let value = self.nullable(end, "header value is truncated")?;
-            headers.push(RecordHeader { key, value });
+            std::str::from_utf8(key).map_err(|_| self.error("header key is not UTF-8"))?;
+            self.nullable(end, "header value is truncated")?;
         }
-        Ok(headers)
+        Ok(HeaderViews {
+            bytes: &self.bytes[start..self.position],
+            left: count,
+        })
     }
 }
