@@ -149,6 +149,9 @@ pub(crate) fn now_ms() -> i64 {
 struct Shared {
     client: Rc<Client>,
     config: ProducerConfig,
+    /// Why the settings are refused (`ProducerConfig::validate_for`), checked once: every
+    /// send fails with it.
+    refused: Option<ClientError>,
     accumulator: RefCell<Accumulator>,
     chooser: RefCell<PartitionChooser>,
     /// Topic names interned once, so records share one allocation per topic.
@@ -204,6 +207,7 @@ impl Producer {
             accumulator = accumulator.idempotent(config.in_flight_per_partition());
         }
         let shared = Rc::new(Shared {
+            refused: config.validate_for(client.config()).err(),
             accumulator: RefCell::new(accumulator),
             chooser: RefCell::new(PartitionChooser::new(config.partitioner)),
             topics: RefCell::new(FastMap::default()),
@@ -252,7 +256,9 @@ impl Producer {
     /// copied once, into the batch (see [`RecordRef`]).
     pub async fn send_ref(&self, record: RecordRef<'_>) -> Result<DeliveryFuture, ClientError> {
         let shared = &self.shared;
-        shared.config.validate_for(shared.client.config())?;
+        if let Some(refused) = &shared.refused {
+            return Err(refused.duplicate());
+        }
         if shared.closed.get() {
             return Err(ClientError::Closed);
         }

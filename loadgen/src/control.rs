@@ -16,6 +16,8 @@ pub const LIVE_PUBLISH_INTERVAL_MS: u64 = 10;
 #[derive(Debug)]
 pub struct RunControl {
     epoch: Instant,
+    /// Unix time of `epoch`, in ms.
+    epoch_unix_ms: i64,
     start_ns: AtomicU64,
     produce: AtomicBool,
     consume: AtomicBool,
@@ -39,6 +41,11 @@ impl RunControl {
     pub fn new() -> RunControl {
         RunControl {
             epoch: Instant::now(),
+            epoch_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| {
+                    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+                }),
             start_ns: AtomicU64::new(0),
             produce: AtomicBool::new(false),
             consume: AtomicBool::new(false),
@@ -56,6 +63,13 @@ impl RunControl {
     /// timestamps written by a producer on one core compare with a consumer's on another).
     pub fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Unix time in ms of `now_ns` (a reading of [`RunControl::now_ns`]): the record timestamp
+    /// of a message sent then, with no second clock read.
+    pub fn unix_ms(&self, now_ns: u64) -> i64 {
+        self.epoch_unix_ms
+            .saturating_add(i64::try_from(now_ns / 1_000_000).unwrap_or(i64::MAX))
     }
 
     /// Starts the run at `start_ns`, with producers and (unless `consumers_paused`) consumers on.

@@ -35,6 +35,16 @@ pub const PRODUCER_FLUSH_TIMEOUT_S: u64 = 60;
 /// Interval at which a stopping producer checks whether its last acknowledgements were counted.
 const OUTSTANDING_POLL_MS: u64 = 1;
 
+/// What one send carries besides its bookkeeping ([`InFlight`]).
+struct Outgoing<'a> {
+    key: Option<&'a [u8]>,
+    /// The value in pieces: the payload header, then a window of the pool.
+    value: &'a [&'a [u8]],
+    /// The record timestamp: the load generator's clock reading for this send, so the client
+    /// reads no clock of its own.
+    timestamp_ms: i64,
+}
+
 /// Chooses each message's partition the way Kafka clients do: by murmur2 of the key when there is
 /// one, otherwise sticky (fill one partition's batch, then move to the next). The load generator
 /// picks the partition itself so it can number messages per partition.
@@ -196,9 +206,12 @@ impl ProducerTask {
                         sequence,
                         bytes: (value[0].len() + value[1].len()) as u64,
                     };
-                    group = self
-                        .send_one(&local, &state, key.as_deref(), &value, flight, group)
-                        .await;
+                    let message = Outgoing {
+                        key: key.as_deref(),
+                        value: &value,
+                        timestamp_ms: local.control().unix_ms(now_ns),
+                    };
+                    group = self.send_one(&local, &state, message, flight, group).await;
                     burst += 1;
                     if burst >= SEND_BURST_MAX {
                         burst = 0;
@@ -218,8 +231,7 @@ impl ProducerTask {
         &self,
         local: &Rc<ExecutorLocal>,
         state: &Rc<AckState>,
-        key: Option<&[u8]>,
-        value: &[&[u8]],
+        message: Outgoing<'_>,
         flight: InFlight,
         group: Option<AckGroup>,
     ) -> Option<AckGroup> {
@@ -231,9 +243,9 @@ impl ProducerTask {
         let record = RecordRef {
             topic: &self.topic,
             partition: Some(flight.partition),
-            key,
-            value,
-            timestamp_ms: None,
+            key: message.key,
+            value: message.value,
+            timestamp_ms: Some(message.timestamp_ms),
             headers: &[],
         };
         match self.producer.send_ref(record).await {
