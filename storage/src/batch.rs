@@ -43,6 +43,20 @@ pub use record::{
 };
 pub use stream_check::{PartsCheck, PartsLayout, StreamCheck};
 
+/// Asks the cache for the line holding `items[at]`, if there is one; only a hint, with no
+/// effect on what is read or written.
+pub(crate) fn prefetch<T>(items: &[T], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(item) = items.get(at) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE is part of x86_64's baseline, and a prefetch reads nothing and cannot
+        // fault (here the address is inside `items` anyway).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(item).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (items, at);
+}
+
 use bytes::{Buf, BufMut};
 
 /// Size of the fixed batch header, from baseOffset through recordsCount.

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::codec::decompress;
 use super::varint::{get_varint, get_varlong, VarintError};
-use super::{BatchError, BatchHeader, Compression, BATCH_HEADER_BYTES};
+use super::{prefetch, BatchError, BatchHeader, Compression, BATCH_HEADER_BYTES};
 
 /// Upper bound on the decompressed size of one batch's records. Kafka caps a batch at about
 /// 1 MiB compressed by default; 64 MiB leaves room for very compressible data while keeping a
@@ -255,20 +255,6 @@ fn parse_records<'a>(
         });
     }
     Ok(())
-}
-
-/// Asks the cache for the line holding `bytes[at]`, if there is one; only a hint, with no
-/// effect on what is read.
-fn prefetch(bytes: &[u8], at: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(byte) = bytes.get(at) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: SSE is part of x86_64's baseline, and a prefetch reads nothing and cannot
-        // fault (here the address is inside `bytes` anyway).
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (bytes, at);
 }
 
 /// A cursor over the records section that reports errors with the record index and position.
