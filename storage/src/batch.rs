@@ -324,7 +324,7 @@ pub fn crc_of(buf: &[u8]) -> Result<u32, BatchError> {
             available: buf.len(),
         });
     }
-    Ok(crc32c::crc32c(&buf[CRC_COVERED_START..total]))
+    Ok(crc::crc32c(&buf[CRC_COVERED_START..total]))
 }
 
 /// Full check of the batch at the start of `buf` (buf may continue past it): header, length fits
@@ -360,7 +360,7 @@ fn validate_batch_crc(
     // The CRC comes before the field checks so that a flipped bit anywhere in the covered region
     // is reported as corruption rather than as whatever nonsense value it produced.
     if total > crc_verified_bytes {
-        let computed = crc32c::crc32c(&buf[CRC_COVERED_START..total]);
+        let computed = crc::crc32c(&buf[CRC_COVERED_START..total]);
         if computed != header.crc {
             return Err(BatchError::CrcMismatch {
                 stored: header.crc,
@@ -419,7 +419,7 @@ pub fn stamp_producer(
     base_sequence: i32,
 ) -> Result<(), BatchError> {
     let total = write_producer(batch, producer_id, producer_epoch, base_sequence)?;
-    let crc = crc32c::crc32c(&batch[CRC_COVERED_START..total]);
+    let crc = crc::crc32c(&batch[CRC_COVERED_START..total]);
     write_crc(batch, crc);
     Ok(())
 }

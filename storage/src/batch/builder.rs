@@ -3,7 +3,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::codec::compress;
-use super::crc::crc32c_join;
+use super::crc::{crc32c, crc32c_append, crc32c_join};
 use super::varint::{put_varint, put_varlong, varint_len, varlong_len};
 use super::{
     prefetch, write_crc, BatchError, Compression, BATCH_HEADER_BYTES, CRC_COVERED_START,
@@ -172,7 +172,7 @@ impl BatchBuilder {
         if self.compression != Compression::None || pending.len() < step_bytes {
             return;
         }
-        self.records_crc = crc32c::crc32c_append(self.records_crc, pending);
+        self.records_crc = crc32c_append(self.records_crc, pending);
         self.records_crc_end = self.records.len();
     }
 
@@ -242,7 +242,7 @@ impl BatchBuilder {
         let mut out = BytesMut::new();
         self.encode_into(&mut out, false)?;
         let records = RecordsCrc {
-            crc: crc32c::crc32c(&out[BATCH_HEADER_BYTES..]),
+            crc: crc32c(&out[BATCH_HEADER_BYTES..]),
             len: out.len() - BATCH_HEADER_BYTES,
         };
         Ok((out, records))
@@ -293,7 +293,7 @@ impl BatchBuilder {
         out.put_slice(payload);
         if seal {
             let batch = &mut out[start..];
-            let crc = crc32c::crc32c(&batch[CRC_COVERED_START..]);
+            let crc = crc32c(&batch[CRC_COVERED_START..]);
             write_crc(batch, crc);
             debug_assert!(super::validate_batch(batch, usize::MAX).is_ok());
         }

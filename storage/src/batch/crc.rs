@@ -7,6 +7,31 @@
 //! The arithmetic is polynomial multiplication modulo CRC-32C's polynomial, in the bit-reflected
 //! order the CRC uses (bit 31 holds the coefficient of x^0), as in zlib's `crc32_combine_op`.
 
+/// Inputs at least this long are checksummed by `crc-fast` (folding with carry-less
+/// multiplication, AVX-512 VPCLMULQDQ where the CPU has it), shorter ones by the `crc32c` crate
+/// (SSE 4.2 `crc32`, no setup). On this project's VM: 123 against 29 GB/s at 32 KiB, 22 against
+/// 19 GB/s at 1 KiB, 6 against 9 GB/s at 64 bytes (a batch header).
+const FOLDING_BYTES_MIN: usize = 1024;
+
+/// The CRC-32C of `crc`'s input followed by `data` (`crc32c::crc32c_append`'s contract), by
+/// whichever implementation is faster for `data`'s length.
+pub(crate) fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
+    if data.len() < FOLDING_BYTES_MIN {
+        return crc32c::crc32c_append(crc, data);
+    }
+    // crc-fast's state is the register before the final inversion.
+    let mut digest =
+        crc_fast::Digest::new_with_init_state(crc_fast::CrcAlgorithm::Crc32Iscsi, u64::from(!crc));
+    digest.update(data);
+    // A CRC-32's digest fits its low 32 bits.
+    (digest.finalize() & u64::from(u32::MAX)) as u32
+}
+
+/// The CRC-32C of `data`.
+pub(crate) fn crc32c(data: &[u8]) -> u32 {
+    crc32c_append(0, data)
+}
+
 /// CRC-32C's polynomial (Castagnoli), bit-reflected.
 const POLY_REFLECTED: u32 = 0x82F6_3B78;
 /// The polynomial 1 (x^0), reflected.
@@ -86,6 +111,35 @@ mod tests {
             let (a, b) = data.split_at(at);
             let joined = crc32c_join(crc32c::crc32c(a), crc32c::crc32c(b), b.len());
             prop_assert_eq!(joined, crc32c::crc32c(&data));
+        }
+
+        // Proves the append that picks an implementation by length gives the crc32c crate's
+        // CRC on both sides of the threshold, from any CRC before.
+        #[test]
+        fn append_agrees_with_the_crc32c_crate(
+            data in proptest::collection::vec(any::<u8>(), 0..3 * FOLDING_BYTES_MIN),
+            before in any::<u32>(),
+        ) {
+            prop_assert_eq!(crc32c_append(before, &data), crc32c::crc32c_append(before, &data));
+            prop_assert_eq!(crc32c(&data), crc32c::crc32c(&data));
+        }
+    }
+
+    // Proves the folding path on long inputs (a whole batch, a socket read) from a CRC before.
+    #[test]
+    fn append_agrees_with_the_crc32c_crate_on_long_inputs() {
+        let data: Vec<u8> = (0..(1usize << 20) + 13)
+            .map(|i| (i * 131 + 17) as u8)
+            .collect();
+        for (len, before) in [
+            (1 << 20, 0),
+            ((1 << 20) + 13, 0xDEAD_BEEF),
+            (32 * 1024 + 1, 7),
+        ] {
+            assert_eq!(
+                crc32c_append(before, &data[..len]),
+                crc32c::crc32c_append(before, &data[..len])
+            );
         }
     }
 

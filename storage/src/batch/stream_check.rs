@@ -7,6 +7,7 @@
 //! the end, a CRC mismatch) it stops, and the batches from there on get the full check
 //! ([`validate_batch`](super::validate_batch)), which reports the error.
 
+use super::crc::crc32c_append;
 use super::{check_fields, BatchHeader, BATCH_HEADER_BYTES, CRC_COVERED_START};
 
 /// The batch whose bytes are being checksummed.
@@ -63,7 +64,7 @@ impl StreamCheck {
             };
             let reach = received.len().min(batch.end);
             if reach > batch.covered_to {
-                batch.crc = crc32c::crc32c_append(batch.crc, &received[batch.covered_to..reach]);
+                batch.crc = crc32c_append(batch.crc, &received[batch.covered_to..reach]);
                 batch.covered_to = reach;
             }
             if batch.covered_to < batch.end {
