@@ -129,21 +129,7 @@ fn expected(records: &[InputRecord], base_offset: i64) -> Vec<Record> {
 /// The records of `batch` read in place (`for_each_record_view`), each view made owned.
 fn viewed(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
     let mut out = Vec::new();
-    for_each_record_view(batch, |view| {
-        out.push(Record {
-            offset: view.offset,
-            timestamp: view.timestamp,
-            key: view.key.map(Bytes::copy_from_slice),
-            value: view.value.map(Bytes::copy_from_slice),
-            headers: view
-                .headers()
-                .map(|(key, value)| RecordHeader {
-                    key: key.to_string(),
-                    value: value.map(Bytes::copy_from_slice),
-                })
-                .collect(),
-        });
-    })?;
+    for_each_record_view(batch, |view| out.push(view.copied()))?;
     Ok(out)
 }
 

@@ -2,12 +2,10 @@
 //! hold whatever the input. It lives in the library (not behind `cfg(test)`) so the cargo-fuzz
 //! target and the stable replay test call the same code.
 
-use bytes::Bytes;
-
 use super::{
     decode_records, for_each_record_view, refresh_crc, stamp, validate_batch, BatchBuilder,
-    BatchError, BatchHeader, BatchIter, Compression, Record, RecordHeader, BATCH_HEADER_BYTES,
-    BATCH_LENGTH_AT, BATCH_LENGTH_MIN_BYTES, MAGIC_AT, MAGIC_V2, PARTITION_LEADER_EPOCH_AT,
+    BatchError, BatchHeader, BatchIter, Compression, Record, BATCH_HEADER_BYTES, BATCH_LENGTH_AT,
+    BATCH_LENGTH_MIN_BYTES, MAGIC_AT, MAGIC_V2, PARTITION_LEADER_EPOCH_AT,
 };
 
 /// Batch size limit used while fuzzing: large enough for anything a fuzzer builds, small enough
@@ -50,21 +48,7 @@ fn check_all(data: &[u8]) {
 /// headers) when decoding succeeds, an error when it fails.
 fn check_views(data: &[u8], decoded: Option<Vec<Record>>) {
     let mut viewed = Vec::new();
-    let walked = for_each_record_view(data, |view| {
-        viewed.push(Record {
-            offset: view.offset,
-            timestamp: view.timestamp,
-            key: view.key.map(Bytes::copy_from_slice),
-            value: view.value.map(Bytes::copy_from_slice),
-            headers: view
-                .headers()
-                .map(|(key, value)| RecordHeader {
-                    key: key.to_string(),
-                    value: value.map(Bytes::copy_from_slice),
-                })
-                .collect(),
-        });
-    });
+    let walked = for_each_record_view(data, |view| viewed.push(view.copied()));
     match decoded {
         Some(records) => {
             assert!(walked.is_ok(), "a batch that decodes is read in place too");

@@ -77,6 +77,11 @@ impl<'a> RecordView<'a> {
         self.headers
     }
 
+    /// The record as an owned [`Record`], its byte strings copied.
+    pub fn copied(self) -> Record {
+        self.to_record(Bytes::copy_from_slice)
+    }
+
     /// An owned [`Record`] whose byte strings `bytes_of` makes from the view's slices.
     fn to_record(self, bytes_of: impl Fn(&[u8]) -> Bytes) -> Record {
         Record {
