@@ -15,7 +15,7 @@ use crate::{
     config::Durability,
     error::StorageError,
     producer_state::{AppendDecision, ProducerBatch, ProducerStateError},
-    segment::writer::{succeeded, BlockFate, Completion, FinishOnDrop, Prepared, TailCover},
+    segment::writer::{succeeded, Completion, FinishOnDrop, Prepared},
     tail_cache::Chunk,
 };
 
@@ -393,11 +393,7 @@ impl LogInner {
             tail_after,
             cached,
         } = prepared;
-        let tail_fate = plan.tail_fate();
-        let written = match (plan.execute(&path, base_offset).await, tail_fate) {
-            (Ok(()), Some(fate)) => self.write_tail(&path, &fate, base_offset).await,
-            (result, _) => result,
-        };
+        let written = plan.execute(&path, base_offset).await;
         // Wait for the previous append whatever happened, so appends finish in order.
         let predecessor_ok = succeeded(previous).await;
         let aborted = StorageError::Aborted { base_offset };
@@ -439,33 +435,6 @@ impl LogInner {
         }
         self.after_publish().await?;
         Ok(info)
-    }
-
-    /// Makes sure the partial last block of a direct-mode append reaches the disk: by the
-    /// write that already covers it, or by a padded write of it issued now.
-    async fn write_tail(
-        &self,
-        path: &std::path::Path,
-        fate: &BlockFate,
-        base_offset: i64,
-    ) -> Result<(), StorageError> {
-        let cover = self
-            .state
-            .borrow_mut()
-            .writer
-            .as_mut()
-            .and_then(|writer| writer.cover_tail(fate));
-        match cover {
-            None => Err(StorageError::Closed),
-            Some(TailCover::Covered(write)) => {
-                if write.wait().await {
-                    Ok(())
-                } else {
-                    Err(StorageError::Aborted { base_offset })
-                }
-            }
-            Some(TailCover::Write(write)) => write.run(path, base_offset).await,
-        }
     }
 
     /// Publishes the first `count` queued appends in order (fewer when fewer are queued).

@@ -7,16 +7,16 @@
 //! may depend on its bytes); the log then rewinds the file to the last published byte.
 //!
 //! Direct mode writes whole blocks of `alignment` bytes from aligned buffers. An append writes
-//! only the complete blocks it has: the bytes carried over from the previous append's partial
-//! last block, then its own bytes up to its last block boundary, in chunks of
-//! `DIRECT_WRITE_CHUNK_BYTES` that go to the device concurrently. Its own partial last block is
-//! carried forward in memory to the next append. That block's bytes still have to reach the
-//! disk before the append is acknowledged: normally the next append's write covers it; when no
-//! next append has come by the time the append's own blocks are written, the append writes the
-//! block itself, padded with zeros (covering every append that added bytes to it meanwhile).
-//! Writes of the same block are ordered (a later one waits for the earlier one), and under load
-//! no write waits for any other: appends in flight wait for each other only to be published in
-//! order.
+//! the bytes carried over from the previous append's partial last block, then its own bytes,
+//! its own partial last block padded with zeros, in chunks of `DIRECT_WRITE_CHUNK_BYTES` that
+//! go to the device concurrently: one write for an append of up to a chunk, so an append costs
+//! one device round trip. Its partial last block is also carried forward in memory, and the
+//! next append writes that block again with its own bytes after it. Writes of the same block
+//! are ordered (a later one waits for the earlier one); appends in flight otherwise wait for
+//! each other only to be published in order. (Until 2026-12-07 an append wrote only complete
+//! blocks and then, when no later append had covered its partial block, a second, padded write
+//! of that block: two device round trips in a row for every append, since a log's appends are
+//! published one after the other.)
 //!
 //! Direct files are prepared ahead of the writes, off the append path, by an [`Extension`]
 //! running in the background, so the writes do not extend the file (ext4 serialises extending
@@ -145,14 +145,6 @@ pub(crate) async fn succeeded(earlier: Option<Rc<Completion>>) -> bool {
     }
 }
 
-/// The write that puts the current bytes of a partial block on disk, shared by the appends
-/// whose last bytes are in that block; `None` until some write covers it.
-pub(crate) type BlockFate = Rc<RefCell<Option<Rc<Completion>>>>;
-
-fn fresh_fate() -> BlockFate {
-    Rc::new(RefCell::new(None))
-}
-
 /// A shared handle on the active file, usable across awaits without borrowing the log state.
 #[derive(Debug, Clone)]
 pub(crate) enum FileHandle {
@@ -204,29 +196,19 @@ pub(crate) enum WritePlan {
     Direct(DirectPlan),
 }
 
-/// The complete-block writes of one direct-mode append.
+/// The block writes of one direct-mode append.
 pub(crate) struct DirectPlan {
     file: Rc<DmaFile>,
-    /// Chunks of complete blocks with their positions (empty when the append fills none).
+    /// Chunks of blocks with their positions, the last one zero padded.
     blocks: Vec<(DmaBuffer, u64)>,
     /// Earlier write of the first block (the carried one), which must finish first.
     wait_for: Option<Rc<Completion>>,
     /// Finished when `blocks` are written.
     blocks_done: Rc<Completion>,
-    /// The partial block holding the append's last bytes, when it ends inside one.
-    tail_fate: Option<BlockFate>,
 }
 
 impl WritePlan {
-    /// The partial last block whose write the append must also wait for (direct mode).
-    pub(crate) fn tail_fate(&self) -> Option<BlockFate> {
-        match self {
-            WritePlan::Buffered { .. } => None,
-            WritePlan::Direct(plan) => plan.tail_fate.clone(),
-        }
-    }
-
-    /// Writes the append's bytes (in direct mode its complete blocks only).
+    /// Writes the append's bytes.
     pub(crate) async fn execute(self, path: &Path, base_offset: i64) -> Result<(), StorageError> {
         match self {
             WritePlan::Buffered {
@@ -253,38 +235,6 @@ impl WritePlan {
             }
         }
     }
-}
-
-/// A padded write of the current partial block, issued by an append whose last bytes nobody
-/// else is writing.
-pub(crate) struct TailWrite {
-    file: Rc<DmaFile>,
-    buffer: DmaBuffer,
-    position: u64,
-    /// Earlier write of the same block.
-    wait_for: Option<Rc<Completion>>,
-    done: Rc<Completion>,
-}
-
-impl TailWrite {
-    pub(crate) async fn run(self, path: &Path, base_offset: i64) -> Result<(), StorageError> {
-        let _guard = FinishOnDrop(self.done.clone());
-        let result = if succeeded(self.wait_for).await {
-            write_direct(&self.file, path, self.buffer, self.position).await
-        } else {
-            Err(StorageError::Aborted { base_offset })
-        };
-        self.done.finish(result.is_ok());
-        result
-    }
-}
-
-/// How an append's partial last block gets written.
-pub(crate) enum TailCover {
-    /// Another write covers it: wait for that.
-    Covered(Rc<Completion>),
-    /// Nobody does: run this write.
-    Write(TailWrite),
 }
 
 /// Writes chunks concurrently, polling all of them from the calling task.
@@ -417,10 +367,8 @@ enum ModeWriter {
 struct DirectWriter {
     file: Rc<DmaFile>,
     alignment: u64,
-    /// Bytes of the partial block at `submitted` (not yet in any complete-block write).
+    /// Bytes of the partial block at `submitted`, written again by the next append.
     carry: Vec<u8>,
-    /// Who writes the carried block's current bytes.
-    carry_fate: BlockFate,
     /// Latest write issued for the carried block; a later write of it waits for this one.
     carry_last_write: Option<Rc<Completion>>,
     /// Bytes of the partial block at the last published position.
@@ -515,7 +463,6 @@ impl SegmentWriter {
                     alignment,
                     published_tail: carry.clone(),
                     carry,
-                    carry_fate: fresh_fate(),
                     carry_last_write: None,
                     allocated: size,
                     zero_fill: false,
@@ -667,34 +614,6 @@ impl SegmentWriter {
         }
     }
 
-    /// How the partial block of `fate` gets written: by the write already covering it, or by a
-    /// new padded write of the current carried block (direct mode only).
-    pub(crate) fn cover_tail(&mut self, fate: &BlockFate) -> Option<TailCover> {
-        let ModeWriter::Direct(direct) = &mut self.mode else {
-            return None;
-        };
-        if let Some(write) = fate.borrow().as_ref() {
-            return Some(TailCover::Covered(write.clone()));
-        }
-        // A fate is replaced only once some write covers it, so an uncovered one is the
-        // carried block's.
-        assert!(
-            Rc::ptr_eq(fate, &direct.carry_fate),
-            "uncovered block is not the carried one"
-        );
-        let done = Completion::new();
-        *fate.borrow_mut() = Some(done.clone());
-        direct.carry_fate = fresh_fate();
-        let buffer = filled_buffer(&direct.file, direct.alignment as usize, &[&direct.carry]);
-        Some(TailCover::Write(TailWrite {
-            file: direct.file.clone(),
-            buffer,
-            position: self.submitted - direct.carry.len() as u64,
-            wait_for: direct.carry_last_write.replace(done.clone()),
-            done,
-        }))
-    }
-
     /// Records that everything up to the append that left `tail_after` is published.
     pub(crate) fn published(&mut self, tail_after: Vec<u8>) {
         if let ModeWriter::Direct(direct) = &mut self.mode {
@@ -713,7 +632,6 @@ impl SegmentWriter {
                 direct.published_tail = read_tail(&self.path, size, direct.alignment)?;
             }
             direct.carry = direct.published_tail.clone();
-            direct.carry_fate = fresh_fate();
             direct.carry_last_write = None;
             direct.allocated = size;
             direct.epoch += 1;
@@ -735,60 +653,49 @@ impl SegmentWriter {
 }
 
 impl DirectWriter {
-    /// Plans an append of `data` at `position`: the complete blocks from the carried block's
-    /// start to the append's last block boundary, and the new carried block.
+    /// Plans an append of `data` at `position`: the blocks from the carried block's start to
+    /// the append's end, the last one padded, and the new carried block.
     fn plan(&mut self, position: u64, data: &[u8]) -> DirectPlan {
-        let end = position + data.len() as u64;
         let block_start = position - self.carry.len() as u64;
-        let full_end = align_down(end, self.alignment);
+        let full_end = align_down(position + data.len() as u64, self.alignment);
         let blocks_done = Completion::new();
-        let mut blocks = Vec::new();
-        let mut wait_for = None;
-        if full_end > block_start {
-            let in_blocks = (full_end - position) as usize;
-            blocks = self.chunks(block_start, &data[..in_blocks]);
-            if !self.carry.is_empty() {
-                wait_for = self.carry_last_write.clone();
-                let mut fate = self.carry_fate.borrow_mut();
-                if fate.is_none() {
-                    *fate = Some(blocks_done.clone());
-                }
-            }
-            self.carry = data[in_blocks..].to_vec();
-            self.carry_fate = fresh_fate();
-            self.carry_last_write = None;
+        // A rewrite of the carried block goes after the write that put its older bytes there.
+        let wait_for = if self.carry.is_empty() {
+            None
         } else {
-            // The append ends inside the carried block. If a write of its older bytes is
-            // already issued, these bytes need a later one.
-            if self.carry.is_empty() || self.carry_fate.borrow().is_some() {
-                self.carry_fate = fresh_fate();
-            }
+            self.carry_last_write.clone()
+        };
+        let blocks = self.chunks(block_start, data);
+        if full_end > block_start {
+            self.carry = data[(full_end - position) as usize..].to_vec();
+        } else {
             self.carry.extend_from_slice(data);
         }
+        self.carry_last_write = (!self.carry.is_empty()).then(|| blocks_done.clone());
         DirectPlan {
             file: self.file.clone(),
             blocks,
             wait_for,
             blocks_done,
-            tail_fate: (!self.carry.is_empty()).then(|| self.carry_fate.clone()),
         }
     }
 
-    /// Aligned chunks holding the carried bytes followed by `data` (together a whole number of
-    /// blocks), starting at `block_start`.
+    /// Aligned chunks holding the carried bytes followed by `data`, zero padded to a whole
+    /// number of blocks, starting at `block_start`.
     fn chunks(&self, block_start: u64, data: &[u8]) -> Vec<(DmaBuffer, u64)> {
         let carry = self.carry.as_slice();
-        let total = carry.len() + data.len();
-        debug_assert_eq!(total as u64 % self.alignment, 0);
-        let count = (total as u64).div_ceil(DIRECT_WRITE_CHUNK_BYTES).max(1);
-        let chunk_bytes = align_up((total as u64).div_ceil(count), self.alignment) as usize;
-        (0..total)
-            .step_by(chunk_bytes)
+        let filled = carry.len() + data.len();
+        let total = align_up(filled as u64, self.alignment);
+        let count = total.div_ceil(DIRECT_WRITE_CHUNK_BYTES).max(1);
+        let chunk_bytes = align_up(total.div_ceil(count), self.alignment) as usize;
+        (0..total as usize)
+            .step_by(chunk_bytes.max(1))
             .map(|from| {
-                let to = (from + chunk_bytes).min(total);
-                let from_carry = &carry[from.min(carry.len())..to.min(carry.len())];
+                let to = (from + chunk_bytes).min(total as usize);
+                let end = to.min(filled);
+                let from_carry = &carry[from.min(carry.len())..end.min(carry.len())];
                 let from_data =
-                    &data[from.max(carry.len()) - carry.len()..to.max(carry.len()) - carry.len()];
+                    &data[from.max(carry.len()) - carry.len()..end.max(carry.len()) - carry.len()];
                 let buffer = filled_buffer(&self.file, to - from, &[from_carry, from_data]);
                 (buffer, block_start + from as u64)
             })
@@ -846,19 +753,20 @@ mod tests {
         }
     }
 
-    fn tail_write(cover: Option<TailCover>) -> TailWrite {
-        match cover {
-            Some(TailCover::Write(write)) => write,
-            _ => panic!("expected a tail write"),
-        }
+    fn first_block(plan: &WritePlan) -> (u64, usize) {
+        let plan = direct(plan);
+        (
+            plan.blocks[0].1,
+            plan.blocks.iter().map(|(b, _)| b.len()).sum(),
+        )
     }
 
-    // Proves the carry-forward rules: appends ending in one block share who writes it, a later
-    // append's complete blocks cover an earlier carried block (and wait for an earlier write of
-    // it), a tail write covers everything added so far, and running the writes in an
-    // adversarial order still leaves exactly the appended bytes in the file.
+    // Proves the carry-forward rules: every append writes its bytes in one go from the start of
+    // the carried block to its own end, its partial last block padded; a rewrite of a carried
+    // block waits for the earlier write of it, so running the writes in an adversarial order
+    // still leaves exactly the appended bytes in the file.
     #[test]
-    fn carried_blocks_are_written_once_in_order() {
+    fn carried_blocks_are_rewritten_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("segment.log");
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
@@ -870,47 +778,55 @@ mod tests {
                     .unwrap();
                 let a = writer.prepare(bytes(1000, 1), false);
                 let b = writer.prepare(bytes(1000, 2), false);
-                let fate_a = a.plan.tail_fate().unwrap();
-                assert!(direct(&a.plan).blocks.is_empty() && direct(&b.plan).blocks.is_empty());
-                assert!(Rc::ptr_eq(&fate_a, &b.plan.tail_fate().unwrap()));
-                let tail_ab = tail_write(writer.cover_tail(&fate_a));
-                assert!(matches!(
-                    writer.cover_tail(&fate_a),
-                    Some(TailCover::Covered(_))
-                ));
+                assert_eq!(first_block(&a.plan), (0, 4096), "a pads its block");
+                assert!(direct(&a.plan).wait_for.is_none());
+                assert_eq!(first_block(&b.plan), (0, 4096), "b rewrites a's block");
+                let after_a = direct(&b.plan).wait_for.clone().unwrap();
+                assert!(Rc::ptr_eq(&after_a, &direct(&a.plan).blocks_done));
                 let c = writer.prepare(bytes(5000, 3), false);
-                let plan_c = direct(&c.plan);
-                assert_eq!(plan_c.blocks.len(), 1);
-                assert_eq!(plan_c.blocks[0].1, 0);
-                assert!(Rc::ptr_eq(plan_c.wait_for.as_ref().unwrap(), &tail_ab.done));
+                assert_eq!(
+                    first_block(&c.plan),
+                    (0, 8192),
+                    "c ends inside the second block"
+                );
+                assert!(Rc::ptr_eq(
+                    direct(&c.plan).wait_for.as_ref().unwrap(),
+                    &direct(&b.plan).blocks_done
+                ));
                 let d = writer.prepare(bytes(100, 4), false);
-                let fate_d = d.plan.tail_fate().unwrap();
-                assert!(Rc::ptr_eq(&fate_d, &c.plan.tail_fate().unwrap()));
-                let tail_cd = tail_write(writer.cover_tail(&fate_d));
-                assert_eq!(tail_cd.position, 4096);
-                assert!(tail_cd.wait_for.is_none());
+                assert_eq!(first_block(&d.plan), (4096, 4096));
                 let e = writer.prepare(bytes(12288 - 7100, 5), false);
-                let plan_e = direct(&e.plan);
-                assert!(Rc::ptr_eq(plan_e.wait_for.as_ref().unwrap(), &tail_cd.done));
-                assert!(e.plan.tail_fate().is_none(), "e ends on a block boundary");
+                assert_eq!(first_block(&e.plan), (4096, 8192));
+                assert!(Rc::ptr_eq(
+                    direct(&e.plan).wait_for.as_ref().unwrap(),
+                    &direct(&d.plan).blocks_done
+                ));
+                let f = writer.prepare(bytes(10, 6), false);
+                assert!(
+                    direct(&f.plan).wait_for.is_none(),
+                    "e ended on a block boundary: f starts a fresh block"
+                );
+                assert_eq!(first_block(&f.plan), (12288, 4096));
                 // Run the later writes first: each must wait for the earlier write of its block.
-                let later =
-                    futures_lite::future::zip(e.plan.execute(&path, 0), tail_cd.run(&path, 0));
-                let earlier =
-                    futures_lite::future::zip(c.plan.execute(&path, 0), tail_ab.run(&path, 0));
-                let ((e_done, cd_done), (c_done, ab_done)) =
-                    futures_lite::future::zip(later, earlier).await;
-                for result in [e_done, cd_done, c_done, ab_done] {
+                use futures_lite::future::zip;
+                let run = |prepared: Prepared| prepared.plan.execute(&path, 0);
+                let (rf, (re, (rd, (rc, (rb, ra))))) = zip(
+                    run(f),
+                    zip(run(e), zip(run(d), zip(run(c), zip(run(b), run(a))))),
+                )
+                .await;
+                for result in [ra, rb, rc, rd, re, rf] {
                     result.unwrap();
                 }
                 let size = writer.submitted();
-                assert_eq!(size, 12288);
+                assert_eq!(size, 12298);
                 writer.close(size).await.unwrap();
                 let mut expected = vec![1u8; 1000];
                 expected.extend(vec![2u8; 1000]);
                 expected.extend(vec![3u8; 5000]);
                 expected.extend(vec![4u8; 100]);
                 expected.extend(vec![5u8; 12288 - 7100]);
+                expected.extend(vec![6u8; 10]);
                 assert_eq!(std::fs::read(&path).unwrap(), expected);
             });
     }
