@@ -1,5 +1,6 @@
-//! The append path: validate, reserve offsets under the append lock, write in a task of its
-//! own (several in flight), queue the written append in offset order, and publish it (move the
+//! The append path: validate, reserve offsets under the append lock (once the previous append
+//! is published: one append of a log in flight), write in a task of its own, queue the written
+//! append in offset order, and publish it (move the
 //! log end offset, which is what readers, the high watermark and followers see) as the
 //! durability says: at once under `Interval`, after the group commit's fdatasync covering it
 //! under `Durable` (see `commit.rs`).

@@ -6,9 +6,10 @@
 //! fdatasyncs the active segment (and the directory, after a roll renamed a new segment into
 //! place), publishes exactly those appends, and goes again while more were queued meanwhile.
 //! So at most one fdatasync per log is in flight, and every append whose write finished while
-//! one was in flight shares the next. The logs of a shard commit independently and
-//! concurrently, so one round of the shard is one fdatasync per dirty partition; the block
-//! layer merges the concurrent cache flushes they issue.
+//! one was in flight shares the next; since an append starts only once the previous one is
+//! published (`settle`), a round covers one append today. The logs of a shard commit
+//! independently and concurrently, so one round of the shard is one fdatasync per dirty
+//! partition; the block layer merges the concurrent cache flushes they issue.
 //!
 //! A failed fsync takes the log offline for good (until it is reopened, when recovery reads
 //! what really is on disk): Linux may already have dropped the pages it could not write and

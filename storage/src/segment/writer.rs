@@ -1,5 +1,8 @@
-//! Appending to the active segment file, in either write mode, with appends pipelined: the next
-//! append is prepared and its write submitted while earlier writes are still in flight.
+//! Appending to the active segment file, in either write mode. The writer lets appends
+//! pipeline (the next append prepared and its write submitted while earlier writes are still in
+//! flight), but `PartitionLog` starts an append only once the previous one is published (its
+//! `settle`), so a log has one append in flight; benches/RESULTS.md (eleventh record) has why
+//! pipelining them was measured and not kept.
 //!
 //! Each append gets a [`Completion`] and waits for its predecessor's before it is published, so
 //! appends become visible strictly in order and an append is acknowledged only when it and
