@@ -756,7 +756,8 @@ mod tests {
         }
     }
 
-    fn first_block(plan: &WritePlan) -> (u64, usize) {
+    /// Where a direct plan's writes start and how many bytes they cover in all.
+    fn write_range(plan: &WritePlan) -> (u64, usize) {
         let plan = direct(plan);
         (
             plan.blocks[0].1,
@@ -781,14 +782,14 @@ mod tests {
                     .unwrap();
                 let a = writer.prepare(bytes(1000, 1), false);
                 let b = writer.prepare(bytes(1000, 2), false);
-                assert_eq!(first_block(&a.plan), (0, 4096), "a pads its block");
+                assert_eq!(write_range(&a.plan), (0, 4096), "a pads its block");
                 assert!(direct(&a.plan).wait_for.is_none());
-                assert_eq!(first_block(&b.plan), (0, 4096), "b rewrites a's block");
+                assert_eq!(write_range(&b.plan), (0, 4096), "b rewrites a's block");
                 let after_a = direct(&b.plan).wait_for.clone().unwrap();
                 assert!(Rc::ptr_eq(&after_a, &direct(&a.plan).blocks_done));
                 let c = writer.prepare(bytes(5000, 3), false);
                 assert_eq!(
-                    first_block(&c.plan),
+                    write_range(&c.plan),
                     (0, 8192),
                     "c ends inside the second block"
                 );
@@ -797,9 +798,9 @@ mod tests {
                     &direct(&b.plan).blocks_done
                 ));
                 let d = writer.prepare(bytes(100, 4), false);
-                assert_eq!(first_block(&d.plan), (4096, 4096));
+                assert_eq!(write_range(&d.plan), (4096, 4096));
                 let e = writer.prepare(bytes(12288 - 7100, 5), false);
-                assert_eq!(first_block(&e.plan), (4096, 8192));
+                assert_eq!(write_range(&e.plan), (4096, 8192));
                 assert!(Rc::ptr_eq(
                     direct(&e.plan).wait_for.as_ref().unwrap(),
                     &direct(&d.plan).blocks_done
@@ -809,7 +810,7 @@ mod tests {
                     direct(&f.plan).wait_for.is_none(),
                     "e ended on a block boundary: f starts a fresh block"
                 );
-                assert_eq!(first_block(&f.plan), (12288, 4096));
+                assert_eq!(write_range(&f.plan), (12288, 4096));
                 // Run the later writes first: each must wait for the earlier write of its block.
                 use futures_lite::future::zip;
                 let run = |prepared: Prepared| prepared.plan.execute(&path, 0);
