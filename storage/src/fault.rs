@@ -1,5 +1,5 @@
-//! Fault injection for tests: make the next fsync of a log fail, or tear the next write of a log
-//! and kill the process in the middle of it.
+//! Fault injection for tests: make the next fsync of a log fail, hold its fsyncs until released,
+//! or tear the next write of a log and kill the process in the middle of it.
 //!
 //! Compiled only with the `fault-injection` feature (the crate's own tests and the crates that
 //! test partition failures enable it); without it every hook is an empty inline function, so
@@ -25,6 +25,38 @@ mod enabled {
     }
 
     static RULES: Mutex<Vec<(PathBuf, Fault)>> = Mutex::new(Vec::new());
+    /// Path prefixes whose fsyncs wait until `release_syncs`.
+    static HELD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    /// How often a held fsync looks whether it was released.
+    const HELD_SYNC_POLL_MS: u64 = 1;
+
+    fn held(path: &Path) -> bool {
+        HELD.lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+    }
+
+    /// Arms: every fsync of a segment file under `prefix` waits, without blocking its thread,
+    /// until `release_syncs`.
+    pub fn hold_syncs(prefix: impl Into<PathBuf>) {
+        HELD.lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(prefix.into());
+    }
+
+    /// Lets the fsyncs held by `hold_syncs(prefix)` go on.
+    pub fn release_syncs(prefix: impl AsRef<Path>) {
+        HELD.lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|held| held != prefix.as_ref());
+    }
+
+    pub(crate) async fn sync_gate(path: &Path) {
+        while held(path) {
+            glommio::timer::sleep(std::time::Duration::from_millis(HELD_SYNC_POLL_MS)).await;
+        }
+    }
 
     fn take(path: &Path, wanted: impl Fn(&Fault) -> bool) -> Option<Fault> {
         let mut rules = RULES
@@ -52,10 +84,13 @@ mod enabled {
         rules.push((prefix.into(), Fault::TearWriteAndDie));
     }
 
-    /// Removes every armed rule.
+    /// Removes every armed rule and releases held fsyncs.
     pub fn clear() {
         RULES
             .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+        HELD.lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clear();
     }
@@ -94,16 +129,20 @@ mod enabled {
 }
 
 #[cfg(feature = "fault-injection")]
-pub use enabled::{clear, fail_next_sync, tear_next_write_and_die};
+pub use enabled::{clear, fail_next_sync, hold_syncs, release_syncs, tear_next_write_and_die};
 
 #[cfg(feature = "fault-injection")]
-pub(crate) use enabled::{before_sync, before_write};
+pub(crate) use enabled::{before_sync, before_write, sync_gate};
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub(crate) fn before_sync(_path: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) async fn sync_gate(_path: &std::path::Path) {}
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]

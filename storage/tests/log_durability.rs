@@ -26,6 +26,12 @@ const TORN_CHILD_MODE_ENV: &str = "SLUICE_TORN_CHILD_MODE";
 const TORN_TEST: &str = "torn_write_at_a_crash_is_cut_by_recovery";
 /// Whole batches the torn-write child appends before the torn one.
 const TORN_WHOLE_BATCHES: i64 = 7;
+/// How long the overlap test waits for a write to reach the file.
+const WRITE_WAIT_MS: u64 = 10_000;
+/// How often the overlap test looks at the file.
+const WRITE_POLL_MS: u64 = 5;
+/// Value bytes of each batch of the overlap test, long enough to find in the file.
+const MARKED_VALUE_BYTES: usize = 300;
 
 fn durable(mode: WriteMode) -> LogConfig {
     LogConfig {
@@ -74,6 +80,68 @@ fn concurrent_durable_appends_share_commits() {
             log.close().await.unwrap();
             let log = PartitionLog::open(&path, durable(mode)).await.unwrap();
             assert_eq!(read_all(&log).await.len(), 64);
+            log.close().await.unwrap();
+        });
+    }
+}
+
+/// True when a `.log` file in `dir` holds a run of `MARKED_VALUE_BYTES` bytes of `mark`.
+fn file_holds(dir: &Path, mark: u8) -> bool {
+    let run = vec![mark; MARKED_VALUE_BYTES];
+    log_files(dir)
+        .iter()
+        .any(|(_, bytes)| bytes.windows(run.len()).any(|window| window == run))
+}
+
+// Proves an append's write does not wait for the previous append's fsync (it overlaps it and
+// shares the next commit round): with the log's fsyncs held, the second of two appends reaches
+// the file while neither is acknowledged or visible; released, both are acknowledged in order.
+#[test]
+fn next_write_overlaps_the_previous_fsync() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let log = Rc::new(PartitionLog::open(&path, durable(mode)).await.unwrap());
+            // The first append also waits for the segment's first space preparation, whose
+            // fsync must not be held.
+            log.append(batch(2, MARKED_VALUE_BYTES, 0xA0, 0), 0)
+                .await
+                .unwrap();
+            let acknowledged_end = log.log_end_offset();
+            fault::hold_syncs(&path);
+            let appends: Vec<_> = [0xA1u8, 0xA2]
+                .into_iter()
+                .map(|mark| {
+                    let log = log.clone();
+                    glommio::spawn_local(async move {
+                        log.append(batch(2, MARKED_VALUE_BYTES, mark, 0), 0).await
+                    })
+                })
+                .collect();
+            let mut waited_ms = 0;
+            while !file_holds(&path, 0xA2) {
+                assert!(
+                    waited_ms < WRITE_WAIT_MS,
+                    "{mode:?}: the second write waited for the first append's fsync"
+                );
+                glommio::timer::sleep(std::time::Duration::from_millis(WRITE_POLL_MS)).await;
+                waited_ms += WRITE_POLL_MS;
+            }
+            assert!(file_holds(&path, 0xA1));
+            assert_eq!(
+                log.log_end_offset(),
+                acknowledged_end,
+                "exposed before its fsync"
+            );
+            assert_eq!(log.flushed_offset(), acknowledged_end);
+            fault::release_syncs(&path);
+            let mut bases = Vec::new();
+            for append in appends {
+                bases.push(append.await.unwrap().base_offset);
+            }
+            assert_eq!(bases, [acknowledged_end, acknowledged_end + 2]);
+            assert_eq!(log.flushed_offset(), acknowledged_end + 4);
             log.close().await.unwrap();
         });
     }

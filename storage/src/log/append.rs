@@ -1,6 +1,7 @@
-//! The append path: validate, reserve offsets under the append lock (once the previous append
-//! is published: one append of a log in flight), write in a task of its own, queue the written
-//! append in offset order, and publish it (move the
+//! The append path: validate, reserve offsets under the append lock (once the previous append's
+//! bytes are written: one write of a log in flight, which may overlap the previous append's
+//! fdatasync), write in a task of its own, queue the written append in offset order, and
+//! publish it (move the
 //! log end offset, which is what readers, the high watermark and followers see) as the
 //! durability says: at once under `Interval`, after the group commit's fdatasync covering it
 //! under `Durable` (see `commit.rs`).
@@ -133,7 +134,7 @@ impl LogInner {
                 .await
                 .map_err(|_| StorageError::Closed)?;
             self.check_open()?;
-            self.settle().await?;
+            self.settle_writes().await?;
             let offsets = metas
                 .iter()
                 .map(|meta| i64::from(meta.header.last_offset_delta) + 1)
@@ -562,6 +563,21 @@ impl LogInner {
             self.write_recovery_point(flushed).await?;
         }
         Ok(flushed)
+    }
+
+    /// Waits until the previous append's bytes are written (the caller holds the append lock).
+    /// Its fdatasync may still be running: this append's write then overlaps it and shares
+    /// the next commit round. When a write failed, settles everything (`settle`).
+    async fn settle_writes(&self) -> Result<(), StorageError> {
+        let last = self.state.borrow().last_completion.clone();
+        if let Some(last) = last {
+            last.wait().await;
+        }
+        self.check_open()?;
+        if self.state.borrow().poisoned.is_none() {
+            return Ok(());
+        }
+        self.settle().await
     }
 
     /// Waits for every append in flight to be published or failed (the caller holds the

@@ -6,8 +6,10 @@
 //! fdatasyncs the active segment (and the directory, after a roll renamed a new segment into
 //! place), publishes exactly those appends, and goes again while more were queued meanwhile.
 //! So at most one fdatasync per log is in flight, and every append whose write finished while
-//! one was in flight shares the next; since an append starts only once the previous one is
-//! published (`settle`), a round covers one append today. The logs of a shard commit
+//! one was in flight shares the next (an fdatasync covers only writes finished before it
+//! started). An append's write waits for the previous append's write, not for its fdatasync
+//! (`settle_writes`), so a log's next write overlaps the running round and joins the next one.
+//! The logs of a shard commit
 //! independently and concurrently, so one round of the shard is one fdatasync per dirty
 //! partition; the block layer merges the concurrent cache flushes they issue.
 //!

@@ -1,8 +1,9 @@
 //! Appending to the active segment file, in either write mode. The writer lets appends
 //! pipeline (the next append prepared and its write submitted while earlier writes are still in
-//! flight), but `PartitionLog` starts an append only once the previous one is published (its
-//! `settle`), so a log has one append in flight; benches/RESULTS.md (eleventh record) has why
-//! pipelining them was measured and not kept.
+//! flight), but `PartitionLog` starts an append's write only once the previous append's write is
+//! done (its `settle_writes`), so a log has one write in flight, which may overlap the previous
+//! append's fdatasync; benches/RESULTS.md (eleventh record) has why pipelining the writes was
+//! measured and not kept.
 //!
 //! Each append gets a [`Completion`] and waits for its predecessor's before it is published, so
 //! appends become visible strictly in order and an append is acknowledged only when it and
@@ -157,6 +158,7 @@ pub(crate) enum FileHandle {
 
 impl FileHandle {
     pub(crate) async fn fdatasync(&self, path: &Path) -> Result<(), StorageError> {
+        crate::fault::sync_gate(path).await;
         crate::fault::before_sync(path)
             .map_err(|error| StorageError::io("fsync segment", path, error))?;
         let result = match self {
