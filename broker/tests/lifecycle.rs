@@ -11,6 +11,11 @@ use sluice_net::{
 };
 use std::time::Duration;
 
+/// How long the Nagle test waits for the broker to accept its connections.
+const ACCEPT_WAIT_MS: u64 = 10_000;
+/// How often it looks.
+const ACCEPT_POLL_MS: u64 = 10;
+
 // Proves a second broker cannot take a data directory in use, nor silently share a native port
 // another broker listens on; both fail with errors naming the problem.
 #[test]
@@ -187,4 +192,60 @@ fn broker_exits_when_a_shard_panics() {
             assert_eq!(answer.partitions[0].base_offset, 3, "partition {partition}");
         }
     });
+}
+
+/// TCP_NODELAY of every connected TCP socket of this process whose local address is `addr`:
+/// the broker's side of the connections it accepted there (the broker runs in-process).
+fn accepted_nodelay(addr: std::net::SocketAddr) -> Vec<bool> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let Ok(fd) = entry.unwrap().file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: the descriptor is only borrowed for the calls below, while it is open (the
+        // broker does not close connections that are in use); a closed or reused number only
+        // makes the calls fail or answer for another socket, which the address check filters.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&borrowed);
+        let local = socket.local_addr().ok().and_then(|local| local.as_socket());
+        let connected = socket.peer_addr().is_ok();
+        if local == Some(addr) && connected {
+            found.push(socket.nodelay().unwrap());
+        }
+    }
+    found
+}
+
+// Proves the broker sends its answers without Nagle's delay on both protocols: every connection
+// it accepted has TCP_NODELAY set (with Nagle's algorithm a small answer waits while an earlier
+// one is unacknowledged, up to the peer's 40 ms delayed ACK).
+#[test]
+fn accepted_connections_disable_nagle() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), 1);
+    let native = broker.native_addr();
+    let kafka = broker.kafka_addr().unwrap();
+    let clients = [
+        std::net::TcpStream::connect(native).unwrap(),
+        std::net::TcpStream::connect(kafka).unwrap(),
+    ];
+    for addr in [native, kafka] {
+        let mut waited_ms = 0;
+        let nodelay = loop {
+            let nodelay = accepted_nodelay(addr);
+            if !nodelay.is_empty() || waited_ms >= ACCEPT_WAIT_MS {
+                break nodelay;
+            }
+            std::thread::sleep(Duration::from_millis(ACCEPT_POLL_MS));
+            waited_ms += ACCEPT_POLL_MS;
+        };
+        // The broker holds each connection twice (its reader and a dup for its writer).
+        assert!(!nodelay.is_empty(), "{addr}: no accepted connection found");
+        assert!(
+            nodelay.iter().all(|on| *on),
+            "{addr}: TCP_NODELAY unset: {nodelay:?}"
+        );
+    }
+    drop(clients);
+    broker.shutdown().unwrap();
 }

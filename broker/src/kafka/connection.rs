@@ -54,9 +54,6 @@ struct Pending {
 /// Serves one Kafka connection until the peer closes it, bad input, or the shard drains.
 pub async fn serve(server: Rc<ShardServer>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%error, "cannot set TCP_NODELAY on a Kafka connection");
-    }
     // SAFETY: dup of a descriptor we own; the new descriptor is owned by the writer's stream.
     let write_fd = unsafe { libc::dup(stream.as_raw_fd()) };
     if write_fd < 0 {

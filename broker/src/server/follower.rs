@@ -366,6 +366,11 @@ impl LeaderLink {
         let stream = glommio::net::TcpStream::connect_timeout(socket_addr, timeout)
             .await
             .map_err(|error| failed(error.to_string()))?;
+        // A fetch is a small request: with Nagle's algorithm it could wait for the ACK of the
+        // previous one (see `admit`).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on a replica fetch connection");
+        }
         Ok(LeaderLink {
             connection: Connection::new(stream, frame_bytes_max),
             next_correlation_id: 1,

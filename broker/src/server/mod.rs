@@ -396,6 +396,12 @@ fn admit(server: &Rc<ShardServer>, stream: TcpStream, protocol: WireProtocol) {
     metrics.connections_accepted.increment();
     metrics.connections_active.increment();
     server.connections.set(server.connections.get() + 1);
+    // Answers go out as soon as they are written: with Nagle's algorithm a small answer waits
+    // while an earlier one is unacknowledged, and the peer may hold its ACK for the delayed-ACK
+    // timeout (40 ms on Linux).
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY on an accepted connection");
+    }
     let server = server.clone();
     glommio::spawn_local(async move {
         let serving: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = match protocol {
