@@ -570,14 +570,23 @@ impl LogInner {
     /// the next commit round. When a write failed, settles everything (`settle`).
     async fn settle_writes(&self) -> Result<(), StorageError> {
         let last = self.state.borrow().last_completion.clone();
-        if let Some(last) = last {
-            last.wait().await;
+        if self.poisoned_after(last).await? {
+            self.settle().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for `completion` (when there is one), then tells whether a write failed since
+    /// the last rewind; an error when the log closed or went offline meanwhile.
+    async fn poisoned_after(
+        &self,
+        completion: Option<Rc<Completion>>,
+    ) -> Result<bool, StorageError> {
+        if let Some(completion) = completion {
+            completion.wait().await;
         }
         self.check_open()?;
-        if self.state.borrow().poisoned.is_none() {
-            return Ok(());
-        }
-        self.settle().await
+        Ok(self.state.borrow().poisoned.is_some())
     }
 
     /// Waits for every append in flight to be published or failed (the caller holds the
@@ -585,11 +594,7 @@ impl LogInner {
     /// last published byte.
     pub(super) async fn settle(&self) -> Result<(), StorageError> {
         let last = self.state.borrow().last_published.clone();
-        if let Some(last) = last {
-            last.wait().await;
-        }
-        self.check_open()?;
-        if self.state.borrow().poisoned.is_none() {
+        if !self.poisoned_after(last).await? {
             return Ok(());
         }
         let extension = {
