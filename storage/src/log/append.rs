@@ -1,10 +1,9 @@
 //! The append path: validate, reserve offsets under the append lock (once the previous append's
 //! bytes are written: one write of a log in flight, which may overlap the previous append's
 //! fdatasync), write in a task of its own, queue the written append in offset order, and
-//! publish it (move the
-//! log end offset, which is what readers, the high watermark and followers see) as the
-//! durability says: at once under `Interval`, after the group commit's fdatasync covering it
-//! under `Durable` (see `commit.rs`).
+//! publish it (move the log end offset, which is what readers, the high watermark and followers
+//! see) as the durability says: at once under `Interval`, after the group commit's fdatasync
+//! covering it under `Durable` (see `commit.rs`).
 
 use std::rc::Rc;
 

@@ -9,9 +9,8 @@
 //! one was in flight shares the next (an fdatasync covers only writes finished before it
 //! started). An append's write waits for the previous append's write, not for its fdatasync
 //! (`settle_writes`), so a log's next write overlaps the running round and joins the next one.
-//! The logs of a shard commit
-//! independently and concurrently, so one round of the shard is one fdatasync per dirty
-//! partition; the block layer merges the concurrent cache flushes they issue.
+//! The logs of a shard commit independently and concurrently, so one round of the shard is one
+//! fdatasync per dirty partition; the block layer merges the concurrent cache flushes they issue.
 //!
 //! A failed fsync takes the log offline for good (until it is reopened, when recovery reads
 //! what really is on disk): Linux may already have dropped the pages it could not write and
