@@ -160,7 +160,9 @@ proptest! {
                 drop(log);
                 let log = PartitionLog::open(&path, config.clone()).await.unwrap();
                 check(&log, &expected).await;
-                let info = log.append(batch(1, 5, 0, 0), 9).await.unwrap();
+                // A new leader's first append after the reopens (any older epoch is stale).
+                let next_epoch = specs.iter().filter(|spec| spec.new_epoch).count() as i32 + 1;
+                let info = log.append(batch(1, 5, 0, 0), next_epoch).await.unwrap();
                 assert_eq!(info.base_offset, expected.last().unwrap().last_offset + 1);
                 log.close().await.unwrap();
             });
