@@ -18,6 +18,7 @@ mod fault;
 pub mod groups;
 pub mod kafka;
 pub mod metadata;
+pub mod mounts;
 pub mod replication;
 pub mod server;
 
@@ -326,6 +327,7 @@ impl Broker {
         config.validate()?;
         let log_config = config.storage.log_config()?;
         let lock = lock_data_dir(&config.data_dir)?;
+        mounts::warn_if_online_discard(&config.data_dir);
         let shard_count = config.shard_count();
         let (backend, table, cluster_id) = choose_backend(&config, shard_count)?;
         let native = bind_native_listeners(config.native_addr, shard_count)?;

@@ -1,5 +1,6 @@
 //! The in-process single-node broker of `--embedded` runs, on a temporary data directory.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -164,7 +165,7 @@ fn broker_info(config: &BrokerConfig, options: &EmbeddedOptions) -> BrokerInfo {
         WriteModeSetting::Buffered => ("buffered", "written to the page cache"),
         WriteModeSetting::Direct => ("direct", "written to the device with O_DIRECT"),
     };
-    let durability = match storage.durability {
+    let mut durability = match storage.durability {
         DurabilitySetting::Durable => {
             format!("durable: acknowledged and visible once {written} and fsynced (group commit)")
         }
@@ -174,6 +175,15 @@ fn broker_info(config: &BrokerConfig, options: &EmbeddedOptions) -> BrokerInfo {
             storage.flush_ms_max, storage.flush_bytes_max
         ),
     };
+    if let Some(mount) = sluice_broker::mounts::online_discard_mount(&config.data_dir) {
+        let _ = write!(
+            durability,
+            "; its filesystem ({} on {}) discards online, so a segment deletion stalls appends \
+             (README, Running a broker)",
+            mount.mount_point.display(),
+            mount.source
+        );
+    }
     BrokerInfo {
         mode: "embedded".to_string(),
         bootstrap: String::new(),
