@@ -4,7 +4,8 @@
 //! With online discard a filesystem trims every freed extent as it frees it, synchronously on
 //! ext4 without a journal. Deleting a segment (retention, a deleted topic, a partition moved
 //! away) then holds the device for as long as the trim takes, and every append's write and
-//! fdatasync queues behind it. Measured on this VM (benches/RESULTS.md, thirteenth record):
+//! fdatasync queues behind it. The storage engine frees deleted segments in paced steps
+//! (`sluice_storage`'s `reclaim`), which bounds each stall but still spends device time. Measured on this VM (benches/RESULTS.md, thirteenth record):
 //! removing a 5 GB file took 1.3-1.4 s with `discard` against 3.5 ms without, and a concurrent
 //! 64 KiB write + fdatasync stream saw its fdatasync p99.99 go from 3.1 to 54 ms. The usual
 //! remedy, and README's: mount the log directory without `discard` and trim periodically
@@ -123,10 +124,11 @@ pub(crate) fn warn_if_online_discard(data_dir: &Path) {
             mount_point = %mount.mount_point.display(),
             device = %mount.source,
             fs_type = %mount.fs_type,
-            "the data directory's filesystem is mounted with online discard: deleting a segment \
-             (retention, a deleted topic, a partition moved away) holds the device while it \
-             trims, and appends wait behind it; mount it without `discard` and run `fstrim` \
-             periodically instead"
+            "the data directory's filesystem is mounted with online discard: it trims every \
+             extent it frees, so deleting segments (retention, a deleted topic, a partition \
+             moved away) keeps the device busy; the broker frees deleted segments in paced \
+             steps, but appends still slow down meanwhile; mount it without `discard` and run \
+             `fstrim` periodically instead"
         );
     }
 }

@@ -178,7 +178,7 @@ fn broker_info(config: &BrokerConfig, options: &EmbeddedOptions) -> BrokerInfo {
     if let Some(mount) = sluice_broker::mounts::online_discard_mount(&config.data_dir) {
         let _ = write!(
             durability,
-            "; its filesystem ({} on {}) discards online, so a segment deletion stalls appends \
+            "; its filesystem ({} on {}) discards online, so deleting segments slows appends \
              (README, Running a broker)",
             mount.mount_point.display(),
             mount.source

@@ -469,10 +469,15 @@ impl PartitionLog {
     /// Closes the files and removes the log's directory.
     pub async fn delete(&self) -> Result<(), StorageError> {
         let closed = self.inner.close().await;
+        let readers = {
+            let mut state = self.inner.state.borrow_mut();
+            let mut readers = state.handles.take_readers();
+            readers.push(Rc::downgrade(&state.active_read));
+            readers
+        };
         let dir = self.inner.dir.clone();
-        blocking(move || std::fs::remove_dir_all(&dir))
-            .await
-            .map_err(|source| StorageError::io("remove log directory", &self.inner.dir, source))?;
+        let held = blocking(move || crate::reclaim::remove_dir(&dir)).await?;
+        crate::reclaim::free_later(held, readers);
         match closed {
             Ok(()) | Err(StorageError::Closed) => Ok(()),
             Err(error) => {

@@ -10,7 +10,7 @@ use std::{
     fs::File,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    rc::Rc,
+    rc::{Rc, Weak},
 };
 
 use crate::{
@@ -249,12 +249,15 @@ impl<'a> HeaderReader<'a> {
 }
 
 /// Open read descriptors of closed segments, at most `capacity`, least recently used closed
-/// first. Descriptors handed out in `FileSlice`s stay valid after eviction (they are `Rc`s).
+/// first. Descriptors handed out in `FileSlice`s stay valid after eviction (they are `Rc`s);
+/// every descriptor handed out is also tracked weakly, so a deleted segment's space is freed
+/// only once no reader holds it (`reclaim`).
 #[derive(Debug)]
 pub(crate) struct ReadHandles {
     capacity: usize,
     clock: u64,
     open: HashMap<i64, (Rc<File>, u64)>,
+    issued: HashMap<i64, Vec<Weak<File>>>,
 }
 
 impl ReadHandles {
@@ -263,6 +266,7 @@ impl ReadHandles {
             capacity,
             clock: 0,
             open: HashMap::new(),
+            issued: HashMap::new(),
         }
     }
 
@@ -283,6 +287,9 @@ impl ReadHandles {
 
     /// Adopts an already open descriptor (the active segment's, when it rolls).
     pub(crate) fn insert(&mut self, base_offset: i64, file: Rc<File>) {
+        let issued = self.issued.entry(base_offset).or_default();
+        issued.retain(|reader| reader.strong_count() > 0 && !reader.ptr_eq(&Rc::downgrade(&file)));
+        issued.push(Rc::downgrade(&file));
         self.clock += 1;
         self.open.insert(base_offset, (file, self.clock));
         while self.open.len() > self.capacity {
@@ -297,12 +304,26 @@ impl ReadHandles {
         }
     }
 
-    pub(crate) fn remove(&mut self, base_offset: i64) {
+    /// Forgets the segment at `base_offset`; returns its descriptors still held by readers.
+    pub(crate) fn remove(&mut self, base_offset: i64) -> Vec<Weak<File>> {
         self.open.remove(&base_offset);
+        let mut readers = self.issued.remove(&base_offset).unwrap_or_default();
+        readers.retain(|reader| reader.strong_count() > 0);
+        readers
     }
 
+    /// Closes the cached descriptors; those readers hold stay tracked.
     pub(crate) fn clear(&mut self) {
         self.open.clear();
+    }
+
+    /// Every descriptor handed out and still held by a reader, forgetting them all.
+    pub(crate) fn take_readers(&mut self) -> Vec<Weak<File>> {
+        self.issued
+            .drain()
+            .flat_map(|(_, readers)| readers)
+            .filter(|reader| reader.strong_count() > 0)
+            .collect()
     }
 
     #[cfg(test)]

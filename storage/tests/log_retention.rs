@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use sluice_storage::{LogConfig, PartitionLog, StorageError, WriteMode};
+use sluice_storage::{LogConfig, PartitionLog, ReadSlice, StorageError, WriteMode};
 
 /// Appends `count` batches of 3 records and ~2 KiB, with `timestamp(i)` and `epoch(i)`.
 async fn fill(
@@ -311,6 +311,92 @@ fn retention_set_on_an_open_log_applies_at_the_next_pass() {
             ));
             assert_eq!(log.config(), limited);
             log.close().await.unwrap();
+        });
+    }
+}
+
+// Proves a read taken before retention deletes its segment still returns every byte of it
+// afterwards (the deleted file's space is freed in steps, and only once no reader holds it),
+// and that the space is freed once the read is dropped.
+#[test]
+fn a_read_outlives_the_retention_of_its_segment() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let log = PartitionLog::open(&path, retention_config(mode, Some(1000), None))
+                .await
+                .unwrap();
+            fill(&log, 60, |i| i as i64 * 100, |_| 0).await;
+            let ReadSlice::File(slice) = log.read(0, 1 << 20, log.log_end_offset()).unwrap() else {
+                panic!("the oldest segment is read from its file");
+            };
+            let expected = slice_bytes(&ReadSlice::File(slice.clone()));
+            let first_segment = path.join(format!("{:020}.log", 0));
+            let watcher = std::fs::File::open(&first_segment).unwrap();
+            assert!(log.apply_retention(1_000_000).await.unwrap() > 0);
+            assert!(
+                !first_segment.exists(),
+                "the deleted segment's name goes at once"
+            );
+
+            glommio::timer::sleep(std::time::Duration::from_millis(500)).await;
+            let after = slice_bytes(&ReadSlice::File(slice.clone()));
+            assert_eq!(
+                after, expected,
+                "a read of a deleted segment returns every byte"
+            );
+            drop(slice);
+
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while watcher.metadata().unwrap().len() > 0 && std::time::Instant::now() < deadline {
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert_eq!(
+                watcher.metadata().unwrap().len(),
+                0,
+                "its space is freed after the read"
+            );
+            log.close().await.unwrap();
+        });
+    }
+}
+
+// Proves deleting a whole log (a deleted topic, a partition moved away) removes its directory at
+// once, while a read taken before still returns every byte; the space is freed after the read.
+#[test]
+fn a_read_outlives_the_deletion_of_its_log() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topic-0");
+        run(async move {
+            let log = PartitionLog::open(&path, retention_config(mode, None, None))
+                .await
+                .unwrap();
+            fill(&log, 20, |i| i as i64, |_| 0).await;
+            let ReadSlice::File(slice) = log.read(0, 1 << 20, log.log_end_offset()).unwrap() else {
+                panic!("the oldest segment is read from its file");
+            };
+            let expected = slice_bytes(&ReadSlice::File(slice.clone()));
+            let watcher = std::fs::File::open(path.join(format!("{:020}.log", 0))).unwrap();
+            log.delete().await.unwrap();
+            assert!(!path.exists(), "the log's directory goes at once");
+            // As the broker does once the partition is removed (the log holds its active
+            // segment's descriptor until dropped).
+            drop(log);
+
+            glommio::timer::sleep(std::time::Duration::from_millis(500)).await;
+            assert_eq!(slice_bytes(&ReadSlice::File(slice.clone())), expected);
+            drop(slice);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while watcher.metadata().unwrap().len() > 0 && std::time::Instant::now() < deadline {
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert_eq!(
+                watcher.metadata().unwrap().len(),
+                0,
+                "its space is freed after the read"
+            );
         });
     }
 }

@@ -15,7 +15,7 @@ use crate::{
     config::Durability,
     error::StorageError,
     producer_state::files as producer_files,
-    recovery,
+    reclaim, recovery,
     segment::{writer::FileHandle, HeaderReader, Segment},
 };
 
@@ -264,7 +264,7 @@ impl LogInner {
         if count == 0 {
             return Ok(0);
         }
-        let (bases, changed, epochs) = {
+        let (bases, readers, changed, epochs) = {
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
             let bases: Vec<i64> = state
@@ -272,21 +272,23 @@ impl LogInner {
                 .drain(..count)
                 .map(|segment| segment.base_offset)
                 .collect();
-            for base in &bases {
-                state.handles.remove(*base);
-            }
+            let readers: Vec<_> = bases
+                .iter()
+                .flat_map(|base| state.handles.remove(*base))
+                .collect();
             let start = state.segments[0].base_offset;
             self.log_start.set(start);
             state.tail.drop_before(start);
             state.reserved_epochs.truncate_from_start(start);
             let changed = state.epochs.truncate_from_start(start);
-            (bases, changed, state.epochs.clone())
+            (bases, readers, changed, state.epochs.clone())
         };
         if changed {
             self.write_epochs(&epochs).await?;
         }
         let dir = self.dir.clone();
-        blocking(move || recovery::delete_segments(&dir, &bases)).await?;
+        let held = blocking(move || reclaim::remove_segments(&dir, &bases)).await?;
+        reclaim::free_later(held, readers);
         // Snapshots below the new start could only be replayed over deleted batches.
         let (dir, start) = (self.dir.clone(), self.log_start.get());
         blocking(move || producer_files::remove_snapshots_outside(&dir, start, i64::MAX)).await?;
