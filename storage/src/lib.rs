@@ -13,6 +13,7 @@ mod fuzz_recovery;
 
 pub mod checkpoint;
 mod index;
+mod lanes;
 mod reclaim;
 mod recovery;
 pub use recovery::RecoverySummary;

@@ -636,7 +636,7 @@ impl LogInner {
             .await
             .map_err(|_| StorageError::Closed)?;
         let dir = self.dir.clone();
-        blocking(move || checkpoint::atomic_write(&dir, name, &bytes))
+        crate::lanes::background(move || checkpoint::atomic_write(&dir, name, &bytes))
             .await
             .map_err(|source| StorageError::io("write checkpoint", self.dir.join(name), source))
     }
@@ -661,11 +661,25 @@ impl LogInner {
         Ok(())
     }
 
+    /// Fsyncs the log's directory through io_uring, not on the blocking thread: a commit
+    /// round after a roll waits for it, and must not queue behind the shard's other file work
+    /// (`lanes`).
     async fn sync_dir(&self) -> Result<(), StorageError> {
-        let dir = self.dir.clone();
-        blocking(move || checkpoint::sync_dir(&dir))
-            .await
-            .map_err(|source| StorageError::io("fsync log directory", &self.dir, source))
+        let failed = |error: glommio::GlommioError<()>| {
+            StorageError::io(
+                "fsync log directory",
+                &self.dir,
+                std::io::Error::from(error),
+            )
+        };
+        // glommio opens a relative path against no directory at all (a data directory may be
+        // given relative).
+        let path = std::path::absolute(&self.dir)
+            .map_err(|source| StorageError::io("fsync log directory", &self.dir, source))?;
+        let directory = glommio::io::Directory::open(&path).await.map_err(failed)?;
+        let synced = directory.sync_all().await.map_err(failed);
+        let _ = directory.close().await;
+        synced
     }
 
     /// Closes the log: see [`PartitionLog::close`].
@@ -732,7 +746,7 @@ impl LogInner {
         bytes: Vec<u8>,
     ) -> Result<(), StorageError> {
         let dir = self.dir.clone();
-        blocking(move || producer_files::write_snapshot(&dir, offset, &bytes)).await
+        crate::lanes::background(move || producer_files::write_snapshot(&dir, offset, &bytes)).await
     }
 
     /// Rebuilds the producer state from the newest snapshot and the log (after a truncation).

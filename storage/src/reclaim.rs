@@ -46,24 +46,9 @@ const RECLAIM_READER_POLL_MS: u64 = 100;
 const RECLAIM_READER_WAIT_MS: u64 = 60_000;
 
 thread_local! {
-    /// The deletions of an executor (a shard) free their files one step at a time, whatever
-    /// the number of partitions deleting. Keyed by executor: a thread may run one executor
-    /// after another (tests do), and a task the earlier one left unfinished must not keep the
-    /// later one's turn.
-    static RECLAIM_TURNS: RefCell<HashMap<usize, Rc<glommio::sync::Semaphore>>> =
-        RefCell::new(HashMap::new());
-}
-
-/// This executor's turns.
-fn turns() -> Rc<glommio::sync::Semaphore> {
-    let executor = glommio::executor().id();
-    RECLAIM_TURNS.with(|turns| {
-        turns
-            .borrow_mut()
-            .entry(executor)
-            .or_insert_with(|| Rc::new(glommio::sync::Semaphore::new(1)))
-            .clone()
-    })
+    /// The deletions of an executor (a shard) free their files one at a time, whatever the
+    /// number of partitions deleting (see `lanes` for why per executor).
+    static RECLAIM_TURNS: crate::lanes::Turns = RefCell::new(HashMap::new());
 }
 
 /// A deleted file whose space is still to be freed: its name is gone, the descriptor holds it.
@@ -141,7 +126,7 @@ async fn free(files: Vec<HeldFile>, readers: Vec<Weak<File>>) {
         );
         return;
     }
-    let turns = turns();
+    let turns = crate::lanes::of_executor(&RECLAIM_TURNS);
     for held in files {
         free_file(held, &turns).await;
     }
@@ -186,12 +171,14 @@ async fn free_file(held: HeldFile, turns: &Rc<glommio::sync::Semaphore>) {
             close_off_the_reactor(file).await;
             return;
         };
+        let background = crate::lanes::background_turn().await;
         let started = Instant::now();
         let (returned, result) = blocking(move || {
             let result = file.set_len(cut_to);
             (file, result)
         })
         .await;
+        drop(background);
         file = returned;
         if let Err(error) = result {
             tracing::warn!(path = %path.display(), %error, "cannot cut a deleted segment; freeing the rest whole");

@@ -399,3 +399,56 @@ fn a_read_outlives_the_deletion_of_its_log() {
         });
     }
 }
+
+/// The segment file holding `offset`: the one with the greatest base offset at or below it.
+fn segment_file_holding(dir: &std::path::Path, offset: i64) -> std::path::PathBuf {
+    let base = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".log")?.parse::<i64>().ok()
+        })
+        .filter(|base| *base <= offset)
+        .max()
+        .unwrap();
+    dir.join(format!("{base:020}.log"))
+}
+
+// Proves a read taken before a truncation (a follower cutting back to its leader, inside the
+// log or emptying it) removes its segment still returns every byte of it afterwards, and that
+// the segment's space is freed once the read is dropped.
+#[test]
+fn a_read_outlives_the_truncation_of_its_segment() {
+    for (mode, cut) in [
+        (WriteMode::Direct, 30),
+        (WriteMode::Buffered, 30),
+        (WriteMode::Direct, 0),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let log = PartitionLog::open(&path, retention_config(mode, None, None))
+                .await
+                .unwrap();
+            fill(&log, 60, |i| i as i64, |_| 0).await;
+            let read_offset = 90;
+            let ReadSlice::File(slice) = log
+                .read(read_offset, 1 << 20, log.log_end_offset())
+                .unwrap()
+            else {
+                panic!("a closed segment is read from its file");
+            };
+            let expected = slice_bytes(&ReadSlice::File(slice.clone()));
+            let segment = segment_file_holding(&path, read_offset);
+            let watcher = std::fs::File::open(&segment).unwrap();
+            log.truncate_to(cut).await.unwrap();
+            assert!(
+                !segment.exists(),
+                "the truncated segment's name goes at once"
+            );
+
+            read_survives_then_space_frees(slice, &expected, &watcher).await;
+            log.close().await.unwrap();
+        });
+    }
+}

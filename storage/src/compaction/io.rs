@@ -254,9 +254,11 @@ impl CleanedWriter {
         // The direct writer cuts the padded last block after its fdatasync; the file's final
         // length must be durable too before the swap can name this file.
         let path = cleaned_path.clone();
-        crate::log::blocking(move || std::fs::File::open(&path).and_then(|file| file.sync_all()))
-            .await
-            .map_err(|error| StorageError::io("fsync cleaned segment", &cleaned_path, error))?;
+        crate::lanes::background(move || {
+            std::fs::File::open(&path).and_then(|file| file.sync_all())
+        })
+        .await
+        .map_err(|error| StorageError::io("fsync cleaned segment", &cleaned_path, error))?;
         let dir = cleaned_path
             .parent()
             .map(Path::to_path_buf)
@@ -267,7 +269,7 @@ impl CleanedWriter {
                 .zip(recovery::sealed_index_files(&mut segment))
                 .map(|(path, (_, bytes))| (path, bytes))
                 .collect();
-        crate::log::blocking(move || write_durably(&index_files)).await?;
+        crate::lanes::background(move || write_durably(&index_files)).await?;
         Ok((segment, cleaned_path))
     }
 

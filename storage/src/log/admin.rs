@@ -15,7 +15,7 @@ use crate::{
     config::Durability,
     error::StorageError,
     producer_state::files as producer_files,
-    reclaim, recovery,
+    reclaim,
     segment::{writer::FileHandle, HeaderReader, Segment},
 };
 
@@ -109,9 +109,10 @@ impl LogInner {
         Ok((writer.handle(), writer.path().to_path_buf()))
     }
 
-    /// Removes every segment after the one at `at`, which becomes the active one.
+    /// Removes every segment after the one at `at`, which becomes the active one. Their space
+    /// is freed in paced steps once no reader holds them (`reclaim`).
     async fn drop_segments_after(&self, at: usize) -> Result<(), StorageError> {
-        let (old_writer, bases, read) = {
+        let (old_writer, bases, mut readers, old_read) = {
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
             let bases: Vec<i64> = state.segments[at + 1..]
@@ -119,22 +120,26 @@ impl LogInner {
                 .map(|segment| segment.base_offset)
                 .collect();
             state.segments.truncate(at + 1);
-            for base in &bases {
-                state.handles.remove(*base);
-            }
+            let readers: Vec<_> = bases
+                .iter()
+                .flat_map(|base| state.handles.remove(*base))
+                .collect();
             let kept = &state.segments[at];
             let read = state.handles.get(kept.base_offset, &kept.path)?;
             state.handles.remove(kept.base_offset);
-            (state.writer.take(), bases, read)
+            let old_read = std::mem::replace(&mut state.active_read, read);
+            (state.writer.take(), bases, readers, old_read)
         };
-        self.state.borrow_mut().active_read = read;
+        readers.push(Rc::downgrade(&old_read));
+        drop(old_read);
         if let Some(writer) = old_writer {
             let (handle, path) = (writer.handle(), writer.path().to_path_buf());
             drop(writer);
             handle.close(&path).await?;
         }
         let dir = self.dir.clone();
-        blocking(move || recovery::delete_segments(&dir, &bases)).await?;
+        let held = blocking(move || reclaim::remove_segments(&dir, &bases)).await?;
+        reclaim::free_later(held, readers);
         self.sync_dir().await
     }
 
@@ -196,9 +201,11 @@ impl LogInner {
 
     /// Empties the log and restarts it at `offset` (at or below the log start).
     pub(super) async fn truncate_fully(&self, offset: i64) -> Result<(), StorageError> {
-        let (old_writer, bases) = {
+        let (old_writer, bases, readers) = {
             let mut state = self.state.borrow_mut();
             state.handles.clear();
+            let mut readers = state.handles.take_readers();
+            readers.push(Rc::downgrade(&state.active_read));
             state.tail.clear();
             let bases: Vec<i64> = state
                 .segments
@@ -206,7 +213,7 @@ impl LogInner {
                 .map(|segment| segment.base_offset)
                 .filter(|base| *base != offset)
                 .collect();
-            (state.writer.take(), bases)
+            (state.writer.take(), bases, readers)
         };
         if let Some(writer) = old_writer {
             let (handle, path) = (writer.handle(), writer.path().to_path_buf());
@@ -229,7 +236,8 @@ impl LogInner {
         .await
         .map_err(|source| StorageError::io("fsync log directory", &self.dir, source))?;
         let dir = self.dir.clone();
-        blocking(move || recovery::delete_segments(&dir, &bases)).await?;
+        let held = blocking(move || reclaim::remove_segments(&dir, &bases)).await?;
+        reclaim::free_later(held, readers);
         self.sync_dir().await?;
         {
             let mut state = self.state.borrow_mut();

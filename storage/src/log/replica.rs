@@ -48,15 +48,17 @@ impl PartitionLog {
             .map_err(|_| StorageError::Closed)?;
         let dir = self.inner.dir.clone();
         let bytes = checkpoint::encode_recovery_point(offset);
-        blocking(move || checkpoint::replace_file(&dir, HIGH_WATERMARK_FILE, &bytes, durable))
-            .await
-            .map_err(|source| {
-                StorageError::io(
-                    "write checkpoint",
-                    self.inner.dir.join(HIGH_WATERMARK_FILE),
-                    source,
-                )
-            })
+        crate::lanes::background(move || {
+            checkpoint::replace_file(&dir, HIGH_WATERMARK_FILE, &bytes, durable)
+        })
+        .await
+        .map_err(|source| {
+            StorageError::io(
+                "write checkpoint",
+                self.inner.dir.join(HIGH_WATERMARK_FILE),
+                source,
+            )
+        })
     }
 }
 

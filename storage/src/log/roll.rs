@@ -16,7 +16,7 @@ use super::{blocking, LogInner};
 use crate::{
     compaction::crash_point,
     error::StorageError,
-    recovery,
+    lanes, recovery,
     segment::{writer::SegmentWriter, Segment},
 };
 
@@ -235,9 +235,13 @@ impl LogInner {
             extension.wait().await;
         }
         let files = seal.files;
-        let index_files = async { blocking(move || recovery::write_index_files(&files)).await };
-        let (closed, indexed) =
-            futures_lite::future::zip(writer.close(seal.size), index_files).await;
+        let index_files = lanes::background(move || recovery::write_index_files(&files));
+        // Cutting the file's preallocated tail runs on the blocking thread too.
+        let closed = async {
+            let _turn = lanes::background_turn().await;
+            writer.close(seal.size).await
+        };
+        let (closed, indexed) = futures_lite::future::zip(closed, index_files).await;
         closed.and(indexed)
     }
 }
