@@ -661,25 +661,11 @@ impl LogInner {
         Ok(())
     }
 
-    /// Fsyncs the log's directory through io_uring, not on the blocking thread: a commit
-    /// round after a roll waits for it, and must not queue behind the shard's other file work
-    /// (`lanes`).
     async fn sync_dir(&self) -> Result<(), StorageError> {
-        let failed = |error: glommio::GlommioError<()>| {
-            StorageError::io(
-                "fsync log directory",
-                &self.dir,
-                std::io::Error::from(error),
-            )
-        };
-        // glommio opens a relative path against no directory at all (a data directory may be
-        // given relative).
-        let path = std::path::absolute(&self.dir)
-            .map_err(|source| StorageError::io("fsync log directory", &self.dir, source))?;
-        let directory = glommio::io::Directory::open(&path).await.map_err(failed)?;
-        let synced = directory.sync_all().await.map_err(failed);
-        let _ = directory.close().await;
-        synced
+        let dir = self.dir.clone();
+        blocking(move || checkpoint::sync_dir(&dir))
+            .await
+            .map_err(|source| StorageError::io("fsync log directory", &self.dir, source))
     }
 
     /// Closes the log: see [`PartitionLog::close`].

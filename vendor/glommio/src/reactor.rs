@@ -642,14 +642,6 @@ impl Reactor {
         source
     }
 
-    // SLUICE PATCH: a full fsync on the ring (`Directory::sync_all`). Its source is counted as
-    // an fdatasync's.
-    pub(crate) fn fsync(&self, raw: RawFd) -> Source {
-        let source = self.new_source(raw, SourceType::FdataSync, None);
-        self.sys.fsync(&source);
-        source
-    }
-
     pub(crate) fn fallocate(
         &self,
         raw: RawFd,

@@ -133,19 +133,6 @@ impl Directory {
         Ok(())
     }
 
-    /// Issues a full fsync of the directory on the ring (SLUICE PATCH): what makes its entries
-    /// (a rename, a new file) durable on every filesystem, where `sync`'s fdatasync need not.
-    pub async fn sync_all(&self) -> Result<()> {
-        let source = self
-            .file
-            .reactor
-            .upgrade()
-            .unwrap()
-            .fsync(self.as_raw_fd());
-        source.collect_rw().await?;
-        Ok(())
-    }
-
     /// Closes this DMA file.
     pub async fn close(self) -> Result<()> {
         self.file.close().await

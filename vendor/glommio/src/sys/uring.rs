@@ -66,9 +66,6 @@ enum UringOpDescriptor {
     Open(*const u8, libc::c_int, u32),
     Close,
     FDataSync,
-    // SLUICE PATCH: a full fsync (a directory's entries are not "data" to every filesystem's
-    // fdatasync), so a directory can be synced on the ring instead of the blocking thread.
-    FSync,
     Connect(*const SockaddrStorage),
     LinkTimeout(*const uring_sys::__kernel_timespec),
     Accept(*mut SockAddrStorage),
@@ -320,9 +317,6 @@ fn fill_sqe<F>(
             }
             UringOpDescriptor::FDataSync => {
                 sqe.prep_fsync(op.fd, FsyncFlags::FSYNC_DATASYNC);
-            }
-            UringOpDescriptor::FSync => {
-                sqe.prep_fsync(op.fd, FsyncFlags::empty());
             }
             UringOpDescriptor::Connect(addr) => {
                 sqe.prep_connect(op.fd, &*addr);
@@ -1553,16 +1547,6 @@ impl Reactor {
             &mut *self.ring_for_source(source),
             source,
             UringOpDescriptor::FDataSync,
-            &mut self.source_map.borrow_mut(),
-        );
-    }
-
-    // SLUICE PATCH: see `UringOpDescriptor::FSync`.
-    pub(crate) fn fsync(&self, source: &Source) {
-        queue_request_into_ring(
-            &mut *self.ring_for_source(source),
-            source,
-            UringOpDescriptor::FSync,
             &mut self.source_map.borrow_mut(),
         );
     }
