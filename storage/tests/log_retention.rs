@@ -400,18 +400,19 @@ fn a_read_outlives_the_deletion_of_its_log() {
     }
 }
 
-/// The segment file holding `offset`: the one with the greatest base offset at or below it.
+/// The segment file holding `offset`: the newest one (names order by base offset) whose base
+/// offset is at or below it.
 fn segment_file_holding(dir: &std::path::Path, offset: i64) -> std::path::PathBuf {
-    let base = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|entry| {
-            let name = entry.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".log")?.parse::<i64>().ok()
+    log_paths(dir)
+        .into_iter()
+        .rev()
+        .find(|path| {
+            let base = path
+                .file_stem()
+                .and_then(|stem| stem.to_str()?.parse::<i64>().ok());
+            base.is_some_and(|base| base <= offset)
         })
-        .filter(|base| *base <= offset)
-        .max()
-        .unwrap();
-    dir.join(format!("{base:020}.log"))
+        .unwrap()
 }
 
 // Proves a read taken before a truncation (a follower cutting back to its leader, inside the
