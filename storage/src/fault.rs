@@ -1,5 +1,6 @@
 //! Fault injection for tests: make the next fsync of a log fail, hold its fsyncs until released,
-//! or tear the next write of a log and kill the process in the middle of it.
+//! hold the process's background file work (seals, checkpoints: `lanes`) until released, or
+//! tear the next write of a log and kill the process in the middle of it.
 //!
 //! Compiled only with the `fault-injection` feature (the crate's own tests and the crates that
 //! test partition failures enable it); without it every hook is an empty inline function, so
@@ -29,6 +30,9 @@ mod enabled {
     static HELD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     /// How often a held fsync looks whether it was released.
     const HELD_SYNC_POLL_MS: u64 = 1;
+    /// Set while background file work waits (`hold_background`).
+    static BACKGROUND_HELD: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
 
     fn held(path: &Path) -> bool {
         HELD.lock()
@@ -50,6 +54,24 @@ mod enabled {
         HELD.lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .retain(|held| held != prefix.as_ref());
+    }
+
+    /// Arms: background file work (a seal's index files and truncation, checkpoints, producer
+    /// snapshots) waits, without blocking its thread, until `release_background`; whatever
+    /// waits for a seal (the next roll of the same log) waits with it.
+    pub fn hold_background() {
+        BACKGROUND_HELD.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lets the background work held by `hold_background` go on.
+    pub fn release_background() {
+        BACKGROUND_HELD.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) async fn background_gate() {
+        while BACKGROUND_HELD.load(std::sync::atomic::Ordering::SeqCst) {
+            glommio::timer::sleep(std::time::Duration::from_millis(HELD_SYNC_POLL_MS)).await;
+        }
     }
 
     pub(crate) async fn sync_gate(path: &Path) {
@@ -93,6 +115,7 @@ mod enabled {
         HELD.lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clear();
+        release_background();
     }
 
     pub(crate) fn before_sync(path: &Path) -> io::Result<()> {
@@ -129,10 +152,13 @@ mod enabled {
 }
 
 #[cfg(feature = "fault-injection")]
-pub use enabled::{clear, fail_next_sync, hold_syncs, release_syncs, tear_next_write_and_die};
+pub use enabled::{
+    clear, fail_next_sync, hold_background, hold_syncs, release_background, release_syncs,
+    tear_next_write_and_die,
+};
 
 #[cfg(feature = "fault-injection")]
-pub(crate) use enabled::{before_sync, before_write, sync_gate};
+pub(crate) use enabled::{background_gate, before_sync, before_write, sync_gate};
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
@@ -143,6 +169,10 @@ pub(crate) fn before_sync(_path: &std::path::Path) -> std::io::Result<()> {
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub(crate) async fn sync_gate(_path: &std::path::Path) {}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) async fn background_gate() {}
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]

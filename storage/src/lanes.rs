@@ -41,9 +41,11 @@ pub(crate) fn of_executor(turns: &'static LocalKey<Turns>) -> Rc<Semaphore> {
 /// Waits for this executor's background turn; hold it while background file work runs. `None`
 /// only if the semaphore was closed, which nothing does.
 pub(crate) async fn background_turn() -> Option<StaticPermit> {
-    crate::sync::acquire_static_permit(&of_executor(&BACKGROUND_TURNS), 1)
+    let turn = crate::sync::acquire_static_permit(&of_executor(&BACKGROUND_TURNS), 1)
         .await
-        .ok()
+        .ok();
+    crate::fault::background_gate().await;
+    turn
 }
 
 /// Runs background file work on the blocking thread in this executor's background turn.

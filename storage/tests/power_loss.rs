@@ -39,6 +39,13 @@ const CUTS_PER_SETUP_MAX: usize = 32;
 const FIRST_ACK_WAIT_S: u64 = 60;
 /// Appending tasks in the child.
 const CHILD_WRITERS: u64 = 3;
+/// Name of the roll test, which its child runs again.
+const ROLL_TEST_NAME: &str = "a_rolled_segment_is_named_durably_before_its_first_acknowledgement";
+/// The roll test's child is taken to be stalled at its second roll once it acknowledged nothing
+/// for this long, in ms.
+const ROLL_CHILD_QUIET_MS: u64 = 1_000;
+/// Longest the roll test lets its child run, in s.
+const ROLL_CHILD_RUN_S_MAX: u64 = 120;
 /// Interval durability in this test: long enough that unflushed bytes exist at every cut.
 const INTERVAL: Durability = Durability::Interval {
     flush_bytes_max: 256 * 1024,
@@ -106,8 +113,30 @@ type Acked = (i64, i64, u64);
 /// Runs the child for a random time and SIGKILLs it; returns what it acknowledged and the
 /// highest flushed offset it reported.
 fn run_child(dir: &Path, setup: &str, rng: &mut impl Rng) -> (Vec<Acked>, i64) {
+    let run_time = Duration::from_millis(rng.gen_range(50..300));
+    run_child_until(TEST_NAME, dir, setup, |acks| {
+        // The child first recovers the log through FUSE, which takes a while on a loaded
+        // machine: the random run time counts from its first acknowledgement.
+        if acks
+            .recv_timeout(Duration::from_secs(FIRST_ACK_WAIT_S))
+            .is_ok()
+        {
+            std::thread::sleep(run_time);
+        }
+    })
+}
+
+/// Runs the test `test_name` as a child appending to `dir` with `setup` until `wait` (given one
+/// message per acknowledgement) returns, then SIGKILLs it; returns what it acknowledged and the
+/// highest flushed offset it reported.
+fn run_child_until(
+    test_name: &str,
+    dir: &Path,
+    setup: &str,
+    wait: impl FnOnce(&std::sync::mpsc::Receiver<()>),
+) -> (Vec<Acked>, i64) {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_ENV, dir)
         .env(CHILD_SETUP_ENV, setup)
         .stdout(Stdio::piped())
@@ -115,7 +144,7 @@ fn run_child(dir: &Path, setup: &str, rng: &mut impl Rng) -> (Vec<Acked>, i64) {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (first_ack, first_ack_seen) = std::sync::mpsc::channel();
+    let (ack, acks) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let (mut acked, mut flushed) = (Vec::new(), 0i64);
         for line in BufReader::new(stdout).lines() {
@@ -130,17 +159,12 @@ fn run_child(dir: &Path, setup: &str, rng: &mut impl Rng) -> (Vec<Acked>, i64) {
             if let [base, last, seed, reported] = fields[..] {
                 acked.push((base, last, seed as u64));
                 flushed = flushed.max(reported);
-                let _ = first_ack.send(());
+                let _ = ack.send(());
             }
         }
         (acked, flushed)
     });
-    // The child first recovers the log through FUSE, which takes a while on a loaded machine:
-    // the random run time counts from its first acknowledgement.
-    let started = first_ack_seen.recv_timeout(Duration::from_secs(FIRST_ACK_WAIT_S));
-    if started.is_ok() {
-        std::thread::sleep(Duration::from_millis(rng.gen_range(50..300)));
-    }
+    wait(&acks);
     child.kill().unwrap();
     child.wait().unwrap();
     reader.join().unwrap()
@@ -208,13 +232,8 @@ fn recover_and_check(
 // log is always valid and contiguous and appends continue at its end.
 #[test]
 fn power_cut_loses_nothing_acknowledged_as_durable() {
-    if let (Ok(dir), Ok(setup)) = (std::env::var(CHILD_DIR_ENV), std::env::var(CHILD_SETUP_ENV)) {
-        let config = setups()
-            .into_iter()
-            .find(|(mode, durability)| setup_name(*mode, *durability) == setup)
-            .map(|(mode, durability)| setup_config(mode, durability))
-            .unwrap();
-        child(Path::new(&dir), config);
+    if let Some((dir, config)) = child_setup() {
+        child(&dir, config);
         return;
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x9d);
@@ -254,6 +273,96 @@ fn power_cut_loses_nothing_acknowledged_as_durable() {
                 )
             }
         }
+        drop(mounted);
+    }
+}
+
+/// In a child: its log directory and configuration, from the environment its parent set.
+fn child_setup() -> Option<(std::path::PathBuf, LogConfig)> {
+    let (Ok(dir), Ok(setup)) = (std::env::var(CHILD_DIR_ENV), std::env::var(CHILD_SETUP_ENV))
+    else {
+        return None;
+    };
+    let config = setups()
+        .into_iter()
+        .find(|(mode, durability)| setup_name(*mode, *durability) == setup)
+        .map(|(mode, durability)| setup_config(mode, durability))
+        .unwrap();
+    Some((dir.into(), config))
+}
+
+/// Child side of the roll test: appends one batch at a time, printing "ACK base last seed 0",
+/// with the background file work held from the first acknowledgement on, so the first roll's
+/// seal (and its checkpoint, which fsyncs the directory too) never runs and the second roll
+/// waits for it for good.
+fn roll_child(dir: &Path, config: LogConfig) {
+    let dir = dir.to_path_buf();
+    run(async move {
+        let log = PartitionLog::open(&dir, config).await.unwrap();
+        let start = log.log_end_offset() as u64;
+        for round in 0.. {
+            let seed = start + round;
+            let info = log.append(batch_for(seed), 2).await.unwrap();
+            if round == 0 {
+                sluice_storage::fault::hold_background();
+            }
+            println!("ACK {} {} {seed} 0", info.base_offset, info.last_offset);
+        }
+    });
+}
+
+/// Base offsets of the segment files in `dir`.
+fn segment_bases(dir: &Path) -> Vec<i64> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".log")?.parse().ok()
+        })
+        .collect()
+}
+
+// Proves that in durable mode nothing written to a new segment is acknowledged before the
+// segment's name is durable: the child's acknowledgements run past its first roll while the
+// background work that would also fsync the directory (the seal, its checkpoint) is held; a
+// power cut then, and every acknowledged batch is there after recovery. Fails when the commit
+// round after a roll does not fsync the directory.
+#[test]
+fn a_rolled_segment_is_named_durably_before_its_first_acknowledgement() {
+    if let Some((dir, config)) = child_setup() {
+        roll_child(&dir, config);
+        return;
+    }
+    for mode in MODES {
+        let setup = setup_name(mode, Durability::Durable);
+        let mountpoint = tempfile::tempdir().unwrap();
+        let mounted = unsynced_fs::mount(mountpoint.path()).unwrap_or_else(|error| {
+            panic!("cannot mount the FUSE filesystem (needs root and /dev/fuse): {error}")
+        });
+        let dir = mountpoint.path();
+        let (round, _) = run_child_until(ROLL_TEST_NAME, dir, &setup, |acks| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(ROLL_CHILD_RUN_S_MAX);
+            let _ = acks.recv_timeout(Duration::from_secs(FIRST_ACK_WAIT_S));
+            let quiet = Duration::from_millis(ROLL_CHILD_QUIET_MS);
+            // Stalled: quiet, with its first roll behind it (a slow child is not stalled).
+            while std::time::Instant::now() < deadline
+                && (acks.recv_timeout(quiet).is_ok() || segment_bases(dir).len() < 2)
+            {}
+        });
+        let rolled_at = segment_bases(dir).into_iter().max().unwrap();
+        assert!(
+            rolled_at > 0 && round.iter().any(|entry| entry.0 >= rolled_at),
+            "{setup}: the child's acknowledgements must run past its first roll"
+        );
+        mounted.cut_power();
+        let mut acked: HashMap<i64, Acked> = round.iter().map(|entry| (entry.0, *entry)).collect();
+        let lost = recover_and_check(
+            dir,
+            setup_config(mode, Durability::Durable),
+            &mut acked,
+            |_| true,
+        );
+        assert_eq!(lost, 0, "{setup}");
         drop(mounted);
     }
 }

@@ -90,19 +90,35 @@ pub struct UnsyncedFs {
 pub struct Mounted {
     fs: UnsyncedFs,
     mountpoint: std::path::PathBuf,
+    /// The FUSE connection's directory under fusectl (`abort` in it ends the connection).
+    connection: std::path::PathBuf,
     session: Option<fuser::BackgroundSession>,
 }
 
+/// Where the kernel lists FUSE connections (the fusectl filesystem).
+const FUSECTL_DIR: &str = "/sys/fs/fuse/connections";
+
 impl Drop for Mounted {
-    /// Detaches the mount at once (a failed test may leave files open on it), and only then
-    /// lets the session end. When a test is failing, the session thread is left to the
-    /// process's exit rather than joined, so a failure can never hang on the unmount.
+    /// Detaches the mount at once (a failed test may leave files open on it), then aborts the
+    /// connection, and only then lets the session end. A descriptor still open on a detached
+    /// mount keeps its connection alive: closed later (at the latest when the process exits,
+    /// after the session's thread is gone) it would wait in FUSE's flush for an answer no one
+    /// gives. Aborted, every later request fails at once. When a test is failing, the session
+    /// thread is left to the process's exit rather than joined.
     fn drop(&mut self) {
         if let Ok(path) = std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes()) {
             // SAFETY: umount2 reads a valid NUL-terminated path and touches no memory of ours.
             unsafe {
                 libc::umount2(path.as_ptr(), libc::MNT_DETACH);
             }
+        }
+        // Gone already when nothing was left open: the connection ended with the unmount.
+        match std::fs::write(self.connection.join("abort"), "1") {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => eprintln!(
+                "cannot abort the FUSE connection {}: {error}",
+                self.connection.display()
+            ),
+            _ => {}
         }
         if let Some(session) = self.session.take() {
             if std::thread::panicking() {
@@ -123,11 +139,66 @@ pub fn mount(mountpoint: &Path) -> std::io::Result<Mounted> {
         fuser::MountOption::RW,
     ];
     let session = fuser::spawn_mount(fs.clone(), mountpoint, &config)?;
+    let connection = connection_dir(mountpoint)?;
     Ok(Mounted {
         fs,
         mountpoint: mountpoint.to_path_buf(),
+        connection,
         session: Some(session),
     })
+}
+
+/// The fusectl directory of the FUSE connection mounted at `mountpoint`, named after the
+/// mount's device number as the kernel encodes it; mounts fusectl when it is not yet.
+fn connection_dir(mountpoint: &Path) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::metadata(mountpoint)?.dev();
+    let kernel_device = (libc::major(device) << 20) | libc::minor(device);
+    let connections = Path::new(FUSECTL_DIR);
+    mount_fusectl_once(connections)?;
+    let dir = connections.join(kernel_device.to_string());
+    match dir.join("abort").exists() {
+        true => Ok(dir),
+        false => Err(std::io::Error::other(format!(
+            "no fusectl entry {} for the mount at {}",
+            dir.display(),
+            mountpoint.display()
+        ))),
+    }
+}
+
+/// Mounts fusectl at `connections` unless it is there (an empty directory means it is not, as
+/// this process has a connection). Tests mount in parallel: one at a time looks, and a mount
+/// that lost a race with another process's (EBUSY) finds fusectl there all the same.
+fn mount_fusectl_once(connections: &Path) -> std::io::Result<()> {
+    static LOOKING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = LOOKING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if std::fs::read_dir(connections)?.next().is_some() {
+        return Ok(());
+    }
+    match mount_fusectl(connections) {
+        Err(error) if error.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+        mounted => mounted,
+    }
+}
+
+fn mount_fusectl(connections: &Path) -> std::io::Result<()> {
+    let target = std::ffi::CString::new(connections.as_os_str().as_encoded_bytes())?;
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call, and
+    // fusectl takes no mount data.
+    let result = unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            target.as_ptr(),
+            c"fusectl".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    match result {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 impl Mounted {
