@@ -293,10 +293,11 @@ impl PartitionLog {
     ) -> Result<PartitionLog, StorageError> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        let recovered = {
+        let mut recovered = {
             let (dir, config) = (dir.clone(), config.clone());
             blocking(move || recovery::recover(&dir, &config)).await?
         };
+        crate::reclaim::free_later(std::mem::take(&mut recovered.deleted), Vec::new());
         let mut summary = recovered.summary.clone();
         let segments = recovered.segments;
         let producers = {

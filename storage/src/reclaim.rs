@@ -61,7 +61,7 @@ pub(crate) struct HeldFile {
 /// Opens `path` for writing, when it exists, so removing its name frees nothing yet. A file
 /// that cannot be opened (gone already, or out of descriptors when a topic of many partitions
 /// goes) is not held: removing its name frees it at once, as without pacing.
-fn hold(path: &Path) -> Option<HeldFile> {
+pub(crate) fn hold(path: &Path) -> Option<HeldFile> {
     match std::fs::OpenOptions::new().write(true).open(path) {
         Ok(file) => Some(HeldFile {
             path: path.to_path_buf(),

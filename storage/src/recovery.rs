@@ -21,6 +21,7 @@ use crate::{
     config::{LogConfig, RecoveryPolicy, BATCH_BYTES_MAX_LIMIT, SEGMENT_BYTES_MAX_LIMIT},
     error::StorageError,
     index::{OffsetIndex, SegmentIndex, TimeIndex},
+    reclaim::{self, HeldFile},
     segment::{
         parse_segment_name, HeaderReader, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
     },
@@ -40,6 +41,9 @@ pub(crate) struct Recovered {
     /// The cleaner's checkpoint, and whether batches may leave offset gaps.
     pub cleaning: CleaningState,
     pub summary: RecoverySummary,
+    /// Segment files recovery removed (a torn tail's later segments, a swap's leftovers), held
+    /// open so their space is freed in paced steps (`reclaim::free_later`).
+    pub deleted: Vec<HeldFile>,
 }
 
 /// What recovery did to a log when it opened, for operators and tests.
@@ -78,7 +82,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
         .map_err(|source| StorageError::io("create log directory", dir, source))?;
     // A cleaning interrupted by a crash is finished (or its leftovers removed) before the
     // segments are listed, so the listing sees either the old or the cleaned segments.
-    compaction::finish_interrupted_swap(dir)?;
+    let mut deleted = compaction::finish_interrupted_swap(dir)?;
     let cleaning = CleaningState::load(dir, config);
     let gaps_allowed = cleaning.gaps_allowed;
     let bases = list_segments(dir)?;
@@ -103,11 +107,11 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
         match recover_segment(dir, config, place, &mut state)? {
             Next::Continue => {}
             Next::CutHere => {
-                delete_segments(dir, &bases[at + 1..])?;
+                deleted.extend(reclaim::remove_segments(dir, &bases[at + 1..])?);
                 break;
             }
             Next::DropFromHere => {
-                delete_segments(dir, &bases[at..])?;
+                deleted.extend(reclaim::remove_segments(dir, &bases[at..])?);
                 break;
             }
         }
@@ -126,6 +130,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
         epochs,
         cleaning,
         summary: state.summary,
+        deleted,
     })
 }
 

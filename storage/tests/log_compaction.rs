@@ -157,6 +157,55 @@ fn fetch_inside_a_gap_starts_at_the_next_surviving_batch() {
     }
 }
 
+// Proves a read taken before the cleaner swaps its segment out still returns every byte of it
+// afterwards, and that every replaced file's space (the segment the cleaned one is renamed
+// over, the others deleted) is freed once the read is dropped, in paced steps rather than
+// inside the rename or unlink.
+#[test]
+fn a_read_outlives_the_cleaning_of_its_segment() {
+    use std::os::unix::fs::MetadataExt;
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let log = PartitionLog::open(&path, compact_config(mode))
+                .await
+                .unwrap();
+            let batches: Vec<_> = (0..60u8)
+                .map(|round| {
+                    let records = vec![
+                        (b"a".to_vec(), Some(vec![round; 200])),
+                        (b"b".to_vec(), Some(vec![round; 200])),
+                    ];
+                    (records, false)
+                })
+                .collect();
+            write_model(&log, &batches).await;
+            roll(&log).await;
+            let end = log.log_end_offset();
+            let ReadSlice::File(slice) = log.read(0, 1 << 20, end).unwrap() else {
+                panic!("{mode:?}: a closed segment is read from its file");
+            };
+            let expected = slice_bytes(&ReadSlice::File(slice.clone()));
+            let watchers: Vec<std::fs::File> = log_paths(&path)
+                .iter()
+                .map(|segment| std::fs::File::open(segment).unwrap())
+                .collect();
+            cleaner(1 << 20).clean(&log, end, now_ms()).await.unwrap();
+            let replaced: Vec<std::fs::File> = watchers
+                .into_iter()
+                .filter(|watcher| watcher.metadata().unwrap().nlink() == 0)
+                .collect();
+            assert!(
+                replaced.len() >= 2,
+                "{mode:?}: the cleaning replaces the first segment and deletes others"
+            );
+            read_survives_then_space_frees(slice, &expected, &replaced).await;
+            log.close().await.unwrap();
+        });
+    }
+}
+
 // Proves a compacted log refuses a record without a key with a clear error and keeps nothing
 // of that append, while a log with the delete policy accepts it.
 #[test]

@@ -352,3 +352,34 @@ fn corrupt_batch_in_closed_segment_is_reported() {
         assert_eq!(checkpoint, "0\n2\n0 0\n1 60\n");
     }
 }
+
+// Proves the segments recovery drops after a corrupt batch lose their names during the open and
+// their space after it, in paced steps on the opening executor rather than inside the unlinks.
+#[test]
+fn segments_dropped_by_recovery_are_freed_after_it() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let placed = build(dir.path(), mode, 70);
+        let logs = log_paths(dir.path());
+        assert!(logs.len() > 2, "{mode:?}: segments after the damaged one");
+        let victim = placed
+            .iter()
+            .find(|batch| batch.file == logs[1])
+            .unwrap()
+            .clone();
+        flip_byte(&victim.file, victim.position + 70);
+        forget_clean_state(dir.path());
+        let watchers: Vec<std::fs::File> = logs[2..]
+            .iter()
+            .map(|log| std::fs::File::open(log).unwrap())
+            .collect();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let config = policy_config(mode, RecoveryPolicy::TruncateTail);
+            let log = PartitionLog::open(&path, config).await.unwrap();
+            assert_eq!(log_paths(&path), logs[..2].to_vec());
+            assert_space_freed(&watchers).await;
+            log.close().await.unwrap();
+        });
+    }
+}

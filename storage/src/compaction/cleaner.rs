@@ -308,12 +308,12 @@ impl LogCleaner {
                 // Without a manifest the cleaned files are nobody's; with one, recovery needs
                 // them.
                 let (dir, base) = (view.dir.clone(), first.base_offset);
-                let _ = crate::log::blocking(move || {
-                    if !swap::manifest_present(&dir) {
-                        let _ = swap::discard(&dir, base);
-                    }
+                let discarded = crate::log::blocking(move || match swap::manifest_present(&dir) {
+                    true => Ok(Vec::new()),
+                    false => swap::discard(&dir, base),
                 })
                 .await;
+                crate::reclaim::free_later(discarded.unwrap_or_default(), Vec::new());
                 return Err(error);
             }
         };

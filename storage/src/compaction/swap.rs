@@ -26,6 +26,11 @@
 //! **Invariant:** a cleaned segment ends at the same offset as the last segment it replaces,
 //! so segments stay contiguous and a swap never changes the log's offsets, only which records
 //! are kept inside them.
+//!
+//! Every segment file a swap or its recovery removes (the first replaced segment, renamed
+//! over; the other replaced ones; a cleaned segment rolled back) is held open first and handed
+//! back as a [`HeldFile`], so its space is freed in paced steps (`reclaim`), not inside the
+//! rename or unlink.
 
 use std::{
     io,
@@ -36,7 +41,8 @@ use super::crash_point;
 use crate::{
     checkpoint,
     error::StorageError,
-    recovery::{delete_segments, remove_file},
+    reclaim::{self, HeldFile},
+    recovery::remove_file,
     segment::{parse_segment_name, segment_path, Segment, LOG_SUFFIX},
 };
 
@@ -121,8 +127,8 @@ pub(crate) fn manifest_present(dir: &Path) -> bool {
 }
 
 /// Step 4, after the rename: makes it durable, installs the indexes, deletes the other
-/// replaced segments, removes the manifest.
-pub(crate) fn complete(dir: &Path, manifest: &SwapManifest) -> Result<(), StorageError> {
+/// replaced segments, removes the manifest. Returns the deleted segments' files, still held.
+pub(crate) fn complete(dir: &Path, manifest: &SwapManifest) -> Result<Vec<HeldFile>, StorageError> {
     sync(dir)?;
     let base = manifest.base_offset();
     let segment = Segment::new(dir, base, 1);
@@ -132,16 +138,18 @@ pub(crate) fn complete(dir: &Path, manifest: &SwapManifest) -> Result<(), Storag
             .map_err(|source| StorageError::io("rename cleaned index", from, source))?;
     }
     crash_point::reached(crash_point::INDEXES_WRITTEN);
-    delete_replaced(dir, manifest)?;
+    let held = delete_replaced(dir, manifest)?;
     sync(dir)?;
     crash_point::reached(crash_point::REPLACED_DELETED);
     remove_file(&dir.join(SWAP_MANIFEST_FILE))?;
-    sync(dir)
+    sync(dir)?;
+    Ok(held)
 }
 
 /// Deletes the replaced segments after the first, each only while it has the recorded size
-/// (a file of another size with that name is not the segment that was replaced).
-fn delete_replaced(dir: &Path, manifest: &SwapManifest) -> Result<(), StorageError> {
+/// (a file of another size with that name is not the segment that was replaced); returns their
+/// log files, held.
+fn delete_replaced(dir: &Path, manifest: &SwapManifest) -> Result<Vec<HeldFile>, StorageError> {
     let doomed: Vec<i64> = manifest.replaces[1..]
         .iter()
         .filter(|(base, size)| {
@@ -150,31 +158,33 @@ fn delete_replaced(dir: &Path, manifest: &SwapManifest) -> Result<(), StorageErr
         })
         .map(|(base, _)| *base)
         .collect();
-    delete_segments(dir, &doomed)
+    reclaim::remove_segments(dir, &doomed)
 }
 
 /// Takes back a swap that did not reach its rename: removes the manifest, durably, and only
 /// then the cleaned files (a manifest without its cleaned file tells recovery the rename
-/// happened).
-pub(crate) fn undo(dir: &Path, base_offset: i64) -> Result<(), StorageError> {
+/// happened). Returns the cleaned segment's file, held.
+pub(crate) fn undo(dir: &Path, base_offset: i64) -> Result<Vec<HeldFile>, StorageError> {
     remove_file(&dir.join(SWAP_MANIFEST_FILE))?;
     sync(dir)?;
     discard(dir, base_offset)
 }
 
 /// Removes a cleaned segment that will not be swapped in, and its indexes. Never while a
-/// manifest names it.
-pub(crate) fn discard(dir: &Path, base_offset: i64) -> Result<(), StorageError> {
-    remove_file(&cleaned_path(dir, base_offset))?;
+/// manifest names it. Returns the cleaned segment's file, held.
+pub(crate) fn discard(dir: &Path, base_offset: i64) -> Result<Vec<HeldFile>, StorageError> {
+    let path = cleaned_path(dir, base_offset);
+    let held = reclaim::hold(&path).into_iter().collect();
+    remove_file(&path)?;
     for path in cleaned_index_paths(dir, base_offset) {
         remove_file(&path)?;
     }
-    Ok(())
+    Ok(held)
 }
 
 /// Recovery: rolls back a swap that did not reach its rename, finishes one that did, and
-/// removes a cleaning's leftovers.
-pub(crate) fn finish_interrupted_swap(dir: &Path) -> Result<(), StorageError> {
+/// removes a cleaning's leftovers. Returns the removed segment files, held.
+pub(crate) fn finish_interrupted_swap(dir: &Path) -> Result<Vec<HeldFile>, StorageError> {
     let manifest_path = dir.join(SWAP_MANIFEST_FILE);
     let manifest = SwapManifest::read(dir).map_err(|error| {
         // Written atomically, so an unreadable manifest is damage, not a torn write: guessing
@@ -185,18 +195,19 @@ pub(crate) fn finish_interrupted_swap(dir: &Path) -> Result<(), StorageError> {
             format!("unreadable swap manifest: {error}"),
         )
     })?;
+    let mut held = Vec::new();
     if let Some(manifest) = manifest {
         let base = manifest.base_offset();
         if cleaned_path(dir, base).exists() {
             tracing::warn!(dir = %dir.display(), base, "rolling back a segment swap interrupted by a crash before its rename");
-            undo(dir, base)?;
+            held = undo(dir, base)?;
         } else {
             tracing::warn!(dir = %dir.display(), base, "finishing a segment swap interrupted by a crash after its rename");
             // The indexes beside the segment may be the replaced one's: the scan rebuilds them.
             let segment = Segment::new(dir, base, 1);
             remove_file(&segment.index_path())?;
             remove_file(&segment.time_index_path())?;
-            delete_replaced(dir, &manifest)?;
+            held = delete_replaced(dir, &manifest)?;
             sync(dir)?;
             remove_file(&manifest_path)?;
             sync(dir)?;
@@ -204,9 +215,10 @@ pub(crate) fn finish_interrupted_swap(dir: &Path) -> Result<(), StorageError> {
     }
     for leftover in list_cleaned(dir)? {
         tracing::info!(file = %leftover.display(), "removing an unfinished cleaned segment");
+        held.extend(reclaim::hold(&leftover));
         remove_file(&leftover)?;
     }
-    Ok(())
+    Ok(held)
 }
 
 /// Paths of the `.cleaned` files (segments and their indexes) in `dir`.

@@ -2,7 +2,10 @@
 //! active segment, truncation, retention, the swap of cleaned segments (compaction), and the
 //! periodic maintenance that drives time-based flushes and rolls.
 
-use std::{fs::File, rc::Rc};
+use std::{
+    fs::File,
+    rc::{Rc, Weak},
+};
 
 use super::{blocking, LogInner, PRODUCER_EXPIRATION_CHECK_MS, RECOVERY_POINT_CHECKPOINT_MS};
 use crate::{
@@ -15,7 +18,7 @@ use crate::{
     config::Durability,
     error::StorageError,
     producer_state::files as producer_files,
-    reclaim,
+    reclaim::{self, HeldFile},
     segment::{writer::FileHandle, HeaderReader, Segment},
 };
 
@@ -396,7 +399,8 @@ impl LogInner {
     /// the append lock (no fsync there), so no roll, truncation or retention runs meanwhile and
     /// appends wait as little as possible; appends already in flight only touch the active
     /// segment, which a swap never does. `Ok(false)` when the segments changed since they were
-    /// read: the cleaned files are then removed and nothing else changes.
+    /// read: the cleaned files are then removed and nothing else changes. The replaced files'
+    /// space is freed in paced steps once their readers are done (`reclaim`).
     pub(super) async fn swap_cleaned(&self, cleaned: CleanedSegment) -> Result<bool, StorageError> {
         let manifest = SwapManifest {
             replaces: cleaned.replaces.clone(),
@@ -405,24 +409,34 @@ impl LogInner {
         let (dir, written) = (self.dir.clone(), manifest.clone());
         blocking(move || swap::write_manifest(&dir, &written)).await?;
         crash_point::reached(crash_point::MANIFEST_WRITTEN);
-        match self.switch_under_lock(cleaned).await {
-            Ok(true) => {}
+        let (mut held, readers) = match self.switch_under_lock(cleaned).await {
+            Ok(Some(switched)) => switched,
             undone => {
                 let dir = self.dir.clone();
-                let _ = blocking(move || swap::undo(&dir, base)).await;
-                return undone;
+                if let Ok(held) = blocking(move || swap::undo(&dir, base)).await {
+                    reclaim::free_later(held, Vec::new());
+                }
+                return undone.map(|_| false);
             }
-        }
+        };
         crash_point::reached(crash_point::RENAMED);
         let dir = self.dir.clone();
-        blocking(move || swap::complete(&dir, &manifest)).await?;
-        Ok(true)
+        let completed = blocking(move || swap::complete(&dir, &manifest))
+            .await
+            .map(|deleted| held.extend(deleted));
+        // The first replaced segment's name is gone whatever happened after the rename.
+        reclaim::free_later(held, readers);
+        completed.map(|()| true)
     }
 
     /// Under the append lock: checks the replaced segments are as they were read, then renames
-    /// the cleaned file into place and switches the in-memory segments. `Ok(false)` when the
+    /// the cleaned file into place and switches the in-memory segments. Returns the first
+    /// replaced segment's file, held, and the replaced segments' readers; `None` when the
     /// segments changed.
-    async fn switch_under_lock(&self, cleaned: CleanedSegment) -> Result<bool, StorageError> {
+    async fn switch_under_lock(
+        &self,
+        cleaned: CleanedSegment,
+    ) -> Result<Option<(Vec<HeldFile>, Vec<Weak<File>>)>, StorageError> {
         let _lock = crate::sync::acquire_permit(&self.append_lock, 1)
             .await
             .map_err(|_| StorageError::Closed)?;
@@ -431,7 +445,7 @@ impl LogInner {
         // background; a swap replaces only sealed segments.
         self.await_seal().await;
         let Some(at) = self.locate_replaced(&cleaned)? else {
-            return Ok(false);
+            return Ok(None);
         };
         // Opened before the rename, so this descriptor is the cleaned file whatever happens.
         let read = File::open(&cleaned.cleaned_path)
@@ -439,8 +453,10 @@ impl LogInner {
             .map_err(|source| {
                 StorageError::io("open cleaned segment", &cleaned.cleaned_path, source)
             })?;
-        self.switch_segments(cleaned, at, read)?;
-        Ok(true)
+        // Held before the rename over it, so the rename frees nothing.
+        let held = reclaim::hold(&cleaned.segment.path).into_iter().collect();
+        let readers = self.switch_segments(cleaned, at, read)?;
+        Ok(Some((held, readers)))
     }
 
     /// Where the first segment a cleaned segment replaces sits, or `None` when they are no
@@ -482,13 +498,14 @@ impl LogInner {
     }
 
     /// Renames the cleaned file over the first replaced segment and swaps the in-memory
-    /// segments, in one step with no await so no reader sees one without the other.
+    /// segments, in one step with no await so no reader sees one without the other. Returns
+    /// the replaced segments' readers.
     fn switch_segments(
         &self,
         cleaned: CleanedSegment,
         at: usize,
         read: Rc<File>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Vec<Weak<File>>, StorageError> {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         std::fs::rename(&cleaned.cleaned_path, &cleaned.segment.path).map_err(|source| {
@@ -496,9 +513,11 @@ impl LogInner {
         })?;
         let base = cleaned.segment.base_offset;
         let count = cleaned.replaces.len();
-        for (replaced, _) in &cleaned.replaces {
-            state.handles.remove(*replaced);
-        }
+        let readers = cleaned
+            .replaces
+            .iter()
+            .flat_map(|(replaced, _)| state.handles.remove(*replaced))
+            .collect();
         let _replaced: Vec<Segment> = state
             .segments
             .splice(at..at + count, std::iter::once(cleaned.segment))
@@ -508,7 +527,7 @@ impl LogInner {
         if let Some(following) = state.segments.get(at + 1) {
             state.tail.drop_before(following.base_offset);
         }
-        Ok(())
+        Ok(readers)
     }
 }
 

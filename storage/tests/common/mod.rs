@@ -9,7 +9,7 @@ use std::{future::Future, path::Path};
 use bytes::BytesMut;
 use sluice_storage::{
     batch::{BatchBuilder, BatchHeader, Compression},
-    Durability, LogConfig, PartitionLog, ReadSlice, WriteMode,
+    Durability, FileSlice, LogConfig, PartitionLog, ReadSlice, WriteMode,
 };
 
 /// Both write modes; every log test runs in each.
@@ -122,4 +122,39 @@ pub fn log_paths(dir: &Path) -> Vec<std::path::PathBuf> {
         .collect();
     paths.sort();
     paths
+}
+
+/// Checks a read of a deleted segment: it still returns every byte (`expected`) a while after
+/// the deletion, since the space waits for it; once it is dropped, the space of every deleted
+/// file is freed, as seen through `watchers`, descriptors of those files the log does not know
+/// about.
+pub async fn read_survives_then_space_frees(
+    slice: FileSlice,
+    expected: &[u8],
+    watchers: &[std::fs::File],
+) {
+    glommio::timer::sleep(std::time::Duration::from_millis(500)).await;
+    let after = slice_bytes(&ReadSlice::File(slice.clone()));
+    assert_eq!(
+        after, expected,
+        "a read of a deleted segment returns every byte"
+    );
+    drop(slice);
+    assert_space_freed(watchers).await;
+}
+
+/// Waits (at most 10 s) until the files behind `watchers`, descriptors of deleted files the
+/// log does not know about, are cut to nothing: the log freed their space itself, since the
+/// kernel would not while a watcher holds them.
+pub async fn assert_space_freed(watchers: &[std::fs::File]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let held = || {
+        watchers
+            .iter()
+            .any(|watcher| watcher.metadata().unwrap().len() > 0)
+    };
+    while held() && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!held(), "the deleted files' space is freed");
 }

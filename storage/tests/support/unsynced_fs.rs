@@ -172,7 +172,9 @@ fn connection_dir(mountpoint: &Path) -> std::io::Result<std::path::PathBuf> {
 /// that lost a race with another process's (EBUSY) finds fusectl there all the same.
 fn mount_fusectl_once(connections: &Path) -> std::io::Result<()> {
     static LOOKING: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = LOOKING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one_at_a_time = LOOKING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if std::fs::read_dir(connections)?.next().is_some() {
         return Ok(());
     }
