@@ -192,6 +192,11 @@ fn a_read_outlives_the_cleaning_of_its_segment() {
                 .map(|segment| std::fs::File::open(segment).unwrap())
                 .collect();
             cleaner(1 << 20).clean(&log, end, now_ms()).await.unwrap();
+            assert_eq!(
+                watchers[0].metadata().unwrap().nlink(),
+                0,
+                "{mode:?}: the read's segment is replaced (the cleaned one renamed over it)"
+            );
             let replaced: Vec<std::fs::File> = watchers
                 .into_iter()
                 .filter(|watcher| watcher.metadata().unwrap().nlink() == 0)

@@ -380,12 +380,7 @@ fn segment_file_holding(dir: &std::path::Path, offset: i64) -> std::path::PathBu
     log_paths(dir)
         .into_iter()
         .rev()
-        .find(|path| {
-            let base = path
-                .file_stem()
-                .and_then(|stem| stem.to_str()?.parse::<i64>().ok());
-            base.is_some_and(|base| base <= offset)
-        })
+        .find(|path| segment_base(path) <= offset)
         .unwrap()
 }
 

@@ -311,17 +311,6 @@ fn roll_child(dir: &Path, config: LogConfig) {
     });
 }
 
-/// Base offsets of the segment files in `dir`.
-fn segment_bases(dir: &Path) -> Vec<i64> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|entry| {
-            let name = entry.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".log")?.parse().ok()
-        })
-        .collect()
-}
-
 // Proves that in durable mode nothing written to a new segment is acknowledged before the
 // segment's name is durable: the child's acknowledgements run past its first roll while the
 // background work that would also fsync the directory (the seal, its checkpoint) is held; a
@@ -346,10 +335,10 @@ fn a_rolled_segment_is_named_durably_before_its_first_acknowledgement() {
             let quiet = Duration::from_millis(ROLL_CHILD_QUIET_MS);
             // Stalled: quiet, with its first roll behind it (a slow child is not stalled).
             while std::time::Instant::now() < deadline
-                && (acks.recv_timeout(quiet).is_ok() || segment_bases(dir).len() < 2)
+                && (acks.recv_timeout(quiet).is_ok() || log_paths(dir).len() < 2)
             {}
         });
-        let rolled_at = segment_bases(dir).into_iter().max().unwrap();
+        let rolled_at = segment_base(log_paths(dir).last().unwrap());
         assert!(
             rolled_at > 0 && round.iter().any(|entry| entry.0 >= rolled_at),
             "{setup}: the child's acknowledgements must run past its first roll"

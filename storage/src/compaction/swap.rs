@@ -183,7 +183,7 @@ pub(crate) fn discard(dir: &Path, base_offset: i64) -> Result<Vec<HeldFile>, Sto
 }
 
 /// Recovery: rolls back a swap that did not reach its rename, finishes one that did, and
-/// removes a cleaning's leftovers. Returns the removed segment files, held.
+/// removes a cleaning's leftovers. Returns the removed files (segments, leftovers), held.
 pub(crate) fn finish_interrupted_swap(dir: &Path) -> Result<Vec<HeldFile>, StorageError> {
     let manifest_path = dir.join(SWAP_MANIFEST_FILE);
     let manifest = SwapManifest::read(dir).map_err(|error| {

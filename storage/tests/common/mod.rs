@@ -124,6 +124,13 @@ pub fn log_paths(dir: &Path) -> Vec<std::path::PathBuf> {
     paths
 }
 
+/// The base offset a segment file (`<base>.log`) is named after.
+pub fn segment_base(path: &Path) -> i64 {
+    path.file_stem()
+        .and_then(|stem| stem.to_str()?.parse().ok())
+        .unwrap()
+}
+
 /// Checks a read of a deleted segment: it still returns every byte (`expected`) a while after
 /// the deletion, since the space waits for it; once it is dropped, the space of every deleted
 /// file is freed, as seen through `watchers`, descriptors of those files the log does not know
